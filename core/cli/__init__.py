@@ -1,0 +1,25 @@
+"""The `mleg` command line: the operators' face of the product."""
+
+from __future__ import annotations
+
+import typer
+
+from core.cli import credentials, db, registry
+from core.cli.status import status_command
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="mLegitymacja front-end: Telegram bot, support mailbox and lifecycle jobs for the "
+    "mobile student ID. Settings: config/mleg.toml, then MLEG_* environment variables.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(registry.app, name="registry")
+app.add_typer(credentials.app, name="credentials")
+app.add_typer(db.app, name="db")
+app.command("status")(status_command)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,5 @@
+"""`python -m core.cli` is `mleg`."""
+
+from core.cli import main
+
+main()

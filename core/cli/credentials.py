@@ -1,0 +1,153 @@
+"""`mleg credentials`: list, show, revoke (and activate, standing in for mObywatel)."""
+
+from __future__ import annotations
+
+import getpass
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+import typer
+from sqlmodel import Session, col, select
+
+from core import credentials as service
+from core.cli.common import build_context, emit_json, friendly_errors, print_table
+from core.db import unit_of_work
+from core.lifecycle import EndReason
+from core.models import Credential, CredentialEvent, CredentialState, Student
+
+app = typer.Typer(help="Mobile student IDs (mLegitymacje) and their lifecycle.", no_args_is_help=True)
+
+REVOKE_REASONS = [
+    EndReason.LOST_PHONE, EndReason.NEW_PHONE, EndReason.STUDENT_REQUEST,
+    EndReason.GRADUATION, EndReason.REMOVAL, EndReason.STAFF,
+]
+
+
+def _public(credential: Credential, student: Student | None) -> dict[str, Any]:
+    return {
+        "id": credential.id,
+        "public_id": credential.public_id,
+        "state": credential.state,
+        "policy": credential.policy,
+        "valid_until": credential.valid_until,
+        "activation_deadline": credential.activation_deadline,
+        "created_at": credential.created_at,
+        "activated_at": credential.activated_at,
+        "ended_at": credential.ended_at,
+        "end_reason": credential.end_reason,
+        "student": None if student is None else {
+            "album": student.album,
+            "name": f"{student.first_name} {student.last_name}",
+            "email": student.email,
+            "pesel": student.pesel_masked,
+            "status": student.status,
+        },
+    }
+
+
+@app.command("list")
+@friendly_errors
+def list_command(
+    state: Annotated[CredentialState | None, typer.Option(help="Only this state.")] = None,
+    album: Annotated[str | None, typer.Option(help="Only this student (album number).")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List credentials, newest first."""
+    ctx = build_context()
+    with Session(ctx.engine) as session:
+        query = select(Credential, Student).join(Student, col(Student.id) == Credential.student_id)
+        if state:
+            query = query.where(Credential.state == state.value)
+        if album:
+            query = query.where(Student.album == album)
+        query = query.order_by(sa.desc(col(Credential.id))).limit(limit)
+        rows = session.exec(query).all()
+    if as_json:
+        emit_json([_public(c, s) for c, s in rows])
+        return
+    print_table(
+        ["id", "album", "student", "state", "valid_until", "activation_deadline"],
+        [
+            (c.id, s.album, f"{s.first_name} {s.last_name}", c.state, c.valid_until,
+             c.activation_deadline.date() if c.activation_deadline else "")
+            for c, s in rows
+        ],
+    )
+
+
+@app.command("show")
+@friendly_errors
+def show_command(
+    ref: Annotated[str, typer.Argument(help="Credential id or public id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """One credential with its student (PESEL masked) and every lifecycle move."""
+    ctx = build_context()
+    with Session(ctx.engine) as session:
+        credential = service.find_credential(session, ref)
+        student = session.get(Student, credential.student_id)
+        events = session.exec(
+            select(CredentialEvent)
+            .where(CredentialEvent.credential_id == credential.id)
+            .order_by(col(CredentialEvent.id))
+        ).all()
+    data = _public(credential, student)
+    data["events"] = [
+        {"at": e.at, "from": e.from_state, "to": e.to_state, "actor": e.actor, "reason": e.reason}
+        for e in events
+    ]
+    if as_json:
+        emit_json(data)
+        return
+    for key, value in data.items():
+        if key not in ("events", "student"):
+            typer.echo(f"{key:20} {'' if value is None else value}")
+    if data["student"]:
+        for key, value in data["student"].items():
+            typer.echo(f"student.{key:12} {value}")
+    typer.echo("history:")
+    for event in data["events"]:
+        typer.echo(
+            f"  {event['at']:%Y-%m-%d %H:%M} {event['from'] or '-'} -> {event['to']} "
+            f"by {event['actor']} ({event['reason']})"
+        )
+
+
+@app.command("revoke")
+@friendly_errors
+def revoke_command(
+    ref: Annotated[str, typer.Argument(help="Credential id or public id.")],
+    reason: Annotated[EndReason, typer.Option(
+        help="Why: " + ", ".join(r.value for r in REVOKE_REASONS) + ".")] = EndReason.STAFF,
+    by: Annotated[str | None, typer.Option(help="Who does this (for the audit trail).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Revoke (unieważnij) a credential; the student is told by e-mail."""
+    if reason not in REVOKE_REASONS:
+        raise typer.BadParameter(f"reason must be one of {', '.join(REVOKE_REASONS)}")
+    ctx = build_context()
+    actor = f"staff:{by or getpass.getuser()}"
+    if not yes:
+        typer.confirm(f"Revoke credential {ref} ({reason})?", abort=True)
+    with unit_of_work(ctx.engine) as session:
+        credential = service.find_credential(session, ref)
+        service.revoke(ctx, session, credential, reason=reason, actor=actor)
+    typer.echo(f"credential {credential.id} revoked ({reason})")
+
+
+@app.command("activate")
+@friendly_errors
+def activate_command(
+    ref: Annotated[str, typer.Argument(help="Credential id or public id.")],
+    code: Annotated[str, typer.Option(prompt=True, hide_input=True, help="The activation code.")],
+) -> None:
+    """Stand-in for mObywatel (local issuer only): redeem an activation code.
+
+    Wrong codes count against the student's guess limit.
+    """
+    ctx = build_context()
+    with unit_of_work(ctx.engine) as session:
+        credential = service.find_credential(session, ref)
+        service.activate(ctx, session, credential, code, actor="mobywatel-standin")
+    typer.echo(f"credential {credential.id} is active until {credential.valid_until}")

@@ -1,0 +1,23 @@
+"""`mleg db`: schema migrations."""
+
+from __future__ import annotations
+
+import typer
+
+from core.cli.common import friendly_errors
+from core.db import current_revision, make_engine, upgrade
+from core.logging_setup import configure_logging
+from core.settings import load_settings
+
+app = typer.Typer(help="Database schema.", no_args_is_help=True)
+
+
+@app.command("upgrade")
+@friendly_errors
+def upgrade_command() -> None:
+    """Apply every pending migration (safe to run again)."""
+    settings = load_settings()
+    configure_logging("WARNING")
+    engine = make_engine(settings.effective_database_url)
+    upgrade(engine)
+    typer.echo(f"database at revision {current_revision(engine)} ({engine.url.render_as_string()})")

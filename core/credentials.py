@@ -1,0 +1,283 @@
+"""Credential services: request, renew, revoke, activate. One unit of work each, committed by the caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from core import audit, outbox, ratelimit
+from core.compose import activation_email, format_date, notice_email
+from core.context import AppContext
+from core.eligibility import Policy, check_eligibility, validity_end
+from core.errors import ActivationError, ConflictError, EligibilityError, NotFoundError
+from core.lifecycle import EndReason, transition
+from core.models import (
+    LIVE_STATES,
+    Application,
+    Credential,
+    CredentialEvent,
+    CredentialState,
+    Student,
+)
+
+__all__ = [
+    "RenewalCheck",
+    "activate",
+    "find_credential",
+    "latest_credential",
+    "live_credential",
+    "renew",
+    "renewal_check",
+    "request_credential",
+    "revoke",
+]
+
+
+def live_credential(session: Session, student_id: int) -> Credential | None:
+    return session.exec(
+        select(Credential)
+        .where(Credential.student_id == student_id)
+        .where(col(Credential.state).in_([s.value for s in LIVE_STATES]))
+    ).first()
+
+
+def latest_credential(session: Session, student_id: int) -> Credential | None:
+    return session.exec(
+        select(Credential)
+        .where(Credential.student_id == student_id)
+        .order_by(sa.desc(col(Credential.created_at)), sa.desc(col(Credential.id)))
+    ).first()
+
+
+def find_credential(session: Session, ref: str) -> Credential:
+    """By numeric id or public id."""
+    credential = None
+    if ref.isdigit():
+        credential = session.get(Credential, int(ref))
+    if credential is None:
+        credential = session.exec(select(Credential).where(Credential.public_id == ref)).first()
+    if credential is None:
+        raise NotFoundError(f"no credential {ref!r}")
+    return credential
+
+
+def _queue_activation(
+    ctx: AppContext,
+    session: Session,
+    student: Student,
+    credential: Credential,
+    language: str,
+) -> None:
+    data = ctx.issuer.issue(credential, ctx.clock.now(), ctx.activation_window)
+    transition(
+        session,
+        credential,
+        CredentialState.PENDING_ACTIVATION,
+        actor="issuer",
+        reason="activation_data_issued",
+        now=ctx.clock.now(),
+    )
+    message = activation_email(
+        ctx.catalog,
+        student=student,
+        credential=credential,
+        data=data,
+        university=ctx.settings.university.name,
+        language=language,
+    )
+    # Only ever the register address: never one typed into a chat or an e-mail's From.
+    outbox.enqueue(
+        session,
+        ctx.box,
+        key=f"activation:{credential.public_id}",
+        channel="email",
+        recipient=student.email,
+        kind="activation",
+        message=message,
+        now=ctx.clock.now(),
+        language=language,
+        student_id=student.id,
+        credential_id=credential.id,
+    )
+
+
+def request_credential(
+    ctx: AppContext,
+    session: Session,
+    student: Student,
+    *,
+    channel: str,
+    actor: str,
+    language: str = "pl",
+) -> Credential:
+    """A new credential: checks, application, credential, activation e-mail queued."""
+    now = ctx.clock.now()
+    today = ctx.clock.today()
+    policy = Policy(ctx.settings.policy)
+    eligibility = check_eligibility(student, policy, today)
+    if not eligibility.ok:
+        raise EligibilityError(list(eligibility.reasons))
+    existing = live_credential(session, student.id or 0)
+    if existing is not None:
+        raise ConflictError(f"student already has a {existing.state} credential")
+    credential = Credential(
+        student_id=student.id or 0,
+        state=CredentialState.REQUESTED,
+        policy=policy,
+        valid_until=validity_end(student, policy, today),
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(credential)
+    session.flush()
+    session.add(
+        CredentialEvent(
+            credential_id=credential.id or 0,
+            from_state=None,
+            to_state=CredentialState.REQUESTED,
+            actor=actor,
+            reason="application",
+            at=now,
+        )
+    )
+    session.add(
+        Application(
+            student_id=student.id or 0,
+            kind="new",
+            channel=channel,
+            credential_id=credential.id,
+            created_at=now,
+        )
+    )
+    audit.record(
+        session, at=now, actor=actor, action="application.new",
+        student_id=student.id, credential_id=credential.id, channel=channel,
+    )
+    _queue_activation(ctx, session, student, credential, language)
+    return credential
+
+
+@dataclass(frozen=True)
+class RenewalCheck:
+    possible: bool
+    reason: str  # a catalog key suffix: "ok", "no_credential", "too_early", ...
+    new_valid_until: date | None = None
+
+
+def renewal_check(ctx: AppContext, student: Student, credential: Credential | None) -> RenewalCheck:
+    """Renewal (a new student certificate for the next semester) when the rules allow it."""
+    today = ctx.clock.today()
+    policy = Policy(ctx.settings.policy)
+    if credential is None or credential.state != CredentialState.ACTIVE:
+        return RenewalCheck(False, "not_active")
+    eligibility = check_eligibility(student, policy, today)
+    if not eligibility.ok:
+        return RenewalCheck(False, "not_eligible")
+    window = timedelta(days=ctx.settings.credential.renewal_window_days)
+    if today < credential.valid_until - window:
+        return RenewalCheck(False, "too_early")
+    # Renewing in the last days of a semester must reach into the next one.
+    target_day = max(today, credential.valid_until + timedelta(days=1))
+    new_end = validity_end(student, policy, target_day)
+    if new_end <= credential.valid_until:
+        return RenewalCheck(False, "els_expired" if policy is Policy.ELS else "not_eligible")
+    return RenewalCheck(True, "ok", new_end)
+
+
+def renew(
+    ctx: AppContext,
+    session: Session,
+    student: Student,
+    credential: Credential,
+    *,
+    channel: str,
+    actor: str,
+    language: str = "pl",
+) -> Credential:
+    check = renewal_check(ctx, student, credential)
+    if not check.possible or check.new_valid_until is None:
+        raise ConflictError(f"renewal not possible: {check.reason}")
+    now = ctx.clock.now()
+    old_end = credential.valid_until
+    credential.valid_until = check.new_valid_until
+    transition(session, credential, CredentialState.ACTIVE, actor=actor, reason="renewed", now=now)
+    session.add(
+        Application(
+            student_id=student.id or 0, kind="renewal", channel=channel,
+            credential_id=credential.id, created_at=now,
+        )
+    )
+    audit.record(
+        session, at=now, actor=actor, action="application.renewal",
+        student_id=student.id, credential_id=credential.id,
+        old_valid_until=old_end.isoformat(), new_valid_until=credential.valid_until.isoformat(),
+    )
+    outbox.enqueue(
+        session, ctx.box,
+        key=f"renewed:{credential.public_id}:{credential.valid_until.isoformat()}",
+        channel="email", recipient=student.email, kind="renewed",
+        message=notice_email(
+            ctx.catalog, "email.renewed", language=language,
+            first_name=student.first_name, valid_until=format_date(credential.valid_until),
+            university=ctx.settings.university.name,
+        ),
+        now=now, language=language, student_id=student.id, credential_id=credential.id,
+    )
+    return credential
+
+
+def revoke(
+    ctx: AppContext,
+    session: Session,
+    credential: Credential,
+    *,
+    reason: EndReason | str,
+    actor: str,
+    language: str = "pl",
+    notify: bool = True,
+) -> Credential:
+    """Revoke (unieważnienie): the activation data dies with it; the student is told by e-mail."""
+    now = ctx.clock.now()
+    ctx.issuer.invalidate(credential)
+    transition(session, credential, CredentialState.REVOKED, actor=actor, reason=str(reason), now=now)
+    student = session.get(Student, credential.student_id)
+    if notify and student is not None:
+        outbox.enqueue(
+            session, ctx.box,
+            key=f"revoked:{credential.public_id}",
+            channel="email", recipient=student.email, kind="revoked",
+            message=notice_email(
+                ctx.catalog, "email.revoked", language=language,
+                first_name=student.first_name,
+                reason=ctx.catalog.text(language, f"end_reason.{reason}"),
+                university=ctx.settings.university.name,
+            ),
+            now=now, language=language, student_id=student.id, credential_id=credential.id,
+        )
+    return credential
+
+
+def activate(
+    ctx: AppContext, session: Session, credential: Credential, code: str, *, actor: str
+) -> Credential:
+    """What mObywatel does when the student types the code; used by the local issuer's stand-in."""
+    now = ctx.clock.now()
+    limits = ctx.settings.limits
+    scopes = [("student", str(credential.student_id))]
+    ratelimit.check_allowed(
+        session, "activation", scopes, now=now,
+        limit=limits.guesses_per_hour, window=timedelta(minutes=limits.guess_window_minutes),
+    )
+    if credential.state != CredentialState.PENDING_ACTIVATION:
+        raise ActivationError(f"credential is {credential.state}, not pending activation")
+    try:
+        ctx.issuer.redeem(credential, code, now)
+    except ActivationError:
+        ratelimit.record_failure(session, "activation", scopes, now=now)
+        session.commit()  # the failed guess must count even though the caller sees an error
+        raise
+    transition(session, credential, CredentialState.ACTIVE, actor=actor, reason="activated", now=now)
+    return credential

@@ -1,0 +1,80 @@
+"""Who may have a mobile student ID, under either issuing policy (DOMAIN.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+
+from core.models import Student, StudentStatus, StudyLevel
+from core.semester import removal_deadline, semester_end
+
+__all__ = ["Eligibility", "Policy", "Reason", "check_eligibility", "validity_end"]
+
+
+class Policy(StrEnum):
+    ELS = "els"
+    STANDALONE = "standalone"
+
+
+class Reason(StrEnum):
+    """Why someone may not have one; each has its own sentence in the message catalog."""
+
+    DOCTORAL = "doctoral"
+    POSTGRADUATE = "postgraduate"
+    REMOVED = "removed"
+    GRADUATED = "graduated"
+    SUSPENDED = "suspended"
+    NO_PESEL = "no_pesel"
+    ELS_MISSING = "els_missing"
+    ELS_EXPIRED = "els_expired"
+
+
+ELIGIBLE_LEVELS = {StudyLevel.FIRST_CYCLE, StudyLevel.SECOND_CYCLE, StudyLevel.LONG_CYCLE}
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    reasons: tuple[Reason, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+
+def check_eligibility(student: Student, policy: Policy | str, today: date) -> Eligibility:
+    """Every reason that applies, in the order a student would want to hear them."""
+    reasons: list[Reason] = []
+    if student.study_level == StudyLevel.DOCTORAL:
+        reasons.append(Reason.DOCTORAL)
+    elif student.study_level == StudyLevel.POSTGRADUATE:
+        reasons.append(Reason.POSTGRADUATE)
+    status_reason = {
+        StudentStatus.REMOVED: Reason.REMOVED,
+        StudentStatus.GRADUATED: Reason.GRADUATED,
+        StudentStatus.SUSPENDED: Reason.SUSPENDED,
+    }.get(StudentStatus(student.status))
+    if status_reason:
+        reasons.append(status_reason)
+    if not student.pesel_hash:
+        reasons.append(Reason.NO_PESEL)
+    if Policy(policy) is Policy.ELS:
+        if not student.els_number or not student.els_valid_until:
+            reasons.append(Reason.ELS_MISSING)
+        elif student.els_valid_until < today:
+            reasons.append(Reason.ELS_EXPIRED)
+    return Eligibility(tuple(reasons))
+
+
+def validity_end(student: Student, policy: Policy | str, today: date) -> date:
+    """Until when a credential issued or renewed today is valid.
+
+    The semester end; under the ELS policy no later than the card; never later than one
+    month after a removal from the student list.
+    """
+    end = semester_end(today)
+    if Policy(policy) is Policy.ELS and student.els_valid_until:
+        end = min(end, student.els_valid_until)
+    if student.removed_on:
+        end = min(end, removal_deadline(student.removed_on))
+    return end

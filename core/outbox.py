@@ -1,0 +1,203 @@
+"""The outbox: every message is a row first (idempotency key), then a sender drains it.
+
+A crash between "decided" and "sent" leaves a pending row, so nothing is lost; the
+idempotency key makes a second decision about the same thing a no-op, so nothing is
+decided twice. Bodies are encrypted at rest and wiped once sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from core.models import OutboxMessage, OutboxStatus
+from core.outgoing import OutgoingMessage
+from core.secrets_box import SecretBox
+
+__all__ = [
+    "DeliveryResult",
+    "claim_due",
+    "drain_once",
+    "enqueue",
+    "mark_failed",
+    "mark_retry",
+    "mark_sent",
+    "open_body",
+]
+
+MAX_ATTEMPTS = 12
+LEASE = timedelta(minutes=5)
+
+
+def enqueue(
+    session: Session,
+    box: SecretBox,
+    *,
+    key: str,
+    channel: str,
+    recipient: str,
+    kind: str,
+    message: OutgoingMessage,
+    now: datetime,
+    language: str = "pl",
+    student_id: int | None = None,
+    credential_id: int | None = None,
+    thread_id: int | None = None,
+) -> OutboxMessage:
+    """Queue a message once per key; a second call with the same key returns the first row."""
+    existing = session.exec(
+        select(OutboxMessage).where(OutboxMessage.idempotency_key == key)
+    ).first()
+    if existing is not None:
+        return existing
+    row = OutboxMessage(
+        idempotency_key=key,
+        channel=channel,
+        recipient=recipient,
+        kind=kind,
+        language=language,
+        body=box.encrypt(message.to_json()),
+        status=OutboxStatus.PENDING,
+        next_attempt_at=now,
+        created_at=now,
+        student_id=student_id,
+        credential_id=credential_id,
+        thread_id=thread_id,
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        # Another process queued the same key between our read and our insert.
+        return session.exec(
+            select(OutboxMessage).where(OutboxMessage.idempotency_key == key)
+        ).one()
+    return row
+
+
+def open_body(box: SecretBox, row: OutboxMessage) -> OutgoingMessage:
+    if row.body is None:
+        raise ValueError(f"outbox message {row.id} has no body (already sent and wiped)")
+    return OutgoingMessage.from_json(box.decrypt(row.body))
+
+
+def claim_due(
+    session: Session, *, channel: str, now: datetime, limit: int = 50
+) -> list[OutboxMessage]:
+    """Lease due rows to this sender; an expired lease (a crashed sender) makes a row due again."""
+    due = (
+        select(OutboxMessage)
+        .where(OutboxMessage.channel == channel)
+        .where(
+            sa.or_(
+                sa.and_(
+                    OutboxMessage.status == OutboxStatus.PENDING,
+                    col(OutboxMessage.next_attempt_at) <= now,
+                ),
+                sa.and_(
+                    OutboxMessage.status == OutboxStatus.SENDING,
+                    col(OutboxMessage.lease_until) <= now,
+                ),
+            )
+        )
+        .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    rows = list(session.exec(due).all())
+    for row in rows:
+        row.status = OutboxStatus.SENDING
+        row.lease_until = now + LEASE
+        row.attempts += 1
+        session.add(row)
+    return rows
+
+
+def mark_sent(row: OutboxMessage, now: datetime, external_id: str | None = None) -> None:
+    row.status = OutboxStatus.SENT
+    row.sent_at = now
+    row.body = None  # the clear code must not outlive its delivery
+    row.lease_until = None
+    row.last_error = None
+    row.external_id = external_id
+
+
+def mark_retry(row: OutboxMessage, now: datetime, error: str, delay: timedelta | None = None) -> None:
+    """A temporary failure: back off exponentially; past MAX_ATTEMPTS it becomes permanent."""
+    if row.attempts >= MAX_ATTEMPTS:
+        mark_failed(row, now, f"gave up after {row.attempts} attempts: {error}")
+        return
+    backoff = delay or timedelta(seconds=min(3600, 10 * 2 ** max(0, row.attempts - 1)))
+    row.status = OutboxStatus.PENDING
+    row.next_attempt_at = now + backoff
+    row.lease_until = None
+    row.last_error = error[:2000]
+
+
+def mark_failed(row: OutboxMessage, now: datetime, error: str) -> None:
+    """A permanent failure: kept (body wiped) and shown to staff, never retried."""
+    row.status = OutboxStatus.FAILED
+    row.lease_until = None
+    row.body = None
+    row.last_error = error[:2000]
+    row.next_attempt_at = now
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What a sender reports for one message."""
+
+    ok: bool
+    external_id: str | None = None
+    error: str | None = None
+    permanent: bool = False
+    retry_after: timedelta | None = None
+
+
+Deliver = Callable[[OutboxMessage, OutgoingMessage], Awaitable[DeliveryResult]]
+
+
+async def drain_once(
+    engine: Engine,
+    box: SecretBox,
+    *,
+    channel: str,
+    now: Callable[[], datetime],
+    deliver: Deliver,
+    limit: int = 50,
+) -> int:
+    """Claim due rows (committed), deliver each, record each outcome in its own commit."""
+    with Session(engine, expire_on_commit=False) as session:
+        rows = claim_due(session, channel=channel, now=now(), limit=limit)
+        session.commit()
+    delivered = 0
+    for row in rows:
+        try:
+            message = open_body(box, row)
+        except Exception as exc:  # undecryptable: the secret changed; retrying cannot help
+            result = DeliveryResult(ok=False, error=f"cannot open body: {exc}", permanent=True)
+        else:
+            try:
+                result = await deliver(row, message)
+            except Exception as exc:
+                result = DeliveryResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+        with Session(engine, expire_on_commit=False) as session:
+            fresh = session.get(OutboxMessage, row.id)
+            assert fresh is not None
+            if result.ok:
+                mark_sent(fresh, now(), result.external_id)
+                delivered += 1
+            elif result.permanent:
+                mark_failed(fresh, now(), result.error or "permanent failure")
+            else:
+                mark_retry(fresh, now(), result.error or "temporary failure", result.retry_after)
+            session.add(fresh)
+            session.commit()
+    return delivered

@@ -1,0 +1,67 @@
+"""Semester arithmetic: validity ends on 31 March (winter) and 31 October (summer).
+
+All dates here are calendar dates in Europe/Warsaw.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import date
+
+__all__ = [
+    "add_months",
+    "removal_deadline",
+    "semester_end",
+    "semester_start",
+    "semester_starts_between",
+]
+
+WINTER_END = (3, 31)
+SUMMER_END = (10, 31)
+WINTER_START = (10, 1)
+SUMMER_START = (3, 1)
+
+
+def semester_end(today: date) -> date:
+    """The validity boundary that covers `today`: the first 31 March or 31 October on or after it."""
+    for candidate in (
+        date(today.year, *WINTER_END),
+        date(today.year, *SUMMER_END),
+        date(today.year + 1, *WINTER_END),
+    ):
+        if candidate >= today:
+            return candidate
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def semester_start(today: date) -> date:
+    """The first day of the semester `today` falls in (1 October or 1 March)."""
+    if today >= date(today.year, *WINTER_START):
+        return date(today.year, *WINTER_START)
+    if today >= date(today.year, *SUMMER_START):
+        return date(today.year, *SUMMER_START)
+    return date(today.year - 1, *WINTER_START)
+
+
+def semester_starts_between(first: date, last: date) -> list[date]:
+    """Every semester start in [first, last]."""
+    starts = []
+    for year in range(first.year - 1, last.year + 1):
+        for month, day in (SUMMER_START, WINTER_START):
+            start = date(year, month, day)
+            if first <= start <= last:
+                starts.append(start)
+    return sorted(starts)
+
+
+def add_months(day: date, months: int) -> date:
+    """Calendar months, clamped to the month's end (31 Jan + 1 month = 28/29 Feb)."""
+    month_index = day.month - 1 + months
+    year = day.year + month_index // 12
+    month = month_index % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def removal_deadline(removed_on: date) -> date:
+    """A credential expires one month after removal from the student list, at the latest."""
+    return add_months(removed_on, 1)

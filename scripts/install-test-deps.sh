@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Install the system packages the test suite needs (a real Dovecot for IMAP + LMTP).
+# Idempotent: does nothing when dovecot is already installed. Called from `make test`.
+set -euo pipefail
+
+PACKAGES=(dovecot-imapd dovecot-lmtpd)
+
+if command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ]; then
+    echo "install-test-deps: dovecot already installed ($(/usr/sbin/dovecot --version 2>/dev/null || dovecot --version)); nothing to do"
+    exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+else
+    echo "install-test-deps: need root or sudo to install ${PACKAGES[*]}" >&2
+    exit 1
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-test-deps: apt-get not found; install ${PACKAGES[*]} (Dovecot 2.3+) by hand" >&2
+    exit 1
+fi
+
+# The packages try to start the system dovecot service; in containers/CI that is either
+# refused or unwanted. policy-rc.d exit 101 tells invoke-rc.d not to start anything.
+POLICY=/usr/sbin/policy-rc.d
+CREATED_POLICY=0
+if [ ! -e "$POLICY" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$POLICY" >/dev/null
+    "${SUDO[@]}" chmod 755 "$POLICY"
+    CREATED_POLICY=1
+fi
+cleanup() {
+    if [ "$CREATED_POLICY" -eq 1 ]; then
+        "${SUDO[@]}" rm -f "$POLICY"
+    fi
+}
+trap cleanup EXIT
+
+echo "install-test-deps: apt-get update"
+"${SUDO[@]}" apt-get update -q
+echo "install-test-deps: installing ${PACKAGES[*]}"
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+
+# The system service must not hold the standard ports; the tests start a private instance.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet dovecot 2>/dev/null; then
+    "${SUDO[@]}" systemctl stop dovecot || true
+fi
+
+if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
+    echo "install-test-deps: dovecot still missing after install" >&2
+    exit 1
+fi
+echo "install-test-deps: installed $(/usr/sbin/dovecot --version)"

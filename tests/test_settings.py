@@ -1,0 +1,65 @@
+"""Settings: TOML file, MLEG_* environment overrides, and refusal of unsafe secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.errors import ConfigurationError
+from core.settings import load_settings
+
+
+def test_environment_overrides_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "mleg.toml"
+    config.write_text('mode = "demo"\npolicy = "els"\n[smtp]\nhost = "smtp.a"\nport = 25\n')
+    monkeypatch.setenv("MLEG_CONFIG_FILE", str(config))
+    monkeypatch.setenv("MLEG_SMTP__PORT", "2525")
+    monkeypatch.setenv("MLEG_SMTP__SECURITY", "tls")
+    monkeypatch.setenv("MLEG_TELEGRAM__STAFF_CHAT_ID", "-1001234")
+    monkeypatch.setenv("MLEG_UNIVERSITY__EMAIL_DOMAINS", "student.uni.pl, Uni.pl")
+    monkeypatch.setenv("MLEG_DATABASE_URL", "postgresql://u@h/db")
+    settings = load_settings()
+    assert settings.policy == "els"
+    assert (settings.smtp.host, settings.smtp.port, settings.smtp.security) == ("smtp.a", 2525, "tls")
+    assert settings.telegram.staff_chat_id == -1001234
+    assert settings.university.email_domains == ["student.uni.pl", "uni.pl"]
+    assert settings.effective_database_url == "postgresql://u@h/db"
+
+
+@pytest.mark.parametrize("secret", [None, "", "changeme", "short-secret"])
+def test_production_refuses_missing_or_placeholder_secret(
+    secret: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLEG_CONFIG_FILE", str(tmp_path / "none.toml"))
+    if secret is not None:
+        monkeypatch.setenv("MLEG_SECRET_KEY", secret)
+    with pytest.raises(ConfigurationError, match="MLEG_SECRET_KEY"):
+        load_settings()
+
+
+def test_demo_mode_runs_without_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLEG_CONFIG_FILE", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("MLEG_MODE", "demo")
+    assert load_settings().secret_key is not None
+
+
+def test_bad_value_names_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLEG_CONFIG_FILE", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("MLEG_MODE", "demo")
+    monkeypatch.setenv("MLEG_SMTP__SECURITY", "ssl")
+    with pytest.raises(ConfigurationError, match="MLEG_SMTP__SECURITY"):
+        load_settings()
+
+
+def test_webhook_needs_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLEG_CONFIG_FILE", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("MLEG_SECRET_KEY", "x" * 40)
+    monkeypatch.setenv("MLEG_TELEGRAM__WEBHOOK_URL", "https://bot.example.edu.pl/hook")
+    with pytest.raises(ConfigurationError, match="WEBHOOK_SECRET"):
+        load_settings()
+
+
+def test_shipped_config_is_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.mode == "demo" and settings.smtp.host is None
