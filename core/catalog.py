@@ -1,4 +1,8 @@
-"""Message catalogs: every text a student reads, in Polish and English, from `config/messages/`."""
+"""Message catalogs: every text a student reads, in Polish and English, from `config/messages/`.
+
+Each language is a folder of TOML files (`config/messages/pl/*.toml`); the files are one
+namespace, split only so that each part of the product keeps its texts in its own file.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +32,14 @@ class Catalog:
     def load(cls, directory: Path) -> Catalog:
         tables: dict[str, dict[str, str]] = {}
         for language in LANGUAGES:
-            with (directory / f"{language}.toml").open("rb") as handle:
-                tables[language] = _flatten(tomllib.load(handle))
+            tables[language] = {}
+            for path in sorted((directory / language).glob("*.toml")):
+                with path.open("rb") as handle:
+                    part = _flatten(tomllib.load(handle))
+                clash = part.keys() & tables[language].keys()
+                if clash:
+                    raise ValueError(f"{path}: keys defined twice: {', '.join(sorted(clash))}")
+                tables[language].update(part)
         return cls(tables)
 
     def has(self, language: str, key: str) -> bool:

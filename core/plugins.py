@@ -1,0 +1,83 @@
+"""How `mleg serve` and `mleg chat` find the front-ends without core importing them.
+
+Front-ends and channel senders register in `pyproject.toml` under the entry-point
+groups `mleg.frontends` and `mleg.channels`; core only knows these protocols.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from core.context import AppContext
+    from core.models import OutboxMessage
+    from core.outbox import DeliveryResult
+    from core.outgoing import OutgoingMessage
+
+__all__ = ["ChannelSender", "Frontend", "load_channels", "load_frontends"]
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Frontend(Protocol):
+    """A long-running front-end (Telegram bot, support mailbox reader)."""
+
+    name: str
+
+    def enabled(self) -> bool:
+        """True when its settings are present; a disabled front-end is not started."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class ChannelSender(Protocol):
+    """Delivers outbox rows of one channel ("email", "telegram", ...)."""
+
+    channel: str
+    # Deliveries per second this channel may make; the drainer paces itself by it.
+    rate_per_second: float
+
+    async def deliver(self, row: OutboxMessage, message: OutgoingMessage) -> DeliveryResult: ...
+
+    async def close(self) -> None: ...
+
+
+def _load(entry: EntryPoint) -> Any:
+    try:
+        return entry.load()
+    except ImportError as exc:
+        # An installation without that front-end's dependencies still runs the rest.
+        log.error("cannot load %s %s: %s", entry.group, entry.name, exc)
+        return None
+
+
+def load_frontends(ctx: AppContext) -> list[Frontend]:
+    found: list[Frontend] = []
+    for entry in entry_points(group="mleg.frontends"):
+        factory = _load(entry)
+        if factory is None:
+            continue
+        frontend = factory(ctx)
+        if frontend.enabled():
+            found.append(frontend)
+        else:
+            log.info("front-end %s not configured; not started", entry.name)
+    return found
+
+
+def load_channels(ctx: AppContext) -> dict[str, ChannelSender]:
+    senders: dict[str, ChannelSender] = {}
+    for entry in entry_points(group="mleg.channels"):
+        factory = _load(entry)
+        if factory is None:
+            continue
+        sender = factory(ctx)
+        if sender is not None:
+            senders[sender.channel] = sender
+    return senders
