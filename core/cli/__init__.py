@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from core.cli import credentials, db, registry
+from core.cli.chat import chat_command
 from core.cli.status import status_command
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
-    help="mLegitymacja front-end: Telegram bot, support mailbox and lifecycle jobs for the "
     "mobile student ID. Settings: config/mleg.toml, then MLEG_* environment variables.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -19,6 +18,7 @@ app.add_typer(registry.app, name="registry")
 app.add_typer(credentials.app, name="credentials")
 app.add_typer(db.app, name="db")
 app.command("status")(status_command)
+app.command("chat")(chat_command)
 
 
 def main() -> None:

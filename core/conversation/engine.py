@@ -1,0 +1,739 @@
+"""The conversation engine: the student's whole journey as a pure state machine.
+
+`step(config, state, event, now)` is a generator: it yields storage requests
+(`core.conversation.ops`) and is sent their answers, and finally returns the replies.
+It does no I/O and reads no clock of its own, so Telegram, the console, e-mail and
+tests all drive the same journey:
+
+    new ─▶ language ─▶ terms ─accept─▶ pesel ─▶ second_id ─▶ code ─▶ menu
+                         │ decline                                   │
+                         ▼                                           ├─ confirm_request
+                      declined (help only)                           ├─ confirm_renew
+                                                                     ├─ revoke_reason ─▶ confirm_revoke
+                                                                     ├─ help_steps
+                                                                     ├─ support_text / confirm_support
+                                                                     └─ confirm_forget
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from core.catalog import Catalog
+from core.compose import format_date, format_datetime
+from core.conversation import ops
+from core.conversation.events import Event, Reply, ReplyButton
+from core.conversation.state import ConversationState
+from core.faq import Faq, detect_language
+from core.pesel import check_pesel
+from core.terms import Terms
+
+__all__ = ["EngineConfig", "Flow", "step"]
+
+Flow = Generator[ops.Op, Any, list[Reply]]
+ACTIVATION_STEPS = 9
+REVOKE_REASONS = ("lost_phone", "new_phone", "student_request")
+BOUND_STEPS = {
+    "menu", "confirm_request", "confirm_renew", "revoke_reason", "confirm_revoke",
+    "help_steps", "support_text", "confirm_support", "confirm_forget",
+}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What the engine knows besides the state: texts, FAQ, terms and the rules in force."""
+
+    catalog: Catalog
+    faq: Faq
+    terms: Terms
+    policy: str
+    pesel_hasher: Callable[[str], str]
+    default_language: str = "pl"
+    chat_code_ttl_minutes: int = 15
+    activation_window_days: int = 30
+    max_text: int = 4000
+
+
+def clean_text(raw: str, limit: int) -> tuple[str, bool]:
+    """Control and invisible characters out, NFC, length capped; says if it was cut."""
+    text = _CONTROL.sub("", unicodedata.normalize("NFC", raw.replace("\r\n", "\n"))).strip()
+    return (text[:limit], True) if len(text) > limit else (text, False)
+
+
+class Turn:
+    """One event being handled: the state, the replies so far, and text helpers."""
+
+    def __init__(self, config: EngineConfig, state: ConversationState, event: Event, now: datetime) -> None:
+        self.config = config
+        self.state = state
+        self.event = event
+        self.now = now
+        self.replies: list[Reply] = []
+        self.text, self.truncated = clean_text(event.text, config.max_text)
+
+    # --- saying things -------------------------------------------------------------------
+    @property
+    def lang(self) -> str:
+        return self.state.language or self.config.default_language
+
+    def t(self, key: str, **params: Any) -> str:
+        return self.config.catalog.text(self.lang, key, **params)
+
+    def say(self, key: str, buttons: list[list[tuple[str, str]]] | None = None, **params: Any) -> None:
+        self.say_text(self.t(key, **params), buttons)
+
+    def say_text(self, text: str, buttons: list[list[tuple[str, str]]] | None = None) -> None:
+        rows = [[ReplyButton(self.t(f"button.{label}"), data) for label, data in row] for row in buttons or []]
+        self.replies.append(Reply(text=text, buttons=rows))
+
+    def when(self, moment: datetime) -> str:
+        return format_datetime(moment)
+
+    # --- input -----------------------------------------------------------------------------
+    @property
+    def button(self) -> str:
+        return self.event.text if self.event.kind == "button" else ""
+
+    @property
+    def command(self) -> str:
+        return self.event.command
+
+
+def step(config: EngineConfig, state: ConversationState, event: Event, now: datetime) -> Flow:
+    """Handle one event; mutates `state`, returns the replies."""
+    turn = Turn(config, state, event, now)
+    yield from _dispatch(turn)
+    if not turn.replies:  # every input gets an answer
+        turn.say("fallback")
+        yield from _prompt(turn)
+    return turn.replies
+
+
+def _dispatch(turn: Turn) -> Generator[ops.Op, Any, None]:
+    state, command, button = turn.state, turn.command, turn.button
+
+    if turn.event.kind == "unsupported":
+        turn.say("unsupported")
+        yield from _prompt(turn)
+        return
+    if turn.event.kind == "text" and not turn.text:
+        turn.say("empty")
+        yield from _prompt(turn)
+        return
+
+    # Commands that work in every step.
+    if command in ("language", "jezyk", "lang"):
+        _ask_language(turn)
+        return
+    if button.startswith("lang:"):
+        yield from _choose_language(turn, button.removeprefix("lang:"))
+        return
+    if command == "forget":
+        if state.step == "new":
+            turn.say("forget.nothing")
+            return
+        state.step = "confirm_forget"
+        turn.say("forget.confirm", [[("forget_yes", "forget:yes"), ("cancel", "cancel")]])
+        return
+    if button == "forget:yes" and state.step == "confirm_forget":
+        yield ops.ForgetAccount()
+        turn.state.__init__()  # type: ignore[misc]
+        turn.state.forgotten = True
+        turn.say("forget.done")
+        return
+    if command == "terms" and state.step not in ("new", "language"):
+        turn.say_text(turn.config.terms.full[turn.lang])
+        return
+    if command == "cancel" or button == "cancel":
+        yield from _cancel(turn)
+        return
+
+    if state.step == "new" or (command == "start" and state.step == "language"):
+        _greet(turn)
+        return
+    if state.step == "language":
+        yield from _language_step(turn)
+        return
+    if state.step in ("terms", "declined") or (command == "start" and not state.terms_version):
+        yield from _terms_step(turn)
+        return
+    if state.terms_version != turn.config.terms.version:
+        # A new terms version: nothing more until it is accepted again.
+        state.resume_menu = state.student_id is not None
+        state.step = "terms"
+        turn.say("terms.changed")
+        _show_terms(turn)
+        return
+    if state.student_id is None:
+        yield from _identify(turn)
+        return
+    yield from _bound(turn)
+
+
+# --- greeting, language, terms -------------------------------------------------------------
+
+def _greet(turn: Turn) -> None:
+    hint = turn.event.language_hint
+    turn.state.step = "language"
+    if turn.state.language is None and hint in ("pl", "en"):
+        turn.state.language = hint
+    turn.say_text(
+        turn.config.catalog.text("pl", "greeting") + "\n\n" + turn.config.catalog.text("en", "greeting"),
+        None,
+    )
+    _ask_language(turn)
+
+
+def _ask_language(turn: Turn) -> None:
+    turn.replies.append(Reply(
+        text=turn.t("language.choose"),
+        buttons=[[ReplyButton("Polski", "lang:pl"), ReplyButton("English", "lang:en")]],
+    ))
+
+
+def _choose_language(turn: Turn, language: str) -> Generator[ops.Op, Any, None]:
+    if language not in ("pl", "en"):
+        _ask_language(turn)
+        return
+    turn.state.language = language
+    if turn.state.step in ("new", "language"):
+        turn.say("intro")
+        turn.state.step = "terms"
+        _show_terms(turn)
+        return
+    turn.say("language.set")
+    yield from _prompt(turn)
+
+
+def _language_step(turn: Turn) -> Generator[ops.Op, Any, None]:
+    folded = turn.text.lower()
+    if folded in ("pl", "polski", "polish", "po polsku"):
+        yield from _choose_language(turn, "pl")
+    elif folded in ("en", "english", "angielski", "ang"):
+        yield from _choose_language(turn, "en")
+    else:
+        _ask_language(turn)
+
+
+def _show_terms(turn: Turn) -> None:
+    terms = turn.config.terms
+    turn.say_text(
+        turn.t("terms.prompt", version=terms.version, summary=terms.summary[turn.lang]),
+        [[("accept", "terms:accept"), ("decline", "terms:decline")], [("terms_full", "terms:full")]],
+    )
+
+
+def _terms_step(turn: Turn) -> Generator[ops.Op, Any, None]:
+    state, button, text = turn.state, turn.button, turn.text.lower()
+    version = turn.config.terms.version
+    if button == "terms:accept" or text in ("akceptuję", "akceptuje", "accept", "i accept", "tak", "yes"):
+        yield ops.AcceptTerms(version, state.student_id)
+        state.terms_version = version
+        if state.resume_menu and state.student_id:
+            state.resume_menu = False
+            state.step = "menu"
+            turn.say("terms.accepted")
+            yield from _show_status(turn)
+            return
+        state.step = "pesel"
+        turn.say("terms.accepted")
+        turn.say("identify.ask_pesel")
+        return
+    if button == "terms:full":
+        turn.say_text(turn.config.terms.full[turn.lang])
+        _show_terms(turn)
+        return
+    if button == "terms:decline" or text in ("nie akceptuję", "odrzucam", "decline", "no", "nie"):
+        state.step = "declined"
+        turn.say("terms.declined", [[("terms_review", "terms:review")]])
+        return
+    if button == "terms:review" or turn.command == "start":
+        state.step = "terms"
+        _show_terms(turn)
+        return
+    if _answer_faq(turn, allow_personal=False):
+        return
+    if state.step == "declined":
+        turn.say("terms.declined_help", [[("terms_review", "terms:review")]])
+        return
+    _show_terms(turn)
+
+
+# --- identification before binding ----------------------------------------------------------
+
+def _locked(turn: Turn, until: datetime | None) -> bool:
+    if until is None:
+        return False
+    turn.say("identify.locked", until=turn.when(until))
+    return True
+
+
+def _identify(turn: Turn) -> Generator[ops.Op, Any, None]:
+    state = turn.state
+    if turn.command in ("status", "renew", "revoke", "request", "apply", "support", "menu"):
+        turn.say("identify.first")
+        yield from _prompt(turn)
+        return
+    if turn.command in ("help", "pomoc"):
+        turn.say("help.general")
+        yield from _prompt(turn)
+        return
+    if turn.command == "start":
+        yield from _prompt(turn)
+        return
+    if state.step == "pesel":
+        yield from _pesel_step(turn)
+    elif state.step == "second_id":
+        yield from _second_id_step(turn)
+    elif state.step == "code":
+        yield from _code_step(turn)
+    else:
+        state.step = "pesel"
+        yield from _prompt(turn)
+
+
+def _looks_like_question(text: str) -> bool:
+    return sum(ch.isalpha() for ch in text) >= 4
+
+
+def _pesel_step(turn: Turn) -> Generator[ops.Op, Any, None]:
+    if turn.event.kind != "text":
+        yield from _prompt(turn)
+        return
+    if _looks_like_question(turn.text) and _answer_faq(turn, allow_personal=False):
+        turn.say("identify.ask_pesel")
+        return
+    if _locked(turn, (yield ops.CheckLocked("identify"))):
+        return
+    number, problem = check_pesel(turn.text)
+    if problem is not None or number is None:
+        turn.say(f"identify.{problem}")
+        return
+    turn.state.pesel_hash = turn.config.pesel_hasher(number)
+    turn.state.step = "second_id"
+    turn.say("identify.ask_els" if turn.config.policy == "els" else "identify.ask_album")
+
+
+def _second_id_step(turn: Turn) -> Generator[ops.Op, Any, None]:
+    state = turn.state
+    if turn.event.kind != "text" or state.pesel_hash is None:
+        state.step = "pesel" if state.pesel_hash is None else state.step
+        yield from _prompt(turn)
+        return
+    second = re.sub(r"\s+", "", turn.text).upper()
+    if not second or len(second) > 40:
+        turn.say("identify.second_format")
+        return
+    if _locked(turn, (yield ops.CheckLocked("identify", state.pesel_hash))):
+        return
+    by = "els" if turn.config.policy == "els" else "album"
+    student_id = yield ops.MatchStudent(state.pesel_hash, second, by)
+    if student_id is None:
+        until = yield ops.RecordWrongGuess("identify", state.pesel_hash)
+        state.pesel_hash = None
+        state.step = "pesel"
+        # The same words whether the PESEL is unknown or the second number is wrong.
+        turn.say("identify.no_match")
+        if not _locked(turn, until):
+            turn.say("identify.ask_pesel")
+        return
+    state.pesel_hash = None
+    state.pending_student_id = student_id
+    masked = yield ops.SendBindingCode(student_id, turn.lang)
+    state.step = "code"
+    turn.say("identify.code_sent", email=masked, minutes=turn.config.chat_code_ttl_minutes,
+             buttons=None)
+
+
+def _code_step(turn: Turn) -> Generator[ops.Op, Any, None]:
+    state = turn.state
+    if turn.button == "code:resend" and state.pending_student_id:
+        if _locked(turn, (yield ops.CheckLocked("chat_code", f"student:{state.pending_student_id}"))):
+            return
+        masked = yield ops.SendBindingCode(state.pending_student_id, turn.lang)
+        turn.say("identify.code_sent", email=masked, minutes=turn.config.chat_code_ttl_minutes)
+        return
+    if turn.event.kind != "text":
+        yield from _prompt(turn)
+        return
+    student_key = f"student:{state.pending_student_id}" if state.pending_student_id else None
+    if _locked(turn, (yield ops.CheckLocked("chat_code", student_key))):
+        return
+    result, student_id = yield ops.VerifyBindingCode(turn.text)
+    if result == "ok" and student_id is not None:
+        yield ops.BindAccount(student_id, turn.lang)
+        state.student_id = student_id
+        state.pending_student_id = None
+        state.step = "menu"
+        turn.say("identify.bound")
+        yield from _show_status(turn)
+        return
+    if result == "expired":
+        turn.say("identify.code_expired", [[("resend_code", "code:resend")]])
+        return
+    if result == "none":
+        state.step = "pesel"
+        state.pending_student_id = None
+        turn.say("identify.ask_pesel")
+        return
+    until = yield ops.RecordWrongGuess("chat_code", student_key)
+    if not _locked(turn, until):
+        turn.say("identify.code_wrong", [[("resend_code", "code:resend")]])
+
+
+# --- bound: status, request, renew, revoke, help, support ----------------------------------------
+
+def _bound(turn: Turn) -> Generator[ops.Op, Any, None]:
+    state, command, button = turn.state, turn.command, turn.button
+    step_name = state.step if state.step in BOUND_STEPS else "menu"
+    state.step = step_name
+
+    if command in ("status", "start", "menu") or button == "menu:status":
+        state.step = "menu"
+        yield from _show_status(turn)
+        return
+    if command in ("request", "apply", "wniosek") or button == "menu:request":
+        yield from _offer_request(turn)
+        return
+    if command in ("renew", "przedluz") or button == "menu:renew":
+        yield from _offer_renew(turn)
+        return
+    if command in ("revoke", "uniewaznij") or button == "menu:revoke":
+        yield from _offer_revoke(turn)
+        return
+    if command in ("help", "pomoc") or button == "menu:help":
+        state.step = "menu"
+        turn.say("help.choose", [[("steps_one", "help:step"), ("steps_all", "help:all")], [("menu", "menu:status")]])
+        return
+    if button == "help:all":
+        state.step = "menu"
+        turn.say("activation.steps_all", [[("menu", "menu:status")]])
+        return
+    if button in ("help:step", "help:next"):
+        state.help_step = 1 if button == "help:step" else state.help_step + 1
+        if state.help_step > ACTIVATION_STEPS:
+            state.help_step = 0
+            state.step = "menu"
+            turn.say("activation.done", [[("menu", "menu:status")]])
+            return
+        state.step = "help_steps"
+        turn.say(f"activation.step{state.help_step}", [[("next", "help:next"), ("menu", "menu:status")]],
+                 n=state.help_step, total=ACTIVATION_STEPS)
+        return
+    if command in ("support", "pomoc_czlowiek") or button == "menu:support":
+        state.step = "support_text"
+        turn.say("support.ask")
+        return
+
+    if step_name == "confirm_request":
+        yield from _confirm(turn, _do_request)
+        return
+    if step_name == "confirm_renew":
+        yield from _confirm(turn, _do_renew)
+        return
+    if step_name == "revoke_reason":
+        yield from _revoke_reason(turn)
+        return
+    if step_name == "confirm_revoke":
+        yield from _confirm(turn, _do_revoke)
+        return
+    if step_name == "support_text":
+        yield from _support_text(turn)
+        return
+    if step_name == "confirm_support":
+        yield from _confirm(turn, _do_support)
+        return
+    if step_name == "confirm_forget":
+        state.step = "menu"
+        turn.say("cancelled")
+        return
+
+    if turn.event.kind == "command":
+        turn.say("unknown_command")
+        yield from _prompt(turn)
+        return
+    if turn.event.kind == "button":
+        yield from _show_status(turn)  # a stale button from an older message
+        return
+    if _answer_faq(turn, allow_personal=True):
+        return
+    state.support_draft = turn.text
+    state.step = "confirm_support"
+    turn.say("support.offer", [[("send_to_staff", "confirm:yes"), ("no", "confirm:no")]])
+
+
+def _status_buttons(overview: ops.Overview) -> list[list[tuple[str, str]]]:
+    rows: list[list[tuple[str, str]]] = []
+    credential = overview.credential
+    live = credential is not None and credential.state in ("requested", "pending_activation", "active")
+    if not live and not overview.ineligible:
+        rows.append([("request", "menu:request")])
+    if overview.renewal_possible:
+        rows.append([("renew", "menu:renew")])
+    if live:
+        rows.append([("revoke", "menu:revoke")])
+    rows.append([("activation_help", "menu:help"), ("support", "menu:support")])
+    return rows
+
+
+def _show_status(turn: Turn) -> Generator[ops.Op, Any, None]:
+    overview = yield from _overview(turn)
+    if overview is None:
+        return
+    lines = [turn.t("status.hello", first_name=overview.first_name)]
+    credential = overview.credential
+    if credential is None:
+        lines.append(turn.t("status.none"))
+    elif credential.state == "pending_activation" and credential.activation_deadline:
+        lines.append(turn.t("status.pending_activation", email=overview.masked_email,
+                            deadline=turn.when(credential.activation_deadline),
+                            valid_until=format_date(credential.valid_until)))
+    elif credential.state == "active":
+        lines.append(turn.t("status.active", valid_until=format_date(credential.valid_until)))
+        if overview.renewal_possible and overview.renewal_until:
+            lines.append(turn.t("status.renewal_possible", until=format_date(overview.renewal_until)))
+    elif credential.state == "requested":
+        lines.append(turn.t("status.requested"))
+    else:
+        reason = turn.t(f"end_reason.{credential.end_reason or 'validity_ended'}")
+        lines.append(turn.t(f"status.{credential.state}", reason=reason))
+    if overview.ineligible:
+        lines.append(_ineligible_text(turn, overview.ineligible))
+    turn.say_text("\n\n".join(lines), _status_buttons(overview))
+
+
+def _ineligible_text(turn: Turn, reasons: tuple[str, ...]) -> str:
+    return turn.t("eligibility.intro") + "\n" + "\n".join(
+        "• " + turn.t(f"eligibility.{reason}") for reason in reasons
+    )
+
+
+def _overview(turn: Turn) -> Generator[ops.Op, Any, ops.Overview | None]:
+    assert turn.state.student_id is not None
+    overview = yield ops.StudentOverview(turn.state.student_id)
+    if overview is None:
+        yield ops.ForgetAccount()
+        turn.state.__init__()  # type: ignore[misc]
+        turn.say("status.student_gone")
+        return None
+    result: ops.Overview = overview
+    return result
+
+
+def _offer_request(turn: Turn) -> Generator[ops.Op, Any, None]:
+    overview = yield from _overview(turn)
+    if overview is None:
+        return
+    turn.state.step = "menu"
+    if overview.ineligible:
+        turn.say_text(_ineligible_text(turn, overview.ineligible))
+        return
+    credential = overview.credential
+    if credential is not None and credential.state in ("requested", "pending_activation", "active"):
+        turn.say(f"request.already_{credential.state}", [[("status", "menu:status"), ("revoke", "menu:revoke")]])
+        return
+    turn.state.step = "confirm_request"
+    turn.say("request.confirm", [[("confirm", "confirm:yes"), ("cancel", "confirm:no")]],
+             email=overview.masked_email, days=turn.config.activation_window_days)
+
+
+def _offer_renew(turn: Turn) -> Generator[ops.Op, Any, None]:
+    overview = yield from _overview(turn)
+    if overview is None:
+        return
+    turn.state.step = "menu"
+    if not overview.renewal_possible or overview.renewal_until is None:
+        valid_until = format_date(overview.credential.valid_until) if overview.credential else ""
+        turn.say(f"renew.{overview.renewal_reason}", [[("status", "menu:status")]], valid_until=valid_until)
+        return
+    turn.state.step = "confirm_renew"
+    turn.say("renew.confirm", [[("confirm", "confirm:yes"), ("cancel", "confirm:no")]],
+             until=format_date(overview.renewal_until))
+
+
+def _offer_revoke(turn: Turn) -> Generator[ops.Op, Any, None]:
+    overview = yield from _overview(turn)
+    if overview is None:
+        return
+    credential = overview.credential
+    if credential is None or credential.state not in ("requested", "pending_activation", "active"):
+        turn.state.step = "menu"
+        turn.say("revoke.nothing", [[("status", "menu:status")]])
+        return
+    turn.state.step = "revoke_reason"
+    turn.say("revoke.ask_reason", [[("reason_lost_phone", "revoke:lost_phone")],
+                                   [("reason_new_phone", "revoke:new_phone")],
+                                   [("reason_student_request", "revoke:student_request")],
+                                   [("cancel", "confirm:no")]])
+
+
+def _revoke_reason(turn: Turn) -> Generator[ops.Op, Any, None]:
+    reason = turn.button.removeprefix("revoke:")
+    if turn.button == "confirm:no":
+        yield from _cancel(turn)
+        return
+    if reason not in REVOKE_REASONS:
+        yield from _offer_revoke(turn)
+        return
+    turn.state.revoke_reason = reason
+    turn.state.step = "confirm_revoke"
+    turn.say("revoke.confirm", [[("revoke_yes", "confirm:yes"), ("cancel", "confirm:no")]],
+             reason=turn.t(f"end_reason.{reason}"))
+
+
+def _confirm(turn: Turn, action: Callable[[Turn], Flow]) -> Generator[ops.Op, Any, None]:
+    text = turn.text.lower()
+    if turn.button == "confirm:yes" or (turn.event.kind == "text" and text in ("tak", "yes", "ok", "potwierdzam")):
+        turn.state.step = "menu"
+        replies = yield from action(turn)
+        turn.replies.extend(replies)
+        return
+    if turn.button == "confirm:no" or text in ("nie", "no", "anuluj", "cancel"):
+        yield from _cancel(turn)
+        return
+    turn.say("confirm.expected")
+    yield from _prompt(turn)
+
+
+def _service_error(turn: Turn, result: ops.ServiceResult) -> None:
+    if result.reasons:
+        turn.say_text(_ineligible_text(turn, result.reasons))
+    else:
+        turn.say(f"error.{result.error or 'generic'}", [[("status", "menu:status")]])
+
+
+def _do_request(turn: Turn) -> Flow:
+    assert turn.state.student_id is not None
+    result = yield ops.RequestCredential(turn.state.student_id, turn.lang)
+    if not result.ok or result.credential is None:
+        _service_error(turn, result)
+        return []
+    overview = yield ops.StudentOverview(turn.state.student_id)
+    deadline = result.credential.activation_deadline
+    turn.say("request.done", [[("activation_help", "menu:help"), ("status", "menu:status")]],
+             email=overview.masked_email if overview else "", deadline=turn.when(deadline) if deadline else "",
+             valid_until=format_date(result.credential.valid_until))
+    return []
+
+
+def _do_renew(turn: Turn) -> Flow:
+    assert turn.state.student_id is not None
+    result = yield ops.RenewCredential(turn.state.student_id, turn.lang)
+    if not result.ok or result.credential is None:
+        _service_error(turn, result)
+        return []
+    turn.say("renew.done", [[("status", "menu:status")]], valid_until=format_date(result.credential.valid_until))
+    return []
+
+
+def _do_revoke(turn: Turn) -> Flow:
+    assert turn.state.student_id is not None
+    reason = turn.state.revoke_reason or "student_request"
+    result = yield ops.RevokeCredential(turn.state.student_id, reason, turn.lang)
+    turn.state.revoke_reason = None
+    if not result.ok:
+        _service_error(turn, result)
+        return []
+    turn.say("revoke.done", [[("issue_new", "menu:request")], [("status", "menu:status")]])
+    return []
+
+
+def _support_text(turn: Turn) -> Generator[ops.Op, Any, None]:
+    if turn.event.kind != "text":
+        turn.say("support.ask")
+        return
+    turn.state.support_draft = turn.text
+    replies = yield from _do_support(turn)
+    turn.replies.extend(replies)
+
+
+def _do_support(turn: Turn) -> Flow:
+    draft = turn.state.support_draft
+    turn.state.support_draft = None
+    turn.state.step = "menu"
+    if not draft:
+        turn.say("support.ask")
+        turn.state.step = "support_text"
+        return []
+    thread_id = yield ops.OpenSupportThread(turn.state.student_id, draft, turn.lang)
+    if turn.truncated:
+        turn.say("support.truncated", limit=turn.config.max_text)
+    turn.say("support.opened", thread=thread_id)
+    return []
+
+
+def _cancel(turn: Turn) -> Generator[ops.Op, Any, None]:
+    state = turn.state
+    state.revoke_reason = None
+    state.support_draft = None
+    if state.student_id is not None:
+        state.step = "menu"
+        turn.say("cancelled")
+        return
+    if state.step in ("second_id", "code"):
+        state.step = "pesel"
+        state.pesel_hash = None
+        state.pending_student_id = None
+    if state.step == "confirm_forget":
+        state.step = "pesel" if state.terms_version else "terms"
+    turn.say("cancelled")
+    yield from _prompt(turn)
+
+
+def _answer_faq(turn: Turn, *, allow_personal: bool) -> bool:
+    if turn.event.kind != "text":
+        return False
+    match = turn.config.faq.match(turn.text, turn.lang)
+    if match is None:
+        other = detect_language(turn.text, turn.lang)
+        if other != turn.lang:
+            match = turn.config.faq.match(turn.text, other)
+    if match is None:
+        return False
+    entry = match.entry
+    if entry.personal and not allow_personal:
+        turn.say("identify.first")
+        return True
+    buttons: list[list[tuple[str, str]]] = []
+    if allow_personal and entry.action in ("status", "request", "renew", "revoke", "help"):
+        action_label = {"status": "status", "request": "request", "renew": "renew", "revoke": "revoke",
+                        "help": "activation_help"}[entry.action]
+        buttons.append([(action_label, f"menu:{entry.action}")])
+    if allow_personal:
+        buttons.append([("support", "menu:support")])
+    turn.say_text(entry.answer, buttons or None)
+    return True
+
+
+def _prompt(turn: Turn) -> Generator[ops.Op, Any, None]:
+    """Say again what the current step expects."""
+    state = turn.state
+    if state.step in ("new", "language"):
+        _ask_language(turn)
+    elif state.step == "terms":
+        _show_terms(turn)
+    elif state.step == "declined":
+        turn.say("terms.declined_help", [[("terms_review", "terms:review")]])
+    elif state.step == "pesel":
+        turn.say("identify.ask_pesel")
+    elif state.step == "second_id":
+        turn.say("identify.ask_els" if turn.config.policy == "els" else "identify.ask_album")
+    elif state.step == "code":
+        turn.say("identify.ask_code", [[("resend_code", "code:resend")]])
+    elif state.step == "support_text":
+        turn.say("support.ask")
+    elif state.step in ("confirm_request", "confirm_renew", "confirm_revoke", "confirm_support"):
+        turn.say("confirm.buttons", [[("confirm", "confirm:yes"), ("cancel", "confirm:no")]])
+    elif state.step == "confirm_forget":
+        turn.say("forget.confirm", [[("forget_yes", "forget:yes"), ("cancel", "cancel")]])
+    elif state.step == "revoke_reason":
+        yield from _offer_revoke(turn)
+    else:
+        turn.say("menu.prompt", [[("status", "menu:status"), ("activation_help", "menu:help")],
+                                 [("support", "menu:support")]])

@@ -1,0 +1,56 @@
+"""Channel-neutral input to the conversation engine, and its output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["Event", "Reply", "ReplyButton"]
+
+EventKind = Literal["text", "button", "command", "unsupported"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing a student did: typed text, pressed a button, sent a command, or something we cannot read.
+
+    `event_id` is the channel's id for it (Telegram's update_id); a redelivered event with an
+    id already handled is answered from nothing and changes nothing.
+    """
+
+    kind: EventKind
+    channel: str
+    account_id: str
+    text: str = ""
+    event_id: str | None = None
+    language_hint: str | None = None  # e.g. Telegram's language_code, used before a choice is made
+
+    @classmethod
+    def text_message(cls, channel: str, account_id: str, text: str, **kw: str | None) -> Event:
+        stripped = text.strip()
+        kind: EventKind = "command" if stripped[:1] == "/" and stripped[1:2].isalpha() else "text"
+        return cls(kind=kind, channel=channel, account_id=account_id, text=stripped if kind == "command" else text,
+                   event_id=kw.get("event_id"), language_hint=kw.get("language_hint"))
+
+    @property
+    def command(self) -> str:
+        """`/status@mleg_bot now` -> `status`."""
+        if self.kind != "command":
+            return ""
+        head = self.text.lstrip("/").split(maxsplit=1)[0] if self.text.strip("/ ") else ""
+        return head.split("@", 1)[0].lower()
+
+
+@dataclass(frozen=True)
+class ReplyButton:
+    label: str
+    data: str
+
+
+@dataclass
+class Reply:
+    """One message back to the student: text, optional buttons (rows), optional image."""
+
+    text: str
+    buttons: list[list[ReplyButton]] = field(default_factory=list)
+    image_png: bytes | None = None

@@ -1,0 +1,169 @@
+"""What the engine asks of storage: it yields one of these and is sent the answer back.
+
+The engine itself does no I/O (the httpx `auth_flow` idea): `core.conversation.runner`
+answers these against the database inside the event's unit of work, and tests can answer
+them from a script.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+__all__ = [
+    "AcceptTerms",
+    "BindAccount",
+    "CheckLocked",
+    "CredentialView",
+    "ForgetAccount",
+    "MatchStudent",
+    "Op",
+    "OpenSupportThread",
+    "Overview",
+    "RecordWrongGuess",
+    "RenewCredential",
+    "RequestCredential",
+    "RevokeCredential",
+    "SendBindingCode",
+    "ServiceResult",
+    "StudentOverview",
+    "VerifyBindingCode",
+]
+
+
+@dataclass(frozen=True)
+class CheckLocked:
+    """-> datetime | None: when the lock on `kind` guesses lifts for this account (or student)."""
+
+    kind: str
+    student_key: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordWrongGuess:
+    """-> datetime | None: records a wrong guess; returns the lock's end if this one locked it."""
+
+    kind: str
+    student_key: str | None = None
+
+
+@dataclass(frozen=True)
+class MatchStudent:
+    """-> int | None: the student whose PESEL hash and ELS or album number both match."""
+
+    pesel_hash: str
+    second: str
+    by: str  # "els" or "album"
+
+
+@dataclass(frozen=True)
+class SendBindingCode:
+    """-> str: queues a one-time code to the register address; returns that address masked."""
+
+    student_id: int
+    language: str
+
+
+@dataclass(frozen=True)
+class VerifyBindingCode:
+    """-> tuple[str, int | None]: ("ok", student_id) | ("wrong", None) | ("expired", None) | ("none", None)."""
+
+    code: str
+
+
+@dataclass(frozen=True)
+class BindAccount:
+    """-> None: binds this chat account to the student."""
+
+    student_id: int
+    language: str
+
+
+@dataclass(frozen=True)
+class AcceptTerms:
+    """-> None: records acceptance of a terms version by this account."""
+
+    version: str
+    student_id: int | None
+
+
+@dataclass(frozen=True)
+class CredentialView:
+    public_id: str
+    state: str
+    valid_until: date
+    activation_deadline: datetime | None
+    end_reason: str | None
+
+
+@dataclass(frozen=True)
+class Overview:
+    first_name: str
+    masked_email: str
+    ineligible: tuple[str, ...]
+    credential: CredentialView | None
+    renewal_possible: bool
+    renewal_reason: str
+    renewal_until: date | None
+
+
+@dataclass(frozen=True)
+class StudentOverview:
+    """-> Overview | None (None: the student is gone from the register)."""
+
+    student_id: int
+
+
+@dataclass(frozen=True)
+class ServiceResult:
+    ok: bool
+    error: str | None = None  # a catalog key suffix
+    reasons: tuple[str, ...] = ()
+    credential: CredentialView | None = None
+
+
+@dataclass(frozen=True)
+class RequestCredential:
+    """-> ServiceResult."""
+
+    student_id: int
+    language: str
+
+
+@dataclass(frozen=True)
+class RenewCredential:
+    """-> ServiceResult."""
+
+    student_id: int
+    language: str
+
+
+@dataclass(frozen=True)
+class RevokeCredential:
+    """-> ServiceResult."""
+
+    student_id: int
+    reason: str
+    language: str
+
+
+@dataclass(frozen=True)
+class OpenSupportThread:
+    """-> int: a support thread escalated to staff, with the student's text as first message."""
+
+    student_id: int | None
+    text: str
+    language: str
+    context: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ForgetAccount:
+    """-> None: unbinds the account and deletes its conversation data (not the register)."""
+
+
+Op = (
+    CheckLocked | RecordWrongGuess | MatchStudent | SendBindingCode | VerifyBindingCode | BindAccount
+    | AcceptTerms | StudentOverview | RequestCredential | RenewCredential | RevokeCredential
+    | OpenSupportThread | ForgetAccount
+)

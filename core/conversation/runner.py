@@ -1,0 +1,316 @@
+"""Drives the engine for one event: loads the state, answers its storage requests, saves, commits.
+
+One event is one unit of work: the new state, the guesses counted, the credential
+created and the replies queued in the outbox commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from core import audit, outbox, ratelimit, support
+from core import credentials as credential_service
+from core.compose import notice_email
+from core.context import AppContext
+from core.conversation import ops
+from core.conversation.engine import EngineConfig, step
+from core.conversation.events import Event, Reply
+from core.conversation.state import ConversationState
+from core.db import unit_of_work
+from core.eligibility import Policy, check_eligibility
+from core.errors import ConflictError, EligibilityError, RateLimitedError
+from core.faq import Faq
+from core.models import LIVE_STATES, BindingCode, ChatLink, Conversation, Credential, Student, TermsAcceptance
+from core.outgoing import Button, OutgoingMessage
+from core.secrets_box import mask_email
+from core.terms import load_terms
+
+__all__ = ["ConversationService", "engine_config"]
+
+log = logging.getLogger(__name__)
+BINDING_CODE_DIGITS = "0123456789"
+BINDING_CODE_LENGTH = 6
+
+
+def engine_config(ctx: AppContext) -> EngineConfig:
+    settings = ctx.settings
+    return EngineConfig(
+        catalog=ctx.catalog,
+        faq=Faq.load(settings.config_dir / "faq"),
+        terms=load_terms(settings.config_dir / "terms"),
+        policy=settings.policy,
+        pesel_hasher=ctx.box.pesel_hash,
+        default_language=settings.default_language,
+        chat_code_ttl_minutes=settings.limits.chat_code_ttl_minutes,
+        activation_window_days=settings.credential.activation_window_days,
+    )
+
+
+def _view(credential: Credential | None) -> ops.CredentialView | None:
+    if credential is None:
+        return None
+    return ops.CredentialView(credential.public_id, credential.state, credential.valid_until,
+                              credential.activation_deadline, credential.end_reason)
+
+
+class _Executor:
+    """Answers the engine's requests inside the event's session."""
+
+    def __init__(self, ctx: AppContext, session: Session, event: Event) -> None:
+        self.ctx = ctx
+        self.session = session
+        self.event = event
+        self.account_scope = ("account", f"{event.channel}:{event.account_id}")
+
+    def run(self, op: ops.Op) -> Any:
+        handler = getattr(self, f"_{type(op).__name__}")
+        return handler(op)
+
+    # --- guessing limits ---------------------------------------------------------------------
+    def _scopes(self, student_key: str | None) -> list[tuple[str, str]]:
+        return [self.account_scope] + ([("student", student_key)] if student_key else [])
+
+    def _locked_until(self, kind: str, student_key: str | None) -> Any:
+        limits = self.ctx.settings.limits
+        try:
+            ratelimit.check_allowed(
+                self.session, kind, self._scopes(student_key), now=self.ctx.clock.now(),
+                limit=limits.guesses_per_hour, window=timedelta(minutes=limits.guess_window_minutes),
+            )
+        except RateLimitedError as locked:
+            return locked.until
+        return None
+
+    def _CheckLocked(self, op: ops.CheckLocked) -> Any:
+        return self._locked_until(op.kind, op.student_key)
+
+    def _RecordWrongGuess(self, op: ops.RecordWrongGuess) -> Any:
+        ratelimit.record_failure(self.session, op.kind, self._scopes(op.student_key), now=self.ctx.clock.now())
+        audit.record(self.session, at=self.ctx.clock.now(), actor=f"{self.event.channel}:{self.event.account_id}",
+                     action=f"guess.wrong.{op.kind}")
+        return self._locked_until(op.kind, op.student_key)
+
+    # --- identification ----------------------------------------------------------------------
+    def _MatchStudent(self, op: ops.MatchStudent) -> int | None:
+        student = self.session.exec(select(Student).where(Student.pesel_hash == op.pesel_hash)).first()
+        if student is None:
+            return None
+        if op.by == "els":
+            known = (student.els_number or "").replace(" ", "").upper()
+        else:
+            known = student.album.replace(" ", "").upper()
+        return student.id if known and known == op.second else None
+
+    def _SendBindingCode(self, op: ops.SendBindingCode) -> str:
+        now = self.ctx.clock.now()
+        student = self.session.get(Student, op.student_id)
+        assert student is not None
+        for old in self.session.exec(select(BindingCode).where(
+            BindingCode.channel == self.event.channel, BindingCode.account_id == self.event.account_id,
+            col(BindingCode.used_at).is_(None),
+        )).all():
+            old.used_at = now  # only the newest code works
+            self.session.add(old)
+        code = self.ctx.random.string(BINDING_CODE_DIGITS, BINDING_CODE_LENGTH)
+        ttl = timedelta(minutes=self.ctx.settings.limits.chat_code_ttl_minutes)
+        row = BindingCode(channel=self.event.channel, account_id=self.event.account_id, student_id=student.id or 0,
+                          code_hash=self.ctx.box.keyed_hash("binding-code", code), created_at=now,
+                          expires_at=now + ttl)
+        self.session.add(row)
+        self.session.flush()
+        message = notice_email(
+            self.ctx.catalog, "email.binding", language=op.language, first_name=student.first_name, code=code,
+            minutes=self.ctx.settings.limits.chat_code_ttl_minutes, university=self.ctx.settings.university.name,
+        )
+        outbox.enqueue(self.session, self.ctx.box, key=f"binding:{row.id}", channel="email",
+                       recipient=student.email, kind="binding-code", message=message, now=now,
+                       language=op.language, student_id=student.id)
+        return mask_email(student.email)
+
+    def _VerifyBindingCode(self, op: ops.VerifyBindingCode) -> tuple[str, int | None]:
+        now = self.ctx.clock.now()
+        row = self.session.exec(
+            select(BindingCode).where(
+                BindingCode.channel == self.event.channel, BindingCode.account_id == self.event.account_id,
+                col(BindingCode.used_at).is_(None),
+            ).order_by(sa.desc(col(BindingCode.id)))
+        ).first()
+        if row is None:
+            return "none", None
+        if now > row.expires_at:
+            return "expired", row.student_id
+        code = "".join(ch for ch in op.code if ch.isdigit())
+        if not self.ctx.box.verify("binding-code", code, row.code_hash):
+            return "wrong", row.student_id
+        row.used_at = now
+        self.session.add(row)
+        return "ok", row.student_id
+
+    def _BindAccount(self, op: ops.BindAccount) -> None:
+        now = self.ctx.clock.now()
+        link = self.session.exec(select(ChatLink).where(
+            ChatLink.channel == self.event.channel, ChatLink.account_id == self.event.account_id)).first()
+        if link is None:
+            link = ChatLink(channel=self.event.channel, account_id=self.event.account_id, student_id=op.student_id,
+                            language=op.language, bound_at=now)
+        link.student_id, link.language, link.bound_at, link.blocked_at = op.student_id, op.language, now, None
+        self.session.add(link)
+        for acceptance in self.session.exec(select(TermsAcceptance).where(
+            TermsAcceptance.channel == self.event.channel, TermsAcceptance.account_id == self.event.account_id,
+            col(TermsAcceptance.student_id).is_(None),
+        )).all():
+            acceptance.student_id = op.student_id
+            self.session.add(acceptance)
+        audit.record(self.session, at=now, actor=f"{self.event.channel}:{self.event.account_id}",
+                     action="chat.bound", student_id=op.student_id)
+
+    def _AcceptTerms(self, op: ops.AcceptTerms) -> None:
+        self.session.add(TermsAcceptance(channel=self.event.channel, account_id=self.event.account_id,
+                                         student_id=op.student_id, version=op.version,
+                                         accepted_at=self.ctx.clock.now()))
+
+    # --- the student's credential ------------------------------------------------------------
+    def _StudentOverview(self, op: ops.StudentOverview) -> ops.Overview | None:
+        student = self.session.get(Student, op.student_id)
+        if student is None:
+            return None
+        eligibility = check_eligibility(student, Policy(self.ctx.settings.policy), self.ctx.clock.today())
+        credential = credential_service.latest_credential(self.session, op.student_id)
+        renewal = credential_service.renewal_check(self.ctx, student, credential)
+        return ops.Overview(
+            first_name=student.first_name, masked_email=mask_email(student.email),
+            ineligible=tuple(str(r) for r in eligibility.reasons), credential=_view(credential),
+            renewal_possible=renewal.possible, renewal_reason=renewal.reason, renewal_until=renewal.new_valid_until,
+        )
+
+    def _actor(self) -> str:
+        return f"student:{self.event.channel}"
+
+    def _RequestCredential(self, op: ops.RequestCredential) -> ops.ServiceResult:
+        student = self.session.get(Student, op.student_id)
+        assert student is not None
+        try:
+            with self.session.begin_nested():
+                credential = credential_service.request_credential(
+                    self.ctx, self.session, student, channel=self.event.channel, actor=self._actor(),
+                    language=op.language)
+        except EligibilityError as refused:
+            return ops.ServiceResult(False, "not_eligible", tuple(str(r) for r in refused.reasons))
+        except ConflictError:
+            return ops.ServiceResult(False, "already")
+        return ops.ServiceResult(True, credential=_view(credential))
+
+    def _RenewCredential(self, op: ops.RenewCredential) -> ops.ServiceResult:
+        student = self.session.get(Student, op.student_id)
+        credential = credential_service.live_credential(self.session, op.student_id)
+        if student is None or credential is None:
+            return ops.ServiceResult(False, "no_credential")
+        try:
+            with self.session.begin_nested():
+                credential_service.renew(self.ctx, self.session, student, credential, channel=self.event.channel,
+                                         actor=self._actor(), language=op.language)
+        except ConflictError:
+            return ops.ServiceResult(False, "renew_failed")
+        return ops.ServiceResult(True, credential=_view(credential))
+
+    def _RevokeCredential(self, op: ops.RevokeCredential) -> ops.ServiceResult:
+        credential = credential_service.live_credential(self.session, op.student_id)
+        if credential is None or credential.state not in LIVE_STATES:
+            return ops.ServiceResult(False, "no_credential")
+        credential_service.revoke(self.ctx, self.session, credential, reason=op.reason, actor=self._actor(),
+                                  language=op.language)
+        return ops.ServiceResult(True, credential=_view(credential))
+
+    # --- support and forgetting ----------------------------------------------------------------
+    def _OpenSupportThread(self, op: ops.OpenSupportThread) -> int:
+        thread = support.open_thread(
+            self.ctx, self.session, student_id=op.student_id, channel=self.event.channel,
+            account_id=self.event.account_id, text=op.text, language=op.language,
+            subject=op.text.split("\n", 1)[0][:80],
+        )
+        return thread.id or 0
+
+    def _ForgetAccount(self, op: ops.ForgetAccount) -> None:
+        channel, account = self.event.channel, self.event.account_id
+        for model in (ChatLink, BindingCode, Conversation):
+            self.session.execute(sa.delete(model).where(
+                model.channel == channel, model.account_id == account))  # type: ignore[attr-defined]
+        # Wrong guesses stay: forgetting must not reset the guessing limits.
+        audit.record(self.session, at=self.ctx.clock.now(), actor=f"{channel}:{account}", action="chat.forgotten")
+
+
+class ConversationService:
+    """The front-ends' single entry point: `handle(event)` -> replies (also queued when asked)."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.config = engine_config(ctx)
+
+    def handle(self, event: Event, *, queue_channel: str | None = None) -> list[Reply]:
+        """Handle one event in one unit of work.
+
+        With `queue_channel`, the replies are also queued in the outbox (keyed by the event
+        id, so a redelivered event queues nothing new) in the same commit as the state.
+        """
+        with unit_of_work(self.ctx.engine) as session:
+            row = self._load(session, event)
+            state = ConversationState.from_json(row.state)
+            if event.event_id and event.event_id in state.handled:
+                return []
+            executor = _Executor(self.ctx, session, event)
+            flow = step(self.config, state, event, self.ctx.clock.now())
+            try:
+                request = next(flow)
+                while True:
+                    request = flow.send(executor.run(request))
+            except StopIteration as finished:
+                replies: list[Reply] = finished.value
+            state.remember(event.event_id)
+            now = self.ctx.clock.now()
+            if state.forgotten:
+                session.execute(sa.delete(Conversation).where(
+                    col(Conversation.channel) == event.channel, col(Conversation.account_id) == event.account_id))
+            else:
+                row.state = state.to_json()
+                row.updated_at = now
+                session.add(row)
+            if queue_channel:
+                self._queue(session, event, replies, queue_channel, state.language or "pl")
+        return replies
+
+    def _load(self, session: Session, event: Event) -> Conversation:
+        query = select(Conversation).where(
+            Conversation.channel == event.channel, Conversation.account_id == event.account_id)
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()  # one event of an account at a time
+        row = session.exec(query).first()
+        if row is None:
+            now = self.ctx.clock.now()
+            row = Conversation(channel=event.channel, account_id=event.account_id, state="{}",
+                               created_at=now, updated_at=now)
+            session.add(row)
+            session.flush()
+        return row
+
+    def _queue(self, session: Session, event: Event, replies: list[Reply], channel: str, language: str) -> None:
+        event_key = event.event_id or uuid.uuid4().hex
+        for index, reply in enumerate(replies):
+            message = OutgoingMessage(
+                text=reply.text,
+                buttons=[[Button(b.label, b.data) for b in row] for row in reply.buttons],
+            )
+            outbox.enqueue(session, self.ctx.box, key=f"reply:{channel}:{event.account_id}:{event_key}:{index}",
+                           channel=channel, recipient=event.account_id, kind="chat-reply", message=message,
+                           now=self.ctx.clock.now(), language=language)
+
+    def state_of(self, channel: str, account_id: str) -> ConversationState:
+        with Session(self.ctx.engine) as session:
+            row = session.exec(select(Conversation).where(
+                Conversation.channel == channel, Conversation.account_id == account_id)).first()
+            return ConversationState.from_json(row.state if row else None)
