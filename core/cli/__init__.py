@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import typer
 
+from core.cli import credentials, db, registry
 from core.cli.chat import chat_command
 from core.cli.status import status_command
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
+    help="mLegitymacja front-end: Telegram bot, support mailbox and lifecycle jobs for the "
     "mobile student ID. Settings: config/mleg.toml, then MLEG_* environment variables.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
