@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -26,6 +27,8 @@ class AppContext:
     box: SecretBox = field(init=False)
     catalog: Catalog = field(init=False)
     issuer: ActivationIssuer = field(init=False)
+    # `mleg serve` listens here so a chat reply is sent at once, not at the next poll.
+    outbox_listeners: list[Callable[[str], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.box = SecretBox(self.settings.secret)
@@ -51,6 +54,11 @@ class AppContext:
             clock=clock or SystemClock(),
             random=random or RandomSource(),
         )
+
+    def outbox_changed(self, channel: str) -> None:
+        """Tell the drainers that `channel` has new rows (a no-op outside `mleg serve`)."""
+        for listener in self.outbox_listeners:
+            listener(channel)
 
     @property
     def activation_window(self) -> timedelta:

@@ -6,6 +6,7 @@ import typer
 
 from core.cli import credentials, db, registry
 from core.cli.chat import chat_command
+from core.cli.serve import serve_command
 from core.cli.status import status_command
 
 __all__ = ["app", "main"]
@@ -21,6 +22,7 @@ app.add_typer(credentials.app, name="credentials")
 app.add_typer(db.app, name="db")
 app.command("status")(status_command)
 app.command("chat")(chat_command)
+app.command("serve")(serve_command)
 
 
 def main() -> None:
