@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/mleg registry import config/demo-register.csv
-	$(BIN)/mleg status
+	$(BIN)/mleg chat
 
 system-deps:
 	bash scripts/install-test-deps.sh

@@ -258,6 +258,8 @@ def _terms_step(turn: Turn) -> Generator[ops.Op, Any, None]:
         _show_terms(turn)
         return
     if _answer_faq(turn, allow_personal=False):
+        if state.step == "declined":
+            turn.replies[-1].buttons.append([ReplyButton(turn.t("button.terms_review"), "terms:review")])
         return
     if state.step == "declined":
         turn.say("terms.declined_help", [[("terms_review", "terms:review")]])

@@ -1,0 +1,146 @@
+"""Every input gets an answer and nothing raises: odd text, stickers, stale buttons, random events."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Generator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.catalog import Catalog
+from core.context import AppContext
+from core.conversation import ConversationState, Event, ops
+from core.conversation.engine import EngineConfig, step
+from core.db import unit_of_work
+from core.faq import Faq
+from core.settings import PROJECT_ROOT
+from core.terms import load_terms
+from tests.chat_driver import ChatDriver
+from tests.conftest import add_student
+
+ODD_INPUTS = [
+    "", "   ", "\x00\x01\x02", "😀😀😀", "x" * 10_000, "'; DROP TABLE student; --", "<b>hi</b>",
+    "\u202eevil", "/", "/unknown_cmd", "/start@mleg_bot", "12345678901234567890", "ąęśćżźńłó", "\n\n\n",
+]
+
+
+@pytest.mark.parametrize("text", ODD_INPUTS)
+def test_odd_text_in_every_step(sqlite_ctx: AppContext, text: str) -> None:
+    with unit_of_work(sqlite_ctx.engine) as session:
+        student, pesel = add_student(session, sqlite_ctx.box)
+    script = ["/start", "lang:pl", "terms:accept", pesel, student.album, "CODE", "menu:request", "confirm:yes"]
+    for depth in range(len(script) + 1):
+        chat = ChatDriver(sqlite_ctx)
+        for action in script[:depth]:
+            if action == "CODE":
+                chat.say(chat.binding_code())
+            elif ":" in action:
+                chat.press_anyway(action)
+            else:
+                chat.say(action)
+        step_name = chat.service.state_of("console", chat.account).step
+        chat.say(text)
+        assert chat.text.strip(), f"empty reply to {text!r} in step {step_name}"
+
+
+def test_unsupported_messages_are_answered(sqlite_ctx: AppContext) -> None:
+    chat = ChatDriver(sqlite_ctx)
+    chat.send(Event(kind="unsupported", channel="console", account_id=chat.account, text="sticker"))
+    assert "naklejek" in chat.text or "stickers" in chat.text
+
+
+def test_stale_and_forged_buttons_are_harmless(sqlite_ctx: AppContext) -> None:
+    chat = ChatDriver(sqlite_ctx)
+    chat.say("/start")
+    for data in ("menu:request", "confirm:yes", "revoke:lost_phone", "forget:yes", "lang:xx", "staff:close:1"):
+        chat.press_anyway(data)
+        assert chat.text
+    assert chat.outbox("activation") == []
+
+
+# --- the engine alone, with storage answered from a script ------------------------------------
+
+def _config() -> EngineConfig:
+    config_dir = PROJECT_ROOT / "config"
+    return EngineConfig(
+        catalog=Catalog.load(config_dir / "messages"), faq=Faq.load(config_dir / "faq"),
+        terms=load_terms(config_dir / "terms"), policy="standalone", pesel_hasher=lambda p: "h:" + p,
+    )
+
+
+def _answer(op: ops.Op) -> Any:
+    """A scripted storage: nobody matches, nothing is locked."""
+    if isinstance(op, ops.CheckLocked | ops.RecordWrongGuess | ops.MatchStudent):
+        return None
+    if isinstance(op, ops.VerifyBindingCode):
+        return ("none", None)
+    return None
+
+
+def _run(flow: Generator[ops.Op, Any, Any]) -> Any:
+    try:
+        request = next(flow)
+        while True:
+            request = flow.send(_answer(request))
+    except StopIteration as finished:
+        return finished.value
+
+
+def test_engine_is_pure_and_never_sees_a_clear_pesel_in_state() -> None:
+    config = _config()
+    state = ConversationState()
+    now = datetime(2026, 10, 5, tzinfo=UTC)
+    for event in (
+        Event.text_message("t", "1", "/start"),
+        Event(kind="button", channel="t", account_id="1", text="lang:en"),
+        Event(kind="button", channel="t", account_id="1", text="terms:accept"),
+        Event.text_message("t", "1", "02070803628"),
+    ):
+        replies = _run(step(config, state, event, now))
+        assert replies
+    assert state.step == "second_id" and state.pesel_hash == "h:02070803628"
+    state.pesel_hash = "h"
+    assert "02070803628" not in state.to_json()
+
+
+_events = st.one_of(
+    st.builds(lambda t: Event.text_message("t", "1", t), st.text(max_size=300)),
+    st.builds(lambda d: Event(kind="button", channel="t", account_id="1", text=d), st.sampled_from([
+        "lang:pl", "lang:en", "terms:accept", "terms:decline", "terms:full", "terms:review", "menu:status",
+        "menu:request", "menu:renew", "menu:revoke", "menu:help", "menu:support", "confirm:yes", "confirm:no",
+        "revoke:lost_phone", "help:next", "help:step", "help:all", "code:resend", "forget:yes", "cancel", "junk",
+    ])),
+    st.builds(lambda c: Event.text_message("t", "1", "/" + c), st.sampled_from([
+        "start", "status", "renew", "revoke", "help", "support", "language", "forget", "terms", "cancel", "x",
+    ])),
+    st.just(Event(kind="unsupported", channel="t", account_id="1", text="photo")),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_events, min_size=1, max_size=25))
+def test_random_events_in_any_state_never_raise_and_always_reply(events: list[Event]) -> None:
+    config = _config()
+    state = ConversationState()
+    now = datetime(2026, 10, 5, tzinfo=UTC)
+    for event in events:
+        replies = _run(step(config, state, event, now))
+        assert replies and all(r.text.strip() for r in replies)
+        ConversationState.from_json(state.to_json())
+
+
+_accounts = itertools.count()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_events, min_size=1, max_size=12))
+def test_random_events_against_real_storage(sqlite_ctx: AppContext, events: list[Event]) -> None:
+    chat = ChatDriver(sqlite_ctx, account=f"fuzz-{next(_accounts)}")
+    for event in events:
+        replies = chat.service.handle(Event(kind=event.kind, channel="console", account_id=chat.account,
+                                            text=event.text))
+        assert replies and all(r.text.strip() for r in replies)
