@@ -47,12 +47,18 @@ def generate_rows(count: int, *, seed: int = 2026, start_album: int = 100001) ->
     rng = random.Random(seed)
     levels = ["first_cycle"] * 5 + ["second_cycle"] * 3 + ["long_cycle"] * 2 + ["doctoral", "postgraduate"]
     statuses = ["active"] * 14 + ["removed", "graduated", "suspended"]
+    used: set[str] = set()
     for index in range(count):
         album = str(start_album + index)
         female = rng.random() < 0.55
         first = rng.choice(_FIRST_F if female else _FIRST_M)
         last = _surname(rng.choice(_LAST), female)
-        born = date(1996, 1, 1) + timedelta(days=rng.randrange(0, 365 * 12))
+        while True:  # a register never has one PESEL twice
+            born = date(1996, 1, 1) + timedelta(days=rng.randrange(0, 365 * 12))
+            pesel = make_pesel(born, rng.randrange(0, 1000), female)
+            if pesel not in used:
+                used.add(pesel)
+                break
         level = levels[index % len(levels)] if index < 40 else rng.choice(levels)
         status = statuses[index % len(statuses)] if index < 40 else rng.choice(statuses)
         has_pesel = index % 23 != 22
@@ -62,7 +68,7 @@ def generate_rows(count: int, *, seed: int = 2026, start_album: int = 100001) ->
         local = f"{first}.{last}.{album}".translate(_ASCII).lower()
         yield {
             "album": album,
-            "pesel": make_pesel(born, rng.randrange(0, 1000), female) if has_pesel else "",
+            "pesel": pesel if has_pesel else "",
             "first_name": first,
             "last_name": last,
             "email": f"{local}@{DEMO_DOMAIN}",

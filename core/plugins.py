@@ -71,9 +71,11 @@ def load_frontends(ctx: AppContext) -> list[Frontend]:
     return found
 
 
-def load_channels(ctx: AppContext) -> dict[str, ChannelSender]:
+def load_channels(ctx: AppContext, only: set[str] | None = None) -> dict[str, ChannelSender]:
     senders: dict[str, ChannelSender] = {}
     for entry in entry_points(group="mleg.channels"):
+        if only is not None and entry.name not in only:
+            continue
         factory = _load(entry)
         if factory is None:
             continue

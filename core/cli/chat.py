@@ -52,7 +52,7 @@ class ConsoleChat:
         self.write = write
         self.service = ConversationService(ctx)
         self.buttons: list[tuple[str, str]] = []
-        self.channels = load_channels(ctx)
+        self.channels = load_channels(ctx, only={"email"})
 
     def event_for(self, line: str) -> Event:
         stripped = line.strip()
