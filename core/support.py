@@ -6,6 +6,7 @@ asked, or an e-mail threaded onto the student's message.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -22,6 +23,8 @@ __all__ = [
     "add_message",
     "claim_thread",
     "close_thread",
+    "email_message_id",
+    "escalate_thread",
     "get_thread",
     "list_threads",
     "open_thread",
@@ -32,6 +35,15 @@ __all__ = [
 
 STAFF_CHANNEL = "staff"
 PREVIEW = 1500
+
+
+def email_message_id(key: str, domain: str) -> str:
+    """A stable Message-ID for an outbox key: a resend after a crash carries the same one.
+
+    Core knows it before the mail is sent, so a student's reply to it threads onto the ticket.
+    """
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"<{digest}.mleg@{domain}>"
 
 
 def thread_tag(thread_id: int) -> str:
@@ -76,12 +88,18 @@ def open_thread(
     subject: str = "",
     email_message_id: str | None = None,
     author: str | None = None,
+    escalate: bool = True,
 ) -> SupportThread:
-    """A new thread, escalated to staff, with the student's text as its first message."""
+    """A new thread with the student's text as its first message, escalated to staff unless told not to.
+
+    `escalate=False` is for a question answered automatically (the mailbox's FAQ answers): the
+    thread exists so that a reply to the answer reaches staff, but nobody is paged for it.
+    """
     now = ctx.clock.now()
     thread = SupportThread(
         student_id=student_id, channel=channel, account_id=account_id, subject=subject[:255],
-        language=language, status=ThreadStatus.ESCALATED, created_at=now, updated_at=now,
+        language=language, status=ThreadStatus.ESCALATED if escalate else ThreadStatus.ANSWERED,
+        created_at=now, updated_at=now,
         last_email_message_id=email_message_id,
     )
     session.add(thread)
@@ -89,9 +107,22 @@ def open_thread(
     session.add(SupportMessage(thread_id=thread.id or 0, direction="in", author=author or account_id,
                                body=text, email_message_id=email_message_id, created_at=now))
     audit.record(session, at=now, actor=f"{channel}:{account_id}" if channel != "email" else "email",
-                 action="thread.escalated", student_id=student_id, thread_id=thread.id)
-    _notify_staff(ctx, session, thread, text, now, "opened")
+                 action="thread.escalated" if escalate else "thread.auto_answered",
+                 student_id=student_id, thread_id=thread.id)
+    if escalate:
+        _notify_staff(ctx, session, thread, text, now, "opened")
     return thread
+
+
+def escalate_thread(ctx: AppContext, session: Session, thread: SupportThread, *, text: str, key: str) -> None:
+    """Hand an (automatically answered) thread to staff after all."""
+    now = ctx.clock.now()
+    thread.status = ThreadStatus.ESCALATED
+    thread.updated_at = now
+    session.add(thread)
+    audit.record(session, at=now, actor="email", action="thread.escalated", student_id=thread.student_id,
+                 thread_id=thread.id)
+    _notify_staff(ctx, session, thread, text, now, key)
 
 
 def add_message(
@@ -186,9 +217,15 @@ def staff_reply(ctx: AppContext, session: Session, thread_id: int, *, text: str,
             subject = f"{subject} {thread_tag(thread.id or 0)}"
         if not subject.lower().startswith("re:"):
             subject = f"Re: {subject}"
-        references = [m.email_message_id for m in thread_messages(session, thread.id or 0) if m.email_message_id]
+        references = [m.email_message_id for m in thread_messages(session, thread.id or 0)
+                      if m.email_message_id and m.id != message.id]
+        # Recorded on the message, so the student's reply to this answer threads onto the ticket.
+        message.email_message_id = email_message_id(f"staff-reply:{message.id}",
+                                                    ctx.settings.university.message_id_domain)
+        session.add(message)
         outgoing = OutgoingMessage(
             text=text, subject=subject, in_reply_to=thread.last_email_message_id, references=references[-10:],
+            message_id=message.email_message_id,
         )
     else:
         outgoing = OutgoingMessage(text=ctx.catalog.text(language, "support.staff_answer", thread=thread.id,

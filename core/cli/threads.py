@@ -1,0 +1,128 @@
+"""`mleg threads`: the help desk's support threads (zgłoszenia): list, show, reply, close.
+
+Also shows what staff must see besides threads: quarantined inbound mail and e-mails that
+failed permanently.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+import typer
+from sqlmodel import Session, col, select
+
+from core import support
+from core.cli.common import build_context, emit_json, friendly_errors, print_table
+from core.db import unit_of_work
+from core.models import InboundMail, OutboxMessage, OutboxStatus, SupportThread
+
+app = typer.Typer(help="Support threads from the chat and the support mailbox.", no_args_is_help=True)
+
+
+def _public(thread: SupportThread) -> dict[str, Any]:
+    return {
+        "id": thread.id, "tag": support.thread_tag(thread.id or 0), "status": thread.status,
+        "channel": thread.channel, "account": thread.account_id, "student_id": thread.student_id,
+        "subject": thread.subject, "language": thread.language, "claimed_by": thread.claimed_by,
+        "created_at": thread.created_at, "updated_at": thread.updated_at, "closed_at": thread.closed_at,
+    }
+
+
+def _problems(session: Session) -> dict[str, int]:
+    quarantined = session.exec(
+        select(sa.func.count()).select_from(InboundMail).where(InboundMail.status == "quarantined")).one()
+    failed = session.exec(select(sa.func.count()).select_from(OutboxMessage).where(
+        OutboxMessage.status == OutboxStatus.FAILED)).one()
+    return {"quarantined_mail": int(quarantined), "failed_deliveries": int(failed)}
+
+
+@app.command("list")
+@friendly_errors
+def list_command(
+    status: Annotated[str, typer.Option(
+        help="open (all but closed), all, or one of escalated, claimed, answered, closed.")] = "open",
+    limit: Annotated[int, typer.Option(help="At most this many, most recently active first.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List support threads, most recently active first."""
+    ctx = build_context()
+    with Session(ctx.engine) as session:
+        threads = support.list_threads(session, status=None if status == "all" else status, limit=limit)
+        problems = _problems(session)
+    if as_json:
+        emit_json({"threads": [_public(t) for t in threads], **problems})
+        return
+    print_table(["id", "status", "channel", "account", "subject", "updated"],
+                [(t.id, t.status, t.channel, t.account_id, (t.subject or "")[:50], f"{t.updated_at:%Y-%m-%d %H:%M}")
+                 for t in threads])
+    if problems["quarantined_mail"] or problems["failed_deliveries"]:
+        typer.echo(f"\nattention: {problems['quarantined_mail']} quarantined inbound mail, "
+                   f"{problems['failed_deliveries']} failed deliveries (see `mleg status`)")
+
+
+@app.command("show")
+@friendly_errors
+def show_command(
+    thread_id: Annotated[int, typer.Argument(help="Thread number (the N in [MLEG-N]).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """One thread: its messages and the delivery state of every answer."""
+    ctx = build_context()
+    with Session(ctx.engine) as session:
+        thread = support.get_thread(session, thread_id)
+        messages = support.thread_messages(session, thread_id)
+        deliveries = session.exec(select(OutboxMessage).where(OutboxMessage.thread_id == thread_id)
+                                  .order_by(col(OutboxMessage.id))).all()
+    data = _public(thread)
+    data["messages"] = [{"id": m.id, "at": m.created_at, "direction": m.direction, "author": m.author,
+                         "text": m.body, "email_message_id": m.email_message_id} for m in messages]
+    data["deliveries"] = [{"id": d.id, "channel": d.channel, "recipient": d.recipient, "kind": d.kind,
+                           "status": d.status, "attempts": d.attempts, "error": d.last_error,
+                           "external_id": d.external_id} for d in deliveries]
+    if as_json:
+        emit_json(data)
+        return
+    for key in ("tag", "status", "channel", "account", "subject", "language", "claimed_by", "created_at"):
+        typer.echo(f"{key:12} {'' if data[key] is None else data[key]}")
+    for message in data["messages"]:
+        arrow = "<-" if message["direction"] == "in" else "->"
+        typer.echo(f"\n{arrow} {message['at']:%Y-%m-%d %H:%M} {message['author']}\n{message['text']}")
+    if data["deliveries"]:
+        typer.echo("\ndeliveries:")
+        for d in data["deliveries"]:
+            typer.echo(f"  #{d['id']} {d['kind']} to {d['recipient']}: {d['status']}"
+                       + (f" ({d['error']})" if d["error"] else ""))
+
+
+@app.command("reply")
+@friendly_errors
+def reply_command(
+    thread_id: Annotated[int, typer.Argument(help="Thread number.")],
+    text: Annotated[str | None, typer.Option(help="The answer; read from stdin when omitted.")] = None,
+    by: Annotated[str | None, typer.Option(help="Who answers (for the audit trail).")] = None,
+) -> None:
+    """Answer the student on the channel they used (an e-mail reply threads in their mail client)."""
+    body = text if text is not None else sys.stdin.read()
+    if not body.strip():
+        raise typer.BadParameter("the answer is empty")
+    ctx = build_context()
+    with unit_of_work(ctx.engine) as session:
+        message = support.staff_reply(ctx, session, thread_id, text=body.strip(), staff=by or getpass.getuser())
+        message_id = message.id
+    typer.echo(f"answer queued for thread {thread_id} (message {message_id}); `mleg serve` sends it")
+
+
+@app.command("close")
+@friendly_errors
+def close_command(
+    thread_id: Annotated[int, typer.Argument(help="Thread number.")],
+    by: Annotated[str | None, typer.Option(help="Who closes it (for the audit trail).")] = None,
+) -> None:
+    """Close a thread; a new message from the student reopens it."""
+    ctx = build_context()
+    with unit_of_work(ctx.engine) as session:
+        support.close_thread(ctx, session, thread_id, staff=by or getpass.getuser())
+    typer.echo(f"thread {thread_id} closed")

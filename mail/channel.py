@@ -1,0 +1,157 @@
+"""The e-mail channel sender: outbox rows out over SMTP (aiosmtplib), or into a local Maildir.
+
+With `settings.smtp.host` set, mail goes to that server (none/STARTTLS/TLS, AUTH when a
+username is set). Without it (the demo, `mleg chat`), mail lands in the Maildir at
+`settings.maildir_path`, where any mail client or `cat` can read it.
+
+The Message-ID is derived from the outbox idempotency key, so a resend after a crash
+carries the same Message-ID (the receiving side can drop the duplicate), and the Maildir
+file name is derived from it too, so a resend there is a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mailbox
+import os
+import ssl
+from datetime import timedelta
+from pathlib import Path
+
+import aiosmtplib
+
+from core.clock import Clock
+from core.context import AppContext
+from core.mailbox_rules import email_message_id
+from core.models import OutboxMessage
+from core.outbox import DeliveryResult
+from core.outgoing import OutgoingMessage
+from core.settings import Settings
+from mail.mime import build_email
+
+__all__ = ["CHANNEL", "MaildirChannel", "SmtpChannel", "make_email_channel"]
+
+log = logging.getLogger(__name__)
+CHANNEL = "email"
+
+
+def _message_id(settings: Settings, row: OutboxMessage, message: OutgoingMessage) -> str:
+    # Core sets it when it must remember it (support answers, to thread replies); else derive it.
+    return message.message_id or email_message_id(row.idempotency_key, settings.university.message_id_domain)
+
+
+def _sender(settings: Settings) -> str:
+    return settings.smtp.sender
+
+
+def _reply_to(settings: Settings) -> str | None:
+    return settings.smtp.reply_to or settings.university.help_desk_email
+
+
+class SmtpChannel:
+    """Delivers one message per SMTP transaction; 4xx and network trouble retry, 5xx is final."""
+
+    channel = CHANNEL
+
+    def __init__(self, settings: Settings, clock: Clock, *, rate_per_second: float = 5.0) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.rate_per_second = rate_per_second
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.settings.smtp.security == "none":
+            return None
+        return ssl.create_default_context(cafile=self.settings.smtp.ca_file)
+
+    async def deliver(self, row: OutboxMessage, message: OutgoingMessage) -> DeliveryResult:
+        smtp = self.settings.smtp
+        message_id = _message_id(self.settings, row, message)
+        email = build_email(message, sender=_sender(self.settings), recipient=row.recipient,
+                            message_id=message_id, date=self.clock.now(), reply_to=_reply_to(self.settings))
+        try:
+            await aiosmtplib.send(
+                email,
+                sender=smtp.sender,
+                recipients=[row.recipient],
+                hostname=smtp.host,
+                port=smtp.port,
+                username=smtp.username,
+                password=smtp.password.get_secret_value() if smtp.password else None,
+                use_tls=smtp.security == "tls",
+                # False, not None: None would mean "upgrade if offered", and "none" means plain.
+                start_tls=smtp.security == "starttls",
+                tls_context=self._tls_context(),
+                timeout=smtp.timeout_seconds,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
+            return self._failure(row, message_id, f"recipient refused: {detail}",
+                                 permanent=all(c >= 500 for c in codes))
+        except aiosmtplib.SMTPResponseException as exc:
+            # RFC 5321 4.2.1: 4yz is a transient negative reply, 5yz a permanent one.
+            return self._failure(row, message_id, f"SMTP {exc.code} {exc.message}", permanent=exc.code >= 500)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            # Connection refused, TLS trouble, timeouts, a dropped connection: all worth retrying.
+            return self._failure(row, message_id, f"{type(exc).__name__}: {exc}", permanent=False)
+        log.info("e-mail %s (outbox %s, %s) sent via SMTP", message_id, row.id, row.kind)
+        return DeliveryResult(ok=True, external_id=message_id)
+
+    def _failure(self, row: OutboxMessage, message_id: str, error: str, *, permanent: bool) -> DeliveryResult:
+        log.warning("e-mail %s (outbox %s, %s) %s failure: %s", message_id, row.id, row.kind,
+                    "permanent" if permanent else "temporary", error)
+        # No retry_after: the outbox's exponential backoff is the right pace for a busy server.
+        return DeliveryResult(ok=False, error=error[:1000], permanent=permanent)
+
+    async def close(self) -> None:
+        return None
+
+
+class MaildirChannel:
+    """Writes each message as a file in a Maildir (`new/`); external_id is the file path."""
+
+    channel = CHANNEL
+    rate_per_second = 100.0
+
+    def __init__(self, settings: Settings, clock: Clock, path: Path | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.path = path or settings.maildir_path
+
+    def _write(self, name: str, data: bytes) -> Path:
+        box = mailbox.Maildir(self.path, create=True)  # creates tmp/ new/ cur/ when missing
+        for folder in ("new", "cur"):
+            for existing in (self.path / folder).glob(name + "*"):
+                # Delivered before a crash: the same file, not a second copy.
+                return existing
+        tmp = self.path / "tmp" / name
+        tmp.write_bytes(data)
+        target = self.path / "new" / name
+        # Maildir delivery: write in tmp/, then an atomic rename into new/.
+        os.replace(tmp, target)
+        box.close()
+        return target
+
+    async def deliver(self, row: OutboxMessage, message: OutgoingMessage) -> DeliveryResult:
+        message_id = _message_id(self.settings, row, message)
+        email = build_email(message, sender=_sender(self.settings), recipient=row.recipient,
+                            message_id=message_id, date=self.clock.now(), reply_to=_reply_to(self.settings))
+        name = "mleg-" + message_id.strip("<>").split("@", 1)[0]
+        try:
+            path = await asyncio.to_thread(self._write, name, email.as_bytes())
+        except OSError as exc:
+            return DeliveryResult(ok=False, error=f"Maildir {self.path}: {exc}",
+                                  retry_after=timedelta(seconds=30))
+        log.info("e-mail %s (outbox %s, %s) written to %s", message_id, row.id, row.kind, path)
+        return DeliveryResult(ok=True, external_id=str(path))
+
+    async def close(self) -> None:
+        return None
+
+
+def make_email_channel(ctx: AppContext) -> SmtpChannel | MaildirChannel:
+    """The entry point `mleg.channels: email`: SMTP when configured, else the local Maildir."""
+    if ctx.settings.smtp.host:
+        return SmtpChannel(ctx.settings, ctx.clock)
+    return MaildirChannel(ctx.settings, ctx.clock)

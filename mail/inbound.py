@@ -1,0 +1,140 @@
+"""The inbound pipeline's storage half: raw mail stored first, then processed, one commit each.
+
+Storing and processing are separate commits on purpose (Zulip's mail gateway does the same):
+a crash after storing loses nothing (the row waits as `new`), a crash while processing
+rolls back that one message's decisions and its answer, and the next run does it again,
+once. A message the rules cannot handle is quarantined: kept raw, visible to staff.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from core.context import AppContext
+from core.faq import Faq
+from core.mailbox_rules import Outcome, handle_inbound
+from core.models import InboundMail, MailboxState
+from mail.parse import identity, parse_inbound
+
+__all__ = ["StoreResult", "mailbox_state", "process_pending", "store_raw"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StoreResult:
+    inbound_id: int | None  # None: a duplicate of a stored mail
+    duplicate: bool
+
+
+@dataclass
+class ProcessedMail:
+    inbound_id: int
+    uid: int
+    status: str
+    outcome: Outcome | None = None
+
+
+@dataclass
+class BatchReport:
+    stored: list[int] = field(default_factory=list)
+    duplicates: int = 0
+    processed: list[ProcessedMail] = field(default_factory=list)
+
+
+def mailbox_state(ctx: AppContext, mailbox: str, uidvalidity: int) -> int:
+    """The last UID stored for this mailbox; a new UIDVALIDITY starts again from 0.
+
+    After a UIDVALIDITY change every message is fetched again; the digest keeps the ones
+    already stored from being stored (and answered) twice.
+    """
+    with Session(ctx.engine) as session:
+        state = session.get(MailboxState, mailbox)
+        if state is None:
+            state = MailboxState(mailbox=mailbox, uidvalidity=uidvalidity, last_uid=0)
+        elif state.uidvalidity != uidvalidity:
+            log.warning("mailbox %s: UIDVALIDITY changed %s -> %s; rescanning", mailbox, state.uidvalidity,
+                        uidvalidity)
+            state.uidvalidity = uidvalidity
+            state.last_uid = 0
+        session.add(state)
+        session.commit()
+        return state.last_uid
+
+
+def store_raw(ctx: AppContext, *, mailbox: str, uidvalidity: int, uid: int, raw: bytes, size: int) -> StoreResult:
+    """Store one fetched message and advance the mailbox's last UID, in one commit."""
+    message_id, digest = identity(raw)
+    now = ctx.clock.now()
+    with Session(ctx.engine) as session:
+        state = session.get(MailboxState, mailbox) or MailboxState(mailbox=mailbox, uidvalidity=uidvalidity)
+        state.last_uid = max(state.last_uid, uid)
+        session.add(state)
+        duplicate = session.exec(select(InboundMail.id).where(InboundMail.digest == digest)).first()
+        if duplicate is not None:
+            session.commit()
+            return StoreResult(None, True)
+        row = InboundMail(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, message_id=message_id, digest=digest,
+                          size=size, raw=raw, status="new", received_at=now)
+        session.add(row)
+        try:
+            session.commit()
+        except IntegrityError:
+            # Another reader stored the same mail between our check and our insert.
+            session.rollback()
+            return StoreResult(None, True)
+        return StoreResult(row.id, False)
+
+
+def _quarantine(ctx: AppContext, inbound_id: int, error: str) -> None:
+    with Session(ctx.engine) as session:
+        row = session.get(InboundMail, inbound_id)
+        if row is not None and row.status == "new":
+            row.status = "quarantined"
+            row.error = error[:2000]
+            row.processed_at = ctx.clock.now()
+            session.add(row)
+            session.commit()
+
+
+def process_pending(ctx: AppContext, faq: Faq, *, limit: int = 200) -> list[ProcessedMail]:
+    """Process every stored `new` mail, oldest first, each in its own unit of work."""
+    with Session(ctx.engine) as session:
+        ids = list(session.exec(
+            select(InboundMail.id).where(InboundMail.status == "new").order_by(col(InboundMail.id)).limit(limit)
+        ).all())
+    done: list[ProcessedMail] = []
+    max_bytes = ctx.settings.imap.max_message_bytes
+    for inbound_id in ids:
+        assert inbound_id is not None
+        with Session(ctx.engine, expire_on_commit=False) as session:
+            row = session.get(InboundMail, inbound_id)
+            if row is None or row.status != "new":
+                continue
+            uid = row.uid
+            try:
+                facts = parse_inbound(row.raw or b"", size=row.size, oversize=row.size > max_bytes)
+                outcome = handle_inbound(ctx, session, facts, inbound_id=inbound_id, faq=faq)
+            except Exception as exc:
+                session.rollback()
+                # Only the type and the row: the message may carry a PESEL or a code.
+                log.exception("inbound mail %s quarantined", inbound_id)
+                _quarantine(ctx, inbound_id, f"{type(exc).__name__}: {exc}")
+                done.append(ProcessedMail(inbound_id, uid, "quarantined"))
+                continue
+            row.status = outcome.status
+            row.error = outcome.reason[:2000]
+            row.thread_id = outcome.thread_id
+            row.processed_at = ctx.clock.now()
+            session.add(row)
+            session.commit()
+        log.info("inbound mail %s: %s (%s)", inbound_id, outcome.status, outcome.reason)
+        done.append(ProcessedMail(inbound_id, uid, outcome.status, outcome))
+    if done:
+        ctx.outbox_changed("email")
+        ctx.outbox_changed("staff")
+    return done

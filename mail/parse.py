@@ -1,0 +1,163 @@
+"""MIME parsing of incoming support mail: raw bytes in, `core.mailbox_rules.InboundFacts` out.
+
+Real mail is messy: Polish mail comes in UTF-8, ISO-8859-2 and Windows-1250, declared or
+not, headers in RFC 2047 encoded-words or raw 8-bit, file names in RFC 2231. Nothing here
+raises on a bad charset: it falls back (declared -> UTF-8 -> Windows-1250 with
+replacement), so a message is always readable by a person.
+
+Only text parts are decoded; attachments are listed by name and never decoded, so a big
+attachment costs no extra copies beyond the parsed tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from email import policy
+from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser, BytesParser
+from email.utils import getaddresses
+
+from core.mailbox_rules import InboundFacts
+
+__all__ = ["decode_text", "identity", "parse_inbound"]
+
+_MSGID = re.compile(r"<[^<>\s]+>")
+_TAGS = re.compile(r"<[^>]+>")
+_CHARSET_ALIASES = {
+    # Labels seen in the wild that Python does not know, mapped to what they mean.
+    "x-unknown": "utf-8", "unknown-8bit": "utf-8", "cp-1250": "cp1250", "win-1250": "cp1250",
+    "iso8859-2": "iso-8859-2", "latin2": "iso-8859-2", "utf8": "utf-8",
+}
+MAX_TEXT_CHARS = 100_000
+
+
+def decode_text(data: bytes, charset: str | None) -> str:
+    """Bytes of a text part as str: the declared charset, else UTF-8, else Windows-1250."""
+    tried: list[str] = []
+    for candidate in (charset, "utf-8"):
+        if not candidate:
+            continue
+        name = _CHARSET_ALIASES.get(candidate.strip().strip('"').lower(), candidate.strip().strip('"').lower())
+        if name in tried:
+            continue
+        tried.append(name)
+        try:
+            return data.decode(name)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    # Windows-1250 decodes nearly any byte, and it is the likeliest undeclared Polish charset.
+    return data.decode("cp1250", errors="replace")
+
+
+def _repair(value: str) -> str:
+    """Raw 8-bit header bytes arrive as surrogate escapes; decode them as text after all."""
+    if not any("\udc80" <= ch <= "\udcff" for ch in value):
+        return value
+    return decode_text(value.encode("utf-8", "surrogateescape"), None)
+
+
+def _header(message: Message, name: str) -> str | None:
+    try:
+        value = message.get(name)
+    except Exception:  # a header the policy cannot parse: take its raw text
+        raw = message.get_all(name, failobj=[])
+        value = str(raw[0]) if raw else None
+    if value is None:
+        return None
+    try:
+        text = str(value)
+    except Exception:
+        text = repr(value)
+    return _repair(" ".join(text.split()))
+
+
+def _message_ids(value: str | None) -> list[str]:
+    return _MSGID.findall(value or "")
+
+
+def identity(raw: bytes) -> tuple[str | None, str]:
+    """(Message-ID, dedupe digest) from the headers only: cheap, done before storing.
+
+    The digest is the Message-ID's when there is one, so the same mail delivered twice
+    (To and Cc, a list and a person) is one; without it, a hash of the content that does not
+    depend on the trace headers each delivery adds.
+    """
+    headers = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+    ids = _message_ids(str(headers.get("Message-ID", "")))
+    if ids:
+        return ids[0][:255], hashlib.sha256(b"mid:" + ids[0].encode()).hexdigest()
+    end = raw.find(b"\r\n\r\n")
+    body = raw[end:] if end >= 0 else raw[raw.find(b"\n\n"):]
+    digest = hashlib.sha256(b"nomid:")
+    for name in ("From", "To", "Date", "Subject"):
+        digest.update(str(headers.get(name, "")).encode(errors="replace") + b"\0")
+    digest.update(body)
+    return None, digest.hexdigest()
+
+
+def _text_of(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    data = payload if isinstance(payload, bytes) else b""
+    return decode_text(data, part.get_content_charset())
+
+
+def _body_text(message: EmailMessage) -> str:
+    try:
+        body = message.get_body(preferencelist=("plain", "html"))
+    except Exception:
+        body = None
+    if body is None:
+        if message.get_content_maintype() == "text":
+            body = message
+        else:
+            return ""
+    text = _text_of(body)
+    if body.get_content_subtype() == "html":
+        text = html.unescape(_TAGS.sub(" ", re.sub(r"(?i)<br\s*/?>|</p>", "\n", text)))
+        text = "\n".join(" ".join(line.split()) for line in text.splitlines()).strip()
+    return text[:MAX_TEXT_CHARS]
+
+
+def _attachment_names(message: EmailMessage) -> list[str]:
+    names: list[str] = []
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        try:
+            filename = part.get_filename()  # RFC 2231 and RFC 2047 names, decoded by the policy
+        except Exception:
+            filename = None
+        if filename or part.get_content_disposition() == "attachment":
+            names.append(_repair(str(filename or "(no name)"))[:200])
+    return names
+
+
+def parse_inbound(raw: bytes, *, size: int | None = None, oversize: bool = False) -> InboundFacts:
+    """Facts for the rules; `raw` may be only the head of an over-size message."""
+    message = BytesParser(policy=policy.default).parsebytes(raw)
+    assert isinstance(message, EmailMessage)
+    from_value = _header(message, "From") or ""
+    addresses = getaddresses([from_value])
+    name, address = addresses[0] if addresses else ("", "")
+    address = address.strip().lower() if "@" in address else ""
+    return_path = _header(message, "Return-Path")
+    return InboundFacts(
+        sender=address,
+        sender_name=_repair(name)[:120],
+        subject=(_header(message, "Subject") or "")[:255],
+        text=_body_text(message),
+        message_id=next(iter(_message_ids(_header(message, "Message-ID"))), None),
+        in_reply_to=next(iter(_message_ids(_header(message, "In-Reply-To"))), None),
+        references=_message_ids(_header(message, "References"))[-20:],
+        auto_submitted=_header(message, "Auto-Submitted"),
+        precedence=_header(message, "Precedence"),
+        list_headers=any(key.lower().startswith("list-") for key in message),
+        auto_response_suppress=_header(message, "X-Auto-Response-Suppress"),
+        content_type=message.get_content_type(),
+        return_path=None if return_path is None else return_path.strip("<> "),
+        size=size if size is not None else len(raw),
+        oversize=oversize,
+        attachments=_attachment_names(message),
+    )

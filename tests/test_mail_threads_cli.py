@@ -1,0 +1,74 @@
+"""`mleg threads list|show|reply|close` on an e-mail thread: the staff reply threads in the student's client."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+from typer.testing import CliRunner
+
+from core import outbox
+from core.cli import app
+from core.context import AppContext
+from core.faq import Faq
+from core.mailbox_rules import InboundFacts, handle_inbound
+from mail.channel import MaildirChannel
+from tests.conftest import TEST_SECRET
+
+
+@pytest.fixture
+def runner(sqlite_ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("MLEG_MODE", "production")
+    monkeypatch.setenv("MLEG_SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("MLEG_VAR_DIR", str(sqlite_ctx.settings.var_dir))
+    monkeypatch.setenv("MLEG_DATABASE_URL", sqlite_ctx.settings.effective_database_url)
+    return CliRunner()
+
+
+def invoke(runner: CliRunner, *args: str) -> str:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+async def test_list_show_reply_close(sqlite_ctx: AppContext, runner: CliRunner) -> None:
+    facts = InboundFacts(sender="ola@example.org", subject="Pytanie o coś innego", text="Czy mogę przyjść osobiście?",
+                         message_id="<q1@example.org>", references=["<q0@example.org>"])
+    with Session(sqlite_ctx.engine) as session:
+        outcome = handle_inbound(sqlite_ctx, session, facts, inbound_id=1,
+                                 faq=Faq.load(sqlite_ctx.settings.config_dir / "faq"))
+        session.commit()
+    assert outcome.reason == "escalated to staff"
+
+    listed = json.loads(invoke(runner, "threads", "list", "--json"))
+    [thread] = listed["threads"]
+    assert thread["status"] == "escalated" and thread["account"] == "ola@example.org"
+    assert listed["quarantined_mail"] == 0
+    shown = json.loads(invoke(runner, "threads", "show", str(thread["id"]), "--json"))
+    assert shown["messages"][0]["text"] == "Czy mogę przyjść osobiście?"
+    assert shown["deliveries"][0]["kind"] == "mail-notice"  # the "we got it" notice
+
+    assert "queued" in invoke(runner, "threads", "reply", str(thread["id"]), "--text", "Tak, pokój 12.",
+                              "--by", "kasia")
+    sqlite_ctx.clock.set(datetime.now(UTC) + timedelta(minutes=1))  # the CLI ran on the real clock
+    channel = MaildirChannel(sqlite_ctx.settings, sqlite_ctx.clock)
+    assert await outbox.drain_once(sqlite_ctx.engine, sqlite_ctx.box, channel="email", now=sqlite_ctx.clock.now,
+                                   deliver=channel.deliver) == 2
+    maildir = mailbox.Maildir(Path(sqlite_ctx.settings.maildir_path), create=False)
+    reply = next(m for m in maildir if "Tak, pokój 12." in m.get_payload(decode=True).decode())  # type: ignore[union-attr]
+    assert reply["In-Reply-To"] == "<q1@example.org>"
+    assert "<q1@example.org>" in reply["References"]
+    assert f"[MLEG-{thread['id']}]" in reply["Subject"]
+    assert reply["Auto-Submitted"] is None  # a person's answer
+
+    shown = json.loads(invoke(runner, "threads", "show", str(thread["id"]), "--json"))
+    assert shown["status"] == "answered"
+    assert shown["messages"][-1]["email_message_id"] == reply["Message-ID"]  # so the next reply threads
+    assert all(d["status"] == "sent" for d in shown["deliveries"])
+    invoke(runner, "threads", "close", str(thread["id"]))
+    assert json.loads(invoke(runner, "threads", "list", "--json"))["threads"] == []
+    assert "closed" in invoke(runner, "threads", "list", "--status", "all")
