@@ -69,7 +69,8 @@ class Server:
         if self.run_jobs:
             from core.jobs.scheduler import build_scheduler
 
-            jobs = build_scheduler(self.ctx)
+            # The drain loops above already send as soon as something is queued.
+            jobs = build_scheduler(self.ctx, senders=self.channels, drain=False)
             await jobs.start()
             self._jobs = jobs
         log.info("serving: front-ends %s, channels %s, jobs %s",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from core.cli import credentials, db, registry, threads
+from core.cli import credentials, db, jobs, registry, threads
 from core.cli.chat import chat_command
 from core.cli.serve import serve_command
 from core.cli.status import status_command
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.add_typer(registry.app, name="registry")
 app.add_typer(credentials.app, name="credentials")
 app.add_typer(db.app, name="db")
+app.add_typer(jobs.app, name="jobs")
 app.add_typer(threads.app, name="threads")
 app.command("status")(status_command)
 app.command("chat")(chat_command)

@@ -1,0 +1,83 @@
+"""Where a job's message goes: the student's chat if one is linked, else the register e-mail address."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from core import outbox
+from core.compose import notice_email
+from core.context import AppContext
+from core.models import ChatLink, Credential, Student
+from core.outgoing import Button, OutgoingMessage
+
+__all__ = ["chat_links", "queue_chat", "queue_email"]
+
+CHAT_CHANNEL = "telegram"
+
+
+def chat_links(session: Session, student_ids: Iterable[int]) -> dict[int, ChatLink]:
+    """The newest usable (not blocked) chat link of each student, in one query for a whole batch."""
+    ids = sorted(set(student_ids))
+    if not ids:
+        return {}
+    links = session.exec(
+        select(ChatLink)
+        .where(col(ChatLink.student_id).in_(ids))
+        .where(ChatLink.channel == CHAT_CHANNEL)
+        .where(col(ChatLink.blocked_at).is_(None))
+        .order_by(col(ChatLink.bound_at), col(ChatLink.id))
+    ).all()
+    return {link.student_id: link for link in links}  # later rows win: the newest link
+
+
+def queue_email(
+    ctx: AppContext,
+    session: Session,
+    *,
+    key: str,
+    catalog_key: str,
+    kind: str,
+    student: Student,
+    credential: Credential,
+    language: str,
+    params: dict[str, Any],
+) -> None:
+    """A notice in both languages to the register address (never an address typed anywhere else)."""
+    message = notice_email(
+        ctx.catalog, catalog_key, language=language, first_name=student.first_name,
+        university=ctx.settings.university.name, **params,
+    )
+    outbox.enqueue(
+        session, ctx.box, key=key, channel="email", recipient=student.email, kind=kind,
+        message=message, now=ctx.clock.now(), language=language,
+        student_id=student.id, credential_id=credential.id,
+    )
+
+
+def queue_chat(
+    ctx: AppContext,
+    session: Session,
+    *,
+    key: str,
+    catalog_key: str,
+    kind: str,
+    link: ChatLink,
+    credential: Credential,
+    params: dict[str, Any],
+    buttons: Sequence[tuple[str, str]] = (),
+) -> None:
+    """A chat message in the language the student chose for the chat, with buttons (catalog key, data)."""
+    language = link.language
+    text = ctx.catalog.text(language, f"{catalog_key}.chat", university=ctx.settings.university.name, **params)
+    message = OutgoingMessage(
+        text=text,
+        buttons=[[Button(ctx.catalog.text(language, label), data)] for label, data in buttons],
+    )
+    outbox.enqueue(
+        session, ctx.box, key=key, channel=link.channel, recipient=link.account_id, kind=kind,
+        message=message, now=ctx.clock.now(), language=language,
+        student_id=link.student_id, credential_id=credential.id,
+    )

@@ -1,0 +1,47 @@
+"""Register sync on a schedule: the configured CSV, with the rules of `mleg registry import --sync`.
+
+A refused file changes nothing; the run is recorded as failed with the number of problems
+(never the lines themselves: they may quote a PESEL).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from core.context import AppContext
+from core.db import unit_of_work
+from core.errors import RegisterImportError
+from core.jobs.ledger import JobResult
+from core.register import import_register, parse_register
+
+__all__ = ["sync_register"]
+
+log = logging.getLogger(__name__)
+
+
+def sync_register(ctx: AppContext) -> JobResult:
+    configured = ctx.settings.jobs.register_sync_path
+    if not configured:
+        return {"skipped": "register_sync_path not set"}
+    path = Path(configured)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        log.error("register sync: cannot read %s: %s", path, exc.strerror)
+        return {"ok": False, "file": path.name, "error": "unreadable"}
+    try:
+        rows = parse_register(data, box=ctx.box, email_domains=ctx.settings.university.email_domains)
+        with unit_of_work(ctx.engine) as session:
+            report = import_register(
+                session, rows, now=ctx.clock.now(), today=ctx.clock.today(), sync=True,
+                actor="jobs", source=str(path),
+            )
+    except RegisterImportError as exc:
+        log.error("register sync: %s refused, %d problem(s); the register is unchanged",
+                  path.name, len(exc.problems))
+        return {"ok": False, "file": path.name, "refused": True, "problems": len(exc.problems)}
+    return {
+        "file": path.name, "rows": report.total, "added": report.added, "updated": report.updated,
+        "unchanged": report.unchanged, "removed": report.removed,
+    }

@@ -1,0 +1,278 @@
+"""The expiry sweep: activation windows passed, validity ended, removal grace ended, graduation.
+
+Each part selects what is due through an index, in batches of `jobs.batch_size`, one
+transaction per batch. Every move is the one `core.lifecycle.transition` makes (state,
+timestamps, wiped activation hashes, a CredentialEvent and an audit row); the high-volume
+one, validity ended, is done set-based by `expire_validity` with exactly those effects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session, col, select
+
+from core.context import AppContext
+from core.credentials import revoke
+from core.db import unit_of_work
+from core.jobs.ledger import JobResult
+from core.jobs.notify import chat_links, queue_chat, queue_email
+from core.lifecycle import EndReason, transition
+from core.models import (
+    LIVE_STATES,
+    AuditEvent,
+    Credential,
+    CredentialEvent,
+    CredentialState,
+    Student,
+    StudentStatus,
+)
+from core.models import UTCDateTime as _UTC
+from core.semester import removal_deadline
+
+__all__ = ["ACTOR", "VALIDITY_DUE_STATES", "expire_validity", "sweep"]
+
+ACTOR = "jobs"
+S = CredentialState
+VALIDITY_DUE_STATES = (S.PENDING_ACTIVATION, S.ACTIVE)
+_LIVE = [s.value for s in LIVE_STATES]
+# add_months(d, 1) is never earlier than d + 28 days: a safe, indexable lower bound for the grace.
+_SHORTEST_GRACE = timedelta(days=28)
+
+
+def sweep(ctx: AppContext) -> JobResult:
+    """Every expiry and revocation due at ctx.clock.now(); returns the counts."""
+    now, today = ctx.clock.now(), ctx.clock.today()
+    result: JobResult = {
+        "removal_revoked": _revoke_removed(ctx, today),
+        "graduation_revoked": (
+            _revoke_graduated(ctx) if ctx.settings.credential.revoke_on_graduation else 0
+        ),
+        "activation_expired": _expire_activation_windows(ctx, now),
+    }
+    result["validity_expired"] = expire_validity(
+        ctx.engine, now=now, today=today, batch_size=ctx.settings.jobs.batch_size
+    )
+    return result
+
+
+def _for_update(query: sa.Select, session: Session) -> sa.Select:  # type: ignore[type-arg]
+    # Two sweeps on one PostgreSQL (a leadership hand-over mid-run) must not move a row twice.
+    if session.get_bind().dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=True, of=Credential)  # type: ignore[arg-type]
+    return query
+
+
+def _language(ctx: AppContext, session: Session, student_id: int) -> str:
+    link = chat_links(session, [student_id]).get(student_id)
+    return link.language if link else ctx.settings.default_language
+
+
+def _revoke_students(
+    ctx: AppContext,
+    students: sa.Select,  # type: ignore[type-arg]
+    reason: EndReason,
+    due: Callable[[Student], bool] | None,
+) -> int:
+    """Revoke the live credentials of the students selected, a batch of students per transaction.
+
+    Driven from the student side (ix_student_status): few students are removed or graduated,
+    and scanning a million credentials to find their few would cost the whole table each run.
+    """
+    with Session(ctx.engine) as session:
+        student_ids = list(session.exec(students).all())
+    done, size = 0, ctx.settings.jobs.batch_size
+    for start in range(0, len(student_ids), size):
+        with unit_of_work(ctx.engine) as session:
+            batch = session.exec(
+                _for_update(
+                    select(Credential, Student)
+                    .join(Student, col(Student.id) == Credential.student_id)
+                    .where(col(Credential.student_id).in_(student_ids[start : start + size]))
+                    .where(col(Credential.state).in_(_LIVE))
+                    .order_by(col(Credential.id)),
+                    session,
+                )
+            ).all()
+            for credential, student in batch:
+                if due is not None and not due(student):
+                    continue
+                revoke(
+                    ctx, session, credential, reason=reason, actor=ACTOR,
+                    language=_language(ctx, session, student.id or 0),
+                )
+                done += 1
+    return done
+
+
+def _revoke_removed(ctx: AppContext, today: date) -> int:
+    """Removed from the student list (skreślony): revoked once the one-month grace has ended."""
+    students = (
+        select(Student.id)
+        .where(Student.status == StudentStatus.REMOVED)
+        .where(col(Student.removed_on).is_not(None))
+        .where(col(Student.removed_on) < today - _SHORTEST_GRACE)
+    )
+
+    # Valid through the deadline day itself, like valid_until.
+    def due(student: Student) -> bool:
+        return student.removed_on is not None and removal_deadline(student.removed_on) < today
+
+    return _revoke_students(ctx, students, EndReason.REMOVAL_GRACE_ENDED, due)
+
+
+def _revoke_graduated(ctx: AppContext) -> int:
+    students = select(Student.id).where(Student.status == StudentStatus.GRADUATED)
+    return _revoke_students(ctx, students, EndReason.GRADUATION, None)
+
+
+def _expire_activation_windows(ctx: AppContext, now: datetime) -> int:
+    """Activation data unused for 30 days dies; the student is told to apply again (e-mail, and chat)."""
+    done, seen = 0, set[int]()
+    while True:
+        with unit_of_work(ctx.engine) as session:
+            # No ORDER BY id: it would lead SQLite to walk the primary key instead of the
+            # (state, activation_deadline) index. Moved rows leave the due set by themselves.
+            batch = session.exec(
+                _for_update(
+                    select(Credential, Student)
+                    .join(Student, col(Student.id) == Credential.student_id)
+                    .where(Credential.state == S.PENDING_ACTIVATION)
+                    .where(col(Credential.activation_deadline) < now)
+                    .limit(ctx.settings.jobs.batch_size),
+                    session,
+                )
+            ).all()
+            if not batch or any(c.id in seen for c, _ in batch):
+                return done
+            links = chat_links(session, [student.id or 0 for _, student in batch])
+            for credential, student in batch:
+                seen.add(credential.id or 0)
+                ctx.issuer.invalidate(credential)
+                transition(
+                    session, credential, S.EXPIRED, actor=ACTOR,
+                    reason=EndReason.ACTIVATION_WINDOW_PASSED, now=now,
+                )
+                link = links.get(student.id or 0)
+                language = link.language if link else ctx.settings.default_language
+                key = f"activation-expired:{credential.public_id}"
+                queue_email(
+                    ctx, session, key=key, catalog_key="jobs.notice.activation_expired",
+                    kind="activation_expired", student=student, credential=credential,
+                    language=language, params={},
+                )
+                if link is not None:
+                    queue_chat(
+                        ctx, session, key=f"{key}:{link.channel}",
+                        catalog_key="jobs.notice.activation_expired", kind="activation_expired",
+                        link=link, credential=credential, params={"first_name": student.first_name},
+                        buttons=[("jobs.button.apply", "menu:request")],
+                    )
+                done += 1
+
+
+def expire_validity(engine: Engine, *, now: datetime, today: date, batch_size: int) -> int:
+    """Credentials valid until a day before `today` (Warsaw) become expired, set-based, in batches.
+
+    The effects are those of `transition(..., EXPIRED, reason="validity_ended")`; the
+    `state = :from` condition in the UPDATE makes the recorded from-state certain even when
+    another process moves a row in between (PostgreSQL re-checks it after waiting for the row).
+    """
+    total = 0
+    due = [s.value for s in VALIDITY_DUE_STATES]
+    while True:
+        with engine.begin() as connection:
+            rows = connection.execute(
+                sa.select(col(Credential.id), col(Credential.state))
+                .where(col(Credential.state).in_(due))
+                .where(col(Credential.valid_until) < today)
+                .limit(batch_size)
+            ).all()
+            if not rows:
+                return total
+            by_state: dict[str, list[int]] = {}
+            for credential_id, state in rows:
+                by_state.setdefault(state, []).append(credential_id)
+            moved = sum(
+                _expire_batch(connection, ids, from_state, now=now, today=today)
+                for from_state, ids in by_state.items()
+            )
+        total += moved
+        if moved == 0:  # everything in the batch was moved by someone else meanwhile
+            return total
+
+
+_REASON = EndReason.VALIDITY_ENDED.value
+_TO = S.EXPIRED.value
+_ACTION = f"credential.{_TO}"
+
+_PG_EXPIRE = sa.text(
+    """
+    WITH moved AS (
+        UPDATE credential
+           SET state = :to_state, updated_at = :now, ended_at = :now, end_reason = :reason,
+               code_hash = NULL, qr_token_hash = NULL
+         WHERE id = ANY(:ids) AND state = :from_state AND valid_until < :today
+        RETURNING id, student_id
+    ), events AS (
+        INSERT INTO credential_event (credential_id, from_state, to_state, actor, reason, at)
+        SELECT id, :from_state, :to_state, :actor, :reason, :now FROM moved
+    ), audits AS (
+        INSERT INTO audit_event (at, actor, action, student_id, credential_id, detail)
+        SELECT :now, :actor, :action, student_id, id, :detail FROM moved
+    )
+    SELECT count(*) FROM moved
+    """
+)
+
+
+def _audit_detail(from_state: str) -> str:
+    # Byte for byte what core.audit.record writes for a transition.
+    return json.dumps({"from_state": from_state, "reason": _REASON}, default=str, sort_keys=True)
+
+
+def _expire_batch(
+    connection: Connection, ids: Sequence[int], from_state: str, *, now: datetime, today: date
+) -> int:
+    params = {
+        "ids": list(ids), "from_state": from_state, "to_state": _TO, "reason": _REASON,
+        "actor": ACTOR, "action": _ACTION, "detail": _audit_detail(from_state), "now": now,
+        "today": today,
+    }
+    if connection.dialect.name == "postgresql":
+        return int(connection.execute(_PG_EXPIRE, params).scalar_one())
+    # SQLite (one writer at a time): the rows cannot change between these three statements.
+    moving = (
+        sa.select(col(Credential.id), col(Credential.student_id))
+        .where(col(Credential.id).in_(ids))
+        .where(Credential.state == from_state)
+        .where(col(Credential.valid_until) < today)
+    ).subquery()
+    stamp = sa.literal(now, _UTC())
+    connection.execute(
+        sa.insert(CredentialEvent).from_select(
+            ["credential_id", "from_state", "to_state", "actor", "reason", "at"],
+            sa.select(moving.c.id, sa.literal(from_state), sa.literal(_TO), sa.literal(ACTOR),
+                      sa.literal(_REASON), stamp),
+        )
+    )
+    connection.execute(
+        sa.insert(AuditEvent).from_select(
+            ["at", "actor", "action", "student_id", "credential_id", "detail"],
+            sa.select(stamp, sa.literal(ACTOR), sa.literal(_ACTION), moving.c.student_id, moving.c.id,
+                      sa.literal(_audit_detail(from_state))),
+        )
+    )
+    result = connection.execute(
+        sa.update(Credential)
+        .where(col(Credential.id).in_(ids))
+        .where(Credential.state == from_state)
+        .where(col(Credential.valid_until) < today)
+        .values(state=_TO, updated_at=now, ended_at=now, end_reason=_REASON, code_hash=None,
+                qr_token_hash=None)
+    )
+    return int(result.rowcount)

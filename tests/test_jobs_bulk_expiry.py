@@ -1,0 +1,73 @@
+"""The set-based validity expiry leaves exactly what `transition()` leaves, in batches, once."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from sqlmodel import Session, col, select
+
+from core.context import AppContext
+from core.db import unit_of_work
+from core.jobs.sweep import expire_validity
+from core.lifecycle import transition
+from core.models import AuditEvent, Credential, CredentialEvent, CredentialState
+from tests.conftest import add_student
+
+NOW = datetime(2027, 4, 1, 6, 0, tzinfo=UTC)
+
+
+def _credentials(ctx: AppContext, states: list[str]) -> list[int]:
+    ids = []
+    with unit_of_work(ctx.engine) as session:
+        for state in states:
+            student, _ = add_student(session, ctx.box)
+            row = Credential(student_id=student.id or 0, state=state, policy="standalone",
+                             valid_until=date(2027, 3, 31), code_hash="h", qr_token_hash="q",
+                             created_at=NOW, updated_at=NOW)
+            session.add(row)
+            session.flush()
+            ids.append(row.id or 0)
+    return ids
+
+
+def _trace(ctx: AppContext, cid: int) -> tuple[object, ...]:
+    with Session(ctx.engine) as session:
+        c = session.get(Credential, cid)
+        assert c is not None
+        events = session.exec(select(CredentialEvent).where(CredentialEvent.credential_id == cid)).all()
+        audits = session.exec(select(AuditEvent).where(AuditEvent.credential_id == cid)).all()
+        return (
+            (c.state, c.updated_at, c.ended_at, c.end_reason, c.code_hash, c.qr_token_hash),
+            [(e.from_state, e.to_state, e.actor, e.reason, e.at) for e in events],
+            [(a.at, a.actor, a.action, a.detail, a.thread_id, a.student_id == c.student_id) for a in audits],
+        )
+
+
+def test_bulk_path_equals_transition(ctx: AppContext) -> None:
+    by_hand, bulk = _credentials(ctx, ["active", "active"])
+    with unit_of_work(ctx.engine) as session:
+        row = session.get(Credential, by_hand)
+        assert row is not None
+        transition(session, row, CredentialState.EXPIRED, actor="jobs", reason="validity_ended", now=NOW)
+    assert expire_validity(ctx.engine, now=NOW, today=date(2027, 4, 1), batch_size=10) == 1
+    assert _trace(ctx, bulk) == _trace(ctx, by_hand)
+
+
+def test_batches_cover_every_due_row_once_and_spare_the_rest(ctx: AppContext) -> None:
+    due = _credentials(ctx, ["active"] * 7 + ["pending_activation"] * 3)
+    spared = _credentials(ctx, ["revoked"])
+    with unit_of_work(ctx.engine) as session:
+        future, _ = add_student(session, ctx.box)
+        session.add(Credential(student_id=future.id or 0, state="active", policy="standalone",
+                               valid_until=date(2027, 4, 1), created_at=NOW, updated_at=NOW))
+    today = date(2027, 4, 1)  # valid_until 1 April is still valid today
+    assert expire_validity(ctx.engine, now=NOW, today=today, batch_size=3) == 10
+    assert expire_validity(ctx.engine, now=NOW, today=today, batch_size=3) == 0
+    with Session(ctx.engine) as session:
+        states = dict(session.exec(select(Credential.id, Credential.state)).all())
+        events = session.exec(select(CredentialEvent.credential_id, CredentialEvent.from_state)
+                              .order_by(col(CredentialEvent.credential_id))).all()
+    assert {states[i] for i in due} == {"expired"} and states[spared[0]] == "revoked"
+    assert sorted(states.values()).count("active") == 1
+    assert [cid for cid, _ in events] == due
+    assert sorted(f for _, f in events) == ["active"] * 7 + ["pending_activation"] * 3

@@ -1,0 +1,61 @@
+"""`mleg jobs run-once --now ... --json` as an operator runs it: counts per job, safe to repeat."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from core.clock import FixedClock
+from core.db import make_engine
+from core.settings import PROJECT_ROOT
+from tests.conftest import TEST_SECRET, build_ctx, make_settings
+from tests.test_jobs_helpers import activate, issue
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "core.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=PROJECT_ROOT)
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, db_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLEG_")}
+    env.update(MLEG_MODE="production", MLEG_SECRET_KEY=TEST_SECRET, MLEG_VAR_DIR=str(tmp_path / "var"),
+               MLEG_DATABASE_URL=db_url)
+    return env
+
+
+def test_run_once_at_an_instant(cli_env: dict[str, str], tmp_path: Path, db_url: str) -> None:
+    engine = make_engine(db_url)
+    ctx = build_ctx(make_settings(tmp_path, database_url=db_url), engine,
+                    FixedClock(datetime(2026, 11, 5, 9, tzinfo=UTC)))
+    _, cid = issue(ctx)
+    activate(ctx, cid)
+    engine.dispose()
+
+    first = run(["jobs", "run-once", "--now", "2027-03-20T08:00:00+01:00", "--json"], cli_env)
+    assert first.returncode == 0, first.stderr
+    data = json.loads(first.stdout)
+    assert data["ok"] and data["now"] == "2027-03-20T07:00:00+00:00"
+    assert data["jobs"]["reminders"]["validity"] == 1
+    assert data["jobs"]["sweep"]["validity_expired"] == 0
+
+    again = json.loads(run(["jobs", "run-once", "--now", "2027-03-20T08:00:00", "--json"], cli_env).stdout)
+    assert again["now"] == "2027-03-20T07:00:00+00:00"  # naive = Warsaw time
+    assert again["jobs"]["reminders"]["validity"] == 0
+
+    later = run(["jobs", "run-once", "--now", "2027-04-01T00:30:00"], cli_env)
+    assert later.returncode == 0, later.stderr
+    assert "validity_expired=1" in later.stdout
+
+    ledger = json.loads(run(["jobs", "runs", "--name", "sweep", "--json"], cli_env).stdout)
+    assert [r["detail"]["validity_expired"] for r in ledger] == [1, 0, 0]
+
+    bad = run(["jobs", "run-once", "--now", "yesterday"], cli_env)
+    assert bad.returncode == 2 and "ISO-8601" in bad.stderr

@@ -1,0 +1,58 @@
+""""Days before" count Warsaw calendar days, across the DST changes (last Sunday of March and October)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from core.context import AppContext
+from core.db import unit_of_work
+from core.jobs import reminders, sweep
+from core.jobs.reminders import due_days
+from core.models import Credential
+from tests.test_jobs_helpers import activate, at, issue, outbox
+
+
+def _kinds(ctx: AppContext) -> list[str]:
+    return [r.idempotency_key.split(":", 2)[2] for r in outbox(ctx) if r.kind == "reminder"]
+
+
+def test_validity_reminder_on_the_spring_forward_sunday(ctx: AppContext) -> None:
+    at(ctx, "2027-03-20T10:00:00+01:00")
+    _, cid = issue(ctx)
+    activate(ctx, cid)
+    # 3 days before 31 March 2027 is Sunday 28 March, the night clocks go 02:00 -> 03:00.
+    at(ctx, "2027-03-27T22:59:00+00:00")  # 23:59 CET on Saturday 27th
+    reminders(ctx)
+    assert _kinds(ctx) == ["validity-14-2027-03-31"]
+    at(ctx, "2027-03-27T23:00:00+00:00")  # 00:00 CET on Sunday 28th (a UTC date would still say 27th)
+    reminders(ctx)
+    assert _kinds(ctx) == ["validity-14-2027-03-31", "validity-3-2027-03-31"]
+    # Valid through 31 March in Warsaw: 23:30 CEST is 21:30 UTC, still valid; 22:00 UTC is 1 April.
+    at(ctx, "2027-03-31T21:59:00+00:00")
+    assert sweep(ctx)["validity_expired"] == 0
+    at(ctx, "2027-03-31T22:00:00+00:00")
+    assert sweep(ctx)["validity_expired"] == 1
+
+
+def test_activation_reminder_across_the_autumn_change(ctx: AppContext) -> None:
+    at(ctx, "2026-10-10T10:00:00+02:00")
+    _, cid = issue(ctx)
+    # Deadline Wednesday 28 October 00:30 CET; 7 days before is 21 October (CEST), across 25 October.
+    with unit_of_work(ctx.engine) as session:
+        credential = session.get(Credential, cid)
+        assert credential is not None
+        credential.activation_deadline = datetime(2026, 10, 27, 23, 30, tzinfo=UTC)
+        session.add(credential)
+    at(ctx, "2026-10-20T21:59:00+00:00")  # 23:59 CEST on the 20th
+    reminders(ctx)
+    assert _kinds(ctx) == []
+    at(ctx, "2026-10-20T22:00:00+00:00")  # 00:00 CEST on the 21st; 7x24 h before would be 23:30 UTC
+    reminders(ctx)
+    assert _kinds(ctx) == ["activation-7"]
+
+
+def test_due_days_picks_the_most_urgent_reached() -> None:
+    end = date(2027, 3, 31)
+    assert due_days([14, 3], end, date(2027, 3, 16)) is None
+    assert due_days([14, 3], end, date(2027, 3, 17)) == 14
+    assert due_days([14, 3], end, date(2027, 3, 29)) == 3

@@ -1,0 +1,64 @@
+"""Retention: closed threads and idle conversations past the period go; the audit trail stays."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlmodel import Session, select
+
+from core import audit
+from core.context import AppContext
+from core.db import unit_of_work
+from core.jobs import retention, run_due
+from core.models import AuditEvent, BindingCode, Conversation, GuessAttempt, SupportMessage, SupportThread
+from tests.conftest import add_student
+from tests.test_jobs_helpers import at
+
+NOW = datetime(2027, 10, 5, 9, 0, tzinfo=UTC)
+
+
+def _thread(session: Session, status: str, updated: datetime) -> int:
+    thread = SupportThread(channel="email", account_id="a@example.edu.pl", status=status,
+                           created_at=updated, updated_at=updated,
+                           closed_at=updated if status == "closed" else None)
+    session.add(thread)
+    session.flush()
+    session.add(SupportMessage(thread_id=thread.id or 0, direction="in", author="a", body="x", created_at=updated))
+    audit.record(session, at=updated, actor="staff:x", action="thread.close", thread_id=thread.id)
+    return thread.id or 0
+
+
+def test_old_closed_threads_and_idle_conversations_are_deleted(ctx: AppContext) -> None:
+    old, recent = NOW - timedelta(days=400), NOW - timedelta(days=10)
+    with unit_of_work(ctx.engine) as session:
+        gone = _thread(session, "closed", old)
+        kept_open = _thread(session, "open", old)
+        kept_recent = _thread(session, "closed", recent)
+        session.add(Conversation(channel="telegram", account_id="1", created_at=old, updated_at=old))
+        session.add(Conversation(channel="telegram", account_id="2", created_at=old, updated_at=recent))
+        student, _ = add_student(session, ctx.box)
+        session.add(GuessAttempt(kind="pesel", scope="account", key="k", at=NOW - timedelta(days=3)))
+        session.add(GuessAttempt(kind="pesel", scope="account", key="k", at=NOW - timedelta(minutes=5)))
+        for used, expires in ((None, NOW - timedelta(hours=1)), (NOW, NOW + timedelta(minutes=9)),
+                              (None, NOW + timedelta(minutes=9))):
+            session.add(BindingCode(channel="telegram", account_id="1", student_id=student.id or 0, code_hash="h",
+                                    created_at=NOW, expires_at=expires, used_at=used))
+    at(ctx, NOW.isoformat())
+    assert retention(ctx) == {"threads": 1, "support_messages": 1, "inbound_mails": 0, "conversations": 1,
+                              "guess_attempts": 1, "binding_codes": 2}
+    with Session(ctx.engine) as session:
+        assert {t.id for t in session.exec(select(SupportThread)).all()} == {kept_open, kept_recent}
+        assert [c.account_id for c in session.exec(select(Conversation)).all()] == ["2"]
+        assert len(session.exec(select(GuessAttempt)).all()) == 1
+        assert len(session.exec(select(BindingCode)).all()) == 1
+        trail = session.exec(select(AuditEvent.thread_id).where(AuditEvent.action == "thread.close")).all()
+        assert gone in trail  # the audit trail outlives the thread
+
+
+def test_retention_runs_once_a_day(ctx: AppContext) -> None:
+    at(ctx, NOW.isoformat())
+    assert "skipped" not in run_due(ctx)["retention"]
+    at(ctx, (NOW + timedelta(hours=23)).isoformat())
+    assert "skipped" in run_due(ctx)["retention"]
+    at(ctx, (NOW + timedelta(hours=24)).isoformat())
+    assert "skipped" not in run_due(ctx)["retention"]

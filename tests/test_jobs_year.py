@@ -1,0 +1,129 @@
+"""A student's whole year under the lifecycle jobs, with an injected clock: exact messages, none twice."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlmodel import Session, col, select
+
+from core import credentials as service
+from core.context import AppContext
+from core.db import unit_of_work
+from core.jobs import run_due
+from core.models import CredentialEvent, OutboxMessage, ReminderLog, Student
+from core.outbox import open_body
+from tests.test_jobs_helpers import activate, at, credential, issue, link_chat, outbox
+
+
+class Walk:
+    """Runs the jobs at an instant (twice, as a restart would) and returns what was queued."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.seen = 0
+
+    def jobs(self, moment: str) -> list[tuple[str, str, str]]:
+        at(self.ctx, moment)
+        run_due(self.ctx)
+        run_due(self.ctx)  # the same instant again: must queue nothing more
+        return self.new()
+
+    def new(self) -> list[tuple[str, str, str]]:
+        rows = outbox(self.ctx, self.seen)
+        if rows:
+            self.seen = rows[-1].id or 0
+        return [(r.idempotency_key, r.channel, r.kind) for r in rows]
+
+
+def test_a_year_issue_remind_expire_renew_remove_revoke(ctx: AppContext) -> None:
+    walk = Walk(ctx)
+    at(ctx, "2026-10-05T11:00:00+02:00")
+    student_id, cid = issue(ctx)
+    pid = credential(ctx, cid).public_id
+    assert walk.new() == [(f"activation:{pid}", "email", "activation")]
+    at(ctx, "2026-10-06T10:00:00+02:00")
+    activate(ctx, cid)
+    # Issued in this semester: no "the semester has started" nudge.
+    assert walk.jobs("2026-10-06T10:05:00+02:00") == []
+
+    # 14 days before 31 October, not a day earlier; by e-mail (no chat yet).
+    assert walk.jobs("2026-10-16T23:59:00+02:00") == []
+    assert walk.jobs("2026-10-17T00:01:00+02:00") == [
+        (f"reminder:{pid}:validity-14-2026-10-31", "email", "reminder")]
+    assert walk.jobs("2026-10-20T09:00:00+02:00") == []
+
+    # The student binds Telegram (English): the 3-day reminder goes there, with a Renew button.
+    link_chat(ctx, student_id, language="en")
+    assert walk.jobs("2026-10-27T23:00:00+01:00") == []
+    assert walk.jobs("2026-10-28T07:00:00+01:00") == [
+        (f"reminder:{pid}:validity-3-2026-10-31", "telegram", "reminder")]
+    row = outbox(ctx)[-1]
+    message = open_body(ctx.box, row)
+    assert row.recipient == "4242" and row.language == "en"
+    assert "valid until 31.10.2026 (days left: 3)" in message.text
+    assert [[b.data for b in line] for line in message.buttons] == [["menu:renew"]]
+
+    # Renewed before the end: valid until 31 March; the next semester has its own reminders.
+    at(ctx, "2026-10-29T12:00:00+01:00")
+    with unit_of_work(ctx.engine) as session:
+        student = session.get(Student, student_id)
+        assert student is not None
+        service.renew(ctx, session, student, credential(ctx, cid), channel="telegram", actor="student")
+    assert walk.new() == [(f"renewed:{pid}:2027-03-31", "email", "renewed")]
+    assert walk.jobs("2026-11-01T09:00:00+01:00") == []
+
+    # The summer semester starts on 1 March; the nudge comes a day after, on the chat.
+    assert walk.jobs("2027-03-01T12:00:00+01:00") == []
+    assert walk.jobs("2027-03-02T08:00:00+01:00") == [
+        (f"reminder:{pid}:semester-start-2027-03-01", "telegram", "reminder")]
+    assert walk.jobs("2027-03-17T08:00:00+01:00") == [
+        (f"reminder:{pid}:validity-14-2027-03-31", "telegram", "reminder")]
+    assert walk.jobs("2027-03-28T08:00:00+02:00") == [
+        (f"reminder:{pid}:validity-3-2027-03-31", "telegram", "reminder")]
+
+    # Not renewed: valid through the whole of 31 March (Warsaw), expired from 1 April.
+    assert walk.jobs("2027-03-31T23:59:00+02:00") == []
+    assert credential(ctx, cid).state == "active"
+    assert walk.jobs("2027-04-01T00:01:00+02:00") == []
+    ended = credential(ctx, cid)
+    assert (ended.state, ended.end_reason, ended.code_hash) == ("expired", "validity_ended", None)
+
+    # Applies again: a new credential until 31 October.
+    at(ctx, "2027-04-02T10:00:00+02:00")
+    with unit_of_work(ctx.engine) as session:
+        student = session.get(Student, student_id)
+        assert student is not None
+        new = service.request_credential(ctx, session, student, channel="telegram", actor="student", language="en")
+        new_id, new_pid = new.id or 0, new.public_id
+    activate(ctx, new_id)
+    assert walk.new() == [(f"activation:{new_pid}", "email", "activation")]
+
+    # Removed from the student list on 10 May: valid through 10 June, revoked on 11 June.
+    with unit_of_work(ctx.engine) as session:
+        student = session.get(Student, student_id)
+        assert student is not None
+        student.status, student.removed_on = "removed", date(2027, 5, 10)
+        session.add(student)
+    assert walk.jobs("2027-06-10T23:59:00+02:00") == []
+    assert credential(ctx, new_id).state == "active"
+    assert walk.jobs("2027-06-11T00:01:00+02:00") == [(f"revoked:{new_pid}", "email", "revoked")]
+    revoked = credential(ctx, new_id)
+    assert (revoked.state, revoked.end_reason) == ("revoked", "removal_grace_ended")
+    assert "one month has passed since removal" in open_body(ctx.box, outbox(ctx)[-1]).text
+
+    # Nothing more, ever: the autumn brings no reminder to a revoked credential.
+    assert walk.jobs("2027-10-02T08:00:00+02:00") == []
+    assert walk.jobs("2027-10-28T08:00:00+01:00") == []
+
+    with Session(ctx.engine) as session:
+        keys = [r.idempotency_key for r in session.exec(select(OutboxMessage)).all()]
+        assert len(keys) == len(set(keys)) == 9
+        assert len(session.exec(select(ReminderLog)).all()) == 5
+        moves = session.exec(
+            select(CredentialEvent.credential_id, CredentialEvent.to_state, CredentialEvent.reason)
+            .order_by(col(CredentialEvent.id))
+        ).all()
+    assert [(m[1], m[2]) for m in moves if m[0] == cid] == [
+        ("requested", "application"), ("pending_activation", "activation_data_issued"),
+        ("active", "activated"), ("active", "renewed"), ("expired", "validity_ended")]
+    assert [(m[1], m[2]) for m in moves if m[0] == new_id][-1] == ("revoked", "removal_grace_ended")
