@@ -1,0 +1,35 @@
+"""The command menu students see in Telegram, registered with setMyCommands in Polish and English.
+
+Registered for private chats only (BotCommandScopeAllPrivateChats), once per language
+and once without a language (the fallback Telegram shows to everyone else, in the
+university's default language). Descriptions come from the catalogs (bot.commands.*).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Bot, BotCommand, BotCommandScopeAllPrivateChats
+from telegram.error import TelegramError
+
+from core.catalog import LANGUAGES, Catalog
+
+__all__ = ["COMMANDS", "command_list", "register_commands"]
+
+log = logging.getLogger(__name__)
+COMMANDS = ("start", "status", "renew", "revoke", "help", "support", "language", "forget")
+
+
+def command_list(catalog: Catalog, language: str) -> list[BotCommand]:
+    return [BotCommand(name, catalog.text(language, f"bot.commands.{name}")) for name in COMMANDS]
+
+
+async def register_commands(bot: Bot, catalog: Catalog, default_language: str) -> None:
+    """Best effort: a bot without its menu still works, so a failure is logged, not raised."""
+    scope = BotCommandScopeAllPrivateChats()
+    try:
+        for language in LANGUAGES:
+            await bot.set_my_commands(command_list(catalog, language), scope=scope, language_code=language)
+        await bot.set_my_commands(command_list(catalog, default_language), scope=scope)
+    except TelegramError as exc:
+        log.warning("setMyCommands failed: %s", exc.message)

@@ -1,0 +1,110 @@
+"""The Telegram front-end `mleg serve` starts (entry point `mleg.frontends`: telegram).
+
+Long polling by default (bot.polling: an update is confirmed only once handled); webhook
+mode when MLEG_TELEGRAM__WEBHOOK_URL is set, with PTB's webhook server checking the
+secret token Telegram sends in X-Telegram-Bot-Api-Secret-Token. The Application is the
+one in bot.runtime, shared with the outbox senders.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from telegram import Update
+from telegram.constants import ChatType
+from telegram.ext import CallbackQueryHandler, ContextTypes
+
+from bot.commands import register_commands
+from bot.groups import GroupRefusal, group_handlers
+from bot.polling import Poller
+from bot.runtime import BotRuntime, runtime_for
+from bot.staff import StaffRoom, staff_handlers
+from bot.student import StudentHandler, student_handlers
+from core.context import AppContext
+
+__all__ = ["TelegramFrontend"]
+
+log = logging.getLogger(__name__)
+
+
+class TelegramFrontend:
+    name = "telegram"
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.runtime: BotRuntime | None = None
+        self.poller: Poller | None = None
+        self.webhook = False
+
+    def enabled(self) -> bool:
+        return bool(self.ctx.settings.telegram.token)
+
+    def _add_handlers(self, runtime: BotRuntime) -> None:
+        app = runtime.app
+        staff, staff_message_handlers = staff_handlers(runtime)
+        # Order matters: the first matching handler wins. Staff room, then other groups, then students.
+        for handler in [*staff_message_handlers, *group_handlers(runtime), *student_handlers(runtime)]:
+            app.add_handler(handler)
+        router = _CallbackRouter(staff, GroupRefusal(runtime), StudentHandler(runtime))
+        app.add_handler(CallbackQueryHandler(router.route))
+        app.add_error_handler(_log_error)
+
+    async def start(self) -> None:
+        runtime = runtime_for(self.ctx)
+        self._add_handlers(runtime)
+        await runtime.acquire()
+        self.runtime = runtime
+        settings = self.ctx.settings.telegram
+        await register_commands(runtime.bot, self.ctx.catalog, self.ctx.settings.default_language)
+        await runtime.app.start()
+        if settings.webhook_url:
+            assert runtime.app.updater is not None and settings.webhook_secret is not None
+            path = urlsplit(settings.webhook_url).path.lstrip("/")
+            await runtime.app.updater.start_webhook(
+                listen=settings.webhook_listen, port=settings.webhook_port, url_path=path,
+                webhook_url=settings.webhook_url, secret_token=settings.webhook_secret.get_secret_value(),
+                allowed_updates=Update.ALL_TYPES,
+            )
+            self.webhook = True
+            log.info("telegram: webhook mode on %s:%s", settings.webhook_listen, settings.webhook_port)
+        else:
+            self.poller = Poller(runtime.app)
+            self.poller.start()
+            log.info("telegram: long polling")
+
+    async def stop(self) -> None:
+        runtime, self.runtime = self.runtime, None
+        if runtime is None:
+            return
+        if self.poller is not None:
+            await self.poller.stop()
+            self.poller = None
+        if self.webhook and runtime.app.updater is not None and runtime.app.updater.running:
+            await runtime.app.updater.stop()
+        if runtime.app.running:
+            await runtime.app.stop()
+        await runtime.release()
+
+
+class _CallbackRouter:
+    """Button presses go by chat: the staff room, another group (refused), or a student's chat."""
+
+    def __init__(self, staff: StaffRoom, groups: GroupRefusal, students: StudentHandler) -> None:
+        self.staff, self.groups, self.students = staff, groups, students
+
+    async def route(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        chat = update.effective_chat
+        if chat is not None and self.staff.chat_id is not None and chat.id == self.staff.chat_id:
+            await self.staff.on_callback(update, context)
+        elif chat is not None and chat.type != ChatType.PRIVATE:
+            await self.groups.on_message(update, context)
+        else:
+            await self.students.on_update(update, context)
+
+
+async def _log_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    # Never the update itself: it may carry a PESEL or a code the student typed.
+    update_id = update.update_id if isinstance(update, Update) else "?"
+    log.error("handling update %s failed: %r", update_id, type(context.error).__name__,
+              exc_info=context.error)

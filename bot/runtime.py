@@ -1,0 +1,165 @@
+"""The one python-telegram-bot Application per AppContext, shared by the front-end and the senders.
+
+`mleg serve` builds the channel senders (entry points `mleg.channels`) and the front-end
+(`mleg.frontends`) separately; both call `runtime_for(ctx)` and get the same object, so
+one Bot, one HTTP pool and one AIORateLimiter (30 messages/s overall, 20/min per group)
+serve both the updates coming in and the outbox going out. Each user `acquire()`s it
+(the first one initialises the Bot) and `release()`s it (the last one shuts it down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from telegram.error import TelegramError
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
+
+from core.context import AppContext
+
+if TYPE_CHECKING:
+    from core.conversation import ConversationService
+
+__all__ = ["BotRuntime", "RuntimeUser", "build_application", "file_base_url", "runtime_for"]
+
+log = logging.getLogger(__name__)
+MEMBER_CACHE_SECONDS = 60.0
+_RUNTIMES: dict[int, BotRuntime] = {}
+
+# With max_retries=0 the limiter re-raises RetryAfter (we want it: the outbox row is
+# rescheduled instead of holding the drainer), but logs a full traceback first; our
+# sender logs the flood wait itself.
+logging.getLogger("telegram.ext.AIORateLimiter").setLevel(logging.CRITICAL)
+
+
+def file_base_url(api_base_url: str) -> str:
+    """`https://host/bot` -> `https://host/file/bot` (how Bot API servers lay out files)."""
+    base = api_base_url.rstrip("/")
+    if base.endswith("/bot"):
+        return base[: -len("/bot")] + "/file/bot"
+    return base + "/file/bot"
+
+
+def build_application(ctx: AppContext) -> Application:  # type: ignore[type-arg]
+    telegram = ctx.settings.telegram
+    assert telegram.token is not None
+    limiter = AIORateLimiter(
+        overall_max_rate=telegram.messages_per_second,
+        overall_time_period=1,
+        group_max_rate=20,  # Telegram: about 20 messages a minute into one group
+        group_time_period=60,
+        max_retries=0,
+    )
+    return (
+        ApplicationBuilder()
+        .token(telegram.token.get_secret_value())
+        .base_url(telegram.api_base_url)
+        .base_file_url(file_base_url(telegram.api_base_url))
+        .rate_limiter(limiter)
+        .build()
+    )
+
+
+class BotRuntime:
+    """The shared Application plus small caches the handlers and senders both need."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.app = build_application(ctx)
+        self._users = 0
+        self._lock = asyncio.Lock()
+        self._initialized = False
+        self._service: ConversationService | None = None
+        self._staff_is_forum: bool | None = None
+        self._members: dict[int, tuple[float, str]] = {}
+
+    @property
+    def bot(self):  # type: ignore[no-untyped-def]
+        return self.app.bot
+
+    @property
+    def service(self) -> ConversationService:
+        """The engine, built once (it loads the FAQ and terms)."""
+        if self._service is None:
+            from core.conversation import ConversationService
+
+            self._service = ConversationService(self.ctx)
+        return self._service
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            self._users += 1
+            if not self._initialized:
+                await self.app.initialize()
+                self._initialized = True
+
+    async def release(self) -> None:
+        async with self._lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            _RUNTIMES.pop(id(self.ctx), None)
+            if self._initialized:
+                self._initialized = False
+                await self.app.shutdown()
+
+    # --- staff room lookups, cached because every staff action would otherwise ask Telegram ---
+    async def staff_is_forum(self) -> bool:
+        chat_id = self.ctx.settings.telegram.staff_chat_id
+        if chat_id is None:
+            return False
+        if self._staff_is_forum is None:
+            try:
+                chat = await self.bot.get_chat(chat_id)
+            except TelegramError as exc:
+                # Not cached: the send that follows reports the real problem (e.g. chat not found).
+                log.warning("cannot look up the staff chat: %s", exc.message)
+                return False
+            self._staff_is_forum = bool(chat.is_forum)
+        return self._staff_is_forum
+
+    def forget_forum(self) -> None:
+        self._staff_is_forum = None
+
+    async def member_status(self, user_id: int) -> str:
+        """The user's status in the staff chat (creator, administrator, member, left, ...)."""
+        chat_id = self.ctx.settings.telegram.staff_chat_id
+        if chat_id is None:
+            return "left"
+        cached = self._members.get(user_id)
+        if cached and time.monotonic() - cached[0] < MEMBER_CACHE_SECONDS:
+            return cached[1]
+        member = await self.bot.get_chat_member(chat_id, user_id)
+        self._members[user_id] = (time.monotonic(), str(member.status))
+        return str(member.status)
+
+
+def runtime_for(ctx: AppContext) -> BotRuntime:
+    """The runtime of this context, created on first use."""
+    runtime = _RUNTIMES.get(id(ctx))
+    if runtime is None or runtime.ctx is not ctx:
+        runtime = BotRuntime(ctx)
+        _RUNTIMES[id(ctx)] = runtime
+    return runtime
+
+
+class RuntimeUser:
+    """A sender that holds the shared runtime only while it is in use."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.runtime = runtime_for(ctx)
+        self._acquired = False
+
+    async def ready(self) -> BotRuntime:
+        if not self._acquired:
+            await self.runtime.acquire()
+            self._acquired = True
+        return self.runtime
+
+    async def close(self) -> None:
+        if self._acquired:
+            self._acquired = False
+            await self.runtime.release()

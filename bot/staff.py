@@ -1,0 +1,190 @@
+"""The staff room's handler: answers to escalations, /claim N, /close N and their buttons.
+
+A staff member answers a thread by replying to any message the bot posted about it, or
+by writing in the thread's forum topic; the answer goes through core.support.staff_reply,
+which queues it on the channel the student used. Only members of the staff chat
+(creator, administrator, member) or ids listed in MLEG_TELEGRAM__STAFF_USER_IDS may act;
+anyone else is refused, and the refusal is audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from sqlmodel import Session, col, select
+from telegram import Message, Update, User
+from telegram.ext import BaseHandler, ContextTypes, MessageHandler, filters
+
+from bot.runtime import BotRuntime
+from bot.staff_room import STAFF_CHANNEL
+from core import audit, outbox, support
+from core.db import unit_of_work
+from core.errors import ConflictError, NotFoundError
+from core.models import OutboxMessage, SupportThread
+from core.outgoing import OutgoingMessage
+
+__all__ = ["StaffRoom", "staff_handlers"]
+
+log = logging.getLogger(__name__)
+STAFF_STATUSES = ("creator", "administrator", "member")
+_COMMAND = re.compile(r"^/(claim|close)(?:@\w+)?(?:\s+#?(\d+))?\s*$", re.IGNORECASE)
+
+
+def staff_label(user: User) -> str:
+    """How a staff member is named on the thread and in the audit trail."""
+    return f"{user.username or user.full_name} ({user.id})"[:56]
+
+
+class StaffRoom:
+    def __init__(self, runtime: BotRuntime) -> None:
+        self.runtime = runtime
+        self.ctx = runtime.ctx
+        self.chat_id = self.ctx.settings.telegram.staff_chat_id
+
+    def t(self, key: str, **params: Any) -> str:
+        return self.ctx.catalog.text(self.ctx.settings.default_language, f"bot.staff.{key}", **params)
+
+    async def authorized(self, user: User | None) -> bool:
+        if user is None or user.is_bot:
+            return False
+        if user.id in self.ctx.settings.telegram.staff_user_ids:
+            return True
+        return await self.runtime.member_status(user.id) in STAFF_STATUSES
+
+    async def on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or message.text is None:
+            return
+        command = _COMMAND.match(message.text.strip())
+        thread_id = int(command.group(2)) if command and command.group(2) else await asyncio.to_thread(
+            self.thread_of, message)
+        if command is None and thread_id is None:
+            return  # staff talking among themselves
+        user = update.effective_user
+        if not await self.authorized(user):
+            await self.refuse(update, user, thread_id, "command" if command else "reply")
+            return
+        assert user is not None
+        if command is not None:
+            if thread_id is None:
+                await self.ack(update, None, self.t("usage"))
+                return
+            await self.act(update, command.group(1).lower(), thread_id, user)
+            return
+        assert thread_id is not None
+        await self.answer(update, thread_id, message.text, user)
+
+    async def on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        assert query is not None
+        parts = (query.data or "").split(":")
+        if len(parts) != 3 or parts[0] != "staff" or parts[1] not in ("claim", "close") or not parts[2].isdigit():
+            await query.answer()
+            return
+        thread_id = int(parts[2])
+        if not await self.authorized(query.from_user):
+            await query.answer(self.t("refused"), show_alert=True)
+            await self.refuse(update, query.from_user, thread_id, f"button:{parts[1]}", post=False)
+            return
+        await query.answer()
+        await self.act(update, parts[1], thread_id, query.from_user)
+
+    # --- actions ----------------------------------------------------------------------------
+    async def act(self, update: Update, action: str, thread_id: int, user: User) -> None:
+        do: Callable[..., SupportThread] = support.claim_thread if action == "claim" else support.close_thread
+        key = "claimed" if action == "claim" else "closed"
+        await self._run(update, thread_id, lambda session: do(self.ctx, session, thread_id, staff=staff_label(user)),
+                        self.t(key, thread=thread_id, staff=user.full_name))
+
+    async def answer(self, update: Update, thread_id: int, text: str, user: User) -> None:
+        def reply(session: Session) -> str:
+            support.staff_reply(self.ctx, session, thread_id, text=text, staff=staff_label(user))
+            return support.get_thread(session, thread_id).channel
+
+        channel = await self._run(update, thread_id, reply, self.t("answered", thread=thread_id))
+        if isinstance(channel, str):
+            self.ctx.outbox_changed(channel)
+
+    async def _run(self, update: Update, thread_id: int, work: Callable[[Session], Any], done: str) -> Any:
+        """The action and its acknowledgement in one commit, keyed by the update: a redelivered
+        update (after a crash) finds the acknowledgement and does not answer the student twice."""
+        key = f"staff-ack:{update.update_id}"
+
+        def unit() -> tuple[bool, Any]:
+            with unit_of_work(self.ctx.engine) as session:
+                if session.exec(select(OutboxMessage).where(OutboxMessage.idempotency_key == key)).first():
+                    return False, None
+                result = work(session)
+                self._enqueue_ack(session, key, thread_id, done)
+                return True, result
+
+        try:
+            fresh, result = await asyncio.to_thread(unit)
+        except NotFoundError:
+            await self.ack(update, None, self.t("not_found", thread=thread_id))
+            return None
+        except ConflictError:
+            await self.ack(update, thread_id, self.t("closed_already", thread=thread_id))
+            return None
+        self.ctx.outbox_changed(STAFF_CHANNEL)
+        return result if fresh else None
+
+    async def refuse(self, update: Update, user: User | None, thread_id: int | None, what: str,
+                     *, post: bool = True) -> None:
+        def record() -> None:
+            with unit_of_work(self.ctx.engine) as session:
+                audit.record(session, at=self.ctx.clock.now(), actor=f"telegram:{user.id if user else '?'}",
+                             action="staff.refused", thread_id=thread_id, attempted=what)
+
+        await asyncio.to_thread(record)
+        log.warning("staff room: user %s refused (%s)", user.id if user else "?", what)
+        if post:
+            await self.ack(update, None, self.t("refused"))
+
+    # --- lookups and acknowledgements --------------------------------------------------------
+    def thread_of(self, message: Message) -> int | None:
+        """The thread a staff message is about: by the bot message it replies to, or by its topic."""
+        with Session(self.ctx.engine) as session:
+            original = message.reply_to_message
+            if original is not None:
+                row = session.exec(select(OutboxMessage).where(
+                    OutboxMessage.channel == STAFF_CHANNEL,
+                    OutboxMessage.external_id == f"{message.chat_id}:{original.message_id}",
+                )).first()
+                if row is not None and row.thread_id is not None:
+                    return row.thread_id
+                thread = session.exec(select(SupportThread).where(
+                    SupportThread.staff_message_ref == str(original.message_id))).first()
+                if thread is not None:
+                    return thread.id
+            if message.is_topic_message and message.message_thread_id is not None:
+                thread = session.exec(select(SupportThread).where(
+                    col(SupportThread.staff_topic_id) == message.message_thread_id)).first()
+                if thread is not None:
+                    return thread.id
+        return None
+
+    def _enqueue_ack(self, session: Session, key: str, thread_id: int | None, text: str) -> None:
+        outbox.enqueue(session, self.ctx.box, key=key, channel=STAFF_CHANNEL, recipient=str(self.chat_id),
+                       kind="staff-ack", message=OutgoingMessage(text=text), now=self.ctx.clock.now(),
+                       thread_id=thread_id)
+
+    async def ack(self, update: Update, thread_id: int | None, text: str) -> None:
+        """A short note into the staff room (in the thread's topic when there is one), via the outbox."""
+        def unit() -> None:
+            with unit_of_work(self.ctx.engine) as session:
+                self._enqueue_ack(session, f"staff-ack:{update.update_id}", thread_id, text)
+
+        await asyncio.to_thread(unit)
+        self.ctx.outbox_changed(STAFF_CHANNEL)
+
+
+def staff_handlers(runtime: BotRuntime) -> tuple[StaffRoom, list[BaseHandler]]:  # type: ignore[type-arg]
+    room = StaffRoom(runtime)
+    if room.chat_id is None:
+        return room, []
+    return room, [MessageHandler(filters.Chat(room.chat_id) & ~filters.UpdateType.EDITED, room.on_message)]

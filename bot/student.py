@@ -1,0 +1,96 @@
+"""The students' handler: a private-chat update -> one engine event -> replies queued in the outbox.
+
+The engine runs in a worker thread (it is synchronous and touches the database) and
+queues its replies in the same commit as the new conversation state; the "telegram"
+drainer then sends them. A failed turn changes nothing (one unit of work), so the event
+is not marked handled: the turn is tried again a few times, and the student is told at
+once that something went wrong on our side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from telegram import Update
+from telegram.constants import ChatType, ParseMode
+from telegram.error import TelegramError
+from telegram.ext import BaseHandler, ContextTypes, MessageHandler, filters
+
+from bot.events import CHANNEL, event_from_update, language_hint
+from bot.render import escape
+from bot.runtime import BotRuntime
+from core.conversation import Event
+
+__all__ = ["student_handlers"]
+
+log = logging.getLogger(__name__)
+ATTEMPTS = 3
+BACKOFF_SECONDS = (0.5, 2.0)
+TRANSIENT = (OperationalError, DBAPIError, TimeoutError, ConnectionError)
+
+
+class StudentHandler:
+    """Translates a private-chat update and runs it through the conversation engine."""
+
+    def __init__(self, runtime: BotRuntime) -> None:
+        self.runtime = runtime
+        self.ctx = runtime.ctx
+
+    async def on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        chat = update.effective_chat
+        if chat is None or chat.type != ChatType.PRIVATE:
+            return  # a button under a message in a group: students are served only in private
+        if update.callback_query is not None:
+            # Answered at once: Telegram shows a spinner on the button until we do.
+            try:
+                await update.callback_query.answer()
+            except TelegramError as exc:
+                log.info("callback answer failed (%s); handling the press anyway", exc.message)
+        event = event_from_update(update)
+        if event is None:
+            return
+        await self.run(event, update)
+
+    async def run(self, event: Event, update: Update) -> None:
+        for attempt in range(ATTEMPTS):
+            try:
+                await asyncio.to_thread(self.runtime.service.handle, event, queue_channel=CHANNEL)
+            except TRANSIENT as exc:
+                log.warning("turn %s failed (attempt %d/%d): %s", event.event_id, attempt + 1, ATTEMPTS,
+                            type(exc).__name__)
+                if attempt == 0:
+                    await self.apologise(update)
+                if attempt + 1 == ATTEMPTS:
+                    log.error("turn %s given up after %d attempts", event.event_id, ATTEMPTS)
+                    return
+                await asyncio.sleep(BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)])
+            except Exception:
+                log.exception("turn %s failed", event.event_id)
+                await self.apologise(update)
+                return
+            else:
+                self.ctx.outbox_changed(CHANNEL)
+                return
+
+    async def apologise(self, update: Update) -> None:
+        """Sent directly, not through the outbox: the outbox lives in the database that just failed."""
+        chat = update.effective_chat
+        if chat is None:
+            return
+        language = language_hint(update) or self.ctx.settings.default_language
+        text = self.ctx.catalog.text(language, "error_technical")
+        try:
+            await self.runtime.bot.send_message(chat.id, escape(text), parse_mode=ParseMode.HTML)
+        except TelegramError as exc:
+            log.warning("could not tell the student about the failure: %s", exc.message)
+
+
+def student_handlers(runtime: BotRuntime) -> list[BaseHandler]:  # type: ignore[type-arg]
+    """Every message in a private chat goes to the engine: text, commands, stickers and the rest."""
+    handler = StudentHandler(runtime)
+    private = filters.ChatType.PRIVATE
+    return [
+        MessageHandler(private & ~filters.UpdateType.EDITED, handler.on_update),
+    ]  # button presses reach on_update through the frontend's callback router

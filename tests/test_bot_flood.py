@@ -1,0 +1,51 @@
+"""Telegram's flood limits: a 429 is honoured (retry_after), nothing is lost, nothing doubled, order kept."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.bot_harness import TgStudent, bot_context, outbox_rows, running_bot
+from tests.servers.botapi import BotApiStandIn
+
+pytestmark = [pytest.mark.timeout(30), pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")]
+
+
+@pytest.fixture
+def api() -> Iterator[BotApiStandIn]:
+    with BotApiStandIn() as standin:
+        yield standin
+
+
+async def test_retry_after_honoured_in_order_once(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:
+    ctx = bot_context(tmp_path, sqlite_url, api)
+    async with running_bot(ctx):
+        api.force_retry_after(1, retry_after=1, methods=["sendMessage"])
+        started = time.monotonic()
+        chat = TgStudent(api, ctx, 6161)
+        await chat.say("/start")
+        assert time.monotonic() - started >= 1.0  # the wait Telegram asked for
+    rows = outbox_rows(ctx, channel="telegram")
+    assert len(rows) >= 2 and all(r.status == "sent" for r in rows)
+    sent = api.sent_messages(6161)
+    # Each reply exactly once, in the order the engine said them.
+    assert len(sent) == len(rows)
+    assert [m.message_id for m in sent] == sorted(m.message_id for m in sent)
+    assert sent[0].plain_text == ctx.catalog.text("pl", "greeting") or "mLegitymac" in (sent[0].plain_text or "")
+    assert api.rate_limited_count(6161) == 1
+
+
+async def test_one_message_per_second_per_chat(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:
+    ctx = bot_context(tmp_path, sqlite_url, api, messages_per_chat_per_second=1.0)
+    api.enforce_rate_limits = True  # the stand-in answers 429 beyond 1 message/s into one chat
+    async with running_bot(ctx):
+        chat = TgStudent(api, ctx, 6262)
+        await chat.say("/start")
+        assert len(chat.last) >= 2
+    assert api.rate_limited_count() == 0  # paced by the sender, never refused
+    sends = [c.at for c in api.calls("sendMessage") if c.ok]
+    assert all(b - a >= 0.95 for a, b in itertools.pairwise(sends))
