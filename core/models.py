@@ -27,7 +27,6 @@ __all__ = [
     "CredentialState",
     "GuessAttempt",
     "InboundMail",
-    "JobLease",
     "JobRun",
     "MailboxState",
     "OutboxMessage",
@@ -320,15 +319,6 @@ class ReminderLog(SQLModel, table=True):
     created_at: datetime = _ts()
 
     __table_args__ = (sa.UniqueConstraint("credential_id", "kind", name="uq_reminder_once"),)
-
-
-class JobLease(SQLModel, table=True):
-    """Who runs the lifecycle jobs now, when several `mleg serve` share one database."""
-
-    __tablename__ = "job_lease"
-    name: str = Field(primary_key=True, max_length=64)
-    holder: str = Field(max_length=128)
-    expires_at: datetime = _ts()
 
 
 class JobRun(SQLModel, table=True):

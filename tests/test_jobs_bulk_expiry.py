@@ -50,7 +50,14 @@ def test_bulk_path_equals_transition(ctx: AppContext) -> None:
         assert row is not None
         transition(session, row, CredentialState.EXPIRED, actor="jobs", reason="validity_ended", now=NOW)
     assert expire_validity(ctx.engine, now=NOW, today=date(2027, 4, 1), batch_size=10) == 1
-    assert _trace(ctx, bulk) == _trace(ctx, by_hand)
+    credential_by_hand, events_by_hand, _ = _trace(ctx, by_hand)
+    credential_bulk, events_bulk, audits_bulk = _trace(ctx, bulk)
+    assert (credential_bulk, events_bulk) == (credential_by_hand, events_by_hand)
+    # The bulk path audits once per batch; the credential's own history is complete.
+    assert audits_bulk == []
+    with Session(ctx.engine) as session:
+        batch = session.exec(select(AuditEvent).where(AuditEvent.action == "credential.expired.batch")).one()
+    assert '"count": 1' in batch.detail and f'"first_credential_id": {bulk}' in batch.detail
 
 
 def test_batches_cover_every_due_row_once_and_spare_the_rest(ctx: AppContext) -> None:

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 6cf626968a75
+Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 05:48:26.624257
+Create Date: 2026-11-25 06:26:54.711058
 """
 
 from collections.abc import Sequence
@@ -84,12 +84,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_inbound_mail_status'), ['status'], unique=False)
         batch_op.create_index(batch_op.f('ix_inbound_mail_thread_id'), ['thread_id'], unique=False)
 
-    op.create_table('job_lease',
-    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-    sa.Column('holder', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
-    sa.Column('expires_at', core.models.UTCDateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('name')
-    )
     op.create_table('job_run',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
@@ -371,7 +365,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_job_run_name'))
 
     op.drop_table('job_run')
-    op.drop_table('job_lease')
     with op.batch_alter_table('inbound_mail', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_inbound_mail_thread_id'))
         batch_op.drop_index(batch_op.f('ix_inbound_mail_status'))
