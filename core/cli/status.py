@@ -7,7 +7,7 @@ import typer
 from sqlmodel import Session, col, select
 
 from core.cli.common import build_context, friendly_errors
-from core.models import Credential, OutboxMessage, Student, SupportThread
+from core.models import Credential, InboundMail, OutboxMessage, Student, SupportThread
 
 
 @friendly_errors
@@ -43,3 +43,7 @@ def status_command() -> None:
             select(sa.func.count()).select_from(SupportThread).where(SupportThread.status != "closed")
         )
         typer.echo(f"open threads    {open_threads}")
+        quarantined = count(
+            select(sa.func.count()).select_from(InboundMail).where(InboundMail.status == "quarantined")
+        )
+        typer.echo(f"quarantined     {quarantined} support e-mail(s) kept raw for staff (mleg threads list)")
