@@ -19,6 +19,7 @@ import contextlib
 import logging
 import re
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aioimaplib
@@ -41,6 +42,9 @@ _UID = re.compile(rb"UID (\d+)")
 HEAD_BYTES = 256 * 1024
 MAX_BACKOFF = 300.0
 COMMAND_TIMEOUT = 60.0
+# Messages per UID FETCH, and the most body bytes one FETCH may bring in (25 MB mails come alone).
+FETCH_BATCH = 50
+FETCH_BATCH_BYTES = 4 * 1024 * 1024
 
 
 class ImapError(RuntimeError):
@@ -118,21 +122,76 @@ class MailFrontend:
 
     # --- one cycle --------------------------------------------------------------------
 
-    async def _fetch(self, imap: aioimaplib.IMAP4, uid: int) -> tuple[bytes, int]:
-        """The raw message, or only its head when it is over the size limit (bounded memory)."""
-        sized = _ok(await imap.uid("fetch", str(uid), "(RFC822.SIZE)"), "FETCH SIZE")
-        match = next((m for line in sized.lines if isinstance(line, bytes | bytearray)
-                      if (m := _SIZE.search(bytes(line)))), None)
-        size = int(match.group(1)) if match else 0
-        if size > self.settings.max_message_bytes:
-            head = _ok(await imap.uid("fetch", str(uid), f"(BODY.PEEK[HEADER] BODY.PEEK[TEXT]<0.{HEAD_BYTES}>)"),
-                       "FETCH HEAD")
-            return b"".join(_literals(head)), size
-        fetched = _ok(await imap.uid("fetch", str(uid), "(BODY.PEEK[])"), "FETCH")
-        literals = _literals(fetched)
-        if not literals:
-            raise ImapError(f"FETCH {uid} returned no message")
-        return literals[0], size or len(literals[0])
+    async def _sizes(self, imap: aioimaplib.IMAP4, uids: list[int]) -> dict[int, int]:
+        """RFC822.SIZE of many UIDs in one command (one round trip, not one per message)."""
+        sized = _ok(await imap.uid("fetch", ",".join(str(u) for u in uids), "(UID RFC822.SIZE)"), "FETCH SIZE")
+        sizes: dict[int, int] = {}
+        for line in sized.lines:
+            if isinstance(line, bytes | bytearray):
+                uid, size = _UID.search(bytes(line)), _SIZE.search(bytes(line))
+                if uid and size:
+                    sizes[int(uid.group(1))] = int(size.group(1))
+        return sizes
+
+    async def _fetch_head(self, imap: aioimaplib.IMAP4, uid: int) -> bytes:
+        """Only the head of an over-size message: its headers and the first HEAD_BYTES of the body."""
+        head = _ok(await imap.uid("fetch", str(uid), f"(BODY.PEEK[HEADER] BODY.PEEK[TEXT]<0.{HEAD_BYTES}>)"),
+                   "FETCH HEAD")
+        return b"".join(_literals(head))
+
+    async def _fetch_bodies(self, imap: aioimaplib.IMAP4, uids: list[int]) -> dict[int, bytes | bytearray]:
+        """BODY.PEEK[] of several UIDs in one command, each literal paired with its UID.
+
+        RFC 3501 7.4.2 lets the server put UID before or after the literal, so both are read.
+        """
+        fetched = _ok(await imap.uid("fetch", ",".join(str(u) for u in uids), "(UID BODY.PEEK[])"), "FETCH")
+        bodies: dict[int, bytes | bytearray] = {}
+        uid: int | None = None
+        literal: bytes | bytearray | None = None
+        for line in fetched.lines:
+            if isinstance(line, bytearray):
+                # Kept as the bytearray aioimaplib read into: a copy would double a 25 MB mail.
+                literal = line
+            elif isinstance(line, bytes):
+                if b" FETCH " in line:  # a new message starts: forget the previous one's pieces
+                    uid, literal = None, None
+                match = _UID.search(line)
+                if match:
+                    uid = int(match.group(1))
+            if uid is not None and literal is not None:
+                bodies[uid] = literal
+                uid, literal = None, None
+        return bodies
+
+    async def _fetch_all(self, imap: aioimaplib.IMAP4,
+                         uids: list[int]) -> AsyncIterator[tuple[int, bytes | bytearray, int]]:
+        """(uid, raw, size) in UID order: small messages FETCH_BATCH at a time (and at most
+        FETCH_BATCH_BYTES per command, so memory stays bounded), over-size ones head only."""
+        for start in range(0, len(uids), FETCH_BATCH):
+            chunk = uids[start:start + FETCH_BATCH]
+            sizes = await self._sizes(imap, chunk)
+            batch: list[int] = []
+            batch_bytes = 0
+            # A UID the server no longer knows was expunged since SEARCH: nothing there to lose.
+            chunk = [uid for uid in chunk if uid in sizes]
+            for position, uid in enumerate(chunk):
+                size = sizes[uid]
+                oversize = size > self.settings.max_message_bytes
+                if not oversize:
+                    batch.append(uid)
+                    batch_bytes += size
+                last = position == len(chunk) - 1
+                if batch and (oversize or last or batch_bytes >= FETCH_BATCH_BYTES):
+                    bodies = await self._fetch_bodies(imap, batch)
+                    for done in batch:
+                        raw = bodies.pop(done, None)
+                        if raw is None:
+                            raise ImapError(f"FETCH {done} returned no message")
+                        yield done, raw, sizes.get(done) or len(raw)
+                    del bodies
+                    batch, batch_bytes = [], 0
+                if oversize:
+                    yield uid, await self._fetch_head(imap, uid), size
 
     async def _new_uids(self, imap: aioimaplib.IMAP4, last_uid: int) -> list[int]:
         response = _ok(await imap.uid_search(f"UID {last_uid + 1}:*", charset=None), "SEARCH")
@@ -180,8 +239,7 @@ class MailFrontend:
         uidvalidity = await self._select(imap)
         last_uid = mailbox_state(self.ctx, mailbox, uidvalidity)
         duplicates: list[int] = []
-        for uid in await self._new_uids(imap, last_uid):
-            raw, size = await self._fetch(imap, uid)
+        async for uid, raw, size in self._fetch_all(imap, await self._new_uids(imap, last_uid)):
             stored = store_raw(self.ctx, mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raw, size=size)
             del raw  # a big message should not stay referenced while the next is fetched
             if stored.duplicate:

@@ -82,12 +82,15 @@ def store_raw(ctx: AppContext, *, mailbox: str, uidvalidity: int, uid: int, raw:
                           size=size, raw=raw, status="new", received_at=now)
         session.add(row)
         try:
+            session.flush()
+            # Read before the commit: after it, `row.id` would reload the whole row, raw included.
+            inbound_id = row.id
             session.commit()
         except IntegrityError:
             # Another reader stored the same mail between our check and our insert.
             session.rollback()
             return StoreResult(None, True)
-        return StoreResult(row.id, False)
+        return StoreResult(inbound_id, False)
 
 
 def _quarantine(ctx: AppContext, inbound_id: int, error: str) -> None:

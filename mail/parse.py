@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser, BytesParser
@@ -21,7 +22,7 @@ from email.utils import getaddresses
 
 from core.mailbox_rules import InboundFacts
 
-__all__ = ["decode_text", "identity", "parse_inbound"]
+__all__ = ["decode_text", "identity", "parse_inbound", "skeleton"]
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 _TAGS = re.compile(r"<[^>]+>")
@@ -31,6 +32,10 @@ _CHARSET_ALIASES = {
     "iso8859-2": "iso-8859-2", "latin2": "iso-8859-2", "utf8": "utf-8",
 }
 MAX_TEXT_CHARS = 100_000
+MAX_HEADER_BYTES = 2 * 1024 * 1024
+# Mails above this size are parsed from their skeleton (big attachments cut short).
+SKELETON_ABOVE = 1024 * 1024
+SKELETON_KEEP_BYTES = 4096
 
 
 def decode_text(data: bytes, charset: str | None) -> str:
@@ -61,9 +66,9 @@ def _repair(value: str) -> str:
 def _header(message: Message, name: str) -> str | None:
     try:
         value = message.get(name)
-    except Exception:  # a header the policy cannot parse: take its raw text
-        raw = message.get_all(name, failobj=[])
-        value = str(raw[0]) if raw else None
+    except Exception:  # a header the policy cannot parse (`From: jan@`, `Message-ID: <>`): its raw text
+        # Not get_all(): it parses through the same policy and raises again.
+        value = next((v for k, v in message.raw_items() if k.lower() == name.lower()), None)
     if value is None:
         return None
     try:
@@ -77,6 +82,12 @@ def _message_ids(value: str | None) -> list[str]:
     return _MSGID.findall(value or "")
 
 
+def _header_end(raw: bytes) -> int:
+    """Offset of the blank line that ends the header block, or -1 when there is none."""
+    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    return min(ends) if ends else -1
+
+
 def identity(raw: bytes) -> tuple[str | None, str]:
     """(Message-ID, dedupe digest) from the headers only: cheap, done before storing.
 
@@ -84,17 +95,89 @@ def identity(raw: bytes) -> tuple[str | None, str]:
     (To and Cc, a list and a person) is one; without it, a hash of the content that does not
     depend on the trace headers each delivery adds.
     """
-    headers = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+    # Only the header block is parsed: the whole of a 25 MB mail would cost ten times its size.
+    head_end = _header_end(raw)
+    head = raw[:head_end + 2] if 0 <= head_end < MAX_HEADER_BYTES else raw[:MAX_HEADER_BYTES]
+    headers = BytesHeaderParser(policy=policy.compat32).parsebytes(head)
     ids = _message_ids(str(headers.get("Message-ID", "")))
     if ids:
         return ids[0][:255], hashlib.sha256(b"mid:" + ids[0].encode()).hexdigest()
+    # A memoryview, not a slice: hashing the body must not copy it. Without a blank line the
+    # whole message is hashed: `raw[-1:]` (what find's -1 gave) made every such mail that
+    # ended in the same byte a "duplicate", and the second one was never stored.
     end = raw.find(b"\r\n\r\n")
-    body = raw[end:] if end >= 0 else raw[raw.find(b"\n\n"):]
+    if end < 0:
+        end = raw.find(b"\n\n")
+    body = memoryview(raw)[max(end, 0):]
     digest = hashlib.sha256(b"nomid:")
     for name in ("From", "To", "Date", "Subject"):
         digest.update(str(headers.get(name, "")).encode(errors="replace") + b"\0")
     digest.update(body)
     return None, digest.hexdigest()
+
+
+_BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]+)"|([^\s;"]+))', re.IGNORECASE)
+_CONTENT_TYPE = re.compile(rb"^content-type:\s*([!-~]+?)\s*(?:;|$)", re.IGNORECASE | re.MULTILINE)
+
+
+def _lines(raw: bytes) -> Iterator[memoryview]:
+    """The lines of `raw` with their endings, as views (no copies)."""
+    view = memoryview(raw)
+    start = 0
+    while start < len(raw):
+        end = raw.find(b"\n", start)
+        end = len(raw) if end < 0 else end + 1
+        yield view[start:end]
+        start = end
+
+
+def skeleton(raw: bytes, keep: int = SKELETON_KEEP_BYTES) -> bytes:
+    """The message with the bodies of big non-text parts cut to their first `keep` bytes.
+
+    Every header (file names included) and every text part stay, so the facts are the same;
+    what goes is what parse_inbound never decodes. A big attachment would otherwise be held
+    as lines, then as one string, by the stdlib parser: about eight times its size.
+    """
+    out: list[bytes | memoryview] = []
+    boundaries: list[bytes] = []  # the enclosing multiparts' delimiters, innermost last
+    in_headers, header_block = True, bytearray()
+    skipping, kept = False, 0
+    for line in _lines(raw):
+        stripped = bytes(line[:200]).rstrip(b"\r\n \t")
+        if not in_headers and stripped.startswith(b"--"):
+            hit = next((i for i in range(len(boundaries) - 1, -1, -1)
+                        if stripped in (b"--" + boundaries[i], b"--" + boundaries[i] + b"--")), None)
+            if hit is not None:
+                closing = stripped.endswith(b"--") and stripped != b"--" + boundaries[hit]
+                del boundaries[hit + 1:]
+                if closing:
+                    boundaries.pop()
+                else:
+                    in_headers, header_block = True, bytearray()
+                skipping, kept = False, 0
+                out.append(line)
+                continue
+        if in_headers:
+            out.append(line)
+            if stripped:
+                header_block += line
+                continue
+            in_headers = False
+            match = _CONTENT_TYPE.search(bytes(header_block))
+            content_type = match.group(1).lower() if match else b"text/plain"
+            if content_type.startswith(b"multipart/"):
+                found = _BOUNDARY.search(bytes(header_block))
+                if found:
+                    boundaries.append(found.group(1) or found.group(2))
+            skipping = not content_type.startswith((b"text/", b"multipart/", b"message/"))
+            kept = 0
+            continue
+        if skipping:
+            if kept >= keep:
+                continue
+            kept += len(line)
+        out.append(line)
+    return b"".join(out)
 
 
 def _text_of(part: Message) -> str:
@@ -136,7 +219,7 @@ def _attachment_names(message: EmailMessage) -> list[str]:
 
 def parse_inbound(raw: bytes, *, size: int | None = None, oversize: bool = False) -> InboundFacts:
     """Facts for the rules; `raw` may be only the head of an over-size message."""
-    message = BytesParser(policy=policy.default).parsebytes(raw)
+    message = BytesParser(policy=policy.default).parsebytes(skeleton(raw) if len(raw) > SKELETON_ABOVE else raw)
     assert isinstance(message, EmailMessage)
     from_value = _header(message, "From") or ""
     addresses = getaddresses([from_value])

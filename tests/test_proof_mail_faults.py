@@ -1,0 +1,228 @@
+"""Fault injection (issue 7), mail side: `mleg serve` killed, SMTP down, Dovecot restarted, PostgreSQL cut.
+
+Real servers only: the suite's Dovecot and SMTP relay, `python -m core.cli serve --no-jobs` as
+a subprocess. The kill test runs the issue's scale: 1,000 support mails (bench/mail_throughput.py's
+realistic mix) streaming in, and 20 kill -9s at random moments.
+
+"Answered twice" means two different answers to one student mail. A kill between the SMTP
+transaction and the commit that marks it sent can resend the same answer with the same
+Message-ID (at-least-once delivery; the receiving side drops it as a duplicate): those are
+counted and must stay at most one per kill.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from bench.mail_throughput import add_register, deliver_many, support_mail
+from core.context import AppContext
+from core.db import make_engine
+from tests.conftest import TEST_SECRET, _truncate_all, make_settings
+from tests.servers.dovecot import DovecotServer
+from tests.servers.fixtures import SmtpServerFactory
+from tests.servers.smtp_relay import SmtpRelay
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+FINAL = ("processed", "ignored", "quarantined")
+
+
+class Serve:
+    """`mleg serve --no-jobs` as a subprocess wired to the loopback servers."""
+
+    def __init__(self, tmp: Path, db_url: str, dovecot: DovecotServer, support: str, relay: SmtpRelay) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MLEG_")} | {
+            "MLEG_MODE": "production", "MLEG_SECRET_KEY": TEST_SECRET, "MLEG_VAR_DIR": str(tmp / "var"),
+            "MLEG_DATABASE_URL": db_url, "MLEG_IMAP__HOST": dovecot.host, "MLEG_IMAP__PORT": str(dovecot.imap_port),
+            "MLEG_IMAP__USERNAME": support, "MLEG_IMAP__PASSWORD": dovecot.password,
+            "MLEG_IMAP__SECURITY": "none", "MLEG_IMAP__POLL_INTERVAL_SECONDS": "0.3",
+            "MLEG_IMAP__IDLE_TIMEOUT_SECONDS": "2", "MLEG_SMTP__HOST": relay.host,
+            "MLEG_SMTP__PORT": str(relay.port), "MLEG_SMTP__SECURITY": "none", "MLEG_SMTP__SENDER": support,
+            "MLEG_UNIVERSITY__HELP_DESK_EMAIL": support, "MLEG_LOG_LEVEL": "WARNING",
+        }
+        self.log = (tmp / "serve.log").open("ab")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "core.cli", "serve", "--no-jobs"], cwd=ROOT,
+                                     env=self.env, stdout=self.log, stderr=self.log)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            self.proc = None
+        self.log.close()
+
+
+@pytest.fixture
+def relay(smtp_server_factory: SmtpServerFactory) -> SmtpRelay:
+    return smtp_server_factory(max_recorded=10_000)
+
+
+def _state(engine: Engine) -> tuple[int, int, int, int]:
+    """(inbound rows, rows not yet final, e-mail outbox rows, of them not yet sent)."""
+    with engine.connect() as connection:
+        inbound = connection.execute(sa.text("SELECT count(*) FROM inbound_mail")).scalar_one()
+        open_ = connection.execute(sa.text(
+            "SELECT count(*) FROM inbound_mail WHERE status NOT IN ('processed', 'ignored', 'quarantined')")
+        ).scalar_one()
+        out = connection.execute(sa.text("SELECT count(*) FROM outbox WHERE channel = 'email'")).scalar_one()
+        unsent = connection.execute(sa.text(
+            "SELECT count(*) FROM outbox WHERE channel = 'email' AND status != 'sent'")).scalar_one()
+    return inbound, open_, out, unsent
+
+
+def _wait_done(engine: Engine, total: int, within: float) -> tuple[int, int, int, int]:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            state = _state(engine)
+        except sa.exc.OperationalError:
+            state = (0, 0, 0, 0)
+        if state[0] >= total and state[1] == 0 and state[3] == 0:
+            return state
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not done: inbound/open/outbox/unsent = {state}")
+        time.sleep(0.2)
+
+
+def _check_answers(relay: SmtpRelay, outbox_rows: int, max_resends: int) -> None:
+    """Every answer row reached the SMTP server; no student mail got two different answers."""
+    answers: dict[str, set[str]] = {}
+    copies: Counter[str] = Counter()
+    for message in relay.messages:
+        parsed = message_from_bytes(message.data)
+        answers.setdefault(str(parsed["In-Reply-To"]), set()).add(str(parsed["Message-ID"]))
+        copies[str(parsed["Message-ID"])] += 1
+    assert sum(len(ids) for ids in answers.values()) == outbox_rows
+    assert all(len(ids) == 1 for ids in answers.values()), "a student mail got two different answers"
+    resends = sum(n - 1 for n in copies.values())
+    assert resends <= max_resends
+
+
+@pytest.fixture
+def setup(tmp_path: Path, sqlite_url: str, dovecot: DovecotServer,
+          relay: SmtpRelay) -> Iterator[tuple[Serve, Engine, str]]:
+    support = dovecot.new_user(prefix="support")
+    engine = make_engine(sqlite_url)
+    add_register(engine, AppContext(settings=make_settings(tmp_path), engine=engine), 200)
+    serve = Serve(tmp_path, sqlite_url, dovecot, support, relay)
+    yield serve, engine, support
+    serve.stop()
+    engine.dispose()
+
+
+def test_kill_9_of_serve_while_mail_streams_in(setup: tuple[Serve, Engine, str], dovecot: DovecotServer,
+                                               relay: SmtpRelay) -> None:
+    serve, engine, support = setup
+    mails, kills = 1000, 20
+    rng = random.Random(7)
+    feeder = threading.Thread(target=lambda: [deliver_many(dovecot.host, dovecot.lmtp_port, support,
+                                                           [support_mail(i, support) for i in range(s, s + 20)])
+                                              or time.sleep(0.1) for s in range(0, mails, 20)])
+    serve.start()
+    feeder.start()
+    for _ in range(kills):
+        time.sleep(rng.uniform(0.3, 1.5))  # somewhere in fetch, store, process, send or flag
+        serve.kill()
+        serve.start()
+    feeder.join()
+    # Rows a killed sender had claimed stay leased for outbox.LEASE (5 minutes) and are then
+    # sent by the next drainer; the test moves the lease's end instead of waiting for it.
+    deadline = time.monotonic() + 60
+    while _state(engine)[0] < mails or _state(engine)[1]:
+        assert time.monotonic() < deadline, _state(engine)
+        time.sleep(0.2)
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE outbox SET lease_until = '2000-01-01 00:00:00' WHERE status = 'sending'"))
+    state = _wait_done(engine, mails, within=60)
+    assert state[0] == mails  # nothing lost, nothing stored twice
+    _check_answers(relay, state[2], max_resends=kills)
+
+
+def test_smtp_down_then_back_every_answer_once(setup: tuple[Serve, Engine, str], dovecot: DovecotServer,
+                                               relay: SmtpRelay) -> None:
+    serve, engine, support = setup
+    relay.stop()
+    serve.start()
+    deliver_many(dovecot.host, dovecot.lmtp_port, support, [support_mail(i, support) for i in range(30)])
+    deadline = time.monotonic() + 20
+    while _state(engine)[1] or _state(engine)[0] < 30:  # processed and queued while SMTP is down
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1.5)  # at least one failed attempt each
+    relay.start()
+    state = _wait_done(engine, 30, within=40)  # the first retry comes 10 s after the failure
+    _check_answers(relay, state[2], max_resends=0)
+
+
+def test_dovecot_restart_mid_run_loses_nothing(setup: tuple[Serve, Engine, str], dovecot: DovecotServer,
+                                               relay: SmtpRelay) -> None:
+    serve, engine, support = setup
+    serve.start()
+    deliver_many(dovecot.host, dovecot.lmtp_port, support, [support_mail(i, support) for i in range(100)])
+    time.sleep(0.5)
+    dovecot.restart(down_for=1.0)
+    deliver_many(dovecot.host, dovecot.lmtp_port, support, [support_mail(i, support) for i in range(100, 150)])
+    state = _wait_done(engine, 150, within=40)
+    assert state[0] == 150
+    _check_answers(relay, state[2], max_resends=0)
+
+
+@pytest.mark.postgres
+def test_postgres_connections_dropped_mid_run(tmp_path: Path, postgres_database: str, dovecot: DovecotServer,
+                                              relay: SmtpRelay) -> None:
+    engine = make_engine(postgres_database)
+    _truncate_all(engine)
+    add_register(engine, AppContext(settings=make_settings(tmp_path), engine=engine), 200)
+    support = dovecot.new_user(prefix="support")
+    serve = Serve(tmp_path, postgres_database, dovecot, support, relay)
+    name = postgres_database.rsplit("/", 1)[1]
+    try:
+        serve.start()
+        deliver_many(dovecot.host, dovecot.lmtp_port, support, [support_mail(i, support) for i in range(200)])
+        for _ in range(4):
+            time.sleep(0.7)
+            with engine.connect() as connection:
+                connection.execute(sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid != pg_backend_pid()"), {"name": name})
+                connection.commit()
+        deadline = time.monotonic() + 60
+        while _state(engine)[0] < 200 or _state(engine)[1]:
+            assert time.monotonic() < deadline, _state(engine)
+            time.sleep(0.2)
+        # A drainer cut off between claiming and marking leaves rows leased for outbox.LEASE.
+        with engine.begin() as connection:
+            connection.execute(sa.text("UPDATE outbox SET lease_until = now() - interval '1 minute' "
+                                       "WHERE status = 'sending'"))
+        state = _wait_done(engine, 200, within=60)
+        assert state[0] == 200
+        _check_answers(relay, state[2], max_resends=4)
+    finally:
+        serve.stop()
+        engine.dispose()
