@@ -1,3 +1,10 @@
 """Benchmarks (not tests: no timed asserts). `python -m bench` runs them all; each module also runs alone."""
 
-MODULES = ["bench.register_import", "bench.sweep", "bench.mail_throughput", "bench.attachment_memory"]
+MODULES = [
+    "bench.register_import",
+    "bench.chat_throughput",
+    "bench.mail_throughput",
+    "bench.sweep",
+    "bench.reminder_delivery",
+    "bench.attachment_memory",
+]

@@ -7,6 +7,7 @@ configured, and both send through the Bot of `bot.runtime`, shared with the fron
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import sqlalchemy as sa
@@ -30,6 +31,9 @@ class TelegramSender(RuntimeUser):
     """Delivers outbox rows of channel "telegram"; the recipient is the student's chat id."""
 
     channel = CHANNEL
+    # Chats are independent: core.serve drains this many chats at once (each chat's rows in
+    # order); the shared AIORateLimiter keeps the overall rate, Delivery the per-chat one.
+    concurrent_deliveries = 32
 
     def __init__(self, ctx: AppContext) -> None:
         super().__init__(ctx)
@@ -37,7 +41,8 @@ class TelegramSender(RuntimeUser):
         self.delivery = Delivery(ctx, CHANNEL)
 
     async def deliver(self, row: OutboxMessage, message: OutgoingMessage) -> DeliveryResult:
-        older = self.delivery.older_row_waiting(row)
+        # Database calls in a worker thread: waiting for SQLite's write lock must not stall the loop.
+        older = await asyncio.to_thread(self.delivery.older_row_waiting, row)
         if older is not None:
             return self.delivery.wait_behind(older)
         try:
@@ -47,10 +52,10 @@ class TelegramSender(RuntimeUser):
         runtime = await self.ready()
         result = await self.delivery.send(runtime.bot, row, message, ChatTarget(chat_id))
         if result.permanent and (result.error or "").startswith("Forbidden"):
-            self._mark_blocked(row.recipient, blocked=True)
+            await asyncio.to_thread(self._mark_blocked, row.recipient, blocked=True)
             log.info("telegram chat blocked the bot; outbox row %s not retried", row.id)
         elif result.ok:
-            self._mark_blocked(row.recipient, blocked=False)
+            await asyncio.to_thread(self._mark_blocked, row.recipient, blocked=False)
         return result
 
     def _mark_blocked(self, account_id: str, *, blocked: bool) -> None:

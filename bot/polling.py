@@ -6,6 +6,11 @@ offset moves past an update only once `Application.process_update` returned for 
 that is once its turn was committed with its replies in the outbox. After a crash
 Telegram sends the unconfirmed updates again and the engine, which remembers the
 update ids it handled, answers a repeat with nothing.
+
+The updates of one batch are handled concurrently across chats (up to `concurrency` at
+a time) and one after another within a chat, so a student's turns keep their order
+while other students do not wait behind them; the batch is confirmed once all of it
+was handled.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Hashable
 
 from telegram import Update
 from telegram.error import Conflict, InvalidToken, RetryAfter, TelegramError
@@ -25,14 +31,26 @@ __all__ = ["Poller"]
 log = logging.getLogger(__name__)
 POLL_TIMEOUT_SECONDS = 25
 ERROR_PAUSE_SECONDS = (1.0, 2.0, 5.0, 10.0)
+CONCURRENCY = 32
+
+
+def order_key(update: Update) -> Hashable:
+    """Updates with the same key are handled in order: the chat, else the user, else all together."""
+    if update.effective_chat is not None:
+        return ("chat", update.effective_chat.id)
+    if update.effective_user is not None:
+        return ("user", update.effective_user.id)
+    return ("any",)
 
 
 class Poller:
     """getUpdates -> process each update in order -> confirm; until stopped."""
 
-    def __init__(self, app: Application, *, timeout: int = POLL_TIMEOUT_SECONDS) -> None:  # type: ignore[type-arg]
+    def __init__(self, app: Application, *, timeout: int = POLL_TIMEOUT_SECONDS,  # type: ignore[type-arg]
+                 concurrency: int = CONCURRENCY) -> None:
         self.app = app
         self.timeout = timeout
+        self._slots = asyncio.Semaphore(concurrency)
         self.offset: int | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -67,7 +85,18 @@ class Poller:
                 await asyncio.sleep(pause)
                 continue
             failures = 0
-            for update in updates:
+            if updates:
+                await self._handle_batch(updates)
+                self.offset = updates[-1].update_id + 1
+
+    async def _handle_batch(self, updates: list[Update]) -> None:
+        chains: dict[Hashable, list[Update]] = {}
+        for update in updates:
+            chains.setdefault(order_key(update), []).append(update)
+        await asyncio.gather(*(self._handle_chain(chain) for chain in chains.values()))
+
+    async def _handle_chain(self, chain: list[Update]) -> None:
+        for update in chain:
+            async with self._slots:
                 # process_update hands a handler's error to the error handlers, never raises it.
                 await self.app.process_update(update)
-                self.offset = update.update_id + 1

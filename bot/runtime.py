@@ -26,6 +26,8 @@ __all__ = ["BotRuntime", "RuntimeUser", "build_application", "file_base_url", "r
 
 log = logging.getLogger(__name__)
 MEMBER_CACHE_SECONDS = 60.0
+CONNECTION_POOL_SIZE = 64
+POOL_TIMEOUT_SECONDS = 10.0
 _RUNTIMES: dict[int, BotRuntime] = {}
 
 # With max_retries=0 the limiter re-raises RetryAfter (we want it: the outbox row is
@@ -45,9 +47,13 @@ def file_base_url(api_base_url: str) -> str:
 def build_application(ctx: AppContext) -> Application:  # type: ignore[type-arg]
     telegram = ctx.settings.telegram
     assert telegram.token is not None
+    # One message per 1/rate seconds, not `rate` per second: aiolimiter's bucket holds
+    # `max_rate` tokens, so "30 per 1 s" sends a burst of 30 and then 30/s, which puts
+    # up to 60 into one sliding second, and Telegram answers 429 (seen on the stand-in).
+    rate = telegram.messages_per_second
     limiter = AIORateLimiter(
-        overall_max_rate=telegram.messages_per_second,
-        overall_time_period=1,
+        overall_max_rate=1 if rate > 0 else 0,
+        overall_time_period=1 / rate if rate > 0 else 0,
         group_max_rate=20,  # Telegram: about 20 messages a minute into one group
         group_time_period=60,
         max_retries=0,
@@ -58,6 +64,10 @@ def build_application(ctx: AppContext) -> Application:  # type: ignore[type-arg]
         .base_url(telegram.api_base_url)
         .base_file_url(file_base_url(telegram.api_base_url))
         .rate_limiter(limiter)
+        # PTB's default is one connection: the concurrent updates and outbox chains (bot.polling,
+        # core.serve) would queue for it, and past pool_timeout (1 s) fail with TimedOut.
+        .connection_pool_size(CONNECTION_POOL_SIZE)
+        .pool_timeout(POOL_TIMEOUT_SECONDS)
         .build()
     )
 
@@ -74,6 +84,10 @@ class BotRuntime:
         self._service: ConversationService | None = None
         self._staff_is_forum: bool | None = None
         self._members: dict[int, tuple[float, str]] = {}
+        # SQLite has one writer: engine turns of different chats run concurrently (bot.polling)
+        # but would fail each other with "database is locked" where a turn reads in a
+        # SAVEPOINT and then writes; on SQLite they take turns (PostgreSQL locks rows instead).
+        self.turn_lock: asyncio.Lock | None = asyncio.Lock() if ctx.engine.dialect.name == "sqlite" else None
 
     @property
     def bot(self):  # type: ignore[no-untyped-def]

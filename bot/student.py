@@ -3,8 +3,8 @@
 The engine runs in a worker thread (it is synchronous and touches the database) and
 queues its replies in the same commit as the new conversation state; the "telegram"
 drainer then sends them. A failed turn changes nothing (one unit of work), so the event
-is not marked handled: the turn is tried again a few times, and the student is told at
-once that something went wrong on our side.
+is not marked handled: the turn is tried again a few times, and only when every try
+failed is the student told that something went wrong on our side.
 """
 
 from __future__ import annotations
@@ -56,14 +56,20 @@ class StudentHandler:
     async def run(self, event: Event, update: Update) -> None:
         for attempt in range(ATTEMPTS):
             try:
-                await asyncio.to_thread(self.runtime.service.handle, event, queue_channel=CHANNEL)
+                if self.runtime.turn_lock is None:
+                    await asyncio.to_thread(self.runtime.service.handle, event, queue_channel=CHANNEL)
+                else:
+                    async with self.runtime.turn_lock:
+                        await asyncio.to_thread(self.runtime.service.handle, event, queue_channel=CHANNEL)
             except TRANSIENT as exc:
-                log.warning("turn %s failed (attempt %d/%d): %s", event.event_id, attempt + 1, ATTEMPTS,
-                            type(exc).__name__)
-                if attempt == 0:
-                    await self.apologise(update)
+                # The driver's own words ("database is locked"), never the statement and its parameters.
+                reason = getattr(exc, "orig", None) or exc
+                log.warning("turn %s failed (attempt %d/%d): %s: %s", event.event_id, attempt + 1, ATTEMPTS,
+                            type(exc).__name__, reason)
                 if attempt + 1 == ATTEMPTS:
+                    # Only now: a retry that succeeds would follow an apology with the answer.
                     log.error("turn %s given up after %d attempts", event.event_id, ATTEMPTS)
+                    await self.apologise(update)
                     return
                 await asyncio.sleep(BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)])
             except Exception:

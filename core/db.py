@@ -13,7 +13,7 @@ from alembic.config import Config
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-__all__ = ["alembic_config", "make_engine", "unit_of_work", "upgrade"]
+__all__ = ["alembic_config", "lock_for_write", "make_engine", "unit_of_work", "upgrade"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -38,6 +38,23 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def lock_for_write(session: Session) -> None:
+    """On SQLite, take the database's write lock now, at the start of a read-then-write unit.
+
+    SQLite's default (deferred) transaction reads from a snapshot and asks for the write
+    lock only at its first write; if another connection committed in between, that write
+    fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT), which busy_timeout
+    cannot wait out. BEGIN IMMEDIATE waits its turn (busy_timeout) before reading instead.
+    PostgreSQL needs nothing here: its units lock the rows they read (FOR UPDATE).
+    """
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    raw = connection.connection.dbapi_connection
+    if raw is not None and not raw.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @contextmanager

@@ -242,7 +242,8 @@ def handle_inbound(ctx: AppContext, session: Session, facts: InboundFacts, *, in
                             email_message_id=facts.message_id)
         return Outcome("processed", "follow-up escalated", thread.id)
     student = session.exec(
-        select(Student).where(sa.func.lower(Student.email) == facts.sender)
+        # The register stores addresses in lower case, so the plain index serves this lookup.
+        select(Student).where(Student.email == facts.sender)
     ).first()
     if facts.oversize:
         thread = box.open(student, escalate=True)

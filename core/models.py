@@ -129,7 +129,7 @@ class Student(SQLModel, table=True):
     pesel_masked: str | None = Field(default=None, max_length=16)
     first_name: str = Field(max_length=120)
     last_name: str = Field(max_length=120)
-    email: str = Field(max_length=254)
+    email: str = Field(max_length=254, index=True)
     study_level: str = Field(max_length=20)
     status: str = Field(max_length=20, index=True)
     els_number: str | None = Field(default=None, max_length=40, index=True)
@@ -306,7 +306,11 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime = _ts()
     sent_at: datetime | None = _ts(nullable=True)
 
-    __table_args__ = (sa.Index("ix_outbox_due", "status", "channel", "next_attempt_at"),)
+    __table_args__ = (
+        sa.Index("ix_outbox_due", "status", "channel", "next_attempt_at"),
+        # The mailbox's per-sender daily cap on automatic answers counts by recipient and day.
+        sa.Index("ix_outbox_recipient_created", "recipient", "created_at"),
+    )
 
 
 class ReminderLog(SQLModel, table=True):

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from core.db import lock_for_write
 from core.models import OutboxMessage, OutboxStatus
 from core.outgoing import OutgoingMessage
 from core.secrets_box import SecretBox
@@ -111,6 +112,8 @@ def claim_due(
     )
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
+    else:
+        lock_for_write(session)
     rows = list(session.exec(due).all())
     for row in rows:
         row.status = OutboxStatus.SENDING

@@ -1,6 +1,10 @@
 """`mleg serve`: the configured front-ends, one outbox drainer per channel, and the lifecycle jobs.
 
 The front-ends are found through entry points (core.plugins), so core never imports them.
+A sender that sets `concurrent_deliveries` above 1 (Telegram: each chat is its own
+conversation) is drained by recipient: the rows of one recipient go one after another in
+id order, up to that many recipients at a time; the sender's own limiter keeps the
+overall rate. Other senders (SMTP) are drained one row at a time.
 """
 
 from __future__ import annotations
@@ -9,15 +13,111 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections import deque
+
+from sqlmodel import Session
 
 from core import outbox
 from core.context import AppContext
+from core.models import OutboxMessage
+from core.outbox import DeliveryResult
 from core.plugins import ChannelSender, Frontend, load_channels, load_frontends
 
 __all__ = ["Server"]
 
 log = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 1.0
+CLAIM_BATCH = 50
+
+
+class _ByRecipient:
+    """Claims due rows and hands them to per-recipient chains, at most `width` chains at a time.
+
+    A row is claimed (leased) before it is queued here, so no other drainer takes it; a
+    recipient with a chain running gets its new rows appended to that chain, never a
+    second chain, so its messages keep their order and the sender's "wait behind an older
+    row" check never sees its own predecessor still in flight.
+    """
+
+    def __init__(self, ctx: AppContext, channel: str, sender: ChannelSender, width: int) -> None:
+        self.ctx, self.channel, self.sender, self.width = ctx, channel, sender, width
+        self._chains: dict[str, deque[OutboxMessage]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.progress = asyncio.Event()
+
+    @property
+    def queued(self) -> int:
+        return sum(len(chain) for chain in self._chains.values())
+
+    def _claim_rows(self, limit: int) -> list[OutboxMessage]:
+        with Session(self.ctx.engine, expire_on_commit=False) as session:
+            rows = outbox.claim_due(session, channel=self.channel, now=self.ctx.clock.now(), limit=limit)
+            session.commit()
+        return rows
+
+    async def claim(self) -> int:
+        """Claim what fits; returns how many rows were claimed."""
+        room = 2 * self.width - self.queued - len(self._tasks)
+        if room <= 0:
+            return 0
+        # In a worker thread, as every database call here: a write waiting for SQLite's lock
+        # (an engine turn committing) must not stall the event loop and every chat with it.
+        rows = await asyncio.to_thread(self._claim_rows, min(CLAIM_BATCH, room))
+        for row in rows:
+            chain = self._chains.get(row.recipient)
+            if chain is not None:
+                chain.append(row)
+                continue
+            self._chains[row.recipient] = deque([row])
+            task = asyncio.create_task(self._run_chain(row.recipient), name=f"drain-{self.channel}-chain")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(rows)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._tasks)
+
+    async def _run_chain(self, recipient: str) -> None:
+        chain = self._chains[recipient]
+        try:
+            while chain:
+                await self._deliver_one(chain.popleft())
+        finally:
+            del self._chains[recipient]
+            self.progress.set()
+
+    async def _deliver_one(self, row: OutboxMessage) -> None:
+        try:
+            message = outbox.open_body(self.ctx.box, row)
+        except Exception as exc:  # undecryptable: the secret changed; retrying cannot help
+            result = DeliveryResult(ok=False, error=f"cannot open body: {exc}", permanent=True)
+        else:
+            try:
+                result = await self.sender.deliver(row, message)
+            except Exception as exc:
+                result = DeliveryResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+        await asyncio.to_thread(self._record, row, result)
+
+    def _record(self, row: OutboxMessage, result: DeliveryResult) -> None:
+        now = self.ctx.clock.now()
+        with Session(self.ctx.engine, expire_on_commit=False) as session:
+            fresh = session.get(OutboxMessage, row.id)
+            if fresh is None:
+                return
+            if result.ok:
+                outbox.mark_sent(fresh, now, result.external_id)
+            elif result.permanent:
+                outbox.mark_failed(fresh, now, result.error or "permanent failure")
+            else:
+                outbox.mark_retry(fresh, now, result.error or "temporary failure", result.retry_after)
+            session.add(fresh)
+            session.commit()
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class Server:
@@ -40,6 +140,10 @@ class Server:
             self._loop.call_soon_threadsafe(event.set)
 
     async def _drain_forever(self, channel: str, sender: ChannelSender) -> None:
+        width = int(getattr(sender, "concurrent_deliveries", 1) or 1)
+        if width > 1:
+            await self._drain_by_recipient(channel, sender, width)
+            return
         wake = self._wake[channel]
         while not self._stopping.is_set():
             try:
@@ -53,6 +157,30 @@ class Server:
             wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), IDLE_POLL_SECONDS)
+
+    async def _drain_by_recipient(self, channel: str, sender: ChannelSender, width: int) -> None:
+        wake = self._wake[channel]
+        drainer = _ByRecipient(self.ctx, channel, sender, width)
+        try:
+            while not self._stopping.is_set():
+                wake.clear()
+                drainer.progress.clear()
+                try:
+                    claimed = await drainer.claim()
+                except Exception:
+                    log.exception("outbox drain of %s failed; retrying", channel)
+                    claimed = 0
+                if claimed:
+                    await asyncio.sleep(0)  # let the chains start before claiming more
+                    continue
+                waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(drainer.progress.wait())]
+                try:
+                    await asyncio.wait(waits, timeout=IDLE_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waits:
+                        waiter.cancel()
+        finally:
+            await drainer.stop()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

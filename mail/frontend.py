@@ -42,6 +42,7 @@ _UID = re.compile(rb"UID (\d+)")
 HEAD_BYTES = 256 * 1024
 MAX_BACKOFF = 300.0
 COMMAND_TIMEOUT = 60.0
+GREETING_TIMEOUT = 10.0
 # Messages per UID FETCH, and the most body bytes one FETCH may bring in (25 MB mails come alone).
 FETCH_BATCH = 50
 FETCH_BATCH_BYTES = 4 * 1024 * 1024
@@ -65,6 +66,28 @@ def _ok(response: aioimaplib.Response, what: str) -> aioimaplib.Response:
     if response.result != "OK":
         raise ImapError(f"{what}: {response.result} {response.lines[-1:]!r}")
     return response
+
+
+def _fail_fast_on_connection_loss(imap: aioimaplib.IMAP4) -> None:
+    """End every waiting command the moment the server drops the connection.
+
+    aioimaplib only logs a lost connection: a command in flight (a FETCH when Dovecot
+    restarts) then waits out its whole timeout, and later commands are written into the
+    closed socket and wait too. Closing them with BYE and moving the protocol to LOGOUT
+    (where aioimaplib refuses further commands at once) lets the reader reconnect now.
+    """
+    protocol = imap.protocol
+
+    def lost(_exc: Exception | None) -> None:
+        waiting = list(protocol.pending_async_commands.values())
+        if protocol.pending_sync_command is not None:
+            waiting.append(protocol.pending_sync_command)
+        for command in waiting:
+            command.close(b"connection lost", "BYE")
+        protocol.state = aioimaplib.LOGOUT
+        protocol.idle_queue.put_nowait([b"connection lost"])  # wakes a wait_server_push in IDLE
+
+    protocol.conn_lost_cb = lost
 
 
 def _literals(response: aioimaplib.Response) -> list[bytes]:
@@ -101,7 +124,10 @@ class MailFrontend:
                                                           ssl_context=context)
         else:
             imap = aioimaplib.IMAP4(host=s.host or "", port=s.port, timeout=COMMAND_TIMEOUT)
-        await imap.wait_hello_from_server()
+        _fail_fast_on_connection_loss(imap)
+        # aioimaplib waits for the greeting on a state condition that a lost connection never
+        # wakes; a server greets at once, so a short deadline here means "not answering".
+        await asyncio.wait_for(imap.wait_hello_from_server(), GREETING_TIMEOUT)
         password = s.password.get_secret_value() if s.password else ""
         _ok(await imap.login(s.username or "", password), "LOGIN")
         return imap
@@ -306,7 +332,8 @@ class MailFrontend:
                 log.exception("support mailbox reader stopped: configuration")
                 return
             except Exception as exc:
-                log.warning("support mailbox: %s: %s; reconnecting in %.0f s", type(exc).__name__, exc, backoff)
+                log.warning("support mailbox: %s: %s; reconnecting in %.0f s", type(exc).__name__,
+                            exc or "no answer in time", backoff)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(MAX_BACKOFF, backoff * 2)

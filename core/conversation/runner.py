@@ -22,7 +22,7 @@ from core.conversation import ops
 from core.conversation.engine import EngineConfig, step
 from core.conversation.events import Event, Reply
 from core.conversation.state import ConversationState
-from core.db import unit_of_work
+from core.db import lock_for_write, unit_of_work
 from core.eligibility import Policy, check_eligibility
 from core.errors import ConflictError, EligibilityError, RateLimitedError
 from core.faq import Faq
@@ -289,6 +289,8 @@ class ConversationService:
             Conversation.channel == event.channel, Conversation.account_id == event.account_id)
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update()  # one event of an account at a time
+        else:
+            lock_for_write(session)
         row = session.exec(query).first()
         if row is None:
             now = self.ctx.clock.now()

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 06:26:54.711058
+Create Date: 2026-11-25 06:38:04.888514
 """
 
 from collections.abc import Sequence
@@ -127,6 +127,7 @@ def upgrade() -> None:
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_outbox_credential_id'), ['credential_id'], unique=False)
         batch_op.create_index('ix_outbox_due', ['status', 'channel', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_outbox_recipient_created', ['recipient', 'created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_outbox_student_id'), ['student_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_outbox_thread_id'), ['thread_id'], unique=False)
 
@@ -151,6 +152,7 @@ def upgrade() -> None:
     with op.batch_alter_table('student', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_student_album'), ['album'], unique=True)
         batch_op.create_index(batch_op.f('ix_student_els_number'), ['els_number'], unique=False)
+        batch_op.create_index(batch_op.f('ix_student_email'), ['email'], unique=False)
         batch_op.create_index(batch_op.f('ix_student_pesel_hash'), ['pesel_hash'], unique=True)
         batch_op.create_index(batch_op.f('ix_student_status'), ['status'], unique=False)
 
@@ -349,6 +351,7 @@ def downgrade() -> None:
     with op.batch_alter_table('student', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_student_status'))
         batch_op.drop_index(batch_op.f('ix_student_pesel_hash'))
+        batch_op.drop_index(batch_op.f('ix_student_email'))
         batch_op.drop_index(batch_op.f('ix_student_els_number'))
         batch_op.drop_index(batch_op.f('ix_student_album'))
 
@@ -356,6 +359,7 @@ def downgrade() -> None:
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_outbox_thread_id'))
         batch_op.drop_index(batch_op.f('ix_outbox_student_id'))
+        batch_op.drop_index('ix_outbox_recipient_created')
         batch_op.drop_index('ix_outbox_due')
         batch_op.drop_index(batch_op.f('ix_outbox_credential_id'))
 

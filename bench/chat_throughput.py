@@ -1,0 +1,286 @@
+"""Benchmark P1: updates per second of the full bot on the Bot API stand-in, next to a bare PTB echo bot.
+
+    .venv/bin/python -m bench.chat_throughput [--chats 500] [--concurrency 100]
+
+The full bot is `mleg serve` in this process (core.serve.Server with the real
+TelegramFrontend, conversation engine, SQLite, outbox and "telegram" sender), as in
+tests/bot_harness.py. Every chat makes the start of a journey: /start, then the
+language button, then "accept the terms" (three updates, each waiting for the reply
+that carries the next button). The baseline is a bare python-telegram-bot Application
+(PTB's own Updater polling the same stand-in, one MessageHandler that echoes with
+`reply_text`) receiving the same number of updates the same way (three texts per
+chat). `--concurrency` chats journey at once, each one strictly turn by turn.
+
+Rate limits are off in the stand-in and our own caps are lifted (messages_per_second
+and messages_per_chat_per_second at 10,000), so this measures the bot, not Telegram's
+limits (those are P4, bench/reminder_delivery.py). The stand-in and the students
+driving it run in a child process (they are Telegram's side of the wire and must not
+share the bot's interpreter lock). Latency of an update: from pushing it into the
+stand-in to the first sendMessage the stand-in answered in that chat.
+Prints absolute figures and the ratio to the echo bot measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, suppress
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from telegram import Update
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
+
+from core import serve
+from core.clock import SystemClock
+from core.context import AppContext
+from core.db import make_engine, upgrade
+from tests.conftest import SeededRandom, make_settings
+from tests.servers.botapi import BotApiStandIn
+
+FIRST_CHAT = 700_000
+UNCAPPED = 10_000.0
+
+
+@dataclass
+class Watcher:
+    """Follows the stand-in's answered sendMessage calls: per chat, their times and buttons."""
+
+    api: BotApiStandIn
+    seen: int = 0
+    times: dict[int, list[float]] = field(default_factory=dict)
+    buttons: dict[int, list[tuple[int, set[str]]]] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def scan(self) -> None:
+        calls = self.api.calls("sendMessage")
+        for call in calls[self.seen:]:
+            if not call.ok:
+                continue
+            chat = int(call.params["chat_id"])
+            self.times.setdefault(chat, []).append(call.at)
+            markup = call.params.get("reply_markup") or {}
+            data = {b.get("callback_data", "") for row in markup.get("inline_keyboard", []) for b in row}
+            self.buttons.setdefault(chat, []).append((int(call.response["result"]["message_id"]), data))
+        if len(calls) > self.seen:
+            self.seen = len(calls)
+            self.changed.set()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.to_thread(self.scan)
+            await asyncio.sleep(0.002)
+
+    async def until(self, predicate: Callable[[], Any], timeout: float = 60.0) -> Any:  # noqa: ASYNC109
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError("no reply in time")
+            self.changed.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), max(0.0, deadline - time.monotonic()))
+
+    def count(self, chat: int) -> int:
+        return len(self.times.get(chat, []))
+
+    def button(self, chat: int, data: str) -> int | None:
+        for message_id, found in reversed(self.buttons.get(chat, [])):
+            if data in found:
+                return message_id
+        return None
+
+
+Step = Callable[[BotApiStandIn, Watcher, int], Awaitable[float]]
+
+
+async def _text_step(api: BotApiStandIn, watcher: Watcher, chat: int, text: str) -> float:
+    before = watcher.count(chat)
+    pushed = time.time()
+    if text.startswith("/"):
+        api.push_command(chat, chat, text)
+    else:
+        api.push_text(chat, chat, text)
+    await watcher.until(lambda: watcher.count(chat) > before)
+    return watcher.times[chat][before] - pushed
+
+
+async def _press_step(api: BotApiStandIn, watcher: Watcher, chat: int, data: str) -> float:
+    message_id = await watcher.until(lambda: watcher.button(chat, data))
+    before = watcher.count(chat)
+    pushed = time.time()
+    api.push_callback(chat, chat, data, message_id)
+    await watcher.until(lambda: watcher.count(chat) > before)
+    return watcher.times[chat][before] - pushed
+
+
+async def _journeys(api: BotApiStandIn, chats: int, concurrency: int, steps: list[Step]) -> tuple[float, list[float]]:
+    watcher = Watcher(api)
+    watch = asyncio.create_task(watcher.run())
+    latencies: list[float] = []
+    gate = asyncio.Semaphore(concurrency)
+
+    async def journey(chat: int) -> None:
+        async with gate:
+            for step in steps:
+                latencies.append(await step(api, watcher, chat))
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(journey(FIRST_CHAT + i) for i in range(chats)))
+    finally:
+        elapsed = time.perf_counter() - started
+        watch.cancel()
+    return elapsed, latencies
+
+
+def _bot_steps() -> list[Step]:
+    async def start(api: BotApiStandIn, w: Watcher, chat: int) -> float:
+        return await _text_step(api, w, chat, "/start")
+
+    async def language(api: BotApiStandIn, w: Watcher, chat: int) -> float:
+        return await _press_step(api, w, chat, "lang:pl")
+
+    async def terms(api: BotApiStandIn, w: Watcher, chat: int) -> float:
+        return await _press_step(api, w, chat, "terms:accept")
+
+    return [start, language, terms]
+
+
+def _echo_steps() -> list[Step]:
+    async def say(api: BotApiStandIn, w: Watcher, chat: int) -> float:
+        return await _text_step(api, w, chat, "hello")
+
+    return [say, say, say]
+
+
+def _full_bot(tmp: Path, token: str, base_url: str) -> AbstractAsyncContextManager[Any]:
+    from contextlib import asynccontextmanager
+
+    from bot.channel import make_telegram_channel
+    from bot.frontend import TelegramFrontend
+
+    url = f"sqlite:///{tmp / 'bench.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    settings = make_settings(tmp, database_url=url, telegram={
+        "token": token, "api_base_url": base_url,
+        "messages_per_second": UNCAPPED, "messages_per_chat_per_second": UNCAPPED,
+    })
+    ctx = AppContext(settings=settings, engine=engine, clock=SystemClock(), random=SeededRandom())
+
+    @asynccontextmanager
+    async def running() -> Any:
+        sender = make_telegram_channel(ctx)
+        assert sender is not None
+        server = serve.Server(ctx, run_jobs=False)
+        with mock.patch.object(serve, "load_channels", lambda _ctx: {"telegram": sender}), \
+                mock.patch.object(serve, "load_frontends", lambda _ctx: [TelegramFrontend(ctx)]):
+            await server.start()
+        try:
+            yield server
+        finally:
+            await server.stop()
+            engine.dispose()
+
+    return running()
+
+
+def _echo_bot(token: str, base_url: str) -> AbstractAsyncContextManager[Any]:
+    from contextlib import asynccontextmanager
+
+    async def echo(update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert update.message is not None
+        await update.message.reply_text(update.message.text or "?")
+
+    @asynccontextmanager
+    async def running() -> Any:
+        app: Application = ApplicationBuilder().token(token).base_url(base_url).build()  # type: ignore[type-arg]
+        app.add_handler(MessageHandler(filters.ALL, echo))
+        async with app:
+            assert app.updater is not None
+            await app.updater.start_polling(poll_interval=0.0, timeout=10)
+            await app.start()
+            try:
+                yield app
+            finally:
+                await app.updater.stop()
+                await app.stop()
+
+    return running()
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def _load_generator(conn: Connection, kind: str, chats: int, concurrency: int) -> None:
+    """The child process: the stand-in plus the students driving it (Telegram's side of the wire)."""
+    with BotApiStandIn() as api:
+        conn.send((api.token, api.base_url))
+        conn.recv()  # the bot is up
+        steps = _bot_steps() if kind == "full" else _echo_steps()
+        conn.send(asyncio.run(_journeys(api, chats, concurrency, steps)))
+        conn.recv()  # the bot has stopped
+
+
+async def _measure(kind: str, tmp: Path, chats: int, concurrency: int) -> tuple[float, list[float]]:
+    """Telegram's side runs in a child process, so the stand-in does not share the bot's interpreter (GIL)."""
+    parent, child = multiprocessing.get_context("spawn").Pipe()
+    process = multiprocessing.get_context("spawn").Process(
+        target=_load_generator, args=(child, kind, chats, concurrency), daemon=True)
+    process.start()
+    try:
+        token, base_url = await asyncio.to_thread(parent.recv)
+        bot = _full_bot(tmp, token, base_url) if kind == "full" else _echo_bot(token, base_url)
+        async with bot:
+            parent.send("go")
+            elapsed, latencies = await asyncio.to_thread(parent.recv)
+        parent.send("stop")
+    finally:
+        process.join(timeout=30)
+        if process.is_alive():
+            process.kill()
+    return elapsed, latencies
+
+
+async def run(chats: int, concurrency: int, only_full: bool = False) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        if only_full:  # for a profiler
+            elapsed, latencies = await _measure("full", Path(tmp), chats, concurrency)
+            print(f"full bot: {len(latencies)} updates in {elapsed:.2f} s, {len(latencies) / elapsed:.1f} updates/s")
+            return
+        echo_time, echo_lat = await _measure("echo", Path(tmp), chats, concurrency)
+        full_time, full_lat = await _measure("full", Path(tmp), chats, concurrency)
+    echo_rate, full_rate = len(echo_lat) / echo_time, len(full_lat) / full_time
+    print(f"chat throughput, {chats} chats x 3 updates, {concurrency} chats at once, stand-in without limits:")
+    for name, n, elapsed, rate, lat in (("bare PTB echo bot", len(echo_lat), echo_time, echo_rate, echo_lat),
+                                        ("full bot (serve) ", len(full_lat), full_time, full_rate, full_lat)):
+        print(f"  {name}  {n:6d} updates {elapsed:7.2f} s {rate:8.1f} updates/s   latency p50 "
+              f"{_quantile(lat, 0.5) * 1000:7.1f} ms  p99 {_quantile(lat, 0.99) * 1000:7.1f} ms")
+    print(f"  ratio full/echo    {full_rate / echo_rate:5.2f}   (target >= 0.5)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chats", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--only-full", action="store_true", help="skip the echo bot (to profile the full one)")
+    args, _ = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(run(args.chats, args.concurrency, args.only_full))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Fault injection on the Telegram side: `mleg serve` killed -9 mid-journeys, 429 storms, Telegram down.
+
+Scaled to the time budget (the issue asks for 20 kills during 200 journeys): here 6 kills
+at random moments while 40 students journey at once (/start to a queued activation
+e-mail, 8 updates each), then a second test with a 429 storm and the stand-in stopped
+for a few seconds and started again on the same port. After each: every journey
+completes (every student bound, an activation e-mail queued to the register address),
+and nothing is answered twice: each chat got exactly its outbox rows, every row sent;
+the only extra a kill may cause is one row sent again (sent, then killed before the
+commit), at most one per kill and none without kills.
+
+A row a killed process had leased stays leased for core.outbox.LEASE (5 minutes) before
+another drainer may take it; the test stands in for those minutes by expiring the dead
+process's leases before the restart (the process is dead, so nothing else holds them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from core.context import AppContext
+from core.db import make_engine, unit_of_work
+from core.models import ChatLink, OutboxMessage, OutboxStatus, Student
+from core.outbox import open_body
+from tests.conftest import TEST_SECRET, add_student, make_settings
+from tests.servers.botapi import BotApiStandIn
+from tests.test_bot_serve_e2e import ServeProcess, _closed_port
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
+FIRST_CHAT = 910_000
+STEP_TIMEOUT = 60.0
+
+
+@pytest.fixture
+def api() -> Iterator[BotApiStandIn]:
+    with BotApiStandIn() as standin:
+        yield standin
+
+
+class Deployment:
+    """`mleg serve` as a subprocess on a migrated SQLite file, with students in the register."""
+
+    def __init__(self, tmp_path: Path, sqlite_url: str, api: BotApiStandIn) -> None:
+        self.api = api
+        self.ctx = AppContext(settings=make_settings(tmp_path, database_url=sqlite_url), engine=make_engine(sqlite_url))
+        env = {**os.environ, "MLEG_MODE": "production", "MLEG_SECRET_KEY": TEST_SECRET,
+               "MLEG_DATABASE_URL": sqlite_url, "MLEG_VAR_DIR": str(tmp_path / "var"),
+               "MLEG_TELEGRAM__TOKEN": api.token, "MLEG_TELEGRAM__API_BASE_URL": api.base_url,
+               "MLEG_TELEGRAM__MESSAGES_PER_CHAT_PER_SECOND": "100",
+               "MLEG_SMTP__HOST": "127.0.0.1", "MLEG_SMTP__PORT": str(_closed_port()), "MLEG_SMTP__SECURITY": "none"}
+        self.log = tmp_path / "serve.log"
+        self.serve = ServeProcess(env, self.log)
+
+    def students(self, count: int) -> list[tuple[Student, str]]:
+        with unit_of_work(self.ctx.engine) as session:
+            return [add_student(session, self.ctx.box) for _ in range(count)]
+
+    def expire_dead_leases(self) -> None:
+        with Session(self.ctx.engine) as session:
+            session.execute(sa.update(OutboxMessage).where(col(OutboxMessage.status) == OutboxStatus.SENDING)
+                            .values(lease_until=datetime.now(UTC)))
+            session.commit()
+
+    def kill_and_restart(self) -> None:
+        self.serve.kill()
+        self.expire_dead_leases()
+        self.serve.start()
+
+    def binding_code(self, student_id: int) -> str | None:
+        with Session(self.ctx.engine) as session:
+            rows = session.exec(select(OutboxMessage).where(
+                OutboxMessage.kind == "binding-code", OutboxMessage.student_id == student_id,
+            ).order_by(col(OutboxMessage.id))).all()
+            if not rows:
+                return None
+            match = re.search(r"\b(\d{6})\b", open_body(self.ctx.box, rows[-1]).text)
+            return match.group(1) if match else None
+
+
+async def _until(predicate: Any, what: str, timeout: float = STEP_TIMEOUT) -> Any:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(predicate)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.1)
+
+
+async def journey(d: Deployment, chat: int, student: Student, pesel: str) -> None:
+    """/start to "Wniosek przyjęty", each step waiting for what the student needs for the next one."""
+    api = d.api
+
+    def texts() -> str:
+        return "\n".join(m.plain_text or "" for m in api.sent_messages(chat))
+
+    def button(data: str) -> int | None:
+        for message in reversed(api.sent_messages(chat)):
+            if any(b.get("callback_data") == data for b in message.buttons):
+                return message.message_id
+        return None
+
+    async def press(data: str) -> None:
+        message_id = await _until(lambda: button(data), f"chat {chat}: button {data}")
+        api.push_callback(chat, chat, data, message_id)
+
+    async def say_when(text: str, needle: str) -> None:
+        await _until(lambda: needle in texts(), f"chat {chat}: {needle!r}")
+        api.push_text(chat, chat, text)
+
+    api.push_command(chat, chat, "/start")
+    await press("lang:pl")
+    await press("terms:accept")
+    await say_when(pesel, "PESEL")
+    await say_when(student.album, "album")
+    code = await _until(lambda: d.binding_code(student.id or 0), f"chat {chat}: binding code")
+    await say_when(code, "@student.example.edu.pl")
+    await press("menu:request")
+    await press("confirm:yes")
+    await _until(lambda: "Wniosek przyjęty" in texts(), f"chat {chat}: request accepted")
+
+
+def assert_nothing_lost_nothing_doubled(d: Deployment, chats: dict[int, Student], *, max_resends: int) -> int:
+    """Every journey complete, every outbox row sent, no reply doubled; returns the resends seen.
+
+    A resend is the one thing a kill -9 may cause: the process sent a message and died
+    before committing "sent", so the next process sends that row again (Telegram has no
+    idempotency key to stop it). It shows as the same message twice in a row, at most one
+    per kill; anything else (a second different answer, a lost row) fails.
+    """
+    with Session(d.ctx.engine) as session:
+        links = {int(link.account_id): link.student_id for link in session.exec(select(ChatLink)).all()}
+        activations = session.exec(select(OutboxMessage).where(OutboxMessage.kind == "activation")).all()
+        rows = session.exec(select(OutboxMessage).where(OutboxMessage.channel == "telegram")).all()
+    assert links == {chat: s.id for chat, s in chats.items()}, "every student ends bound"
+    assert sorted(r.recipient for r in activations) == sorted(s.email for s in chats.values())
+    per_chat: dict[str, list[OutboxMessage]] = {}
+    for row in rows:
+        per_chat.setdefault(row.recipient, []).append(row)
+    resends = 0
+    for chat in chats:
+        sent = d.api.sent_messages(chat)
+        mine = per_chat[str(chat)]
+        assert {r.status for r in mine} == {"sent"}, f"chat {chat}: rows left {[r.status for r in mine]}"
+        texts = [m.plain_text for m in sent]
+        distinct = [text for i, text in enumerate(texts) if i == 0 or text != texts[i - 1]]
+        assert len(distinct) == len(mine), (f"chat {chat}: {len(distinct)} distinct messages for {len(mine)} "
+                                            f"outbox rows: {[(t or '')[:40] for t in texts]}")
+        resends += len(texts) - len(distinct)
+    assert resends <= max_resends, f"{resends} messages sent twice, more than {max_resends}"
+    return resends
+
+
+async def test_kill_9_during_concurrent_journeys(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:
+    d = Deployment(tmp_path, sqlite_url, api)
+    students = d.students(40)
+    chats = {FIRST_CHAT + i: s for i, (s, _) in enumerate(students)}
+    rng = random.Random(20260401)
+    d.serve.start()
+    kills = 0
+    try:
+        await api.await_calls("deleteWebhook", 1, timeout=30)
+        journeys = asyncio.gather(*(journey(d, FIRST_CHAT + i, s, p) for i, (s, p) in enumerate(students)))
+        for _ in range(6):
+            await asyncio.sleep(rng.uniform(0.3, 2.0))
+            if journeys.done():
+                break
+            await asyncio.to_thread(d.kill_and_restart)
+            kills += 1
+        await asyncio.wait_for(journeys, 150)
+        await _until(lambda: not [r for r in _telegram_rows(d) if r.status != "sent"], "outbox drained")
+        assert d.serve.kill(signal.SIGTERM) == 0
+    finally:
+        if d.serve.proc is not None:
+            d.serve.kill()
+    assert kills >= 3, "the journeys outran the kills"
+    assert_nothing_lost_nothing_doubled(d, chats, max_resends=kills)
+    d.ctx.engine.dispose()
+
+
+def _telegram_rows(d: Deployment) -> list[OutboxMessage]:
+    with Session(d.ctx.engine) as session:
+        return list(session.exec(select(OutboxMessage).where(OutboxMessage.channel == "telegram")).all())
+
+
+async def test_429_storm_and_telegram_down(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:
+    d = Deployment(tmp_path, sqlite_url, api)
+    students = d.students(12)
+    chats = {FIRST_CHAT + i: s for i, (s, _) in enumerate(students)}
+    d.serve.start()
+    try:
+        await api.await_calls("deleteWebhook", 1, timeout=30)
+        journeys = asyncio.gather(*(journey(d, FIRST_CHAT + i, s, p) for i, (s, p) in enumerate(students)))
+        await asyncio.sleep(1.0)
+        api.force_retry_after(count=15, retry_after=1)  # every sendX and answerCallbackQuery, for a while
+        await asyncio.sleep(2.0)
+        port = api.port
+        await asyncio.to_thread(api.restart, down_seconds=4.0)  # Telegram down, then back on the same port
+        assert api.port == port
+        await asyncio.wait_for(journeys, 120)
+        await _until(lambda: not [r for r in _telegram_rows(d) if r.status != "sent"], "outbox drained")
+        assert api.too_many_requests_sent >= 1
+        assert d.serve.kill(signal.SIGTERM) == 0
+    finally:
+        if d.serve.proc is not None:
+            d.serve.kill()
+    assert_nothing_lost_nothing_doubled(d, chats, max_resends=0)
+    d.ctx.engine.dispose()
