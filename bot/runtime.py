@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from telegram.error import TelegramError
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 MEMBER_CACHE_SECONDS = 60.0
 CONNECTION_POOL_SIZE = 64
 POOL_TIMEOUT_SECONDS = 10.0
+TURN_THREADS = 8
 _RUNTIMES: dict[int, BotRuntime] = {}
 
 # With max_retries=0 the limiter re-raises RetryAfter (we want it: the outbox row is
@@ -84,10 +86,11 @@ class BotRuntime:
         self._service: ConversationService | None = None
         self._staff_is_forum: bool | None = None
         self._members: dict[int, tuple[float, str]] = {}
-        # SQLite has one writer: engine turns of different chats run concurrently (bot.polling)
-        # but would fail each other with "database is locked" where a turn reads in a
-        # SAVEPOINT and then writes; on SQLite they take turns (PostgreSQL locks rows instead).
-        self.turn_lock: asyncio.Lock | None = asyncio.Lock() if ctx.engine.dialect.name == "sqlite" else None
+        # Engine turns get threads of their own, so they never queue behind the outbox's
+        # database calls in the loop's shared pool. SQLite has one writer: one thread, turns
+        # one after another; PostgreSQL locks a conversation's row, so chats run side by side.
+        sqlite = ctx.engine.dialect.name == "sqlite"
+        self.turns = ThreadPoolExecutor(max_workers=1 if sqlite else TURN_THREADS, thread_name_prefix="mleg-turn")
 
     @property
     def bot(self):  # type: ignore[no-untyped-def]
@@ -115,6 +118,7 @@ class BotRuntime:
             if self._users > 0:
                 return
             _RUNTIMES.pop(id(self.ctx), None)
+            self.turns.shutdown(wait=False)
             if self._initialized:
                 self._initialized = False
                 await self.app.shutdown()

@@ -10,6 +10,7 @@ failed is the student told that something went wrong on our side.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -56,11 +57,8 @@ class StudentHandler:
     async def run(self, event: Event, update: Update) -> None:
         for attempt in range(ATTEMPTS):
             try:
-                if self.runtime.turn_lock is None:
-                    await asyncio.to_thread(self.runtime.service.handle, event, queue_channel=CHANNEL)
-                else:
-                    async with self.runtime.turn_lock:
-                        await asyncio.to_thread(self.runtime.service.handle, event, queue_channel=CHANNEL)
+                turn = functools.partial(self.runtime.service.handle, event, queue_channel=CHANNEL)
+                await asyncio.get_running_loop().run_in_executor(self.runtime.turns, turn)
             except TRANSIENT as exc:
                 # The driver's own words ("database is locked"), never the statement and its parameters.
                 reason = getattr(exc, "orig", None) or exc
