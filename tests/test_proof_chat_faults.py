@@ -1,8 +1,7 @@
 """Fault injection on the Telegram side: `mleg serve` killed -9 mid-journeys, 429 storms, Telegram down.
 
-Scaled to the time budget (the issue asks for 20 kills during 200 journeys): here 6 kills
-at random moments while 40 students journey at once (/start to a queued activation
-e-mail, 8 updates each), then a second test with a 429 storm and the stand-in stopped
+At the issue's scale: 20 kills at random moments while 200 students journey at once
+(/start to a queued activation e-mail, 8 updates each), then a second test with a 429 storm and the stand-in stopped
 for a few seconds and started again on the same port. After each: every journey
 completes (every student bound, an activation e-mail queued to the register address),
 and nothing is answered twice: each chat got exactly its outbox rows, every row sent;
@@ -39,7 +38,9 @@ from tests.conftest import TEST_SECRET, add_student, make_settings
 from tests.servers.botapi import BotApiStandIn
 from tests.test_bot_serve_e2e import ServeProcess, _closed_port
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
+JOURNEYS = 200
+KILLS = 20
 FIRST_CHAT = 910_000
 STEP_TIMEOUT = 60.0
 
@@ -167,7 +168,7 @@ def assert_nothing_lost_nothing_doubled(d: Deployment, chats: dict[int, Student]
 
 async def test_kill_9_during_concurrent_journeys(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:
     d = Deployment(tmp_path, sqlite_url, api)
-    students = d.students(40)
+    students = d.students(JOURNEYS)
     chats = {FIRST_CHAT + i: s for i, (s, _) in enumerate(students)}
     rng = random.Random(20260401)
     d.serve.start()
@@ -175,20 +176,21 @@ async def test_kill_9_during_concurrent_journeys(api: BotApiStandIn, tmp_path: P
     try:
         await api.await_calls("deleteWebhook", 1, timeout=30)
         journeys = asyncio.gather(*(journey(d, FIRST_CHAT + i, s, p) for i, (s, p) in enumerate(students)))
-        for _ in range(6):
+        for _ in range(KILLS):
             await asyncio.sleep(rng.uniform(0.3, 2.0))
             if journeys.done():
                 break
             await asyncio.to_thread(d.kill_and_restart)
             kills += 1
-        await asyncio.wait_for(journeys, 150)
+        await asyncio.wait_for(journeys, 300)
         await _until(lambda: not [r for r in _telegram_rows(d) if r.status != "sent"], "outbox drained")
         assert d.serve.kill(signal.SIGTERM) == 0
     finally:
         if d.serve.proc is not None:
             d.serve.kill()
-    assert kills >= 3, "the journeys outran the kills"
-    assert_nothing_lost_nothing_doubled(d, chats, max_resends=kills)
+    assert kills >= KILLS // 2, "the journeys outran the kills"
+    resends = assert_nothing_lost_nothing_doubled(d, chats, max_resends=kills)
+    print(f"{len(chats)} journeys, {kills} kills -9: every journey complete, {resends} message(s) resent")
     d.ctx.engine.dispose()
 
 
