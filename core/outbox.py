@@ -26,6 +26,7 @@ __all__ = [
     "claim_due",
     "drain_once",
     "enqueue",
+    "enqueue_under_lock",
     "mark_failed",
     "mark_retry",
     "mark_sent",
@@ -80,6 +81,41 @@ def enqueue(
             select(OutboxMessage).where(OutboxMessage.idempotency_key == key)
         ).one()
     return row
+
+
+def enqueue_under_lock(
+    session: Session,
+    box: SecretBox,
+    messages: list[tuple[str, OutgoingMessage]],
+    *,
+    channel: str,
+    recipient: str,
+    kind: str,
+    now: datetime,
+    language: str = "pl",
+) -> None:
+    """Queue several (key, message) pairs once per key: one lookup, one insert batch.
+
+    Only for a caller that already holds the lock serialising these keys (a conversation
+    turn holds its conversation's row lock on PostgreSQL, SQLite's write lock on SQLite):
+    no one else can insert them meanwhile, so `enqueue`'s SAVEPOINT per row, which costs
+    more than the rest of a chat turn together, is not needed.
+    """
+    if not messages:
+        return
+    keys = [key for key, _ in messages]
+    existing = set(session.exec(
+        select(OutboxMessage.idempotency_key).where(col(OutboxMessage.idempotency_key).in_(keys))
+    ).all())
+    rows = [
+        {"idempotency_key": key, "channel": channel, "recipient": recipient, "kind": kind, "language": language,
+         "body": box.encrypt(message.to_json()), "status": OutboxStatus.PENDING.value, "attempts": 0,
+         "next_attempt_at": now, "created_at": now}
+        for key, message in messages if key not in existing
+    ]
+    if rows:
+        # A plain INSERT: building ORM objects (pydantic validation) cost more than the insert.
+        session.execute(sa.insert(OutboxMessage), rows)
 
 
 def open_body(box: SecretBox, row: OutboxMessage) -> OutgoingMessage:

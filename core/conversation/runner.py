@@ -301,15 +301,16 @@ class ConversationService:
         return row
 
     def _queue(self, session: Session, event: Event, replies: list[Reply], channel: str, language: str) -> None:
+        # _load took the conversation's lock, so enqueue_under_lock may skip per-row SAVEPOINTs.
         event_key = event.event_id or uuid.uuid4().hex
-        for index, reply in enumerate(replies):
-            message = OutgoingMessage(
-                text=reply.text,
-                buttons=[[Button(b.label, b.data) for b in row] for row in reply.buttons],
-            )
-            outbox.enqueue(session, self.ctx.box, key=f"reply:{channel}:{event.account_id}:{event_key}:{index}",
-                           channel=channel, recipient=event.account_id, kind="chat-reply", message=message,
-                           now=self.ctx.clock.now(), language=language)
+        messages = [
+            (f"reply:{channel}:{event.account_id}:{event_key}:{index}",
+             OutgoingMessage(text=reply.text,
+                             buttons=[[Button(b.label, b.data) for b in row] for row in reply.buttons]))
+            for index, reply in enumerate(replies)
+        ]
+        outbox.enqueue_under_lock(session, self.ctx.box, messages, channel=channel, recipient=event.account_id,
+                                  kind="chat-reply", now=self.ctx.clock.now(), language=language)
 
     def state_of(self, channel: str, account_id: str) -> ConversationState:
         with Session(self.ctx.engine) as session:
