@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -16,7 +19,7 @@ from core.jobs import run_due
 from core.jobs.leader import Leadership
 from core.jobs.scheduler import build_scheduler
 from core.models import Credential, JobRun, OutboxMessage, ReminderLog
-from tests.conftest import _truncate_all, add_student, build_ctx, make_settings
+from tests.conftest import TEST_SECRET, _truncate_all, add_student, build_ctx, make_settings
 from tests.test_jobs_helpers import at
 
 pytestmark = pytest.mark.postgres
@@ -108,3 +111,33 @@ def test_two_concurrent_runs_queue_each_reminder_once(two_instances: tuple[AppCo
     assert len(keys) == len(set(keys)) == 40 and len(logs) == 40
     assert all(k.endswith(":validity-14-2027-03-31") for k in keys)
     assert len(runs) == 2 and all(r.ok for r in runs)
+
+
+def _due_credentials(ctx: AppContext, count: int) -> None:
+    with unit_of_work(ctx.engine) as session:
+        for _ in range(count):
+            student, _ = add_student(session, ctx.box)
+            session.add(Credential(student_id=student.id or 0, state="active", policy="standalone",
+                                   valid_until=date(2027, 3, 31), created_at=ctx.clock.now(),
+                                   updated_at=ctx.clock.now()))
+
+
+def test_two_processes_running_the_jobs_at_once_queue_each_reminder_once(
+        two_instances: tuple[AppContext, AppContext], pg_url: str, tmp_path: Path) -> None:
+    """Two real processes (`mleg jobs run-once`, what a scheduler tick runs) started together."""
+    a, _ = two_instances
+    _due_credentials(a, 60)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLEG_")} | {
+        "MLEG_MODE": "production", "MLEG_SECRET_KEY": TEST_SECRET, "MLEG_DATABASE_URL": pg_url,
+        "MLEG_VAR_DIR": str(tmp_path / "var"), "MLEG_JOBS__BATCH_SIZE": "7",
+    }
+    command = [sys.executable, "-m", "core.cli", "jobs", "run-once", "--now", "2027-03-17T08:00:00+01:00"]
+    root = Path(__file__).resolve().parent.parent
+    processes = [subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                 for _ in range(2)]
+    outputs = [process.communicate(timeout=120)[0].decode() for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    with Session(a.engine) as session:
+        keys = session.exec(select(OutboxMessage.idempotency_key).where(OutboxMessage.kind == "reminder")).all()
+        logs = session.exec(select(ReminderLog)).all()
+    assert len(keys) == len(set(keys)) == 60 and len(logs) == 60
