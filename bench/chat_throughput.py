@@ -34,12 +34,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
 
-from core import serve
 from core.clock import SystemClock
 from core.context import AppContext
 from core.db import make_engine, upgrade
@@ -167,8 +165,7 @@ def _echo_steps() -> list[Step]:
 def _full_bot(tmp: Path, token: str, base_url: str) -> AbstractAsyncContextManager[Any]:
     from contextlib import asynccontextmanager
 
-    from bot.channel import make_telegram_channel
-    from bot.frontend import TelegramFrontend
+    from tests.bot_harness import running_bot
 
     url = f"sqlite:///{tmp / 'bench.db'}"
     engine = make_engine(url)
@@ -181,16 +178,10 @@ def _full_bot(tmp: Path, token: str, base_url: str) -> AbstractAsyncContextManag
 
     @asynccontextmanager
     async def running() -> Any:
-        sender = make_telegram_channel(ctx)
-        assert sender is not None
-        server = serve.Server(ctx, run_jobs=False)
-        with mock.patch.object(serve, "load_channels", lambda _ctx: {"telegram": sender}), \
-                mock.patch.object(serve, "load_frontends", lambda _ctx: [TelegramFrontend(ctx)]):
-            await server.start()
         try:
-            yield server
+            async with running_bot(ctx) as server:  # `mleg serve`'s Server with the Telegram parts only
+                yield server
         finally:
-            await server.stop()
             engine.dispose()
 
     return running()

@@ -71,7 +71,8 @@ def outbox_rows(ctx: AppContext, **where: Any) -> list[OutboxMessage]:
         return list(session.exec(query).all())
 
 
-async def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") -> Any:  # noqa: ASYNC109
+async def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition",  # noqa: ASYNC109
+                     interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = await asyncio.to_thread(predicate)
@@ -79,7 +80,7 @@ async def wait_until(predicate: Any, timeout: float = 5.0, what: str = "conditio
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(interval)
 
 
 class TgStudent:

@@ -20,7 +20,6 @@ import os
 import random
 import re
 import signal
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +33,7 @@ from core.context import AppContext
 from core.db import make_engine, unit_of_work
 from core.models import ChatLink, OutboxMessage, OutboxStatus, Student
 from core.outbox import open_body
+from tests.bot_harness import wait_until
 from tests.conftest import TEST_SECRET, add_student, make_settings
 from tests.servers.botapi import BotApiStandIn
 from tests.test_bot_serve_e2e import ServeProcess, _closed_port
@@ -43,6 +43,7 @@ JOURNEYS = 200
 KILLS = 20
 FIRST_CHAT = 910_000
 STEP_TIMEOUT = 60.0
+POLL = 0.1  # 200 journeys poll the database at once: not too often
 
 
 @pytest.fixture
@@ -91,15 +92,8 @@ class Deployment:
             return match.group(1) if match else None
 
 
-async def _until(predicate: Any, what: str, timeout: float = STEP_TIMEOUT) -> Any:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(predicate)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.1)
+async def until(predicate: Any, what: str) -> Any:
+    return await wait_until(predicate, STEP_TIMEOUT, what, interval=POLL)
 
 
 async def journey(d: Deployment, chat: int, student: Student, pesel: str) -> None:
@@ -116,11 +110,11 @@ async def journey(d: Deployment, chat: int, student: Student, pesel: str) -> Non
         return None
 
     async def press(data: str) -> None:
-        message_id = await _until(lambda: button(data), f"chat {chat}: button {data}")
+        message_id = await until(lambda: button(data), f"chat {chat}: button {data}")
         api.push_callback(chat, chat, data, message_id)
 
     async def say_when(text: str, needle: str) -> None:
-        await _until(lambda: needle in texts(), f"chat {chat}: {needle!r}")
+        await until(lambda: needle in texts(), f"chat {chat}: {needle!r}")
         api.push_text(chat, chat, text)
 
     api.push_command(chat, chat, "/start")
@@ -128,11 +122,11 @@ async def journey(d: Deployment, chat: int, student: Student, pesel: str) -> Non
     await press("terms:accept")
     await say_when(pesel, "PESEL")
     await say_when(student.album, "album")
-    code = await _until(lambda: d.binding_code(student.id or 0), f"chat {chat}: binding code")
+    code = await until(lambda: d.binding_code(student.id or 0), f"chat {chat}: binding code")
     await say_when(code, "@student.example.edu.pl")
     await press("menu:request")
     await press("confirm:yes")
-    await _until(lambda: "Wniosek przyjęty" in texts(), f"chat {chat}: request accepted")
+    await until(lambda: "Wniosek przyjęty" in texts(), f"chat {chat}: request accepted")
 
 
 def assert_nothing_lost_nothing_doubled(d: Deployment, chats: dict[int, Student], *, max_resends: int) -> int:
@@ -183,7 +177,7 @@ async def test_kill_9_during_concurrent_journeys(api: BotApiStandIn, tmp_path: P
             await asyncio.to_thread(d.kill_and_restart)
             kills += 1
         await asyncio.wait_for(journeys, 300)
-        await _until(lambda: not [r for r in _telegram_rows(d) if r.status != "sent"], "outbox drained")
+        await wait_until(lambda: _drained(d), STEP_TIMEOUT, "outbox drained")
         assert d.serve.kill(signal.SIGTERM) == 0
     finally:
         if d.serve.proc is not None:
@@ -192,6 +186,10 @@ async def test_kill_9_during_concurrent_journeys(api: BotApiStandIn, tmp_path: P
     resends = assert_nothing_lost_nothing_doubled(d, chats, max_resends=kills)
     print(f"{len(chats)} journeys, {kills} kills -9: every journey complete, {resends} message(s) resent")
     d.ctx.engine.dispose()
+
+
+def _drained(d: Deployment) -> bool:
+    return all(r.status == "sent" for r in _telegram_rows(d))
 
 
 def _telegram_rows(d: Deployment) -> list[OutboxMessage]:
@@ -214,7 +212,7 @@ async def test_429_storm_and_telegram_down(api: BotApiStandIn, tmp_path: Path, s
         await asyncio.to_thread(api.restart, down_seconds=4.0)  # Telegram down, then back on the same port
         assert api.port == port
         await asyncio.wait_for(journeys, 120)
-        await _until(lambda: not [r for r in _telegram_rows(d) if r.status != "sent"], "outbox drained")
+        await wait_until(lambda: _drained(d), STEP_TIMEOUT, "outbox drained")
         assert api.too_many_requests_sent >= 1
         assert d.serve.kill(signal.SIGTERM) == 0
     finally:
