@@ -23,6 +23,8 @@ from core.secrets_box import SecretBox
 
 __all__ = [
     "DeliveryResult",
+    "attempt",
+    "claim",
     "claim_due",
     "drain_once",
     "enqueue",
@@ -31,6 +33,7 @@ __all__ = [
     "mark_retry",
     "mark_sent",
     "open_body",
+    "record",
 ]
 
 MAX_ATTEMPTS = 12
@@ -146,10 +149,9 @@ def claim_due(
         .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
         .limit(limit)
     )
+    lock_for_write(session)  # SQLite: the write lock, as FOR UPDATE does on PostgreSQL
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
-    else:
-        lock_for_write(session)
     rows = list(session.exec(due).all())
     for row in rows:
         row.status = OutboxStatus.SENDING
@@ -203,6 +205,43 @@ class DeliveryResult:
 Deliver = Callable[[OutboxMessage, OutgoingMessage], Awaitable[DeliveryResult]]
 
 
+def claim(engine: Engine, *, channel: str, now: datetime, limit: int = 50) -> list[OutboxMessage]:
+    """`claim_due` in a transaction of its own, committed: the leases hold before any sending."""
+    with Session(engine, expire_on_commit=False) as session:
+        rows = claim_due(session, channel=channel, now=now, limit=limit)
+        session.commit()
+    return rows
+
+
+async def attempt(box: SecretBox, row: OutboxMessage, deliver: Deliver) -> DeliveryResult:
+    """Open a claimed row's body and hand it to the sender; any failure becomes a result."""
+    try:
+        message = open_body(box, row)
+    except Exception as exc:  # undecryptable: the secret changed; retrying cannot help
+        return DeliveryResult(ok=False, error=f"cannot open body: {exc}", permanent=True)
+    try:
+        return await deliver(row, message)
+    except Exception as exc:
+        return DeliveryResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+
+
+def record(engine: Engine, row_id: int | None, result: DeliveryResult, now: datetime) -> bool:
+    """Record one delivery's outcome in its own commit; False when the row is gone."""
+    with Session(engine, expire_on_commit=False) as session:
+        fresh = session.get(OutboxMessage, row_id)
+        if fresh is None:
+            return False
+        if result.ok:
+            mark_sent(fresh, now, result.external_id)
+        elif result.permanent:
+            mark_failed(fresh, now, result.error or "permanent failure")
+        else:
+            mark_retry(fresh, now, result.error or "temporary failure", result.retry_after)
+        session.add(fresh)
+        session.commit()
+    return True
+
+
 async def drain_once(
     engine: Engine,
     box: SecretBox,
@@ -213,30 +252,10 @@ async def drain_once(
     limit: int = 50,
 ) -> int:
     """Claim due rows (committed), deliver each, record each outcome in its own commit."""
-    with Session(engine, expire_on_commit=False) as session:
-        rows = claim_due(session, channel=channel, now=now(), limit=limit)
-        session.commit()
     delivered = 0
-    for row in rows:
-        try:
-            message = open_body(box, row)
-        except Exception as exc:  # undecryptable: the secret changed; retrying cannot help
-            result = DeliveryResult(ok=False, error=f"cannot open body: {exc}", permanent=True)
-        else:
-            try:
-                result = await deliver(row, message)
-            except Exception as exc:
-                result = DeliveryResult(ok=False, error=f"{type(exc).__name__}: {exc}")
-        with Session(engine, expire_on_commit=False) as session:
-            fresh = session.get(OutboxMessage, row.id)
-            assert fresh is not None
-            if result.ok:
-                mark_sent(fresh, now(), result.external_id)
-                delivered += 1
-            elif result.permanent:
-                mark_failed(fresh, now(), result.error or "permanent failure")
-            else:
-                mark_retry(fresh, now(), result.error or "temporary failure", result.retry_after)
-            session.add(fresh)
-            session.commit()
+    for row in claim(engine, channel=channel, now=now(), limit=limit):
+        result = await attempt(box, row, deliver)
+        recorded = record(engine, row.id, result, now())
+        assert recorded, f"outbox row {row.id} vanished while it was leased"
+        delivered += int(result.ok)
     return delivered

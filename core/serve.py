@@ -15,12 +15,9 @@ import logging
 import signal
 from collections import deque
 
-from sqlmodel import Session
-
 from core import outbox
 from core.context import AppContext
 from core.models import OutboxMessage
-from core.outbox import DeliveryResult
 from core.plugins import ChannelSender, Frontend, load_channels, load_frontends
 
 __all__ = ["Server"]
@@ -49,12 +46,6 @@ class _ByRecipient:
     def queued(self) -> int:
         return sum(len(chain) for chain in self._chains.values())
 
-    def _claim_rows(self, limit: int) -> list[OutboxMessage]:
-        with Session(self.ctx.engine, expire_on_commit=False) as session:
-            rows = outbox.claim_due(session, channel=self.channel, now=self.ctx.clock.now(), limit=limit)
-            session.commit()
-        return rows
-
     async def claim(self) -> int:
         """Claim what fits; returns how many rows were claimed."""
         room = 2 * self.width - self.queued - len(self._tasks)
@@ -62,7 +53,8 @@ class _ByRecipient:
             return 0
         # In a worker thread, as every database call here: a write waiting for SQLite's lock
         # (an engine turn committing) must not stall the event loop and every chat with it.
-        rows = await asyncio.to_thread(self._claim_rows, min(CLAIM_BATCH, room))
+        rows = await asyncio.to_thread(outbox.claim, self.ctx.engine, channel=self.channel,
+                                       now=self.ctx.clock.now(), limit=min(CLAIM_BATCH, room))
         for row in rows:
             chain = self._chains.get(row.recipient)
             if chain is not None:
@@ -74,10 +66,6 @@ class _ByRecipient:
             task.add_done_callback(self._tasks.discard)
         return len(rows)
 
-    @property
-    def busy(self) -> bool:
-        return bool(self._tasks)
-
     async def _run_chain(self, recipient: str) -> None:
         chain = self._chains[recipient]
         try:
@@ -88,31 +76,8 @@ class _ByRecipient:
             self.progress.set()
 
     async def _deliver_one(self, row: OutboxMessage) -> None:
-        try:
-            message = outbox.open_body(self.ctx.box, row)
-        except Exception as exc:  # undecryptable: the secret changed; retrying cannot help
-            result = DeliveryResult(ok=False, error=f"cannot open body: {exc}", permanent=True)
-        else:
-            try:
-                result = await self.sender.deliver(row, message)
-            except Exception as exc:
-                result = DeliveryResult(ok=False, error=f"{type(exc).__name__}: {exc}")
-        await asyncio.to_thread(self._record, row, result)
-
-    def _record(self, row: OutboxMessage, result: DeliveryResult) -> None:
-        now = self.ctx.clock.now()
-        with Session(self.ctx.engine, expire_on_commit=False) as session:
-            fresh = session.get(OutboxMessage, row.id)
-            if fresh is None:
-                return
-            if result.ok:
-                outbox.mark_sent(fresh, now, result.external_id)
-            elif result.permanent:
-                outbox.mark_failed(fresh, now, result.error or "permanent failure")
-            else:
-                outbox.mark_retry(fresh, now, result.error or "temporary failure", result.retry_after)
-            session.add(fresh)
-            session.commit()
+        result = await outbox.attempt(self.ctx.box, row, self.sender.deliver)
+        await asyncio.to_thread(outbox.record, self.ctx.engine, row.id, result, self.ctx.clock.now())
 
     async def stop(self) -> None:
         for task in list(self._tasks):

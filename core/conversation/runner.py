@@ -287,10 +287,9 @@ class ConversationService:
     def _load(self, session: Session, event: Event) -> Conversation:
         query = select(Conversation).where(
             Conversation.channel == event.channel, Conversation.account_id == event.account_id)
+        lock_for_write(session)  # SQLite: the write lock, as FOR UPDATE does on PostgreSQL
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update()  # one event of an account at a time
-        else:
-            lock_for_write(session)
         row = session.exec(query).first()
         if row is None:
             now = self.ctx.clock.now()
