@@ -27,6 +27,7 @@ __all__ = [
     "CredentialState",
     "GuessAttempt",
     "InboundMail",
+    "InboundMailRaw",
     "JobRun",
     "MailboxState",
     "OutboxMessage",
@@ -381,12 +382,24 @@ class InboundMail(SQLModel, table=True):
     message_id: str | None = Field(default=None, max_length=255, index=True)
     digest: str = Field(max_length=64, unique=True)
     size: int
-    raw: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary, nullable=True))
     status: str = Field(default="new", max_length=16, index=True)
     error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     thread_id: int | None = Field(default=None, index=True)
     received_at: datetime = _ts()
     processed_at: datetime | None = _ts(nullable=True)
+
+
+class InboundMailRaw(SQLModel, table=True):
+    """The bytes of an InboundMail, apart from the row that lists it: up to 25 MB each.
+
+    A table of its own, with the blob its last column, because SQLite writes a zero-filled
+    blob in place (and core.blobs then fills it piece by piece) only when it ends the row.
+    """
+
+    __tablename__ = "inbound_mail_raw"
+    inbound_id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("inbound_mail.id", ondelete="CASCADE"),
+                                                primary_key=True, autoincrement=False))
+    raw: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
 
 
 class MailboxState(SQLModel, table=True):

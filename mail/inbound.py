@@ -14,15 +14,19 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from core.blobs import insert_blob, read_blob
 from core.context import AppContext
 from core.faq import Faq
 from core.mailbox_rules import Outcome, handle_inbound
-from core.models import InboundMail, MailboxState
+from core.models import InboundMail, InboundMailRaw, MailboxState
 from mail.parse import identity, parse_inbound
 
-__all__ = ["StoreResult", "mailbox_state", "process_pending", "store_raw"]
+__all__ = ["StoreResult", "mailbox_state", "process_pending", "store_raw", "stored_raw"]
 
 log = logging.getLogger(__name__)
+
+# Written and read in pieces (core.blobs): it can be 25 MB.
+RAW = InboundMailRaw.__table__.c.raw  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -79,18 +83,24 @@ def store_raw(ctx: AppContext, *, mailbox: str, uidvalidity: int, uid: int, raw:
             session.commit()
             return StoreResult(None, True)
         row = InboundMail(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, message_id=message_id, digest=digest,
-                          size=size, raw=raw, status="new", received_at=now)
+                          size=size, status="new", received_at=now)
         session.add(row)
         try:
             session.flush()
-            # Read before the commit: after it, `row.id` would reload the whole row, raw included.
             inbound_id = row.id
+            assert inbound_id is not None
+            insert_blob(session, RAW, inbound_id, raw)
             session.commit()
         except IntegrityError:
             # Another reader stored the same mail between our check and our insert.
             session.rollback()
             return StoreResult(None, True)
         return StoreResult(inbound_id, False)
+
+
+def stored_raw(session: Session, inbound_id: int) -> bytes | None:
+    """The mail as fetched (only its head when it was over the size limit)."""
+    return read_blob(session, RAW, inbound_id)
 
 
 def _quarantine(ctx: AppContext, inbound_id: int, error: str) -> None:
@@ -120,7 +130,9 @@ def process_pending(ctx: AppContext, faq: Faq, *, limit: int = 200) -> list[Proc
                 continue
             uid = row.uid
             try:
-                facts = parse_inbound(row.raw or b"", size=row.size, oversize=row.size > max_bytes)
+                raw = stored_raw(session, inbound_id) or b""
+                facts = parse_inbound(raw, size=row.size, oversize=row.size > max_bytes)
+                del raw
                 outcome = handle_inbound(ctx, session, facts, inbound_id=inbound_id, faq=faq)
             except Exception as exc:
                 session.rollback()

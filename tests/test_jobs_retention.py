@@ -7,10 +7,21 @@ from datetime import UTC, datetime, timedelta
 from sqlmodel import Session, select
 
 from core import audit
+from core.blobs import insert_blob
 from core.context import AppContext
 from core.db import unit_of_work
 from core.jobs import retention, run_due
-from core.models import AuditEvent, BindingCode, Conversation, GuessAttempt, SupportMessage, SupportThread
+from core.models import (
+    AuditEvent,
+    BindingCode,
+    Conversation,
+    GuessAttempt,
+    InboundMail,
+    InboundMailRaw,
+    SupportMessage,
+    SupportThread,
+)
+from mail.inbound import RAW
 from tests.conftest import add_student
 from tests.test_jobs_helpers import at
 
@@ -25,6 +36,11 @@ def _thread(session: Session, status: str, updated: datetime) -> int:
     session.flush()
     session.add(SupportMessage(thread_id=thread.id or 0, direction="in", author="a", body="x", created_at=updated))
     audit.record(session, at=updated, actor="staff:x", action="thread.close", thread_id=thread.id)
+    mail = InboundMail(mailbox="INBOX", uidvalidity=1, uid=thread.id or 0, digest=f"d{thread.id}", size=5,
+                       status="processed", thread_id=thread.id, received_at=updated)
+    session.add(mail)
+    session.flush()
+    insert_blob(session, RAW, mail.id or 0, b"mail\n")
     return thread.id or 0
 
 
@@ -44,7 +60,7 @@ def test_old_closed_threads_and_idle_conversations_are_deleted(ctx: AppContext) 
             session.add(BindingCode(channel="telegram", account_id="1", student_id=student.id or 0, code_hash="h",
                                     created_at=NOW, expires_at=expires, used_at=used))
     at(ctx, NOW.isoformat())
-    assert retention(ctx) == {"threads": 1, "support_messages": 1, "inbound_mails": 0, "conversations": 1,
+    assert retention(ctx) == {"threads": 1, "support_messages": 1, "inbound_mails": 1, "conversations": 1,
                               "guess_attempts": 1, "binding_codes": 2}
     with Session(ctx.engine) as session:
         assert {t.id for t in session.exec(select(SupportThread)).all()} == {kept_open, kept_recent}
@@ -53,6 +69,9 @@ def test_old_closed_threads_and_idle_conversations_are_deleted(ctx: AppContext) 
         assert len(session.exec(select(BindingCode)).all()) == 1
         trail = session.exec(select(AuditEvent.thread_id).where(AuditEvent.action == "thread.close")).all()
         assert gone in trail  # the audit trail outlives the thread
+        # The raw mails go with their rows (ON DELETE CASCADE), the kept threads' stay.
+        kept_mails = set(session.exec(select(InboundMail.id)).all())
+        assert set(session.exec(select(InboundMailRaw.inbound_id)).all()) == kept_mails and len(kept_mails) == 2
 
 
 def test_retention_runs_once_a_day(ctx: AppContext) -> None:
