@@ -7,7 +7,6 @@ configured, and both send through the Bot of `bot.runtime`, shared with the fron
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import sqlalchemy as sa
@@ -44,8 +43,8 @@ class TelegramSender(RuntimeUser):
         self.delivery = Delivery(ctx, CHANNEL)
 
     async def deliver(self, row: OutboxMessage, message: OutgoingMessage) -> DeliveryResult:
-        # Database calls in a worker thread: waiting for SQLite's write lock must not stall the loop.
-        older, blocked = await asyncio.to_thread(self._before_sending, row)
+        # Database calls on the database thread(s): waiting for SQLite's write lock must not stall the loop.
+        older, blocked = await self.ctx.in_database(self._before_sending, row)
         if older is not None:
             return self.delivery.wait_behind(older)
         try:
@@ -55,10 +54,10 @@ class TelegramSender(RuntimeUser):
         runtime = await self.ready()
         result = await self.delivery.send(runtime.bot, row, message, ChatTarget(chat_id))
         if result.permanent and (result.error or "").startswith("Forbidden"):
-            await asyncio.to_thread(self._mark_blocked, row.recipient, blocked=True)
+            await self.ctx.in_database(self._mark_blocked, row.recipient, blocked=True)
             log.info("telegram chat blocked the bot; outbox row %s not retried", row.id)
         elif result.ok and blocked:
-            await asyncio.to_thread(self._mark_blocked, row.recipient, blocked=False)
+            await self.ctx.in_database(self._mark_blocked, row.recipient, blocked=False)
         return result
 
     def _before_sending(self, row: OutboxMessage) -> tuple[OutboxMessage | None, bool]:

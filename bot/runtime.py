@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from telegram.error import TelegramError
@@ -29,7 +28,6 @@ log = logging.getLogger(__name__)
 MEMBER_CACHE_SECONDS = 60.0
 CONNECTION_POOL_SIZE = 64
 POOL_TIMEOUT_SECONDS = 10.0
-TURN_THREADS = 8
 _RUNTIMES: dict[int, BotRuntime] = {}
 
 # With max_retries=0 the limiter re-raises RetryAfter (we want it: the outbox row is
@@ -86,11 +84,6 @@ class BotRuntime:
         self._service: ConversationService | None = None
         self._staff_is_forum: bool | None = None
         self._members: dict[int, tuple[float, str]] = {}
-        # Engine turns get threads of their own, so they never queue behind the outbox's
-        # database calls in the loop's shared pool. SQLite has one writer: one thread, turns
-        # one after another; PostgreSQL locks a conversation's row, so chats run side by side.
-        sqlite = ctx.engine.dialect.name == "sqlite"
-        self.turns = ThreadPoolExecutor(max_workers=1 if sqlite else TURN_THREADS, thread_name_prefix="mleg-turn")
 
     @property
     def bot(self):  # type: ignore[no-untyped-def]
@@ -118,7 +111,6 @@ class BotRuntime:
             if self._users > 0:
                 return
             _RUNTIMES.pop(id(self.ctx), None)
-            self.turns.shutdown(wait=False)
             if self._initialized:
                 self._initialized = False
                 await self.app.shutdown()

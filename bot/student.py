@@ -10,7 +10,6 @@ failed is the student told that something went wrong on our side.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -57,8 +56,7 @@ class StudentHandler:
     async def run(self, event: Event, update: Update) -> None:
         for attempt in range(ATTEMPTS):
             try:
-                turn = functools.partial(self.runtime.service.handle, event, queue_channel=CHANNEL)
-                await asyncio.get_running_loop().run_in_executor(self.runtime.turns, turn)
+                await self.ctx.in_database(self.runtime.service.handle, event, queue_channel=CHANNEL)
             except TRANSIENT as exc:
                 # The driver's own words ("database is locked"), never the statement and its parameters.
                 reason = getattr(exc, "orig", None) or exc

@@ -34,6 +34,7 @@ __all__ = [
     "mark_sent",
     "open_body",
     "record",
+    "release",
 ]
 
 MAX_ATTEMPTS = 12
@@ -213,6 +214,18 @@ def claim(engine: Engine, *, channel: str, now: datetime, limit: int = 50) -> li
     return rows
 
 
+def release(engine: Engine, row_ids: list[int]) -> None:
+    """Give claimed rows that were never attempted back to the outbox, due at once."""
+    with Session(engine) as session:
+        lock_for_write(session)
+        session.execute(
+            sa.update(OutboxMessage)
+            .where(col(OutboxMessage.id).in_(row_ids), col(OutboxMessage.status) == OutboxStatus.SENDING)
+            .values(status=OutboxStatus.PENDING, lease_until=None, attempts=OutboxMessage.attempts - 1)
+        )
+        session.commit()
+
+
 async def attempt(box: SecretBox, row: OutboxMessage, deliver: Deliver) -> DeliveryResult:
     """Open a claimed row's body and hand it to the sender; any failure becomes a result."""
     try:
@@ -228,6 +241,7 @@ async def attempt(box: SecretBox, row: OutboxMessage, deliver: Deliver) -> Deliv
 def record(engine: Engine, row_id: int | None, result: DeliveryResult, now: datetime) -> bool:
     """Record one delivery's outcome in its own commit; False when the row is gone."""
     with Session(engine, expire_on_commit=False) as session:
+        lock_for_write(session)
         fresh = session.get(OutboxMessage, row_id)
         if fresh is None:
             return False

@@ -25,6 +25,8 @@ __all__ = ["Server"]
 log = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 1.0
 CLAIM_BATCH = 50
+# On stop, how long a delivery in flight may take to finish and be recorded.
+STOP_GRACE_SECONDS = 10.0
 
 
 class _ByRecipient:
@@ -40,6 +42,7 @@ class _ByRecipient:
         self.ctx, self.channel, self.sender, self.width = ctx, channel, sender, width
         self._chains: dict[str, deque[OutboxMessage]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self.progress = asyncio.Event()
 
     @property
@@ -51,10 +54,10 @@ class _ByRecipient:
         room = 2 * self.width - self.queued - len(self._tasks)
         if room <= 0:
             return 0
-        # In a worker thread, as every database call here: a write waiting for SQLite's lock
+        # On the database thread(s), as every database call here: a write waiting for SQLite's lock
         # (an engine turn committing) must not stall the event loop and every chat with it.
-        rows = await asyncio.to_thread(outbox.claim, self.ctx.engine, channel=self.channel,
-                                       now=self.ctx.clock.now(), limit=min(CLAIM_BATCH, room))
+        rows = await self.ctx.in_database(outbox.claim, self.ctx.engine, channel=self.channel,
+                                          now=self.ctx.clock.now(), limit=min(CLAIM_BATCH, room))
         for row in rows:
             chain = self._chains.get(row.recipient)
             if chain is not None:
@@ -69,20 +72,30 @@ class _ByRecipient:
     async def _run_chain(self, recipient: str) -> None:
         chain = self._chains[recipient]
         try:
-            while chain:
+            while chain and not self._stopping:
                 await self._deliver_one(chain.popleft())
         finally:
-            del self._chains[recipient]
+            if not (self._stopping and chain):  # stop() hands what is left back to the outbox
+                del self._chains[recipient]
             self.progress.set()
 
     async def _deliver_one(self, row: OutboxMessage) -> None:
         result = await outbox.attempt(self.ctx.box, row, self.sender.deliver)
-        await asyncio.to_thread(outbox.record, self.ctx.engine, row.id, result, self.ctx.clock.now())
+        await self.ctx.in_database(outbox.record, self.ctx.engine, row.id, result, self.ctx.clock.now())
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Finish the deliveries in flight (a message sent and not recorded would be sent
+        again after a restart), hand the rows not started back to the outbox."""
+        self._stopping = True
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_SECONDS)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        waiting = [row.id for chain in self._chains.values() for row in chain if row.id is not None]
+        self._chains.clear()
+        if waiting:
+            await self.ctx.in_database(outbox.release, self.ctx.engine, waiting)
 
 
 class Server:

@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 
 from core.context import AppContext
 from core.conversation import Event
+from core.conversation.events import MESSAGE_TEXT_LIMIT, Reply, ReplyButton, coalesce_replies
 from core.db import make_engine, unit_of_work
 from core.models import ChatLink, Credential, GuessAttempt, Student, SupportThread, TermsAcceptance
 from core.outbox import open_body
@@ -307,10 +308,26 @@ def test_replies_queued_in_outbox_when_asked(sqlite_ctx: AppContext) -> None:
     replies = service.handle(Event.text_message("telegram", "42", "/start", event_id="tg:1"),
                              queue_channel="telegram")
     rows = ChatDriver(sqlite_ctx).outbox("chat-reply")
-    assert len(rows) == len(replies) and all(r.recipient == "42" for r in rows)
-    assert open_body(sqlite_ctx.box, rows[-1]).buttons[0][0].data == "lang:pl"
+    # The greeting and the language question go as one message, with the question's buttons.
+    assert len(replies) == 2 and len(rows) == 1 and rows[0].recipient == "42"
+    message = open_body(sqlite_ctx.box, rows[0])
+    assert message.text == f"{replies[0].text}\n\n{replies[1].text}"
+    assert message.buttons[0][0].data == "lang:pl"
     service.handle(Event.text_message("telegram", "42", "/start", event_id="tg:1"), queue_channel="telegram")
-    assert len(ChatDriver(sqlite_ctx).outbox("chat-reply")) == len(replies)
+    assert len(ChatDriver(sqlite_ctx).outbox("chat-reply")) == 1
+
+
+def test_a_turns_replies_are_coalesced_only_where_nothing_is_lost() -> None:
+    button = [[ReplyButton("OK", "ok")]]
+    plain, asked, picture = Reply("Done."), Reply("Next?", buttons=button), Reply("QR", image_png=b"png")
+    assert coalesce_replies([plain, asked]) == [Reply("Done.\n\nNext?", buttons=button)]
+    # Buttons belong under the message that asks; an image is a message of its own.
+    assert coalesce_replies([asked, plain]) == [asked, plain]
+    assert coalesce_replies([plain, picture, plain]) == [plain, picture, plain]
+    long = Reply("x" * (MESSAGE_TEXT_LIMIT - 5))
+    assert coalesce_replies([long, plain]) == [long, plain]  # would not fit one message
+    assert coalesce_replies([plain, plain, plain]) == [Reply("Done.\n\nDone.\n\nDone.")]
+    assert coalesce_replies([]) == []
 
 
 def test_activation_deadline_is_shown_in_warsaw_time(sqlite_ctx: AppContext) -> None:

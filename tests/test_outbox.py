@@ -119,3 +119,17 @@ async def test_exception_in_sender_is_a_temporary_failure(ctx: AppContext) -> No
         row = session.get(OutboxMessage, row_id)
         assert row is not None
         assert row.status == OutboxStatus.PENDING and "server down" in (row.last_error or "")
+
+
+def test_released_claims_are_due_again_as_never_tried(ctx: AppContext) -> None:
+    """What `mleg serve` claimed but never started when it stopped goes back, no attempt spent."""
+    ids = [_enqueue(ctx, key=f"r{i}") for i in range(3)]
+    claimed = outbox.claim(ctx.engine, channel="email", now=ctx.clock.now())
+    assert sorted(r.id for r in claimed) == ids
+    outbox.release(ctx.engine, ids[1:])
+    with Session(ctx.engine) as session:
+        rows = {r.id: r for r in session.exec(select(OutboxMessage)).all()}
+    assert rows[ids[0]].status == OutboxStatus.SENDING
+    assert [(rows[i].status, rows[i].attempts, rows[i].lease_until) for i in ids[1:]] == [
+        (OutboxStatus.PENDING, 0, None)] * 2
+    assert sorted(r.id for r in outbox.claim(ctx.engine, channel="email", now=ctx.clock.now())) == ids[1:]

@@ -20,7 +20,7 @@ from core.compose import notice_email
 from core.context import AppContext
 from core.conversation import ops
 from core.conversation.engine import EngineConfig, step
-from core.conversation.events import Event, Reply
+from core.conversation.events import Event, Reply, coalesce_replies
 from core.conversation.state import ConversationState
 from core.db import lock_for_write, unit_of_work
 from core.eligibility import Policy, check_eligibility
@@ -306,7 +306,7 @@ class ConversationService:
             (f"reply:{channel}:{event.account_id}:{event_key}:{index}",
              OutgoingMessage(text=reply.text,
                              buttons=[[Button(b.label, b.data) for b in row] for row in reply.buttons]))
-            for index, reply in enumerate(replies)
+            for index, reply in enumerate(coalesce_replies(replies))
         ]
         outbox.enqueue_under_lock(session, self.ctx.box, messages, channel=channel, recipient=event.account_id,
                                   kind="chat-reply", now=self.ctx.clock.now(), language=language)

@@ -1215,10 +1215,11 @@ class BotApiStandIn:
 
     # ----------------------------------------------------------------- inspection
 
-    def calls(self, method: str | None = None, *, include_polling: bool = False) -> list[ApiCall]:
-        """Requests answered so far (getUpdates only when asked for or ``include_polling``)."""
+    def calls(self, method: str | None = None, *, include_polling: bool = False, since: int = 0) -> list[ApiCall]:
+        """Requests answered so far (getUpdates only when asked for or ``include_polling``);
+        `since`: only those after the first `since` of all requests (getUpdates included)."""
         with self._cond:
-            calls = list(self._calls)
+            calls = self._calls[since:]
         if method is not None:
             return [c for c in calls if c.method.lower() == method.lower()]
         if include_polling:
