@@ -62,10 +62,10 @@ class TelegramSender(RuntimeUser):
 
     def _before_sending(self, row: OutboxMessage) -> tuple[OutboxMessage | None, bool]:
         """(an older row this one must wait behind, whether the chat is marked as blocking us)."""
-        older = self.delivery.older_row_waiting(row)
-        if older is not None:
-            return older, False
         with Session(self.ctx.engine) as session:
+            older = self.delivery.older_row_waiting(row, session)
+            if older is not None:
+                return older, False
             blocked = session.exec(select(ChatLink.id).where(
                 col(ChatLink.channel) == CHANNEL, col(ChatLink.account_id) == row.recipient,
                 col(ChatLink.blocked_at).is_not(None),

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -61,29 +63,41 @@ class Delivery:
         rate = ctx.settings.telegram.messages_per_chat_per_second
         self._chat_gap = 1.0 / rate if rate > 0 else 0.0
 
-    def older_row_waiting(self, row: OutboxMessage) -> OutboxMessage | None:
+    def older_row_waiting(self, row: OutboxMessage, session: Session | None = None) -> OutboxMessage | None:
         """An older undelivered row to the same chat: this one must wait behind it."""
-        with Session(self.ctx.engine) as session:
-            return session.exec(
-                select(OutboxMessage).where(
-                    OutboxMessage.channel == self.channel, OutboxMessage.recipient == row.recipient,
-                    col(OutboxMessage.id) < (row.id or 0),
-                    col(OutboxMessage.status).in_([OutboxStatus.PENDING, OutboxStatus.SENDING]),
-                ).order_by(sa.desc(col(OutboxMessage.next_attempt_at))).limit(1)
-            ).first()
+        if session is None:
+            with Session(self.ctx.engine) as own:
+                return self.older_row_waiting(row, own)
+        return session.exec(
+            select(OutboxMessage).where(
+                OutboxMessage.channel == self.channel, OutboxMessage.recipient == row.recipient,
+                col(OutboxMessage.id) < (row.id or 0),
+                col(OutboxMessage.status).in_([OutboxStatus.PENDING, OutboxStatus.SENDING]),
+            ).order_by(sa.desc(col(OutboxMessage.next_attempt_at))).limit(1)
+        ).first()
 
     def wait_behind(self, older: OutboxMessage) -> DeliveryResult:
         due = older.lease_until if older.status == OutboxStatus.SENDING and older.lease_until else older.next_attempt_at
         delay = max(timedelta(0), due - self.ctx.clock.now()) + ORDER_GAP
         return DeliveryResult(ok=False, retry_after=delay, error=f"waiting behind outbox row {older.id}")
 
-    async def _pace(self, chat_id: int) -> None:
+    @asynccontextmanager
+    async def _paced(self, chat_id: int) -> AsyncIterator[None]:
+        """One request into a chat, at least the per-chat gap after the previous one was answered.
+
+        Telegram counts a chat's messages as they arrive; the previous one arrived before its
+        answer did, so a gap counted from the answer holds at Telegram's end too. Counted from
+        the start of the previous request, a slow first request made a short gap (a 429).
+        """
         last = self._last_sent.get(chat_id)
         if last is not None:
             wait = self._chat_gap - (time.monotonic() - last)
             if wait > 0:
                 await asyncio.sleep(wait)
-        self._last_sent[chat_id] = time.monotonic()
+        try:
+            yield
+        finally:
+            self._last_sent[chat_id] = time.monotonic()
 
     async def send(self, bot: Bot, row: OutboxMessage, message: OutgoingMessage, target: ChatTarget) -> DeliveryResult:
         """Send all parts (text, then attachments); on failure say whether to retry."""
@@ -95,22 +109,22 @@ class Delivery:
             for index, part in enumerate(parts):
                 if index < len(done):
                     continue  # sent before a rate limit interrupted this row
-                await self._pace(target.chat_id)
-                sent = await self._send_text(bot, target, part, markup if index == len(parts) - 1 else None,
-                                             reply=index == 0)
+                async with self._paced(target.chat_id):
+                    sent = await self._send_text(bot, target, part, markup if index == len(parts) - 1 else None,
+                                                 reply=index == 0)
                 done.append(sent)
             for offset, attachment in enumerate(message.attachments):
                 if len(parts) + offset < len(done):
                     continue
-                await self._pace(target.chat_id)
                 file = InputFile(attachment.content, filename=attachment.filename)
                 caption = escape(attachment.filename)[:MAX_CAPTION]
-                if attachment.content_type.startswith("image/"):
-                    result = await bot.send_photo(target.chat_id, file, caption=caption, parse_mode=ParseMode.HTML,
-                                                  message_thread_id=target.topic_id)
-                else:
-                    result = await bot.send_document(target.chat_id, file, caption=caption,
-                                                     parse_mode=ParseMode.HTML, message_thread_id=target.topic_id)
+                async with self._paced(target.chat_id):
+                    if attachment.content_type.startswith("image/"):
+                        result = await bot.send_photo(target.chat_id, file, caption=caption,
+                                                      parse_mode=ParseMode.HTML, message_thread_id=target.topic_id)
+                    else:
+                        result = await bot.send_document(target.chat_id, file, caption=caption,
+                                                         parse_mode=ParseMode.HTML, message_thread_id=target.topic_id)
                 done.append(result.message_id)
         except RetryAfter as exc:
             seconds = retry_seconds(exc)
