@@ -147,6 +147,7 @@ def assert_nothing_lost_nothing_doubled(d: Deployment, chats: dict[int, Student]
     for row in rows:
         per_chat.setdefault(row.recipient, []).append(row)
     resends = 0
+    doubled: list[str] = []
     for chat in chats:
         sent = d.api.sent_messages(chat)
         mine = per_chat[str(chat)]
@@ -156,7 +157,8 @@ def assert_nothing_lost_nothing_doubled(d: Deployment, chats: dict[int, Student]
         assert len(distinct) == len(mine), (f"chat {chat}: {len(distinct)} distinct messages for {len(mine)} "
                                             f"outbox rows: {[(t or '')[:40] for t in texts]}")
         resends += len(texts) - len(distinct)
-    assert resends <= max_resends, f"{resends} messages sent twice, more than {max_resends}"
+        doubled += [f"chat {chat}: {(texts[i] or '')[:60]!r}" for i in range(1, len(texts)) if texts[i] == texts[i - 1]]
+    assert resends <= max_resends, f"{resends} messages sent twice, more than {max_resends}: {doubled}"
     return resends
 
 
@@ -218,5 +220,8 @@ async def test_429_storm_and_telegram_down(api: BotApiStandIn, tmp_path: Path, s
     finally:
         if d.serve.proc is not None:
             d.serve.kill()
-    assert_nothing_lost_nothing_doubled(d, chats, max_resends=0)
+    # A message carried out while Telegram went down, its answer cut off, is the one resend
+    # allowed: the bot cannot know it arrived (no idempotency key). Nothing else may double.
+    resends = assert_nothing_lost_nothing_doubled(d, chats, max_resends=api.answers_lost)
+    print(f"\n429 storm + Telegram down 4 s: {resends} resent, {api.answers_lost} answer(s) cut off")
     d.ctx.engine.dispose()

@@ -663,14 +663,20 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload, content_type = self.server.standin._dispatch(
                 self.command, self.path, self.headers.get("Content-Type") or "", body
             )
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError):
+            self.close_connection = True
+            return
+        try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError):
+        except OSError:
             self.close_connection = True
+            if status == 200 and "/send" in self.path:
+                self.server.standin._answer_lost()
 
 
 # --------------------------------------------------------------------------- the stand-in
@@ -755,6 +761,7 @@ class BotApiStandIn:
         self._send_times: dict[int, deque[float]] = {}
         self._global_send_times: deque[float] = deque()
         self._rate_limited: dict[int | None, int] = {}
+        self._answers_lost = 0
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -1313,6 +1320,17 @@ class BotApiStandIn:
             if chat_id is None:
                 return sum(self._rate_limited.values())
             return self._rate_limited.get(chat_id, 0)
+
+    def _answer_lost(self) -> None:
+        with self._cond:
+            self._answers_lost += 1
+
+    @property
+    def answers_lost(self) -> int:
+        """Requests carried out whose answer never reached the client (the connection was cut,
+        e.g. by `stop`): the client cannot know they succeeded, so a resend of each is fair."""
+        with self._cond:
+            return self._answers_lost
 
     @property
     def too_many_requests_sent(self) -> int:
