@@ -65,8 +65,8 @@ class _SQLiteConnection(sqlite3.Connection):
             self._release()
             raise
 
-    def _release(self) -> None:
-        if self.holds_writer_lock and not self.in_transaction:
+    def _release(self, *, closing: bool = False) -> None:
+        if self.holds_writer_lock and (closing or not self.in_transaction):
             self.holds_writer_lock = False
             self.writer_lock.release()
 
@@ -86,9 +86,7 @@ class _SQLiteConnection(sqlite3.Connection):
         try:
             super().close()
         finally:
-            if self.holds_writer_lock:
-                self.holds_writer_lock = False
-                self.writer_lock.release()
+            self._release(closing=True)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

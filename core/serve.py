@@ -200,6 +200,7 @@ class Server:
         for sender in self.channels.values():
             with contextlib.suppress(Exception):
                 await sender.close()
+        self.ctx.close_database_threads()
 
     async def run_until_signalled(self) -> None:
         await self.start()

@@ -34,7 +34,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE inbound_mail ADD COLUMN raw BLOB" if op.get_context().dialect.name == "sqlite"
-               else "ALTER TABLE inbound_mail ADD COLUMN raw BYTEA")
+    op.add_column('inbound_mail', sa.Column('raw', sa.LargeBinary(), nullable=True))
     op.execute("UPDATE inbound_mail SET raw = (SELECT r.raw FROM inbound_mail_raw r WHERE r.inbound_id = inbound_mail.id)")
     op.drop_table('inbound_mail_raw')
