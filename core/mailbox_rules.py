@@ -21,7 +21,7 @@ from core.compose import format_date, format_datetime
 from core.context import AppContext
 from core.credentials import latest_credential
 from core.faq import Faq, detect_language
-from core.models import OutboxMessage, Student, SupportMessage, SupportThread
+from core.models import InboundMail, OutboxMessage, Student, SupportMessage, SupportThread
 from core.outgoing import OutgoingMessage
 from core.support import email_message_id, thread_tag
 
@@ -174,6 +174,10 @@ class _Mailbox:
         self.session = session
         self.facts = facts
         self.inbound_id = inbound_id
+        inbound = session.get(InboundMail, inbound_id)  # in the session already: no query
+        if inbound is None:
+            raise ValueError(f"inbound mail {inbound_id} is not stored")
+        self.digest = inbound.digest
         self.lang = detect_language(_question_text(facts), ctx.settings.default_language)
 
     def body_for_staff(self) -> str:
@@ -198,8 +202,10 @@ class _Mailbox:
             subject = f"Re: {subject}"
         footer = ctx.catalog.text(self.lang, "mail.footer", university=ctx.settings.university.name, tag=tag)
         text = f"{ctx.catalog.text(self.lang, 'mail.greeting')}\n\n{body}\n\n{footer}"
-        outbox_key = f"mail-{key}:{self.inbound_id}"
-        message_id = email_message_id(outbox_key, ctx.settings.university.message_id_domain)
+        # The mail's digest, not its row id: retention deletes old mail and SQLite may reuse
+        # the id, and an outbox key seen before is silently not queued.
+        outbox_key = f"mail-{key}:{self.digest}"
+        message_id = email_message_id(ctx.box, outbox_key, ctx.settings.university.message_id_domain)
         outbox.enqueue(
             self.session, ctx.box, key=outbox_key, channel=CHANNEL, recipient=recipient, kind=kind,
             message=OutgoingMessage(

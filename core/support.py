@@ -6,7 +6,6 @@ asked, or an e-mail threaded onto the student's message.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -17,6 +16,7 @@ from core.context import AppContext
 from core.errors import ConflictError, NotFoundError
 from core.models import Student, SupportMessage, SupportThread, ThreadStatus
 from core.outgoing import Button, OutgoingMessage
+from core.secrets_box import SecretBox
 
 __all__ = [
     "STAFF_CHANNEL",
@@ -37,13 +37,15 @@ STAFF_CHANNEL = "staff"
 PREVIEW = 1500
 
 
-def email_message_id(key: str, domain: str) -> str:
+def email_message_id(box: SecretBox, key: str, domain: str) -> str:
     """A stable Message-ID for an outbox key: a resend after a crash carries the same one.
 
     Core knows it before the mail is sent, so a student's reply to it threads onto the ticket.
+    Keyed with the installation's secret: a plain hash of the key gave a staging and a
+    production system (or a database started afresh) the same Message-ID for different mails,
+    and mail clients drop what looks like a duplicate.
     """
-    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-    return f"<{digest}.mleg@{domain}>"
+    return f"<{box.keyed_hash('message-id', key)[:32]}.mleg@{domain}>"
 
 
 def thread_tag(thread_id: int) -> str:
@@ -220,7 +222,7 @@ def staff_reply(ctx: AppContext, session: Session, thread_id: int, *, text: str,
         references = [m.email_message_id for m in thread_messages(session, thread.id or 0)
                       if m.email_message_id and m.id != message.id]
         # Recorded on the message, so the student's reply to this answer threads onto the ticket.
-        message.email_message_id = email_message_id(f"staff-reply:{message.id}",
+        message.email_message_id = email_message_id(ctx.box, f"staff-reply:{message.id}",
                                                     ctx.settings.university.message_id_domain)
         session.add(message)
         outgoing = OutgoingMessage(

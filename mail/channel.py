@@ -27,6 +27,7 @@ from core.mailbox_rules import email_message_id
 from core.models import OutboxMessage
 from core.outbox import DeliveryResult
 from core.outgoing import OutgoingMessage
+from core.secrets_box import SecretBox
 from core.settings import Settings
 from mail.mime import build_email
 
@@ -36,9 +37,9 @@ log = logging.getLogger(__name__)
 CHANNEL = "email"
 
 
-def _message_id(settings: Settings, row: OutboxMessage, message: OutgoingMessage) -> str:
+def _message_id(settings: Settings, box: SecretBox, row: OutboxMessage, message: OutgoingMessage) -> str:
     # Core sets it when it must remember it (support answers, to thread replies); else derive it.
-    return message.message_id or email_message_id(row.idempotency_key, settings.university.message_id_domain)
+    return message.message_id or email_message_id(box, row.idempotency_key, settings.university.message_id_domain)
 
 
 def _sender(settings: Settings) -> str:
@@ -57,6 +58,7 @@ class SmtpChannel:
     def __init__(self, settings: Settings, clock: Clock, *, rate_per_second: float = 5.0) -> None:
         self.settings = settings
         self.clock = clock
+        self.box = SecretBox(settings.secret)
         self.rate_per_second = rate_per_second
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -66,7 +68,7 @@ class SmtpChannel:
 
     async def deliver(self, row: OutboxMessage, message: OutgoingMessage) -> DeliveryResult:
         smtp = self.settings.smtp
-        message_id = _message_id(self.settings, row, message)
+        message_id = _message_id(self.settings, self.box, row, message)
         email = build_email(message, sender=_sender(self.settings), recipient=row.recipient,
                             message_id=message_id, date=self.clock.now(), reply_to=_reply_to(self.settings))
         try:
@@ -117,6 +119,7 @@ class MaildirChannel:
     def __init__(self, settings: Settings, clock: Clock, path: Path | None = None) -> None:
         self.settings = settings
         self.clock = clock
+        self.box = SecretBox(settings.secret)
         self.path = path or settings.maildir_path
 
     def _write(self, name: str, data: bytes) -> Path:
@@ -134,7 +137,7 @@ class MaildirChannel:
         return target
 
     async def deliver(self, row: OutboxMessage, message: OutgoingMessage) -> DeliveryResult:
-        message_id = _message_id(self.settings, row, message)
+        message_id = _message_id(self.settings, self.box, row, message)
         email = build_email(message, sender=_sender(self.settings), recipient=row.recipient,
                             message_id=message_id, date=self.clock.now(), reply_to=_reply_to(self.settings))
         name = "mleg-" + message_id.strip("<>").split("@", 1)[0]

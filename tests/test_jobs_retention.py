@@ -22,6 +22,7 @@ from core.models import (
     SupportThread,
 )
 from mail.inbound import RAW
+from tests.chat_driver import ChatDriver
 from tests.conftest import add_student
 from tests.test_jobs_helpers import at
 
@@ -81,3 +82,26 @@ def test_retention_runs_once_a_day(ctx: AppContext) -> None:
     assert "skipped" in run_due(ctx)["retention"]
     at(ctx, (NOW + timedelta(hours=24)).isoformat())
     assert "skipped" not in run_due(ctx)["retention"]
+
+
+def test_a_code_after_retention_is_still_mailed(sqlite_ctx: AppContext) -> None:
+    """Retention deletes used codes and SQLite reuses their ids; the next code must still be queued.
+
+    The outbox key was `binding:{code id}`: the second student's code got id 1 again, the key
+    was taken, and enqueue dropped it without a word while the bot said "code sent".
+    """
+    with unit_of_work(sqlite_ctx.engine) as session:
+        (first, first_pesel), (second, second_pesel) = add_student(session, sqlite_ctx.box), \
+            add_student(session, sqlite_ctx.box)
+    one = ChatDriver(sqlite_ctx)
+    one.identify(first_pesel, first.album)
+    assert retention(sqlite_ctx)["binding_codes"] == 1
+
+    two = ChatDriver(sqlite_ctx)
+    two.start_in("pl")
+    two.say(second_pesel)
+    two.say(second.album)
+    codes = two.outbox("binding-code")
+    assert [row.recipient for row in codes] == [first.email, second.email]
+    two.say(two.binding_code())
+    assert "/status" in two.text or "mLegitymac" in two.text

@@ -20,6 +20,8 @@ from core.credentials import request_credential
 from core.issuer import ActivationData, ActivationIssuer
 from core.models import Credential, OutboxMessage, OutboxStatus
 from core.outgoing import OutgoingMessage
+from core.secrets_box import SecretBox
+from core.support import email_message_id
 from mail.channel import MaildirChannel, SmtpChannel, make_email_channel
 from mail.mime import build_email
 from tests.conftest import add_student
@@ -250,3 +252,17 @@ async def test_maildir_fallback_without_smtp(sqlite_ctx: AppContext) -> None:
     again = await channel.deliver(row, OutgoingMessage(text="x", subject="y"))
     assert again.external_id == str(path)
     assert len(list(mailbox.Maildir(sqlite_ctx.settings.maildir_path, create=False))) == 1
+
+
+def test_message_ids_are_stable_per_installation_and_differ_between_installations() -> None:
+    """A resend keeps its Message-ID; another installation (its own secret) never repeats it.
+
+    A plain hash of the outbox key gave two databases the same Message-ID for different mails
+    (`binding:1` exists in both), and mail clients drop what looks like a duplicate.
+    """
+    production, staging = SecretBox(b"p" * 32), SecretBox(b"s" * 32)
+    first = email_message_id(production, "binding:1", "uni.example.test")
+    assert first == email_message_id(production, "binding:1", "uni.example.test")
+    assert first != email_message_id(staging, "binding:1", "uni.example.test")
+    assert first != email_message_id(production, "binding:2", "uni.example.test")
+    assert first.endswith(".mleg@uni.example.test>") and "binding" not in first

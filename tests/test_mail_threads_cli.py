@@ -16,6 +16,7 @@ from core.cli import app
 from core.context import AppContext
 from core.faq import Faq
 from core.mailbox_rules import InboundFacts, handle_inbound
+from core.models import InboundMail
 from mail.channel import MaildirChannel
 from tests.conftest import TEST_SECRET
 
@@ -39,7 +40,11 @@ async def test_list_show_reply_close(sqlite_ctx: AppContext, runner: CliRunner) 
     facts = InboundFacts(sender="ola@example.org", subject="Pytanie o coś innego", text="Czy mogę przyjść osobiście?",
                          message_id="<q1@example.org>", references=["<q0@example.org>"])
     with Session(sqlite_ctx.engine) as session:
-        outcome = handle_inbound(sqlite_ctx, session, facts, inbound_id=1,
+        stored = InboundMail(mailbox="INBOX", uidvalidity=1, uid=1, message_id=facts.message_id, digest="d" * 64,
+                             size=100, received_at=sqlite_ctx.clock.now())
+        session.add(stored)
+        session.flush()
+        outcome = handle_inbound(sqlite_ctx, session, facts, inbound_id=stored.id or 0,
                                  faq=Faq.load(sqlite_ctx.settings.config_dir / "faq"))
         session.commit()
     assert outcome.reason == "escalated to staff"

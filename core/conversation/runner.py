@@ -128,7 +128,10 @@ class _Executor:
             self.ctx.catalog, "email.binding", language=op.language, first_name=student.first_name, code=code,
             minutes=self.ctx.settings.limits.chat_code_ttl_minutes, university=self.ctx.settings.university.name,
         )
-        outbox.enqueue(self.session, self.ctx.box, key=f"binding:{row.id}", channel="email",
+        # Not the row id alone: retention deletes used codes and SQLite then hands the same id
+        # out again, and an outbox key seen before is silently not queued (the code never went).
+        key = f"binding:{row.id}:{uuid.uuid4().hex}"
+        outbox.enqueue(self.session, self.ctx.box, key=key, channel="email",
                        recipient=student.email, kind="binding-code", message=message, now=now,
                        language=op.language, student_id=student.id)
         return mask_email(student.email)
