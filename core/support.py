@@ -48,6 +48,16 @@ def email_message_id(box: SecretBox, key: str, domain: str) -> str:
     return f"<{box.keyed_hash('message-id', key)[:32]}.mleg@{domain}>"
 
 
+def _row_key(prefix: str, row_id: int | None, created_at: datetime) -> str:
+    """An outbox key for a row: its id and creation time.
+
+    The id alone is not unique for all time: retention deletes old threads and their messages,
+    SQLite may then hand the same id out again, and outbox keys (and the Message-IDs made from
+    them) stay; a repeated key is silently not queued.
+    """
+    return f"{prefix}:{row_id}@{created_at:%Y%m%dT%H%M%S%f}"
+
+
 def thread_tag(thread_id: int) -> str:
     """The tag in e-mail subjects that threads a reply even when its headers are lost."""
     return f"[MLEG-{thread_id}]"
@@ -70,7 +80,8 @@ def _notify_staff(ctx: AppContext, session: Session, thread: SupportThread, text
         channel=thread.channel, subject=thread.subject or "-", text=text[:PREVIEW],
     )
     outbox.enqueue(
-        session, ctx.box, key=f"staff:{thread.id}:{key_suffix}", channel=STAFF_CHANNEL,
+        session, ctx.box, key=f"{_row_key('staff', thread.id, thread.created_at)}:{key_suffix}",
+        channel=STAFF_CHANNEL,
         recipient=str(ctx.settings.telegram.staff_chat_id), kind="escalation",
         message=OutgoingMessage(text=body, buttons=[[Button("/claim", f"staff:claim:{thread.id}"),
                                                      Button("/close", f"staff:close:{thread.id}")]]),
@@ -212,6 +223,7 @@ def staff_reply(ctx: AppContext, session: Session, thread_id: int, *, text: str,
                              created_at=now)
     session.add(message)
     session.flush()
+    key = _row_key("staff-reply", message.id, message.created_at)
     language = thread.language
     if thread.channel == "email":
         subject = thread.subject or ctx.catalog.text(language, "support.email_subject")
@@ -222,8 +234,7 @@ def staff_reply(ctx: AppContext, session: Session, thread_id: int, *, text: str,
         references = [m.email_message_id for m in thread_messages(session, thread.id or 0)
                       if m.email_message_id and m.id != message.id]
         # Recorded on the message, so the student's reply to this answer threads onto the ticket.
-        message.email_message_id = email_message_id(ctx.box, f"staff-reply:{message.id}",
-                                                    ctx.settings.university.message_id_domain)
+        message.email_message_id = email_message_id(ctx.box, key, ctx.settings.university.message_id_domain)
         session.add(message)
         outgoing = OutgoingMessage(
             text=text, subject=subject, in_reply_to=thread.last_email_message_id, references=references[-10:],
@@ -233,7 +244,7 @@ def staff_reply(ctx: AppContext, session: Session, thread_id: int, *, text: str,
         outgoing = OutgoingMessage(text=ctx.catalog.text(language, "support.staff_answer", thread=thread.id,
                                                          text=text))
     outbox.enqueue(
-        session, ctx.box, key=f"staff-reply:{message.id}", channel=thread.channel, recipient=thread.account_id,
+        session, ctx.box, key=key, channel=thread.channel, recipient=thread.account_id,
         kind="support-answer", message=outgoing, now=now, language=language,
         student_id=thread.student_id, thread_id=thread.id,
     )

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, select
 
-from core import audit
+from core import audit, support
 from core.blobs import insert_blob
+from core.clock import FixedClock
 from core.context import AppContext
 from core.db import unit_of_work
 from core.jobs import retention, run_due
@@ -18,6 +19,7 @@ from core.models import (
     GuessAttempt,
     InboundMail,
     InboundMailRaw,
+    OutboxMessage,
     SupportMessage,
     SupportThread,
 )
@@ -105,3 +107,27 @@ def test_a_code_after_retention_is_still_mailed(sqlite_ctx: AppContext) -> None:
     assert [row.recipient for row in codes] == [first.email, second.email]
     two.say(two.binding_code())
     assert "/status" in two.text or "mLegitymac" in two.text
+
+
+def test_a_staff_answer_after_retention_reused_the_ids_is_still_queued(sqlite_ctx: AppContext) -> None:
+    """A quiet mailbox: retention deletes the only thread, SQLite gives the next one the same ids;
+    the new student's answer must still be queued (and under a Message-ID of its own)."""
+    clock = sqlite_ctx.clock
+    assert isinstance(clock, FixedClock)
+    replies = []
+    for _ in range(2):
+        with unit_of_work(sqlite_ctx.engine) as session:
+            thread = support.open_thread(sqlite_ctx, session, student_id=None, channel="email",
+                                         account_id="ola@example.org", text="Pytanie?", language="pl",
+                                         subject="Pytanie")
+            replies.append((thread.id, support.staff_reply(sqlite_ctx, session, thread.id or 0, text="Odpowiedź",
+                                                           staff="jan")))
+            support.close_thread(sqlite_ctx, session, thread.id or 0, staff="jan")
+        clock.advance(days=sqlite_ctx.settings.jobs.retention_days + 1)
+        assert retention(sqlite_ctx)["threads"] == 1
+    (first_thread, first), (second_thread, second) = replies
+    assert first_thread == second_thread and first.id == second.id  # the ids did come back
+    assert first.email_message_id != second.email_message_id
+    with Session(sqlite_ctx.engine) as session:
+        answers = session.exec(select(OutboxMessage).where(OutboxMessage.kind == "support-answer")).all()
+    assert len(answers) == 2
