@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -98,28 +99,32 @@ def enqueue_under_lock(
     now: datetime,
     language: str = "pl",
 ) -> None:
-    """Queue several (key, message) pairs once per key: one lookup, one insert batch.
+    """Queue several (key, message) pairs once per key, in one statement.
 
     Only for a caller that already holds the lock serialising these keys (a conversation
     turn holds its conversation's row lock on PostgreSQL, SQLite's write lock on SQLite):
     no one else can insert them meanwhile, so `enqueue`'s SAVEPOINT per row, which costs
-    more than the rest of a chat turn together, is not needed.
+    more than the rest of a chat turn together, is not needed. A key already queued (the
+    same update delivered again after a crash) is skipped by the database itself.
     """
     if not messages:
         return
-    keys = [key for key, _ in messages]
-    existing = set(session.exec(
-        select(OutboxMessage.idempotency_key).where(col(OutboxMessage.idempotency_key).in_(keys))
-    ).all())
     rows = [
         {"idempotency_key": key, "channel": channel, "recipient": recipient, "kind": kind, "language": language,
          "body": box.encrypt(message.to_json()), "status": OutboxStatus.PENDING.value, "attempts": 0,
          "next_attempt_at": now, "created_at": now}
-        for key, message in messages if key not in existing
+        for key, message in messages
     ]
-    if rows:
-        # A plain INSERT: building ORM objects (pydantic validation) cost more than the insert.
-        session.execute(sa.insert(OutboxMessage), rows)
+    # Core, not the ORM's bulk insert, and no lookup first: together they were half of a chat turn.
+    session.connection().execute(_insert_new_keys(session), rows)
+
+
+def _insert_new_keys(session: Session) -> sa.Insert:
+    """INSERT ... ON CONFLICT (idempotency_key) DO NOTHING in the session's dialect."""
+    table = OutboxMessage.__table__  # type: ignore[attr-defined]
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
 
 
 def open_body(box: SecretBox, row: OutboxMessage) -> OutgoingMessage:

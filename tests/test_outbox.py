@@ -34,6 +34,22 @@ def test_same_key_is_queued_once(ctx: AppContext) -> None:
         assert len(session.exec(select(OutboxMessage)).all()) == 1
 
 
+
+def test_a_batch_under_lock_queues_each_key_once(ctx: AppContext) -> None:
+    """A turn replayed (the same update delivered again) queues nothing new; new keys still go."""
+    def queue(*pairs: tuple[str, str]) -> None:
+        with unit_of_work(ctx.engine) as session:
+            outbox.enqueue_under_lock(session, ctx.box, [(key, OutgoingMessage(text=text)) for key, text in pairs],
+                                      channel="telegram", recipient="42", kind="chat-reply", now=ctx.clock.now())
+
+    queue(("r:1:0", "first"), ("r:1:1", "second"))
+    queue(("r:1:0", "first again"), ("r:1:1", "second again"), ("r:2:0", "third"))
+    with Session(ctx.engine) as session:
+        rows = session.exec(select(OutboxMessage).order_by(OutboxMessage.id)).all()  # type: ignore[arg-type]
+    assert [(r.idempotency_key, outbox.open_body(ctx.box, r).text) for r in rows] == [
+        ("r:1:0", "first"), ("r:1:1", "second"), ("r:2:0", "third")]
+    assert all(r.status == OutboxStatus.PENDING and r.attempts == 0 for r in rows)
+
 def test_body_is_encrypted_and_round_trips(ctx: AppContext) -> None:
     row_id = _enqueue(ctx)
     with Session(ctx.engine) as session:
