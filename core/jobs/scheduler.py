@@ -70,26 +70,27 @@ class JobsService:
         if self._drain:
             self._senders = self._given_senders if self._given_senders is not None else load_channels(self.ctx)
         add = self.scheduler.add_job
-        add(self._tracked(self.check_leadership), IntervalTrigger(seconds=self._retry), id="leadership")
+        add(self._tracked(self.check_leadership), IntervalTrigger(seconds=self._retry), id="leadership",
+            name="leadership")
         add(self._tracked(self._lifecycle("sweep")),
-            IntervalTrigger(minutes=settings.sweep_interval_minutes), id="sweep")
+            IntervalTrigger(minutes=settings.sweep_interval_minutes), id="sweep", name="sweep")
         add(self._tracked(self._lifecycle("reminders")),
-            IntervalTrigger(minutes=settings.reminders_interval_minutes), id="reminders")
+            IntervalTrigger(minutes=settings.reminders_interval_minutes), id="reminders", name="reminders")
         if settings.register_sync_path:
             add(self._tracked(self._lifecycle("register_sync")), register_sync_trigger(self.ctx),
-                id="register_sync")
+                id="register_sync", name="register_sync")
         add(self._tracked(self._lifecycle("retention")),
-            CronTrigger.from_crontab(RETENTION_CRON, timezone=WARSAW), id="retention")
+            CronTrigger.from_crontab(RETENTION_CRON, timezone=WARSAW), id="retention", name="retention")
         if self._drain:
             add(self._tracked(self.drain), IntervalTrigger(seconds=settings.outbox_interval_seconds),
-                id="outbox")
+                id="outbox", name="outbox")
         self._leading = await asyncio.to_thread(self.leadership.try_acquire)
         self.scheduler.start()
         if self._leading:
             # In the background: start() returns at once, however much the process missed while down.
             self._spawn(self.catch_up())
-        log.info("jobs scheduler started: %s, outbox drainer %s",
-                 "leader" if self._leading else "follower", "on" if self._drain else "off")
+        log.info("jobs scheduler started: %s; outbox drained %s", "leader" if self._leading else "follower",
+                 "by the scheduler" if self._drain else "by the caller (mleg serve)")
 
     async def idle(self) -> None:
         """Wait for the jobs in flight (tests, and stop())."""
