@@ -5,6 +5,9 @@ the last one stored (RFC822.SIZE first: over the limit, only the head is fetched
 each raw message (commit), process the stored ones (one commit each), and only then flag
 them \\Seen (or move them to `imap.processed_mailbox`).
 
+`imap.security` picks the link: tls (TLS from the first byte), starttls (plain, upgraded
+before LOGIN; a server that does not offer STARTTLS is refused, never used in clear) or none.
+
 Between cycles it waits in IDLE when the server offers it, else it polls. A stalled IDLE
 (the connection dead without a FIN, a known aioimaplib trap: `wait_server_push` then waits
 forever) is cut by a watchdog: every wait has a deadline, IDLE is renewed every
@@ -52,6 +55,10 @@ class ImapError(RuntimeError):
     """The server said NO/BAD, or answered something we cannot read."""
 
 
+class ImapTlsError(ImapError):
+    """The TLS handshake failed (most often: the server's certificate is not trusted)."""
+
+
 @dataclass
 class CycleReport:
     """What one cycle did: UIDs stored, duplicates skipped, processing results, UIDs flagged."""
@@ -90,6 +97,14 @@ def _fail_fast_on_connection_loss(imap: aioimaplib.IMAP4) -> None:
     protocol.conn_lost_cb = lost
 
 
+def _close(imap: aioimaplib.IMAP4) -> None:
+    """Drop a connection that failed before it was ready (no LOGOUT: nothing to end politely)."""
+    imap._client_task.cancel()  # still connecting: stop (a finished task ignores this)
+    transport = imap.protocol.transport
+    if transport is not None:
+        transport.close()
+
+
 def _literals(response: aioimaplib.Response) -> list[bytes]:
     return [bytes(line) for line in response.lines if isinstance(line, bytearray)]
 
@@ -113,24 +128,64 @@ class MailFrontend:
 
     # --- connection -------------------------------------------------------------------
 
+    def _tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.settings.ca_file)
+
     async def _connect(self) -> aioimaplib.IMAP4:
         s = self.settings
-        if s.security == "starttls":
-            # aioimaplib cannot upgrade a connection; refuse clearly rather than log in in clear.
-            raise ConfigurationError("MLEG_IMAP__SECURITY=starttls is not supported: use tls (port 993) or none")
         if s.security == "tls":
-            context = ssl.create_default_context(cafile=s.ca_file)
             imap: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(host=s.host or "", port=s.port, timeout=COMMAND_TIMEOUT,
-                                                          ssl_context=context)
+                                                          ssl_context=self._tls_context())
         else:
             imap = aioimaplib.IMAP4(host=s.host or "", port=s.port, timeout=COMMAND_TIMEOUT)
         _fail_fast_on_connection_loss(imap)
+        try:
+            await self._greet_and_login(imap)
+        except ssl.SSLError as exc:
+            _close(imap)
+            reason = getattr(exc, "verify_message", None) or exc.reason or exc
+            raise ImapTlsError(f"TLS with {s.host}:{s.port} failed ({reason}); "
+                               f"is MLEG_IMAP__CA_FILE the CA that signed the server's certificate?") from exc
+        except BaseException:
+            _close(imap)
+            raise
+        return imap
+
+    async def _greet_and_login(self, imap: aioimaplib.IMAP4) -> None:
+        s = self.settings
         # aioimaplib waits for the greeting on a state condition that a lost connection never
         # wakes; a server greets at once, so a short deadline here means "not answering".
         await asyncio.wait_for(imap.wait_hello_from_server(), GREETING_TIMEOUT)
+        if s.security == "starttls":
+            await self._starttls(imap)
         password = s.password.get_secret_value() if s.password else ""
         _ok(await imap.login(s.username or "", password), "LOGIN")
-        return imap
+
+    async def _starttls(self, imap: aioimaplib.IMAP4) -> None:
+        """Upgrade the plain connection to TLS before any credential crosses it (RFC 3501 6.2.1, RFC 2595).
+
+        aioimaplib knows the command but cannot upgrade: its protocol object stays, and only
+        its transport is swapped for the TLS transport asyncio builds on the same socket, so
+        the connection-loss callback keeps working on the upgraded connection.
+        """
+        s = self.settings
+        protocol = imap.protocol
+        if not imap.has_capability("STARTTLS"):
+            # Never fall back to plain: a server (or a man in the middle stripping the
+            # capability) would then receive the password in clear.
+            raise ConfigurationError(f"MLEG_IMAP__SECURITY=starttls but {s.host}:{s.port} does not offer "
+                                     "STARTTLS; refusing to log in in clear")
+        command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
+        _ok(await asyncio.wait_for(protocol.execute(command), COMMAND_TIMEOUT), "STARTTLS")
+        if protocol.incomplete_line or protocol.current_command is not None:
+            # Bytes after the OK arrived in clear and would be read as if they came over TLS
+            # (the STARTTLS command injection of CVE-2011-0411): not a server to trust.
+            raise ImapError("STARTTLS: the server sent data after its OK, before TLS began")
+        protocol.transport = await protocol.loop.start_tls(
+            protocol.transport, protocol, self._tls_context(), server_hostname=s.host,
+            ssl_handshake_timeout=COMMAND_TIMEOUT)
+        # RFC 3501 6.2.1: what the server said before TLS is forgotten and asked again.
+        await asyncio.wait_for(protocol.capability(), COMMAND_TIMEOUT)
 
     async def _select(self, imap: aioimaplib.IMAP4) -> int:
         response = _ok(await imap.select(self.settings.mailbox), f"SELECT {self.settings.mailbox}")

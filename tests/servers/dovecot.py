@@ -18,6 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    # Only a type: smtp_relay imports this module, so a runtime import would be circular.
+    from tests.servers.smtp_relay import TlsCertificate
 
 DEFAULT_PASSWORD = "student-pass"
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
@@ -83,9 +88,14 @@ class DovecotServer:
     """One private Dovecot instance: IMAP and LMTP on 127.0.0.1, any user, one password.
 
     Mail lives in ``<tmp>/mail/<user>/Maildir``; ``restart()`` keeps mail and ports.
+    Without ``tls`` it speaks plain IMAP only (``ssl = no``: no STARTTLS offered). With a
+    ``tls`` certificate (``smtp_relay.generate_certificate``) it also offers STARTTLS on
+    ``imap_port`` and IMAP over TLS on ``imaps_port``; plain login stays allowed on loopback.
     """
 
-    def __init__(self, password: str = DEFAULT_PASSWORD, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, password: str = DEFAULT_PASSWORD, host: str = "127.0.0.1", tls: TlsCertificate | None = None
+    ) -> None:
         binary = find_dovecot()
         reason = unavailable_reason()
         if binary is None or reason is not None:
@@ -94,7 +104,9 @@ class DovecotServer:
         self.version: tuple[int, ...] = dovecot_version(binary)
         self.host: str = host
         self.password: str = password
+        self.tls: TlsCertificate | None = tls
         self.imap_port: int = 0
+        self.imaps_port: int = 0  # stays 0 without tls
         self.lmtp_port: int = 0
         self.tmpdir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -135,10 +147,7 @@ class DovecotServer:
             self.tmpdir = Path(tempfile.mkdtemp(prefix="mleg-dovecot-"))
             # Mail processes (uid dovecot) and imap-login (dovenull) must traverse this dir.
             self.tmpdir.chmod(0o755)
-            self.imap_port = free_port(self.host)
-            self.lmtp_port = free_port(self.host)
-            while self.lmtp_port == self.imap_port:
-                self.lmtp_port = free_port(self.host)
+            self._pick_ports()
             self._prepare_dirs()
             self.config_path.write_text(self._render_config())
         stderr = (self._dir / "dovecot.stderr").open("ab")
@@ -231,6 +240,18 @@ class DovecotServer:
                 raise TimeoutError(f"{user} has {len(messages)} message(s), wanted {count}")
             time.sleep(0.1)
 
+    def kick(self, user: str) -> None:
+        """Drop ``user``'s IMAP connections from the server side, at once (``doveadm kick``).
+
+        ``restart()`` is no such cut: established connections (TLS ones proxied by
+        imap-login) outlive the old master for seconds.
+        """
+        doveadm = shutil.which("doveadm") or str(Path(self.binary).parents[1] / "bin" / "doveadm")
+        subprocess.run(
+            [doveadm, "-c", str(self.config_path), "kick", user],
+            capture_output=True, timeout=10, check=True,
+        )
+
     def read_log(self) -> str:
         """Dovecot's log plus anything it printed before logging was up."""
         parts = []
@@ -249,6 +270,35 @@ class DovecotServer:
         user = pwd.getpwuid(os.geteuid()).pw_name
         group = grp.getgrgid(os.getegid()).gr_name
         return user, user, user, group
+
+    def _pick_ports(self) -> None:
+        """Distinct free ports for IMAP, LMTP and (with tls) IMAPS."""
+        ports: list[int] = []
+        while len(ports) < (3 if self.tls is not None else 2):
+            port = free_port(self.host)
+            if port not in ports:
+                ports.append(port)
+        self.imap_port, self.lmtp_port = ports[0], ports[1]
+        if self.tls is not None:
+            self.imaps_port = ports[2]
+
+    def _ssl_config(self, cert_key: str, key_key: str, reader: str) -> str:
+        """The ``ssl`` lines: off, or on with our certificate (setting names differ by version)."""
+        if self.tls is None:
+            return "ssl = no\n"
+        return (
+            f"ssl = yes\n{cert_key} = {reader}{self.tls.cert_path}\n"
+            f"{key_key} = {reader}{self.tls.key_path}\n"
+        )
+
+    def _imaps_listener(self, address_key: str) -> str:
+        """The imaps listener: disabled (port 0) without tls, else TLS on ``imaps_port``."""
+        if self.tls is None:
+            return "  inet_listener imaps {\n    port = 0\n  }\n"
+        return (
+            f"  inet_listener imaps {{\n    {address_key} = {self.host}\n"
+            f"    port = {self.imaps_port}\n    ssl = yes\n  }}\n"
+        )
 
     def _prepare_dirs(self) -> None:
         self.mail_root.mkdir()
@@ -281,8 +331,7 @@ state_dir = {state}
 log_path = {self.log_path}
 protocols = imap lmtp
 listen = {self.host}
-ssl = no
-auth_allow_cleartext = yes
+{self._ssl_config("ssl_server_cert_file", "ssl_server_key_file", "")}auth_allow_cleartext = yes
 auth_mechanisms = plain login
 default_internal_user = {internal}
 default_internal_group = {gid}
@@ -306,10 +355,7 @@ service imap-login {{
     listen = {self.host}
     port = {self.imap_port}
   }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
+{self._imaps_listener("listen")}}}
 service lmtp {{
   inet_listener lmtp {{
     listen = {self.host}
@@ -323,8 +369,7 @@ state_dir = {state}
 log_path = {self.log_path}
 protocols = imap lmtp
 listen = {self.host}
-ssl = no
-disable_plaintext_auth = no
+{self._ssl_config("ssl_cert", "ssl_key", "<")}disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = {internal}
 default_internal_group = {gid}
@@ -345,10 +390,7 @@ service imap-login {{
     address = {self.host}
     port = {self.imap_port}
   }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
+{self._imaps_listener("address")}}}
 service lmtp {{
   inet_listener lmtp {{
     address = {self.host}
@@ -370,7 +412,8 @@ service lmtp {{
                     greeting = sock.recv(512)
                 with socket.create_connection((self.host, self.lmtp_port), timeout=2) as sock:
                     lmtp_greeting = sock.recv(512)
-                if greeting.startswith(b"* OK") and lmtp_greeting.startswith(b"220"):
+                greeted = greeting.startswith(b"* OK") and lmtp_greeting.startswith(b"220")
+                if greeted and (self.tls is None or self._imaps_greets()):
                     return
                 last_error = RuntimeError(f"unexpected greetings {greeting!r} {lmtp_greeting!r}")
             except OSError as exc:
@@ -380,6 +423,15 @@ service lmtp {{
             f"dovecot did not answer on {self.host}:{self.imap_port} within {timeout}s "
             f"({last_error}):\n{self.read_log()}"
         )
+
+    def _imaps_greets(self) -> bool:
+        """True when the imaps listener completes a verified handshake and greets."""
+        assert self.tls is not None
+        with (
+            socket.create_connection((self.host, self.imaps_port), timeout=2) as raw,
+            self.tls.client_context().wrap_socket(raw, server_hostname=self.host) as sock,
+        ):
+            return sock.recv(512).startswith(b"* OK")
 
     def _terminate(self) -> None:
         proc, self._proc = self._proc, None

@@ -9,7 +9,7 @@ from typing import Any, NoReturn, Protocol
 import pytest
 
 from tests.servers.dovecot import DovecotServer, DovecotUnavailable, unavailable_reason
-from tests.servers.smtp_relay import DEFAULT_DATA_SIZE_LIMIT, Security, SmtpRelay
+from tests.servers.smtp_relay import DEFAULT_DATA_SIZE_LIMIT, Security, SmtpRelay, generate_certificate
 
 __all__ = [
     "SmtpServerFactory",
@@ -41,13 +41,10 @@ class SmtpServerFactory(Protocol):
     ) -> SmtpRelay: ...
 
 
-@pytest.fixture(scope="session")
-def dovecot() -> Iterator[DovecotServer]:
-    """A private Dovecot for the whole session (use ``mailbox_user`` for isolation)."""
+def _started_dovecot(server: DovecotServer) -> Iterator[DovecotServer]:
     reason = unavailable_reason()
     if reason is not None:
         _unavailable(reason)
-    server = DovecotServer()
     try:
         server.start()
     except DovecotUnavailable as exc:
@@ -57,6 +54,22 @@ def dovecot() -> Iterator[DovecotServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[DovecotServer]:
+    """A private Dovecot for the whole session (use ``mailbox_user`` for isolation)."""
+    yield from _started_dovecot(DovecotServer())
+
+
+@pytest.fixture(scope="session")
+def dovecot_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
+    """A second private Dovecot that speaks STARTTLS on ``imap_port`` and TLS on ``imaps_port``.
+
+    Its certificate comes from a throwaway CA (``dovecot_tls.tls.ca_cert_path``). A separate
+    instance, so the session-wide ``dovecot`` keeps ``ssl = no`` and offers no STARTTLS.
+    """
+    yield from _started_dovecot(DovecotServer(tls=generate_certificate(tmp_path_factory.mktemp("dovecot-tls"))))
 
 
 @pytest.fixture
