@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -21,11 +21,16 @@ from core.models import (
     CredentialEvent,
     CredentialState,
     Student,
+    StudentStatus,
 )
+from core.semester import end_of_day, removal_deadline
 
 __all__ = [
     "RenewalCheck",
     "activate",
+    "effective_valid_until",
+    "expire_activation_window",
+    "expire_overdue_activation",
     "find_credential",
     "latest_credential",
     "live_credential",
@@ -64,6 +69,63 @@ def find_credential(session: Session, ref: str) -> Credential:
     return credential
 
 
+def effective_valid_until(student: Student, credential: Credential) -> date:
+    """The day a credential really ends: its validity, or sooner one month after removal from the student list."""
+    # The same condition as the sweep's removal revocation: a stale removed_on on a reinstated
+    # student ends nothing.
+    if student.status == StudentStatus.REMOVED and student.removed_on is not None:
+        return min(credential.valid_until, removal_deadline(student.removed_on))
+    return credential.valid_until
+
+
+def _activation_window(ctx: AppContext, credential: Credential, now: datetime) -> timedelta:
+    """The activation window; under the ELS policy never past the end of the credential's last day.
+
+    The card's date caps the credential, and activation data for a credential that has
+    already ended is of no use: the deadline must not promise more.
+    """
+    window = ctx.activation_window
+    if credential.policy == Policy.ELS:
+        window = min(window, max(timedelta(0), end_of_day(credential.valid_until) - now))
+    return window
+
+
+def expire_activation_window(ctx: AppContext, session: Session, credential: Credential, *, now: datetime,
+                             actor: str) -> None:
+    """The activation data died unused: the credential expires and the student must apply again.
+
+    The one move for it, made by the nightly sweep and by a conversation that meets such a
+    credential before the sweep has run; each caller tells the student its own way.
+    """
+    ctx.issuer.invalidate(credential)
+    transition(session, credential, CredentialState.EXPIRED, actor=actor,
+               reason=EndReason.ACTIVATION_WINDOW_PASSED, now=now)
+
+
+def expire_overdue_activation(ctx: AppContext, session: Session, student_id: int, *, actor: str) -> bool:
+    """Expire the student's pending credential if its activation deadline has passed; says if it did.
+
+    The sweep runs nightly; a student asking in between must not be told to activate by a
+    date already gone, nor be refused a new application because of dead data.
+    """
+    now = ctx.clock.now()
+    query = (
+        select(Credential)
+        .where(Credential.student_id == student_id)
+        .where(Credential.state == CredentialState.PENDING_ACTIVATION)
+        .where(col(Credential.activation_deadline) < now)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # A sweep moving the same row meanwhile: wait for it, and the re-checked WHERE drops
+        # the row, so it is not moved (and recorded) twice. SQLite holds one writer at a time.
+        query = query.with_for_update().execution_options(populate_existing=True)
+    credential = session.exec(query).first()
+    if credential is None:
+        return False
+    expire_activation_window(ctx, session, credential, now=now, actor=actor)
+    return True
+
+
 def _queue_activation(
     ctx: AppContext,
     session: Session,
@@ -71,7 +133,7 @@ def _queue_activation(
     credential: Credential,
     language: str,
 ) -> None:
-    data = ctx.issuer.issue(credential, ctx.clock.now(), ctx.activation_window)
+    data = ctx.issuer.issue(credential, ctx.clock.now(), _activation_window(ctx, credential, ctx.clock.now()))
     transition(
         session,
         credential,

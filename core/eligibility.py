@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -9,7 +10,22 @@ from enum import StrEnum
 from core.models import Student, StudentStatus, StudyLevel
 from core.semester import removal_deadline, semester_end
 
-__all__ = ["Eligibility", "Policy", "Reason", "check_eligibility", "validity_end"]
+__all__ = [
+    "SHORT_VALIDITY_DAYS",
+    "Eligibility",
+    "Policy",
+    "Reason",
+    "check_eligibility",
+    "normalize_els_number",
+    "short_els_validity",
+    "validity_end",
+]
+
+# A credential the ELS card lets live fewer days than this is worth a word before applying:
+# a week is about the time a student needs to get the card extended at the dean's office.
+SHORT_VALIDITY_DAYS = 7
+# Spaces and every kind of dash (phones turn "-" into "–" on their own).
+_ELS_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212]+")
 
 
 class Policy(StrEnum):
@@ -78,3 +94,23 @@ def validity_end(student: Student, policy: Policy | str, today: date) -> date:
     if student.removed_on:
         end = min(end, removal_deadline(student.removed_on))
     return end
+
+
+def short_els_validity(student: Student, policy: Policy | str, today: date) -> date | None:
+    """The end of a credential issued today if the ELS card cuts it to under SHORT_VALIDITY_DAYS, else None."""
+    if Policy(policy) is not Policy.ELS or student.els_valid_until is None:
+        return None
+    end = validity_end(student, policy, today)
+    days_valid = (end - today).days + 1  # valid through `end` itself
+    if end != student.els_valid_until or days_valid >= SHORT_VALIDITY_DAYS:
+        return None
+    return end
+
+
+def normalize_els_number(raw: str) -> str:
+    """An ELS card number as compared: case, spaces, dashes and a leading "ELS" do not matter.
+
+    Students type what they read off the card ("ELS-99892850", "els 99892850") or only
+    the digits; the register may hold either form.
+    """
+    return _ELS_SEPARATORS.sub("", raw).upper().removeprefix("ELS")

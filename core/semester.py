@@ -6,10 +6,13 @@ All dates here are calendar dates in Europe/Warsaw.
 from __future__ import annotations
 
 import calendar
-from datetime import date
+from datetime import UTC, date, datetime, time
+
+from core.clock import WARSAW
 
 __all__ = [
     "add_months",
+    "end_of_day",
     "removal_deadline",
     "semester_end",
     "semester_start",
@@ -65,3 +68,8 @@ def add_months(day: date, months: int) -> date:
 def removal_deadline(removed_on: date) -> date:
     """A credential expires one month after removal from the student list, at the latest."""
     return add_months(removed_on, 1)
+
+
+def end_of_day(day: date) -> datetime:
+    """The last instant (UTC) of `day` in Warsaw: a credential valid until `day` is valid through it."""
+    return datetime.combine(day, time.max, tzinfo=WARSAW).astimezone(UTC)

@@ -25,10 +25,12 @@ from datetime import datetime
 from typing import Any
 
 from core.catalog import Catalog
+from core.clock import WARSAW
 from core.compose import format_date, format_datetime
 from core.conversation import ops
 from core.conversation.events import Event, Reply, ReplyButton
 from core.conversation.state import ConversationState
+from core.eligibility import normalize_els_number
 from core.faq import Faq, detect_language
 from core.pesel import check_pesel
 from core.terms import Terms
@@ -42,6 +44,9 @@ BOUND_STEPS = {
     "menu", "confirm_request", "confirm_renew", "revoke_reason", "confirm_revoke",
     "help_steps", "support_text", "confirm_support", "confirm_forget",
 }
+# Answers to a yes/no question typed instead of pressing a button ("t"/"n" as on Polish forms).
+YES_WORDS = frozenset({"tak", "t", "yes", "y", "ok", "okay", "potwierdzam", "confirm"})
+NO_WORDS = frozenset({"nie", "n", "no", "anuluj", "cancel"})
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]")
 
 
@@ -76,11 +81,12 @@ class Turn:
         self.now = now
         self.replies: list[Reply] = []
         self.text, self.truncated = clean_text(event.text, config.max_text)
+        self.spoken: str | None = None  # the language of this turn's replies once the state is wiped
 
     # --- saying things -------------------------------------------------------------------
     @property
     def lang(self) -> str:
-        return self.state.language or self.config.default_language
+        return self.state.language or self.spoken or self.config.default_language
 
     def t(self, key: str, **params: Any) -> str:
         return self.config.catalog.text(self.lang, key, **params)
@@ -103,6 +109,18 @@ class Turn:
     @property
     def command(self) -> str:
         return self.event.command
+
+    def yes_no(self) -> bool | None:
+        """A typed yes (True) or no (False); None for anything else."""
+        if self.event.kind != "text":
+            return None
+        word = self.text.lower().strip(" .!")
+        return True if word in YES_WORDS else False if word in NO_WORDS else None
+
+    def reset_state(self) -> None:
+        """Wipe the conversation; the rest of this turn still answers in the student's language."""
+        self.spoken = self.lang
+        self.state.__init__()  # type: ignore[misc]
 
 
 def step(config: EngineConfig, state: ConversationState, event: Event, now: datetime) -> Flow:
@@ -142,16 +160,16 @@ def _dispatch(turn: Turn) -> Generator[ops.Op, Any, None]:
         turn.say("forget.confirm", [[("forget_yes", "forget:yes"), ("cancel", "cancel")]])
         return
     if button == "forget:yes" and state.step == "confirm_forget":
-        yield ops.ForgetAccount()
-        turn.state.__init__()  # type: ignore[misc]
-        turn.state.forgotten = True
-        turn.say("forget.done")
+        yield from _forget(turn)
         return
     if command == "terms" and state.step not in ("new", "language"):
         turn.say_text(turn.config.terms.full[turn.lang])
         return
     if command == "cancel" or button == "cancel":
         yield from _cancel(turn)
+        return
+    if state.step == "confirm_forget" and turn.event.kind == "text":
+        yield from _confirm_forget(turn)
         return
 
     if state.step == "new" or (command == "start" and state.step == "language"):
@@ -160,7 +178,9 @@ def _dispatch(turn: Turn) -> Generator[ops.Op, Any, None]:
     if state.step == "language":
         yield from _language_step(turn)
         return
-    if state.step in ("terms", "declined") or (command == "start" and not state.terms_version):
+    if state.step in ("terms", "declined") or not state.terms_version:
+        # Also a command in the middle of a /forget asked before the terms were accepted:
+        # terms never accepted are not "changed terms".
         yield from _terms_step(turn)
         return
     if state.terms_version != turn.config.terms.version:
@@ -232,6 +252,10 @@ def _show_terms(turn: Turn) -> None:
 def _terms_step(turn: Turn) -> Generator[ops.Op, Any, None]:
     state, button, text = turn.state, turn.button, turn.text.lower()
     version = turn.config.terms.version
+    if turn.command in ("help", "pomoc"):
+        turn.say("help.terms")
+        yield from _prompt(turn)
+        return
     if button == "terms:accept" or text in ("akceptuję", "akceptuje", "accept", "i accept", "tak", "yes"):
         yield ops.AcceptTerms(version, state.student_id)
         state.terms_version = version
@@ -283,7 +307,7 @@ def _identify(turn: Turn) -> Generator[ops.Op, Any, None]:
         yield from _prompt(turn)
         return
     if turn.command in ("help", "pomoc"):
-        turn.say("help.general")
+        turn.say("help.before_binding")
         yield from _prompt(turn)
         return
     if turn.command == "start":
@@ -329,7 +353,9 @@ def _second_id_step(turn: Turn) -> Generator[ops.Op, Any, None]:
         yield from _prompt(turn)
         return
     second = re.sub(r"\s+", "", turn.text).upper()
-    if not second or len(second) > 40:
+    # An ELS number is compared without its "ELS" prefix and dashes: only that prefix is no number.
+    significant = normalize_els_number(second) if turn.config.policy == "els" else second
+    if not significant or len(second) > 40:
         turn.say("identify.second_format")
         return
     if _locked(turn, (yield ops.CheckLocked("identify", state.pesel_hash))):
@@ -411,6 +437,8 @@ def _bound(turn: Turn) -> Generator[ops.Op, Any, None]:
         return
     if command in ("help", "pomoc") or button == "menu:help":
         state.step = "menu"
+        if command:  # the "How to activate" button asks only about activation
+            turn.say("help.commands")
         turn.say("help.choose", [[("steps_one", "help:step"), ("steps_all", "help:all")], [("menu", "menu:status")]])
         return
     if button == "help:all":
@@ -452,8 +480,7 @@ def _bound(turn: Turn) -> Generator[ops.Op, Any, None]:
         yield from _confirm(turn, _do_support)
         return
     if step_name == "confirm_forget":
-        state.step = "menu"
-        turn.say("cancelled")
+        yield from _confirm_forget(turn)
         return
 
     if turn.event.kind == "command":
@@ -505,15 +532,18 @@ def _show_status(turn: Turn) -> Generator[ops.Op, Any, None]:
     else:
         reason = turn.t(f"end_reason.{credential.end_reason or 'validity_ended'}")
         lines.append(turn.t(f"status.{credential.state}", reason=reason))
+    if credential is not None and credential.ends_on_removal and credential.state in ("pending_activation", "active"):
+        lines.append(turn.t("status.ends_on_removal", until=format_date(credential.valid_until)))
     if overview.ineligible:
         lines.append(_ineligible_text(turn, overview.ineligible))
     turn.say_text("\n\n".join(lines), _status_buttons(overview))
 
 
 def _ineligible_text(turn: Turn, reasons: tuple[str, ...]) -> str:
-    return turn.t("eligibility.intro") + "\n" + "\n".join(
-        "• " + turn.t(f"eligibility.{reason}") for reason in reasons
-    )
+    # The catalog holds bare phrases; the list punctuation ("a;", "b.") is added here, so a
+    # single reason ends with a full stop.
+    items = [turn.t(f"eligibility.{reason}").rstrip(" ;.") for reason in reasons]
+    return turn.t("eligibility.intro") + "\n" + ";\n".join(f"• {item}" for item in items) + "."
 
 
 def _overview(turn: Turn) -> Generator[ops.Op, Any, ops.Overview | None]:
@@ -521,7 +551,8 @@ def _overview(turn: Turn) -> Generator[ops.Op, Any, ops.Overview | None]:
     overview = yield ops.StudentOverview(turn.state.student_id)
     if overview is None:
         yield ops.ForgetAccount()
-        turn.state.__init__()  # type: ignore[misc]
+        turn.reset_state()
+        turn.state.forgotten = True  # ForgetAccount deleted the stored conversation: it must not be saved back
         turn.say("status.student_gone")
         return None
     result: ops.Overview = overview
@@ -541,6 +572,11 @@ def _offer_request(turn: Turn) -> Generator[ops.Op, Any, None]:
         turn.say(f"request.already_{credential.state}", [[("status", "menu:status"), ("revoke", "menu:revoke")]])
         return
     turn.state.step = "confirm_request"
+    short_until = overview.short_validity_until
+    if short_until is not None:
+        # Told before issuing, so the student can choose to extend the card first.
+        days = (short_until - turn.now.astimezone(WARSAW).date()).days + 1
+        turn.say("request.els_expires_soon", until=format_date(short_until), days=days)
     turn.say("request.confirm", [[("confirm", "confirm:yes"), ("cancel", "confirm:no")]],
              email=overview.masked_email, days=turn.config.activation_window_days)
 
@@ -550,6 +586,11 @@ def _offer_renew(turn: Turn) -> Generator[ops.Op, Any, None]:
     if overview is None:
         return
     turn.state.step = "menu"
+    if overview.ineligible and not overview.renewal_possible:
+        # Not "apply if you have none": they may not have one at all, and hear why.
+        turn.say_text(turn.t("renew.ineligible") + "\n\n" + _ineligible_text(turn, overview.ineligible),
+                      [[("status", "menu:status")]])
+        return
     if not overview.renewal_possible or overview.renewal_until is None:
         valid_until = format_date(overview.credential.valid_until) if overview.credential else ""
         turn.say(f"renew.{overview.renewal_reason}", [[("status", "menu:status")]], valid_until=valid_until)
@@ -590,13 +631,13 @@ def _revoke_reason(turn: Turn) -> Generator[ops.Op, Any, None]:
 
 
 def _confirm(turn: Turn, action: Callable[[Turn], Flow]) -> Generator[ops.Op, Any, None]:
-    text = turn.text.lower()
-    if turn.button == "confirm:yes" or (turn.event.kind == "text" and text in ("tak", "yes", "ok", "potwierdzam")):
+    answer = turn.yes_no()
+    if turn.button == "confirm:yes" or answer is True:
         turn.state.step = "menu"
         replies = yield from action(turn)
         turn.replies.extend(replies)
         return
-    if turn.button == "confirm:no" or text in ("nie", "no", "anuluj", "cancel"):
+    if turn.button == "confirm:no" or answer is False:
         yield from _cancel(turn)
         return
     turn.say("confirm.expected")
@@ -670,6 +711,23 @@ def _do_support(turn: Turn) -> Flow:
     return []
 
 
+def _confirm_forget(turn: Turn) -> Generator[ops.Op, Any, None]:
+    answer = turn.yes_no()
+    if answer is True:
+        yield from _forget(turn)
+    elif answer is False:
+        yield from _cancel(turn)
+    else:  # neither yes nor no: nothing is deleted and nothing is silently cancelled
+        turn.say("forget.expected", [[("forget_yes", "forget:yes"), ("cancel", "cancel")]])
+
+
+def _forget(turn: Turn) -> Generator[ops.Op, Any, None]:
+    yield ops.ForgetAccount()
+    turn.reset_state()
+    turn.state.forgotten = True
+    turn.say("forget.done")  # still in the language the student used
+
+
 def _cancel(turn: Turn) -> Generator[ops.Op, Any, None]:
     state = turn.state
     state.revoke_reason = None
@@ -677,6 +735,7 @@ def _cancel(turn: Turn) -> Generator[ops.Op, Any, None]:
     if state.student_id is not None:
         state.step = "menu"
         turn.say("cancelled")
+        yield from _prompt(turn)  # the menu's buttons, not a dead end
         return
     if state.step in ("second_id", "code"):
         state.step = "pesel"

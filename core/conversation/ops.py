@@ -94,6 +94,7 @@ class CredentialView:
     valid_until: date
     activation_deadline: datetime | None
     end_reason: str | None
+    ends_on_removal: bool = False  # valid_until is the removal deadline, before the credential's own
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class Overview:
     renewal_possible: bool
     renewal_reason: str
     renewal_until: date | None
+    short_validity_until: date | None = None  # set when the ELS card would cut a new credential short
 
 
 @dataclass(frozen=True)

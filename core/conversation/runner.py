@@ -23,7 +23,7 @@ from core.conversation.engine import EngineConfig, step
 from core.conversation.events import Event, Reply, coalesce_replies
 from core.conversation.state import ConversationState
 from core.db import lock_for_write, unit_of_work
-from core.eligibility import Policy, check_eligibility
+from core.eligibility import Policy, check_eligibility, normalize_els_number, short_els_validity
 from core.errors import ConflictError, EligibilityError, RateLimitedError
 from core.faq import Faq
 from core.models import LIVE_STATES, BindingCode, ChatLink, Conversation, Credential, Student, TermsAcceptance
@@ -36,6 +36,8 @@ __all__ = ["ConversationService", "engine_config"]
 log = logging.getLogger(__name__)
 BINDING_CODE_DIGITS = "0123456789"
 BINDING_CODE_LENGTH = 6
+# Who expires activation data a turn finds past its deadline: the clock did it, not the student.
+EXPIRY_ACTOR = "lifecycle"
 
 
 def engine_config(ctx: AppContext) -> EngineConfig:
@@ -52,11 +54,16 @@ def engine_config(ctx: AppContext) -> EngineConfig:
     )
 
 
-def _view(credential: Credential | None) -> ops.CredentialView | None:
+def _view(credential: Credential | None, student: Student | None = None) -> ops.CredentialView | None:
+    """What the engine sees of a credential; with the student, the end a removal brings forward."""
     if credential is None:
         return None
-    return ops.CredentialView(credential.public_id, credential.state, credential.valid_until,
-                              credential.activation_deadline, credential.end_reason)
+    valid_until = credential.valid_until
+    if student is not None:
+        valid_until = credential_service.effective_valid_until(student, credential)
+    return ops.CredentialView(credential.public_id, credential.state, valid_until,
+                              credential.activation_deadline, credential.end_reason,
+                              ends_on_removal=valid_until < credential.valid_until)
 
 
 class _Executor:
@@ -102,10 +109,11 @@ class _Executor:
         if student is None:
             return None
         if op.by == "els":
-            known = (student.els_number or "").replace(" ", "").upper()
+            # Typed by hand off the card: "ELS-99892850", "els 99892850" and "99892850" are one number.
+            known, typed = normalize_els_number(student.els_number or ""), normalize_els_number(op.second)
         else:
-            known = student.album.replace(" ", "").upper()
-        return student.id if known and known == op.second else None
+            known, typed = student.album.replace(" ", "").upper(), op.second
+        return student.id if known and known == typed else None
 
     def _SendBindingCode(self, op: ops.SendBindingCode) -> str:
         now = self.ctx.clock.now()
@@ -179,17 +187,24 @@ class _Executor:
                                          accepted_at=self.ctx.clock.now()))
 
     # --- the student's credential ------------------------------------------------------------
+    def _expire_overdue(self, student_id: int) -> None:
+        # Between two nightly sweeps a turn may be the first to meet dead activation data.
+        credential_service.expire_overdue_activation(self.ctx, self.session, student_id, actor=EXPIRY_ACTOR)
+
     def _StudentOverview(self, op: ops.StudentOverview) -> ops.Overview | None:
         student = self.session.get(Student, op.student_id)
         if student is None:
             return None
-        eligibility = check_eligibility(student, Policy(self.ctx.settings.policy), self.ctx.clock.today())
+        policy, today = Policy(self.ctx.settings.policy), self.ctx.clock.today()
+        self._expire_overdue(op.student_id)
+        eligibility = check_eligibility(student, policy, today)
         credential = credential_service.latest_credential(self.session, op.student_id)
         renewal = credential_service.renewal_check(self.ctx, student, credential)
         return ops.Overview(
             first_name=student.first_name, masked_email=mask_email(student.email),
-            ineligible=tuple(str(r) for r in eligibility.reasons), credential=_view(credential),
+            ineligible=tuple(str(r) for r in eligibility.reasons), credential=_view(credential, student),
             renewal_possible=renewal.possible, renewal_reason=renewal.reason, renewal_until=renewal.new_valid_until,
+            short_validity_until=short_els_validity(student, policy, today) if eligibility.ok else None,
         )
 
     def _actor(self) -> str:
@@ -198,6 +213,7 @@ class _Executor:
     def _RequestCredential(self, op: ops.RequestCredential) -> ops.ServiceResult:
         student = self.session.get(Student, op.student_id)
         assert student is not None
+        self._expire_overdue(op.student_id)
         try:
             with self.session.begin_nested():
                 credential = credential_service.request_credential(
@@ -210,6 +226,7 @@ class _Executor:
         return ops.ServiceResult(True, credential=_view(credential))
 
     def _RenewCredential(self, op: ops.RenewCredential) -> ops.ServiceResult:
+        self._expire_overdue(op.student_id)
         student = self.session.get(Student, op.student_id)
         credential = credential_service.live_credential(self.session, op.student_id)
         if student is None or credential is None:
@@ -223,6 +240,7 @@ class _Executor:
         return ops.ServiceResult(True, credential=_view(credential))
 
     def _RevokeCredential(self, op: ops.RevokeCredential) -> ops.ServiceResult:
+        self._expire_overdue(op.student_id)
         credential = credential_service.live_credential(self.session, op.student_id)
         if credential is None or credential.state not in LIVE_STATES:
             return ops.ServiceResult(False, "no_credential")

@@ -17,11 +17,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
 from core.context import AppContext
-from core.credentials import revoke
+from core.credentials import expire_activation_window, revoke
 from core.db import unit_of_work
 from core.jobs.ledger import JobResult
 from core.jobs.notify import chat_links, queue_chat, queue_email
-from core.lifecycle import EndReason, transition
+from core.lifecycle import EndReason
 from core.models import (
     LIVE_STATES,
     AuditEvent,
@@ -151,11 +151,7 @@ def _expire_activation_windows(ctx: AppContext, now: datetime) -> int:
             links = chat_links(session, [student.id or 0 for _, student in batch])
             for credential, student in batch:
                 seen.add(credential.id or 0)
-                ctx.issuer.invalidate(credential)
-                transition(
-                    session, credential, S.EXPIRED, actor=ACTOR,
-                    reason=EndReason.ACTIVATION_WINDOW_PASSED, now=now,
-                )
+                expire_activation_window(ctx, session, credential, now=now, actor=ACTOR)
                 link = links.get(student.id or 0)
                 language = link.language if link else ctx.settings.default_language
                 key = f"activation-expired:{credential.public_id}"
