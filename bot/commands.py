@@ -17,7 +17,8 @@ from core.catalog import LANGUAGES, Catalog
 __all__ = ["COMMANDS", "command_list", "register_commands"]
 
 log = logging.getLogger(__name__)
-COMMANDS = ("start", "status", "renew", "revoke", "help", "support", "language", "forget")
+COMMANDS = ("start", "request", "status", "renew", "revoke", "help", "support", "terms", "language", "cancel",
+            "forget")
 
 
 def command_list(catalog: Catalog, language: str) -> list[BotCommand]:
