@@ -3,6 +3,7 @@
     MlegError
      ├── ConfigurationError        a setting is missing or unsafe
      ├── RegisterImportError       a register file refused as a whole (lists every bad line)
+     ├── MassRemovalError          a sync refused: it would mark too many students removed
      ├── NotFoundError             a student, credential or thread that does not exist
      ├── TransitionError           a credential move the lifecycle does not allow
      ├── EligibilityError          the student may not have a credential (carries the reasons)
@@ -19,6 +20,7 @@ __all__ = [
     "ActivationError",
     "ConfigurationError",
     "EligibilityError",
+    "MassRemovalError",
     "MlegError",
     "NotFoundError",
     "RateLimitedError",
@@ -46,6 +48,20 @@ class RegisterImportError(MlegError, ValueError):
             f"register file refused, nothing was changed ({len(problems)} problem(s)):\n"
             f"{lines}{more}"
         )
+
+
+class MassRemovalError(MlegError):
+    """A sync refused before any change: the file is empty or would remove too many students.
+
+    Removal leads to revocation, so a cut-off export must not revoke the university;
+    `would_remove` and `active` let a front-end say how far off the file is.
+    """
+
+    def __init__(self, reason: str, *, would_remove: int, active: int) -> None:
+        self.reason = reason
+        self.would_remove = would_remove
+        self.active = active
+        super().__init__(f"register sync refused, nothing was changed: {reason}")
 
 
 class NotFoundError(MlegError, LookupError):

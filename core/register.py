@@ -18,12 +18,15 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from core import audit
-from core.errors import RegisterImportError
+from core.errors import MassRemovalError, RegisterImportError
 from core.models import Student, StudentStatus, StudyLevel
 from core.pesel import PeselProblem, check_pesel, mask_pesel
 from core.secrets_box import SecretBox
+from core.settings import DEFAULT_MAX_REMOVED_SHARE
 
-__all__ = ["HEADER", "ImportReport", "RegisterRow", "import_register", "parse_register"]
+__all__ = [
+    "HEADER", "ImportReport", "RegisterRow", "import_register", "mass_removal_reason", "parse_register",
+]
 
 HEADER = (
     "album", "pesel", "first_name", "last_name", "email", "study_level",
@@ -37,6 +40,11 @@ _PESEL_REASONS = {
     PeselProblem.DATE: "PESEL encodes an impossible birth date",
 }
 _BATCH = 2000
+# A header cell is quoted back only if it looks like a column name: the first line of a file
+# without a header is a student row, and a digit in it may belong to a PESEL.
+_COLUMN_NAME = re.compile(r"^[A-Za-z][A-Za-z_ \-]{0,39}$")
+_PESEL_LIKE = re.compile(r"\d{11}")
+_SHOWN_MAX = 60
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,15 @@ class ImportReport:
     removed: int = 0
     total: int = 0
     albums_removed: list[str] = field(default_factory=list)
+    # Why a real sync would refuse this file (empty, or too many removals); set even when
+    # the caller allowed it, so a dry run can say so.
+    mass_removal: str | None = None
+
+
+def _shown(value: str) -> str:
+    """A cell as quoted in a problem: shifted columns can put a PESEL anywhere, so mask it."""
+    masked = _PESEL_LIKE.sub(lambda m: mask_pesel(m.group()), value)
+    return repr(masked if len(masked) <= _SHOWN_MAX else masked[:_SHOWN_MAX] + "...")
 
 
 def _parse_date(value: str, column: str, problems: list[str]) -> date | None:
@@ -73,8 +90,47 @@ def _parse_date(value: str, column: str, problems: list[str]) -> date | None:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        problems.append(f"{column} {value!r} is not an ISO date (YYYY-MM-DD)")
+        problems.append(f"{column} {_shown(value)} is not an ISO date (YYYY-MM-DD)")
         return None
+
+
+def _header_problem(header: list[str]) -> str | None:
+    """None for the right header, else what is wrong with it, naming columns, never quoting data."""
+    names = [cell.strip() for cell in header]
+    if tuple(names) == HEADER:
+        return None
+    expected = f"header must be exactly: {','.join(HEADER)}"
+    return f"{expected}; {_header_hint(names)}"
+
+
+def _header_hint(names: list[str]) -> str:
+    for separator, kind in ((";", "semicolon"), ("\t", "tab")):
+        if len(names) < len(HEADER) and any(separator in name for name in names):
+            return f"the file looks {kind}-separated: save it as CSV UTF-8 with commas"
+    if not any(name.lower() in HEADER for name in names):
+        return ("the first line has none of these column names: the file seems to have no header "
+                "line (add it as the first line; `mleg registry header` prints it)")
+    if [name.lower() for name in names] == list(HEADER):
+        return "column names must be lower case"
+    parts: list[str] = []
+    missing = [column for column in HEADER if column not in names]
+    if missing:
+        parts.append("missing " + ", ".join(missing))
+    unexpected = [name for name in names if name not in HEADER]
+    shown = [name for name in unexpected if _COLUMN_NAME.match(name)]
+    if shown:
+        parts.append("unexpected " + ", ".join(shown))
+    if len(unexpected) > len(shown):
+        parts.append(f"{len(unexpected) - len(shown)} unexpected column(s) not shown (not column names)")
+    repeated = sorted({name for name in names if name in HEADER and names.count(name) > 1})
+    if repeated:
+        parts.append("repeated " + ", ".join(repeated))
+    if not parts:
+        position, found = next((i, name) for i, name in enumerate(names) if name != HEADER[i])
+        parts.append(
+            f"columns out of order: column {position + 1} is {found}, expected {HEADER[position]}"
+        )
+    return "; ".join(parts)
 
 
 def _domain_allowed(email: str, domains: Iterable[str]) -> bool:
@@ -99,10 +155,9 @@ def parse_register(
     header = next(reader, None)
     if header is None:
         raise RegisterImportError([(1, "file is empty")])
-    if tuple(h.strip() for h in header) != HEADER:
-        raise RegisterImportError(
-            [(1, f"header must be exactly: {','.join(HEADER)} (got: {','.join(header)})")]
-        )
+    header_problem = _header_problem(header)
+    if header_problem is not None:
+        raise RegisterImportError([(1, header_problem)])
     rows: list[RegisterRow] = []
     seen_album: dict[str, int] = {}
     seen_pesel: dict[str, int] = {}
@@ -120,7 +175,7 @@ def parse_register(
         if not album:
             line_problems.append("album is empty")
         elif album in seen_album:
-            line_problems.append(f"duplicate album {album} (first on line {seen_album[album]})")
+            line_problems.append(f"duplicate album {_shown(album)} (first on line {seen_album[album]})")
         else:
             seen_album[album] = line_number
         pesel_hash = pesel_masked = None
@@ -140,19 +195,19 @@ def parse_register(
                 line_problems.append(f"{name} is empty")
         email = values["email"].lower()
         if not _EMAIL.match(email):
-            line_problems.append(f"e-mail {values['email']!r} is malformed")
+            line_problems.append(f"e-mail {_shown(values['email'])} is malformed")
         elif not _domain_allowed(email, email_domains):
             line_problems.append(
-                f"e-mail domain of {values['email']!r} is not a university domain "
+                f"e-mail domain of {_shown(values['email'])} is not a university domain "
                 f"({', '.join(email_domains)})"
             )
         if values["study_level"] not in levels:
             line_problems.append(
-                f"study_level {values['study_level']!r} is not one of {', '.join(sorted(levels))}"
+                f"study_level {_shown(values['study_level'])} is not one of {', '.join(sorted(levels))}"
             )
         if values["status"] not in statuses:
             line_problems.append(
-                f"status {values['status']!r} is not one of {', '.join(sorted(statuses))}"
+                f"status {_shown(values['status'])} is not one of {', '.join(sorted(statuses))}"
             )
         els_valid_until = _parse_date(values["els_valid_until"], "els_valid_until", line_problems)
         removed_on = _parse_date(values["removed_on"], "removed_on", line_problems)
@@ -185,6 +240,34 @@ def parse_register(
     return rows
 
 
+def _missing(
+    existing: dict[str, tuple[int, str, str | None, str]], present: set[str]
+) -> list[tuple[str, int]]:
+    """(album, id) of the students a sync marks removed: not in the file, not removed yet."""
+    return [
+        (album, student_id)
+        for album, (student_id, _, _, status) in existing.items()
+        if album not in present and status != StudentStatus.REMOVED
+    ]
+
+
+def _guard_mass_removal(
+    report: ImportReport,
+    existing: dict[str, tuple[int, str, str | None, str]],
+    missing: list[tuple[str, int]],
+    max_share: float,
+    *,
+    allow: bool,
+) -> None:
+    active = sum(1 for _, _, _, status in existing.values() if status == StudentStatus.ACTIVE)
+    would_remove = sum(1 for album, _ in missing if existing[album][3] == StudentStatus.ACTIVE)
+    report.mass_removal = mass_removal_reason(
+        rows=report.total, would_remove=would_remove, active=active, max_share=max_share
+    )
+    if report.mass_removal is not None and not allow:
+        raise MassRemovalError(report.mass_removal, would_remove=would_remove, active=active)
+
+
 def _row_values(row: RegisterRow) -> dict[str, object]:
     return {
         "album": row.album,
@@ -202,6 +285,20 @@ def _row_values(row: RegisterRow) -> dict[str, object]:
     }
 
 
+def mass_removal_reason(*, rows: int, would_remove: int, active: int, max_share: float) -> str | None:
+    """Why a sync must not run unattended (removal revokes credentials), or None when it may.
+
+    `would_remove` counts the active students missing from the file, `active` all active ones.
+    """
+    if rows == 0:
+        return ("the file has no student rows (a cut-off export?): a sync would mark every "
+                f"student removed, {would_remove} of them active")
+    if would_remove > max_share * active:
+        return (f"it would mark {would_remove} of {active} active students removed, more than "
+                f"{max_share * 100:g}% (MLEG_REGISTRY__MAX_REMOVED_SHARE): is the export complete?")
+    return None
+
+
 def import_register(
     session: Session,
     rows: list[RegisterRow],
@@ -211,8 +308,14 @@ def import_register(
     sync: bool = False,
     actor: str = "cli",
     source: str = "",
+    max_removed_share: float = DEFAULT_MAX_REMOVED_SHARE,
+    allow_mass_removal: bool = False,
 ) -> ImportReport:
-    """Add new students, update changed ones; with `sync`, mark the missing ones removed today."""
+    """Add new students, update changed ones; with `sync`, mark the missing ones removed today.
+
+    A sync of an empty file, or one removing more than `max_removed_share` of the active
+    students, raises MassRemovalError before any change unless `allow_mass_removal`.
+    """
     report = ImportReport(total=len(rows))
     existing = {
         album: (student_id, digest, pesel_hash, status)
@@ -230,6 +333,10 @@ def import_register(
             conflicts.append((0, f"album {owner}: same PESEL as album {album} already in the register"))
     if conflicts:
         raise RegisterImportError(conflicts)
+    # Checked before any write: a refused sync must leave the register as it was.
+    missing = _missing(existing, incoming_albums) if sync else []
+    if sync:
+        _guard_mass_removal(report, existing, missing, max_removed_share, allow=allow_mass_removal)
 
     inserts: list[dict[str, object]] = []
     updates: list[dict[str, object]] = []
@@ -249,12 +356,6 @@ def import_register(
     report.added, report.updated = len(inserts), len(updates)
 
     if sync:
-        present = {row.album for row in rows}
-        missing = [
-            (album, student_id)
-            for album, (student_id, _, _, status) in existing.items()
-            if album not in present and status != StudentStatus.REMOVED
-        ]
         for start in range(0, len(missing), _BATCH):
             chunk = [student_id for _, student_id in missing[start : start + _BATCH]]
             session.execute(

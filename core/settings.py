@@ -6,6 +6,8 @@ Built once in the entry point and passed down; nothing here runs at import time.
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,13 +22,39 @@ from pydantic_settings import (
 
 from core.errors import ConfigurationError
 
-__all__ = ["PROJECT_ROOT", "Settings", "load_settings"]
+__all__ = ["DEFAULT_MAX_REMOVED_SHARE", "PROJECT_ROOT", "Settings", "load_settings"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_SECRET = "demo-only-secret-do-not-use-in-production-0000"
+DEFAULT_MAX_REMOVED_SHARE = 0.2
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "xxx", "todo", DEMO_SECRET}
 
 Security = Literal["none", "starttls", "tls"]
+
+# A host name of two or more labels (RFC 1035 letters, digits, hyphens; no label starts or
+# ends with a hyphen). Mail to a single-label name is never delivered off the box.
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_DOMAIN = re.compile(rf"^{_LABEL}(\.{_LABEL})+$")
+_LOCAL_PART = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
+
+
+def _check_domain(value: str) -> str:
+    domain = value.strip().lower()
+    if not _DOMAIN.match(domain):
+        raise ValueError(f"{value!r} is not a domain name (e.g. student.example.edu.pl)")
+    return domain
+
+
+def _check_address(value: str) -> str:
+    """A bare address `local@domain.tld`, the form an SMTP envelope and From header need."""
+    local, at, domain = value.strip().rpartition("@")
+    if not at or not local or not _LOCAL_PART.match(local.lower()) or not _DOMAIN.match(domain.lower()):
+        raise ValueError(f"{value!r} is not an e-mail address (e.g. mlegitymacja@example.edu.pl)")
+    return value.strip()
+
+
+def _check_optional_address(value: str | None) -> str | None:
+    return None if value is None else _check_address(value)
 
 
 def _split_csv(value: Any) -> Any:
@@ -67,6 +95,9 @@ class SmtpSettings(BaseModel):
     timeout_seconds: float = 30.0
     ca_file: str | None = None
 
+    _sender = field_validator("sender")(_check_address)
+    _reply_to = field_validator("reply_to")(_check_optional_address)
+
 
 class ImapSettings(BaseModel):
     host: str | None = None
@@ -93,10 +124,21 @@ class UniversitySettings(BaseModel):
 
     _split = field_validator("email_domains", mode="before")(_split_csv)
 
+    _help_desk = field_validator("help_desk_email")(_check_address)
+    _message_id_domain = field_validator("message_id_domain")(_check_domain)
+
     @field_validator("email_domains")
     @classmethod
-    def _lower(cls, domains: list[str]) -> list[str]:
-        return [d.lower().lstrip("@") for d in domains]
+    def _valid_domains(cls, domains: list[str]) -> list[str]:
+        # Register addresses must be in one of these: an empty list would refuse every
+        # student, a malformed entry matches nobody.
+        names = [d.strip().lstrip("@") for d in domains]
+        if "" in names:
+            raise ValueError("an empty domain name in the list (comma-separated, e.g. student.example.edu.pl)")
+        cleaned = [_check_domain(name) for name in names]
+        if not cleaned:
+            raise ValueError("at least one domain is needed (e.g. student.example.edu.pl)")
+        return cleaned
 
 
 class LimitsSettings(BaseModel):
@@ -116,6 +158,13 @@ class ReminderSettings(BaseModel):
     activation_days_before: list[int] = Field(default_factory=lambda: [7, 1])
     semester_start: bool = True
     semester_start_days_after: int = 1
+
+
+class RegistrySettings(BaseModel):
+    # A sync that would mark more than this share of the active students removed is refused
+    # (removal revokes credentials): a cut-off export must not revoke the university.
+    # `mleg registry import --sync --allow-mass-removal` overrides it; the scheduled sync never does.
+    max_removed_share: float = Field(default=DEFAULT_MAX_REMOVED_SHARE, ge=0.0, le=1.0)
 
 
 class JobsSettings(BaseModel):
@@ -155,6 +204,7 @@ class Settings(BaseSettings):
     credential: CredentialSettings = Field(default_factory=CredentialSettings)
     reminders: ReminderSettings = Field(default_factory=ReminderSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -165,9 +215,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = Path(os.environ.get("MLEG_CONFIG_FILE", PROJECT_ROOT / "config" / "mleg.toml"))
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if toml_path.is_file():
+        toml_path = _config_file()
+        if toml_path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
         return tuple(sources)
 
@@ -205,6 +255,31 @@ class Settings(BaseSettings):
     @property
     def maildir_path(self) -> Path:
         return self.var_dir / "maildir"
+
+
+def _config_file() -> Path | None:
+    """The TOML file to read, checked readable and well-formed; None when there is none to read.
+
+    The shipped `config/mleg.toml` may be absent (settings from the environment only), but a
+    file named in MLEG_CONFIG_FILE must exist: silently running without it would start the
+    service on defaults the operator did not choose.
+    """
+    named = os.environ.get("MLEG_CONFIG_FILE", "").strip()
+    path = Path(named) if named else PROJECT_ROOT / "config" / "mleg.toml"
+    if not named and not path.is_file():
+        return None
+    if not path.is_file():
+        raise ConfigurationError(f"MLEG_CONFIG_FILE {path}: no such file")
+    try:
+        tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"config file {path}: cannot read it ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"config file {path}: not UTF-8 (byte offset {exc.start})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        # The decoder's message names line and column only, never the offending text.
+        raise ConfigurationError(f"config file {path} is not valid TOML: {exc}") from exc
+    return path
 
 
 def load_settings(**overrides: Any) -> Settings:

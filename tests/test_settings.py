@@ -10,6 +10,13 @@ from core.errors import ConfigurationError
 from core.settings import load_settings
 
 
+def _empty_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty config file: the environment alone decides (a missing MLEG_CONFIG_FILE is an error)."""
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    monkeypatch.setenv("MLEG_CONFIG_FILE", str(config))
+
+
 def test_environment_overrides_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "mleg.toml"
     config.write_text('mode = "demo"\npolicy = "els"\n[smtp]\nhost = "smtp.a"\nport = 25\n')
@@ -31,7 +38,7 @@ def test_environment_overrides_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_production_refuses_missing_or_placeholder_secret(
     secret: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MLEG_CONFIG_FILE", str(tmp_path / "none.toml"))
+    _empty_config(tmp_path, monkeypatch)
     if secret is not None:
         monkeypatch.setenv("MLEG_SECRET_KEY", secret)
     with pytest.raises(ConfigurationError, match="MLEG_SECRET_KEY"):
@@ -39,13 +46,13 @@ def test_production_refuses_missing_or_placeholder_secret(
 
 
 def test_demo_mode_runs_without_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLEG_CONFIG_FILE", str(tmp_path / "none.toml"))
+    _empty_config(tmp_path, monkeypatch)
     monkeypatch.setenv("MLEG_MODE", "demo")
     assert load_settings().secret_key is not None
 
 
 def test_bad_value_names_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLEG_CONFIG_FILE", str(tmp_path / "none.toml"))
+    _empty_config(tmp_path, monkeypatch)
     monkeypatch.setenv("MLEG_MODE", "demo")
     monkeypatch.setenv("MLEG_SMTP__SECURITY", "ssl")
     with pytest.raises(ConfigurationError, match="MLEG_SMTP__SECURITY"):
@@ -53,7 +60,7 @@ def test_bad_value_names_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_webhook_needs_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLEG_CONFIG_FILE", str(tmp_path / "none.toml"))
+    _empty_config(tmp_path, monkeypatch)
     monkeypatch.setenv("MLEG_SECRET_KEY", "x" * 40)
     monkeypatch.setenv("MLEG_TELEGRAM__WEBHOOK_URL", "https://bot.example.edu.pl/hook")
     with pytest.raises(ConfigurationError, match="WEBHOOK_SECRET"):

@@ -11,25 +11,86 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from alembic.script import ScriptDirectory
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine, make_url
 
 from core.clock import Clock, FixedClock
 from core.context import AppContext
 from core.db import alembic_config, current_revision, make_engine
 from core.errors import ConfigurationError, MlegError
 from core.logging_setup import configure_logging
-from core.settings import load_settings
+from core.settings import Settings, load_settings
 
-__all__ = ["build_context", "emit_json", "friendly_errors", "print_table"]
+__all__ = ["build_context", "emit_json", "friendly_errors", "masked_url", "open_database", "print_table"]
+
+_URL_EXAMPLES = "e.g. sqlite:///var/mleg.db or postgresql://user@host:5432/mleg"
+# Failures of the database connection itself (server down, wrong role or password, network);
+# a programming error (ProgrammingError, IntegrityError ...) keeps its traceback.
+_CONNECTION_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def masked_url(url: str) -> str:
+    """The URL as it may be shown: password hidden; nothing of it when it does not parse."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (sa_exc.ArgumentError, ValueError):
+        return "(unparsable)"
+
+
+def _connection_problem(exc: sa_exc.DBAPIError, url: str) -> str:
+    """The driver's first line (libpq: 'connection refused', 'role "x" does not exist'), password scrubbed."""
+    text = str(exc.orig if exc.orig is not None else exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    try:
+        password = make_url(url).password
+    except (sa_exc.ArgumentError, ValueError):
+        password = None
+    return first.replace(str(password), "***") if password else first
+
+
+def _engine_for(url: str) -> Engine:
+    """make_engine, with a malformed or unsupported MLEG_DATABASE_URL as a ConfigurationError."""
+    try:
+        return make_engine(url)
+    except sa_exc.NoSuchModuleError as exc:
+        raise ConfigurationError(
+            f"MLEG_DATABASE_URL {masked_url(url)}: unknown kind of database ({_URL_EXAMPLES})") from exc
+    except (sa_exc.ArgumentError, ValueError) as exc:
+        raise ConfigurationError(f"MLEG_DATABASE_URL is not a database URL ({_URL_EXAMPLES})") from exc
+    except ImportError as exc:
+        # create_engine imports the dialect's driver (mysql:// wants MySQLdb): not installed here.
+        raise ConfigurationError(
+            f"MLEG_DATABASE_URL {masked_url(url)}: its database driver ({exc.name}) is not installed; "
+            f"supported: SQLite and PostgreSQL ({_URL_EXAMPLES})") from exc
+    except OSError as exc:
+        raise ConfigurationError(
+            f"MLEG_DATABASE_URL {masked_url(url)}: cannot create the SQLite file's folder ({exc.strerror})"
+        ) from exc
+
+
+def open_database(settings: Settings) -> Engine:
+    """The engine, connected once, so a wrong URL, a server that is down or a refused role is one clear line."""
+    url = settings.effective_database_url
+    engine = _engine_for(url)
+    try:
+        with engine.connect():
+            pass
+    except _CONNECTION_ERRORS as exc:
+        engine.dispose()
+        raise ConfigurationError(
+            f"cannot connect to the database {masked_url(url)} (MLEG_DATABASE_URL): "
+            f"{_connection_problem(exc, url)}") from exc
+    return engine
 
 
 def build_context(now: datetime | None = None) -> AppContext:
     """Settings -> engine -> context. A fresh SQLite file is migrated on the spot."""
     settings = load_settings()
     configure_logging(settings.log_level)
-    engine = make_engine(settings.effective_database_url)
+    engine = open_database(settings)
     sqlite = engine.dialect.name == "sqlite"
     clock: Clock | None = FixedClock(now) if now else None
     ctx = AppContext.build(settings, engine=engine, migrate=sqlite, clock=clock)
@@ -49,6 +110,12 @@ def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except MlegError as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        except _CONNECTION_ERRORS as exc:
+            if not exc.connection_invalidated:
+                raise
+            # The connection broke during the command (server restarted, network gone).
+            typer.echo(f"error: lost the database connection: {_connection_problem(exc, '')}", err=True)
             raise typer.Exit(2) from exc
 
     return wrapper

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+from enum import StrEnum
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -12,15 +13,23 @@ from sqlmodel import Session, col, select
 from core import credentials as service
 from core.cli.common import build_context, emit_json, friendly_errors, print_table
 from core.db import unit_of_work
+from core.errors import ConflictError
 from core.lifecycle import EndReason
 from core.models import Credential, CredentialEvent, CredentialState, Student
 
 app = typer.Typer(help="Mobile student IDs (mLegitymacje) and their lifecycle.", no_args_is_help=True)
 
-REVOKE_REASONS = [
-    EndReason.LOST_PHONE, EndReason.NEW_PHONE, EndReason.STUDENT_REQUEST,
-    EndReason.GRADUATION, EndReason.REMOVAL, EndReason.STAFF,
-]
+
+class StaffRevokeReason(StrEnum):
+    """The end reasons staff may give by hand; the rest (validity ended, ...) are the jobs' own."""
+
+    LOST_PHONE = EndReason.LOST_PHONE.value
+    NEW_PHONE = EndReason.NEW_PHONE.value
+    STUDENT_REQUEST = EndReason.STUDENT_REQUEST.value
+    GRADUATION = EndReason.GRADUATION.value
+    REMOVAL = EndReason.REMOVAL.value
+    STAFF = EndReason.STAFF.value
+
 
 
 def _public(credential: Credential, student: Student | None) -> dict[str, Any]:
@@ -50,7 +59,7 @@ def _public(credential: Credential, student: Student | None) -> dict[str, Any]:
 def list_command(
     state: Annotated[CredentialState | None, typer.Option(help="Only this state.")] = None,
     album: Annotated[str | None, typer.Option(help="Only this student (album number).")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many, newest first.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List credentials, newest first."""
@@ -118,22 +127,31 @@ def show_command(
 @friendly_errors
 def revoke_command(
     ref: Annotated[str, typer.Argument(help="Credential id or public id.")],
-    reason: Annotated[EndReason, typer.Option(
-        help="Why: " + ", ".join(r.value for r in REVOKE_REASONS) + ".")] = EndReason.STAFF,
+    reason: Annotated[StaffRevokeReason, typer.Option(
+        help="Why: " + ", ".join(r.value for r in StaffRevokeReason) + ".")] = StaffRevokeReason.STAFF,
     by: Annotated[str | None, typer.Option(help="Who does this (for the audit trail).")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Revoke (unieważnij) a credential; the student is told by e-mail."""
-    if reason not in REVOKE_REASONS:
-        raise typer.BadParameter(f"reason must be one of {', '.join(REVOKE_REASONS)}")
+    end_reason = EndReason(reason.value)
     ctx = build_context()
     actor = f"staff:{by or getpass.getuser()}"
     if not yes:
-        typer.confirm(f"Revoke credential {ref} ({reason})?", abort=True)
+        typer.confirm(f"Revoke credential {ref} ({end_reason})?", abort=True)
     with unit_of_work(ctx.engine) as session:
         credential = service.find_credential(session, ref)
-        service.revoke(ctx, session, credential, reason=reason, actor=actor)
-    typer.echo(f"credential {credential.id} revoked ({reason})")
+        _refuse_ended(credential)
+        service.revoke(ctx, session, credential, reason=end_reason, actor=actor)
+    typer.echo(f"credential {credential.id} revoked ({end_reason})")
+
+
+def _refuse_ended(credential: Credential) -> None:
+    """An ended credential has nothing left to revoke: say so in words, not as a state move."""
+    if credential.state == CredentialState.REVOKED:
+        raise ConflictError(f"credential {credential.id} is already revoked ({credential.end_reason})")
+    if credential.state == CredentialState.EXPIRED:
+        raise ConflictError(
+            f"credential {credential.id} has already expired ({credential.end_reason}): nothing to revoke")
 
 
 @app.command("activate")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from core.cli.common import friendly_errors
-from core.db import current_revision, make_engine, upgrade
+from core.cli.common import friendly_errors, masked_url, open_database
+from core.db import current_revision, upgrade
 from core.logging_setup import configure_logging
 from core.settings import load_settings
 
@@ -18,6 +18,7 @@ def upgrade_command() -> None:
     """Apply every pending migration (safe to run again)."""
     settings = load_settings()
     configure_logging("WARNING")
-    engine = make_engine(settings.effective_database_url)
+    engine = open_database(settings)
     upgrade(engine)
-    typer.echo(f"database at revision {current_revision(engine)} ({engine.url.render_as_string()})")
+    shown = masked_url(settings.effective_database_url)
+    typer.echo(f"database at revision {current_revision(engine)} ({shown})")

@@ -62,7 +62,7 @@ def run_once_command(
 @friendly_errors
 def runs_command(
     name: Annotated[str | None, typer.Option(help="Only this job.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 20,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many, newest first.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The job ledger: recent runs and what they did."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+from enum import StrEnum
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -20,6 +21,17 @@ from core.db import unit_of_work
 from core.models import InboundMail, OutboxMessage, OutboxStatus, SupportThread
 
 app = typer.Typer(help="Support threads from the chat and the support mailbox.", no_args_is_help=True)
+
+
+class ThreadFilter(StrEnum):
+    """`--status`: open (all but closed), all, or one status."""
+
+    OPEN = "open"
+    ALL = "all"
+    ESCALATED = "escalated"
+    CLAIMED = "claimed"
+    ANSWERED = "answered"
+    CLOSED = "closed"
 
 
 def _public(thread: SupportThread) -> dict[str, Any]:
@@ -42,15 +54,16 @@ def _problems(session: Session) -> dict[str, int]:
 @app.command("list")
 @friendly_errors
 def list_command(
-    status: Annotated[str, typer.Option(
-        help="open (all but closed), all, or one of escalated, claimed, answered, closed.")] = "open",
-    limit: Annotated[int, typer.Option(help="At most this many, most recently active first.")] = 100,
+    status: Annotated[ThreadFilter, typer.Option(
+        help="open (all but closed), all, or one of escalated, claimed, answered, closed.")] = ThreadFilter.OPEN,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many, most recently active first.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List support threads, most recently active first."""
     ctx = build_context()
     with Session(ctx.engine) as session:
-        threads = support.list_threads(session, status=None if status == "all" else status, limit=limit)
+        chosen = None if status is ThreadFilter.ALL else status.value
+        threads = support.list_threads(session, status=chosen, limit=limit)
         problems = _problems(session)
     if as_json:
         emit_json({"threads": [_public(t) for t in threads], **problems})

@@ -14,7 +14,7 @@ from core.context import AppContext
 from core.db import unit_of_work
 from core.models import JobRun
 
-__all__ = ["JobResult", "last_run", "run_job"]
+__all__ = ["JobResult", "last_run", "latest_future_run", "run_job"]
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,17 @@ def run_job(ctx: AppContext, name: str, work: Callable[[AppContext], JobResult])
     return {"ok": ok, **result}
 
 
-def last_run(session: Session, name: str) -> datetime | None:
-    """When the job last started (any outcome), from the ledger."""
+def last_run(session: Session, name: str, *, not_after: datetime | None = None) -> datetime | None:
+    """When the job last started (any outcome), from the ledger; with `not_after`, at or before it."""
+    query = select(JobRun.started_at).where(JobRun.name == name)
+    if not_after is not None:
+        query = query.where(col(JobRun.started_at) <= not_after)
+    return session.exec(query.order_by(col(JobRun.started_at).desc()).limit(1)).first()
+
+
+def latest_future_run(session: Session, name: str, now: datetime) -> datetime | None:
+    """The latest start recorded after `now` (a `--now` in the future, a clock set back), if any."""
     return session.exec(
-        select(JobRun.started_at).where(JobRun.name == name).order_by(col(JobRun.started_at).desc()).limit(1)
+        select(JobRun.started_at).where(JobRun.name == name, col(JobRun.started_at) > now)
+        .order_by(col(JobRun.started_at).desc()).limit(1)
     ).first()

@@ -1,7 +1,9 @@
 """Register sync on a schedule: the configured CSV, with the rules of `mleg registry import --sync`.
 
 A refused file changes nothing; the run is recorded as failed with the number of problems
-(never the lines themselves: they may quote a PESEL).
+(never the lines themselves: they may quote a PESEL). A file that is empty or would mark more
+than MLEG_REGISTRY__MAX_REMOVED_SHARE of the active students removed is refused too: unattended,
+a cut-off export must not revoke the university. Only an operator may force that, by hand.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from core.context import AppContext
 from core.db import unit_of_work
-from core.errors import RegisterImportError
+from core.errors import MassRemovalError, RegisterImportError
 from core.jobs.ledger import JobResult
 from core.register import import_register, parse_register
 
@@ -36,7 +38,16 @@ def sync_register(ctx: AppContext) -> JobResult:
             report = import_register(
                 session, rows, now=ctx.clock.now(), today=ctx.clock.today(), sync=True,
                 actor="jobs", source=str(path),
+                max_removed_share=ctx.settings.registry.max_removed_share, allow_mass_removal=False,
             )
+    except MassRemovalError as exc:
+        log.error("register sync: %s refused, the register is unchanged: %s", path.name, exc.reason)
+        return {
+            "ok": False, "file": path.name, "refused": True, "error": "mass removal",
+            "message": f"{exc.reason}; if it is right, import it by hand: "
+                       "mleg registry import FILE --sync --allow-mass-removal",
+            "would_remove": exc.would_remove, "active": exc.active,
+        }
     except RegisterImportError as exc:
         log.error("register sync: %s refused, %d problem(s); the register is unchanged",
                   path.name, len(exc.problems))

@@ -3,10 +3,13 @@
 Sweep and reminders are always due (they select what is due themselves, and are idempotent).
 The register sync is due when its cron (Europe/Warsaw) has fired since its last run, and
 retention once a day. `mleg jobs run-once` and the scheduler's catch-up both come here.
+A ledger entry later than now (a test run with `--now` in the future, a clock set back) does
+not count: it would otherwise hold the job back until real time caught up with it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -15,7 +18,7 @@ from sqlmodel import Session
 
 from core.clock import WARSAW
 from core.context import AppContext
-from core.jobs.ledger import JobResult, last_run, run_job
+from core.jobs.ledger import JobResult, last_run, latest_future_run, run_job
 from core.jobs.register_sync import sync_register
 from core.jobs.reminders import reminders
 from core.jobs.retention import retention
@@ -33,9 +36,35 @@ JOBS: dict[str, Callable[[AppContext], JobResult]] = {
 }
 RETENTION_EVERY = timedelta(days=1)
 
+log = logging.getLogger(__name__)
+# (database, job, future start) already warned about: the scheduler asks every few minutes.
+_warned_future: set[tuple[str, str, datetime]] = set()
+
 
 def register_sync_trigger(ctx: AppContext) -> CronTrigger:
     return CronTrigger.from_crontab(ctx.settings.jobs.register_sync_cron, timezone=WARSAW)
+
+
+def _last_run(ctx: AppContext, name: str, now: datetime) -> datetime | None:
+    """The last start at or before `now`; a later one is ignored, with one warning."""
+    with Session(ctx.engine) as session:
+        future = latest_future_run(session, name, now)
+        last = last_run(session, name, not_after=now)
+    if future is not None:
+        _warn_future_once(ctx, name, future, now)
+    return last
+
+
+def _warn_future_once(ctx: AppContext, name: str, future: datetime, now: datetime) -> None:
+    key = (ctx.engine.url.render_as_string(), name, future)
+    if key in _warned_future:
+        return
+    _warned_future.add(key)
+    log.warning(
+        "job %s: the ledger has a run at %s, later than now (%s): ignored "
+        "(a run-once --now in the future, or the clock was set back)",
+        name, future.isoformat(), now.isoformat(),
+    )
 
 
 def _due(ctx: AppContext, name: str, now: datetime) -> str | None:
@@ -43,15 +72,13 @@ def _due(ctx: AppContext, name: str, now: datetime) -> str | None:
     if name == "register_sync":
         if not ctx.settings.jobs.register_sync_path:
             return "register_sync_path not set"
-        with Session(ctx.engine) as session:
-            last = last_run(session, name)
+        last = _last_run(ctx, name, now)
         if last is None:
             return None
         fire = register_sync_trigger(ctx).get_next_fire_time(None, last + timedelta(microseconds=1))
         return None if fire is not None and fire <= now else f"next at {fire.isoformat() if fire else '-'}"
     if name == "retention":
-        with Session(ctx.engine) as session:
-            last = last_run(session, name)
+        last = _last_run(ctx, name, now)
         if last is None or now - last >= RETENTION_EVERY:
             return None
         return f"next at {(last + RETENTION_EVERY).isoformat()}"
