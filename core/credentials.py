@@ -26,6 +26,7 @@ from core.models import (
 from core.semester import end_of_day, removal_deadline
 
 __all__ = [
+    "CLOCK_ACTOR",
     "RenewalCheck",
     "activate",
     "effective_valid_until",
@@ -69,6 +70,10 @@ def find_credential(session: Session, ref: str) -> Credential:
     return credential
 
 
+# Who expires data found past its deadline between sweeps: the clock did it, not the student.
+CLOCK_ACTOR = "lifecycle"
+
+
 def effective_valid_until(student: Student, credential: Credential) -> date:
     """The day a credential really ends: its validity, or sooner one month after removal from the student list."""
     # The same condition as the sweep's removal revocation: a stale removed_on on a reinstated
@@ -102,7 +107,8 @@ def expire_activation_window(ctx: AppContext, session: Session, credential: Cred
                reason=EndReason.ACTIVATION_WINDOW_PASSED, now=now)
 
 
-def expire_overdue_activation(ctx: AppContext, session: Session, student_id: int, *, actor: str) -> bool:
+def expire_overdue_activation(ctx: AppContext, session: Session, student_id: int, *,
+                              actor: str = CLOCK_ACTOR) -> bool:
     """Expire the student's pending credential if its activation deadline has passed; says if it did.
 
     The sweep runs nightly; a student asking in between must not be told to activate by a

@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 from core import outbox, support
 from core.compose import format_date, format_datetime
 from core.context import AppContext
-from core.credentials import latest_credential
+from core.credentials import effective_valid_until, expire_overdue_activation, latest_credential
 from core.faq import Faq, detect_language
 from core.models import InboundMail, OutboxMessage, Student, SupportMessage, SupportThread
 from core.outgoing import OutgoingMessage
@@ -148,6 +148,8 @@ def _status_text(ctx: AppContext, session: Session, student: Student, lang: str)
     """The personal answer: where the student's credential is (never the activation code)."""
     t = ctx.catalog.text
     lines = [t(lang, "status.hello", first_name=student.first_name)]
+    # As in the chat: dead activation data is expired now, not after the nightly sweep.
+    expire_overdue_activation(ctx, session, student.id or 0)
     credential = latest_credential(session, student.id or 0)
     if credential is None:
         lines.append(t(lang, "status.none"))
@@ -156,7 +158,10 @@ def _status_text(ctx: AppContext, session: Session, student: Student, lang: str)
                        deadline=format_datetime(credential.activation_deadline),
                        valid_until=format_date(credential.valid_until)))
     elif credential.state == "active":
-        lines.append(t(lang, "status.active", valid_until=format_date(credential.valid_until)))
+        ends = effective_valid_until(student, credential)
+        lines.append(t(lang, "status.active", valid_until=format_date(ends)))
+        if ends < credential.valid_until:
+            lines.append(t(lang, "status.ends_on_removal", until=format_date(ends)))
     elif credential.state == "requested":
         lines.append(t(lang, "status.requested"))
     else:

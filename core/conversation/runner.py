@@ -36,8 +36,6 @@ __all__ = ["ConversationService", "engine_config"]
 log = logging.getLogger(__name__)
 BINDING_CODE_DIGITS = "0123456789"
 BINDING_CODE_LENGTH = 6
-# Who expires activation data a turn finds past its deadline: the clock did it, not the student.
-EXPIRY_ACTOR = "lifecycle"
 
 
 def engine_config(ctx: AppContext) -> EngineConfig:
@@ -189,7 +187,7 @@ class _Executor:
     # --- the student's credential ------------------------------------------------------------
     def _expire_overdue(self, student_id: int) -> None:
         # Between two nightly sweeps a turn may be the first to meet dead activation data.
-        credential_service.expire_overdue_activation(self.ctx, self.session, student_id, actor=EXPIRY_ACTOR)
+        credential_service.expire_overdue_activation(self.ctx, self.session, student_id)
 
     def _StudentOverview(self, op: ops.StudentOverview) -> ops.Overview | None:
         student = self.session.get(Student, op.student_id)

@@ -1,0 +1,74 @@
+"""The status answer by e-mail tells what the chat tells: the removal deadline; dead activation data is dead."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlmodel import Session, col, select
+
+from core import credentials as service
+from core.clock import FixedClock
+from core.context import AppContext
+from core.db import unit_of_work
+from core.faq import Faq
+from core.mailbox_rules import InboundFacts, handle_inbound
+from core.models import Credential, CredentialState, InboundMail, OutboxMessage, Student
+from core.outbox import open_body
+from core.semester import removal_deadline
+from tests.conftest import add_student
+
+QUESTION = ("Status wniosku", "Jaki jest status wniosku? Czy mam już legitymację?")
+
+
+def _ask_by_mail(ctx: AppContext, student: Student) -> str:
+    """The student asks for the status from the register address; the answer's text."""
+    facts = InboundFacts(sender=student.email, subject=QUESTION[0], text=QUESTION[1],
+                         message_id=f"<status-{ctx.clock.now().timestamp()}@example.org>")
+    with unit_of_work(ctx.engine) as session:
+        stored = InboundMail(mailbox="INBOX", uidvalidity=1, uid=1, message_id=facts.message_id,
+                             digest=f"status-{ctx.clock.now().timestamp()}", size=100, received_at=ctx.clock.now())
+        session.add(stored)
+        session.flush()
+        handle_inbound(ctx, session, facts, inbound_id=stored.id or 0, faq=Faq.load(ctx.settings.config_dir / "faq"))
+    with Session(ctx.engine) as session:
+        row = session.exec(select(OutboxMessage).where(OutboxMessage.kind == "mail-answer")
+                           .order_by(col(OutboxMessage.id).desc())).first()
+    assert row is not None and row.recipient == student.email
+    return open_body(ctx.box, row).text
+
+
+def _requested(ctx: AppContext) -> tuple[Student, int]:
+    with unit_of_work(ctx.engine) as session:
+        student, _ = add_student(session, ctx.box)
+        credential = service.request_credential(ctx, session, student, channel="console", actor="student")
+        session.expunge(student)
+        return student, credential.id or 0
+
+
+def test_status_mail_of_a_removed_student_gives_the_removal_deadline(sqlite_ctx: AppContext) -> None:
+    student, credential_id = _requested(sqlite_ctx)
+    with unit_of_work(sqlite_ctx.engine) as session:
+        credential = session.get(Credential, credential_id)
+        assert credential is not None
+        credential.state = CredentialState.ACTIVE  # activated in mObywatel
+        stored = session.get(Student, student.id)
+        assert stored is not None
+        removed_on = sqlite_ctx.clock.today() - timedelta(days=20)
+        stored.status, stored.removed_on = "removed", removed_on
+        valid_until = credential.valid_until
+    text = _ask_by_mail(sqlite_ctx, student)
+    deadline = removal_deadline(removed_on)
+    assert deadline < valid_until
+    assert deadline.strftime("%d.%m.%Y") in text and valid_until.strftime("%d.%m.%Y") not in text
+
+
+def test_status_mail_after_the_activation_deadline_says_expired(sqlite_ctx: AppContext) -> None:
+    student, credential_id = _requested(sqlite_ctx)
+    clock = sqlite_ctx.clock
+    assert isinstance(clock, FixedClock)
+    clock.advance(timedelta(days=31))
+    text = _ask_by_mail(sqlite_ctx, student)
+    with Session(sqlite_ctx.engine) as session:
+        credential = session.get(Credential, credential_id)
+        assert credential is not None and credential.state == CredentialState.EXPIRED
+    assert "wygasła" in text and "30 dni" in text and "Aktywuj" not in text
