@@ -32,6 +32,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 # busy_timeout, and how long a writer waits for another thread of this process.
 SQLITE_LOCK_TIMEOUT_SECONDS = 30.0
+# libpq waits forever for a server that drops packets (a firewall); every command would hang.
+PG_CONNECT_TIMEOUT_SECONDS = 10
 _writer_locks: dict[str, threading.Lock] = {}
 _writer_locks_guard = threading.Lock()
 
@@ -99,6 +101,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    if "connect_timeout=" not in url:  # the URL's own value wins
+        kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS, **kwargs.get("connect_args", {})}
     return sa.create_engine(url, pool_pre_ping=True, **kwargs)
 
 
