@@ -67,7 +67,8 @@ async def test_commands_registered_in_both_languages(api: BotApiStandIn, tmp_pat
         polish = api.commands(scope=scope, language_code="pl")
         english = api.commands(scope=scope, language_code="en")
         default = api.commands(scope=scope)
-    names = ["start", "status", "renew", "revoke", "help", "support", "language", "forget"]
+    names = ["start", "request", "status", "renew", "revoke", "help", "support", "terms", "language", "cancel",
+             "forget"]
     assert [c["command"] for c in polish] == names == [c["command"] for c in english]
     assert polish != english and default == polish  # the university's default language is Polish
 
