@@ -331,3 +331,37 @@ def test_polish_e_mail_greeting_has_its_comma(sqlite_ctx: AppContext) -> None:
     _request(chat)
     text = open_body(sqlite_ctx.box, chat.outbox("activation")[0]).text
     assert f"Dzień dobry, {student.first_name}," in text
+
+
+# --- not a code, not a command -------------------------------------------------------------------
+
+def test_text_that_is_no_code_is_not_a_guess(sqlite_ctx: AppContext) -> None:
+    student, pesel = _student(sqlite_ctx)
+    chat = ChatDriver(sqlite_ctx)
+    chat.start_in("en")
+    chat.say(pesel)
+    chat.say(student.album)
+    for typed in ["abc", "12345", "1234567", "no idea"] * 3:  # twelve: over the five-guess limit
+        chat.say(typed)
+        assert "6 digits" in chat.text and "not right" not in chat.text, typed
+    chat.say(" ".join(chat.binding_code()))  # "1 2 3 4 5 6" is the code, typed with spaces
+    assert "Too many" not in chat.text
+    assert chat.service.state_of(chat.channel, chat.account).student_id == student.id
+
+
+def test_a_question_at_the_code_step_is_answered_and_the_code_asked_again(sqlite_ctx: AppContext) -> None:
+    student, pesel = _student(sqlite_ctx)
+    chat = ChatDriver(sqlite_ctx)
+    chat.start_in("en")
+    chat.say(pesel)
+    chat.say(student.album)
+    chat.say("The activation email did not arrive, I checked spam")
+    assert "6 digits" in chat.text and len(chat.replies) >= 2
+
+
+@pytest.mark.parametrize("language,phrase", [("en", "I do not know that command"), ("pl", "Nie znam")])
+def test_unknown_command_before_binding_is_said(sqlite_ctx: AppContext, language: str, phrase: str) -> None:
+    chat = ChatDriver(sqlite_ctx)
+    chat.start_in(language)
+    chat.say("/foo")
+    assert phrase in chat.text and "PESEL" in chat.text

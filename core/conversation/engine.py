@@ -40,6 +40,8 @@ __all__ = ["EngineConfig", "Flow", "step"]
 Flow = Generator[ops.Op, Any, list[Reply]]
 ACTIVATION_STEPS = 9
 REVOKE_REASONS = ("lost_phone", "new_phone", "student_request")
+# Digits in the one-time code e-mailed to bind a chat account (core.conversation.runner makes them).
+CHAT_CODE_LENGTH = 6
 BOUND_STEPS = {
     "menu", "confirm_request", "confirm_renew", "revoke_reason", "confirm_revoke",
     "help_steps", "support_text", "confirm_support", "confirm_forget",
@@ -313,6 +315,10 @@ def _identify(turn: Turn) -> Generator[ops.Op, Any, None]:
     if turn.command == "start":
         yield from _prompt(turn)
         return
+    if turn.event.kind == "command":
+        turn.say("unknown_command")
+        yield from _prompt(turn)
+        return
     if state.step == "pesel":
         yield from _pesel_step(turn)
     elif state.step == "second_id":
@@ -389,6 +395,12 @@ def _code_step(turn: Turn) -> Generator[ops.Op, Any, None]:
         return
     if turn.event.kind != "text":
         yield from _prompt(turn)
+        return
+    if sum(ch.isdigit() for ch in turn.text) != CHAT_CODE_LENGTH:
+        # Not a code at all ("abc", a question, a typo short of a digit): no guess to count.
+        if _looks_like_question(turn.text):
+            _answer_faq(turn, allow_personal=False)
+        turn.say("identify.code_format", [[("resend_code", "code:resend")]], length=CHAT_CODE_LENGTH)
         return
     student_key = f"student:{state.pending_student_id}" if state.pending_student_id else None
     if _locked(turn, (yield ops.CheckLocked("chat_code", student_key))):

@@ -19,7 +19,7 @@ from core import credentials as credential_service
 from core.compose import notice_email
 from core.context import AppContext
 from core.conversation import ops
-from core.conversation.engine import EngineConfig, step
+from core.conversation.engine import CHAT_CODE_LENGTH, EngineConfig, step
 from core.conversation.events import Event, Reply, coalesce_replies
 from core.conversation.state import ConversationState
 from core.db import lock_for_write, unit_of_work
@@ -35,7 +35,6 @@ __all__ = ["ConversationService", "engine_config"]
 
 log = logging.getLogger(__name__)
 BINDING_CODE_DIGITS = "0123456789"
-BINDING_CODE_LENGTH = 6
 
 
 def engine_config(ctx: AppContext) -> EngineConfig:
@@ -123,7 +122,7 @@ class _Executor:
         )).all():
             old.used_at = now  # only the newest code works
             self.session.add(old)
-        code = self.ctx.random.string(BINDING_CODE_DIGITS, BINDING_CODE_LENGTH)
+        code = self.ctx.random.string(BINDING_CODE_DIGITS, CHAT_CODE_LENGTH)
         ttl = timedelta(minutes=self.ctx.settings.limits.chat_code_ttl_minutes)
         row = BindingCode(channel=self.event.channel, account_id=self.event.account_id, student_id=student.id or 0,
                           code_hash=self.ctx.box.keyed_hash("binding-code", code), created_at=now,
