@@ -72,12 +72,19 @@ class ConsoleChat:
                     labels.append(f"[{len(self.buttons)}] {button.label}")
                 self.write("   " + "   ".join(labels))
 
+    def _language(self) -> str:
+        """The conversation's language for an apology; the default when even that cannot be read."""
+        try:
+            return self.service.state_of(CHANNEL, self.account).language or self.ctx.settings.default_language
+        except Exception:
+            return self.ctx.settings.default_language
+
     def turn(self, line: str) -> None:
         try:
             replies = self.service.handle(self.event_for(line))
         except Exception:
             log.exception("console turn failed")
-            replies = [Reply(self.ctx.catalog.text("pl", "error_technical"))]
+            replies = [Reply(self.ctx.catalog.text(self._language(), "error_technical"))]
         self.show(replies)
         asyncio.run(self.deliver())
 
