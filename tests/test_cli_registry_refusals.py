@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from core.demo_register import generate_rows, rows_to_csv
-from core.settings import PROJECT_ROOT
-from tests.conftest import TEST_SECRET
-
-
-def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120, cwd=PROJECT_ROOT)
+from tests.cli_helpers import cli_environment, run
 
 
 @pytest.fixture
 def cli_env(tmp_path: Path, sqlite_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLEG_")}
-    env.update(MLEG_MODE="production", MLEG_SECRET_KEY=TEST_SECRET, MLEG_VAR_DIR=str(tmp_path / "var"),
-               MLEG_DATABASE_URL=sqlite_url)
-    return env
+    return cli_environment(tmp_path, sqlite_url)
 
 
 @pytest.fixture

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,22 +10,14 @@ import pytest
 
 from core.clock import FixedClock
 from core.db import make_engine
-from core.settings import PROJECT_ROOT
-from tests.conftest import TEST_SECRET, build_ctx, make_settings
+from tests.cli_helpers import cli_environment, run
+from tests.conftest import build_ctx, make_settings
 from tests.test_jobs_helpers import activate, issue
-
-
-def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120, cwd=PROJECT_ROOT)
 
 
 @pytest.fixture
 def cli_env(tmp_path: Path, db_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLEG_")}
-    env.update(MLEG_MODE="production", MLEG_SECRET_KEY=TEST_SECRET, MLEG_VAR_DIR=str(tmp_path / "var"),
-               MLEG_DATABASE_URL=db_url)
-    return env
+    return cli_environment(tmp_path, db_url)
 
 
 def test_run_once_at_an_instant(cli_env: dict[str, str], tmp_path: Path, db_url: str) -> None:
