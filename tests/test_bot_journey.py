@@ -39,7 +39,7 @@ async def test_start_to_activation_email(api: BotApiStandIn, tmp_path: Path, sql
         await chat.say(chat.binding_code())
         assert "menu:request" in str([m.buttons for m in chat.last])
         await chat.press("menu:request")
-        await chat.press("confirm:yes")
+        await chat.press("confirm:yes:request")
         assert "Wniosek przyjęty" in chat.text
 
         [activation] = outbox_rows(ctx, kind="activation")

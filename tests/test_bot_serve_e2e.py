@@ -104,7 +104,7 @@ async def test_serve_journey_restart_and_staff_answer(api: BotApiStandIn, tmp_pa
         assert "j***@student.example.edu.pl" in chat.text  # resumed at the album step, nothing lost
         await chat.say(chat.binding_code())
         await chat.press("menu:request")
-        await chat.press("confirm:yes")
+        await chat.press("confirm:yes:request")
         assert "Wniosek przyjęty" in chat.text
         [activation] = outbox_rows(ctx, kind="activation")
         assert activation.recipient == "jan.kowalski@student.example.edu.pl" and activation.status == "pending"

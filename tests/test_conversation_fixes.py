@@ -128,7 +128,7 @@ def test_typed_yes_confirms_forget_before_the_terms_are_accepted(sqlite_ctx: App
 
 def _request(chat: ChatDriver) -> None:
     chat.press("menu:request")
-    chat.press("confirm:yes")
+    chat.press("confirm:yes:request")
 
 
 def test_activation_past_its_deadline_expires_when_the_student_asks(ctx: AppContext) -> None:
@@ -147,8 +147,8 @@ def test_activation_past_its_deadline_expires_when_the_student_asks(ctx: AppCont
         "pending_activation", "expired", "activation_window_passed")
     assert sweep(ctx)["activation_expired"] == 0  # one move, not two
     chat.say("/request")
-    assert "already have activation data" not in chat.text and "confirm:yes" in chat.buttons
-    chat.press("confirm:yes")
+    assert "already have activation data" not in chat.text and "confirm:yes:request" in chat.buttons
+    chat.press("confirm:yes:request")
     assert "Application accepted" in chat.text
     assert [c.state for c in _credentials(ctx)] == ["expired", "pending_activation"]
 
@@ -158,7 +158,7 @@ def test_request_straight_after_the_deadline_is_a_new_application(sqlite_ctx: Ap
     _request(chat)
     sqlite_ctx.clock.advance(days=31)  # type: ignore[attr-defined]
     chat.say("/request")
-    assert "Masz już wysłane dane aktywacyjne" not in chat.text and "confirm:yes" in chat.buttons
+    assert "Masz już wysłane dane aktywacyjne" not in chat.text and "confirm:yes:request" in chat.buttons
 
 
 def test_activation_still_within_its_deadline_stays_pending(sqlite_ctx: AppContext) -> None:
@@ -216,7 +216,7 @@ def test_els_card_ending_soon_is_announced_before_applying(els_ctx: AppContext) 
     chat, _ = _bound(els_ctx, "pl", els_number="ELS-00004321", els_valid_until=until)
     chat.press("menu:request")
     assert f"ELS jest ważna tylko do {until:%d.%m.%Y}" in chat.text and "łącznie dni: 6" in chat.text
-    chat.press("confirm:yes")  # they may still apply
+    chat.press("confirm:yes:request")  # they may still apply
     assert "Wniosek przyjęty" in chat.text
     [credential] = _credentials(els_ctx)
     assert credential.valid_until == until and credential.activation_deadline == end_of_day(until)
@@ -365,3 +365,29 @@ def test_unknown_command_before_binding_is_said(sqlite_ctx: AppContext, language
     chat.start_in(language)
     chat.say("/foo")
     assert phrase in chat.text and "PESEL" in chat.text
+
+
+# --- a yes button confirms only what it was put under ---------------------------------------------
+
+def test_an_old_confirm_under_the_application_does_not_revoke(sqlite_ctx: AppContext) -> None:
+    chat, student = _bound(sqlite_ctx, "en")
+    chat.press("menu:request")
+    chat.press("confirm:yes:request")
+    chat.say("/revoke")
+    chat.press("revoke:lost_phone")
+    assert "confirm:yes:revoke" in chat.buttons
+    chat.press_anyway("confirm:yes:request")  # scrolled up and pressed the application's "Confirm"
+    with Session(sqlite_ctx.engine) as session:
+        states = session.exec(select(Credential.state).where(Credential.student_id == student.id)).all()
+    assert states == ["pending_activation"]
+    assert "confirm:yes:revoke" in chat.buttons  # asked again, with the right button
+    chat.press("confirm:yes:revoke")
+    with Session(sqlite_ctx.engine) as session:
+        assert session.exec(select(Credential.state).where(Credential.student_id == student.id)).one() == "revoked"
+
+
+def test_a_yes_button_from_before_the_upgrade_asks_again(sqlite_ctx: AppContext) -> None:
+    chat, _ = _bound(sqlite_ctx, "pl")
+    chat.press("menu:request")
+    chat.press_anyway("confirm:yes")  # the data every yes button had before
+    assert "confirm:yes:request" in chat.buttons

@@ -32,7 +32,7 @@ ODD_INPUTS = [
 def test_odd_text_in_every_step(sqlite_ctx: AppContext, text: str) -> None:
     with unit_of_work(sqlite_ctx.engine) as session:
         student, pesel = add_student(session, sqlite_ctx.box)
-    script = ["/start", "lang:pl", "terms:accept", pesel, student.album, "CODE", "menu:request", "confirm:yes"]
+    script = ["/start", "lang:pl", "terms:accept", pesel, student.album, "CODE", "menu:request", "confirm:yes:request"]
     for depth in range(len(script) + 1):
         chat = ChatDriver(sqlite_ctx)
         for action in script[:depth]:
@@ -56,7 +56,7 @@ def test_unsupported_messages_are_answered(sqlite_ctx: AppContext) -> None:
 def test_stale_and_forged_buttons_are_harmless(sqlite_ctx: AppContext) -> None:
     chat = ChatDriver(sqlite_ctx)
     chat.say("/start")
-    for data in ("menu:request", "confirm:yes", "revoke:lost_phone", "forget:yes", "lang:xx", "staff:close:1"):
+    for data in ("menu:request", "confirm:yes:request", "revoke:lost_phone", "forget:yes", "lang:xx", "staff:close:1"):
         chat.press_anyway(data)
         assert chat.text
     assert chat.outbox("activation") == []
@@ -111,7 +111,8 @@ _events = st.one_of(
     st.builds(lambda t: Event.text_message("t", "1", t), st.text(max_size=300)),
     st.builds(lambda d: Event(kind="button", channel="t", account_id="1", text=d), st.sampled_from([
         "lang:pl", "lang:en", "terms:accept", "terms:decline", "terms:full", "terms:review", "menu:status",
-        "menu:request", "menu:renew", "menu:revoke", "menu:help", "menu:support", "confirm:yes", "confirm:no",
+        "menu:request", "menu:renew", "menu:revoke", "menu:help", "menu:support", "confirm:yes:request", "confirm:no",
+        "confirm:yes:renew", "confirm:yes:revoke", "confirm:yes:support", "confirm:yes",
         "revoke:lost_phone", "help:next", "help:step", "help:all", "code:resend", "forget:yes", "cancel", "junk",
     ])),
     st.builds(lambda c: Event.text_message("t", "1", "/" + c), st.sampled_from([

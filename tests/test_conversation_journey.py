@@ -43,7 +43,7 @@ def test_polish_journey_request_status_revoke_and_reissue(ctx: AppContext) -> No
     assert "rozpoznałem" in chat.text and "Nie masz jeszcze mLegitymacji" in chat.text
     chat.press("menu:request")
     assert "TYLKO na Twój adres uczelniany a***@" in chat.text
-    chat.press("confirm:yes")
+    chat.press("confirm:yes:request")
     assert "Wniosek przyjęty" in chat.text and "04.11.2026" in chat.text  # 30 days from 5 Oct, Warsaw time
     activation = chat.outbox("activation")
     assert len(activation) == 1 and activation[0].recipient == student.email
@@ -52,10 +52,10 @@ def test_polish_journey_request_status_revoke_and_reissue(ctx: AppContext) -> No
     chat.press("menu:revoke")
     chat.press("revoke:lost_phone")
     assert "zgubiony lub skradziony telefon" in chat.text
-    chat.press("confirm:yes")
+    chat.press("confirm:yes:revoke")
     assert "unieważniona" in chat.text.lower() and "menu:request" in chat.buttons
     chat.press("menu:request")
-    chat.press("confirm:yes")
+    chat.press("confirm:yes:request")
     assert len(chat.outbox("activation")) == 2
     with Session(ctx.engine) as session:
         states = sorted(c.state for c in session.exec(select(Credential)).all())
@@ -75,7 +75,7 @@ def test_english_journey_under_els_policy(tmp_path: Path, db_url: str, clock) ->
     chat.say("els-2026-777")  # case and spacing forgiven
     chat.say(chat.binding_code())
     chat.press("menu:request")
-    chat.press("confirm:yes")
+    chat.press("confirm:yes:request")
     assert "valid until 20.10.2026" in chat.text  # capped at the ELS card date
     ctx.engine.dispose()
 
@@ -130,7 +130,7 @@ def test_renewal_for_the_new_semester(sqlite_ctx: AppContext) -> None:
     chat = ChatDriver(sqlite_ctx)
     chat.identify(pesel, student.album)
     chat.press("menu:request")
-    chat.press("confirm:yes")
+    chat.press("confirm:yes:request")
     with unit_of_work(sqlite_ctx.engine) as session:
         credential = session.exec(select(Credential)).one()
         text = open_body(sqlite_ctx.box, chat.outbox("activation")[0]).text
@@ -141,7 +141,7 @@ def test_renewal_for_the_new_semester(sqlite_ctx: AppContext) -> None:
     assert "menu:renew" in chat.buttons  # 5 October: inside the 30-day window
     chat.press("menu:renew")
     assert "31.03.2027" in chat.text
-    chat.press("confirm:yes")
+    chat.press("confirm:yes:renew")
     assert "Przedłużone" in chat.text and "31.03.2027" in chat.text
     chat.say("/renew")
     assert "Za wcześnie" in chat.text
@@ -188,7 +188,7 @@ def test_support_question_escalated_and_staff_answer_comes_back(sqlite_ctx: AppC
     chat.identify(pesel, student.album)
     chat.say("Czy mogę mieć dwie legitymacje na tablecie i zegarku jednocześnie?")
     assert "Przekazać je do biura obsługi" in chat.text
-    chat.press("confirm:yes")
+    chat.press("confirm:yes:support")
     assert "zgłoszenie nr" in chat.text
     with unit_of_work(sqlite_ctx.engine) as session:
         thread = session.exec(select(SupportThread)).one()
@@ -277,7 +277,8 @@ def test_redelivered_event_changes_nothing(sqlite_ctx: AppContext) -> None:
     chat = ChatDriver(sqlite_ctx)
     chat.identify(pesel, student.album)
     chat.press("menu:request")
-    confirm = Event(kind="button", channel="console", account_id=chat.account, text="confirm:yes", event_id="upd-1")
+    confirm = Event(kind="button", channel="console", account_id=chat.account, text="confirm:yes:request",
+                    event_id="upd-1")
     chat.send(confirm)
     assert chat.service.handle(confirm) == []  # e.g. Telegram delivering the same update again
     assert len(chat.outbox("activation")) == 1
@@ -336,6 +337,6 @@ def test_activation_deadline_is_shown_in_warsaw_time(sqlite_ctx: AppContext) -> 
     chat = ChatDriver(sqlite_ctx)
     chat.identify(pesel, student.album)
     chat.press("menu:request")
-    chat.press("confirm:yes")
+    chat.press("confirm:yes:request")
     # 30 days later is past the DST change: 22:00 UTC is 23:00 in Warsaw (UTC+1), not 00:00.
     assert "04.11.2026 23:00" in chat.text

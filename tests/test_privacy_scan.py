@@ -31,7 +31,7 @@ async def test_no_clear_pesel_or_code_in_database_or_logs(
     binding_code = chat.binding_code()
     chat.say(binding_code)
     chat.press("menu:request")
-    chat.press("confirm:yes")
+    chat.press("confirm:yes:request")
     sent: list[str] = []
 
     async def deliver(row: OutboxMessage, message: OutgoingMessage) -> outbox.DeliveryResult:

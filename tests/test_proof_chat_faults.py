@@ -125,7 +125,7 @@ async def journey(d: Deployment, chat: int, student: Student, pesel: str) -> Non
     code = await until(lambda: d.binding_code(student.id or 0), f"chat {chat}: binding code")
     await say_when(code, "@student.example.edu.pl")
     await press("menu:request")
-    await press("confirm:yes")
+    await press("confirm:yes:request")
     await until(lambda: "Wniosek przyjęty" in texts(), f"chat {chat}: request accepted")
 
 

@@ -40,6 +40,8 @@ __all__ = ["EngineConfig", "Flow", "step"]
 Flow = Generator[ops.Op, Any, list[Reply]]
 ACTIVATION_STEPS = 9
 REVOKE_REASONS = ("lost_phone", "new_phone", "student_request")
+# A yes button's data is this plus what it confirms ("request", "renew", "revoke", "support").
+CONFIRM_YES = "confirm:yes:"
 # Digits in the one-time code e-mailed to bind a chat account (core.conversation.runner makes them).
 CHAT_CODE_LENGTH = 6
 BOUND_STEPS = {
@@ -474,22 +476,22 @@ def _bound(turn: Turn) -> Generator[ops.Op, Any, None]:
         return
 
     if step_name == "confirm_request":
-        yield from _confirm(turn, _do_request)
+        yield from _confirm(turn, _do_request, "request")
         return
     if step_name == "confirm_renew":
-        yield from _confirm(turn, _do_renew)
+        yield from _confirm(turn, _do_renew, "renew")
         return
     if step_name == "revoke_reason":
         yield from _revoke_reason(turn)
         return
     if step_name == "confirm_revoke":
-        yield from _confirm(turn, _do_revoke)
+        yield from _confirm(turn, _do_revoke, "revoke")
         return
     if step_name == "support_text":
         yield from _support_text(turn)
         return
     if step_name == "confirm_support":
-        yield from _confirm(turn, _do_support)
+        yield from _confirm(turn, _do_support, "support")
         return
     if step_name == "confirm_forget":
         yield from _confirm_forget(turn)
@@ -506,7 +508,7 @@ def _bound(turn: Turn) -> Generator[ops.Op, Any, None]:
         return
     state.support_draft = turn.text
     state.step = "confirm_support"
-    turn.say("support.offer", [[("send_to_staff", "confirm:yes"), ("no", "confirm:no")]])
+    turn.say("support.offer", [[("send_to_staff", f"{CONFIRM_YES}support"), ("no", "confirm:no")]])
 
 
 def _status_buttons(overview: ops.Overview) -> list[list[tuple[str, str]]]:
@@ -589,7 +591,7 @@ def _offer_request(turn: Turn) -> Generator[ops.Op, Any, None]:
         # Told before issuing, so the student can choose to extend the card first.
         days = (short_until - turn.now.astimezone(WARSAW).date()).days + 1
         turn.say("request.els_expires_soon", until=format_date(short_until), days=days)
-    turn.say("request.confirm", [[("confirm", "confirm:yes"), ("cancel", "confirm:no")]],
+    turn.say("request.confirm", [[("confirm", f"{CONFIRM_YES}request"), ("cancel", "confirm:no")]],
              email=overview.masked_email, days=turn.config.activation_window_days)
 
 
@@ -608,7 +610,7 @@ def _offer_renew(turn: Turn) -> Generator[ops.Op, Any, None]:
         turn.say(f"renew.{overview.renewal_reason}", [[("status", "menu:status")]], valid_until=valid_until)
         return
     turn.state.step = "confirm_renew"
-    turn.say("renew.confirm", [[("confirm", "confirm:yes"), ("cancel", "confirm:no")]],
+    turn.say("renew.confirm", [[("confirm", f"{CONFIRM_YES}renew"), ("cancel", "confirm:no")]],
              until=format_date(overview.renewal_until))
 
 
@@ -638,13 +640,15 @@ def _revoke_reason(turn: Turn) -> Generator[ops.Op, Any, None]:
         return
     turn.state.revoke_reason = reason
     turn.state.step = "confirm_revoke"
-    turn.say("revoke.confirm", [[("revoke_yes", "confirm:yes"), ("cancel", "confirm:no")]],
+    turn.say("revoke.confirm", [[("revoke_yes", f"{CONFIRM_YES}revoke"), ("cancel", "confirm:no")]],
              reason=turn.t(f"end_reason.{reason}"))
 
 
-def _confirm(turn: Turn, action: Callable[[Turn], Flow]) -> Generator[ops.Op, Any, None]:
+def _confirm(turn: Turn, action: Callable[[Turn], Flow], what: str) -> Generator[ops.Op, Any, None]:
+    """Yes, no, or ask again. A yes button names what it confirms: an old "Confirm" under an
+    application, pressed while a revocation is asked, must not revoke (it asks again)."""
     answer = turn.yes_no()
-    if turn.button == "confirm:yes" or answer is True:
+    if turn.button == f"{CONFIRM_YES}{what}" or answer is True:
         turn.state.step = "menu"
         replies = yield from action(turn)
         turn.replies.extend(replies)
@@ -802,7 +806,8 @@ def _prompt(turn: Turn) -> Generator[ops.Op, Any, None]:
     elif state.step == "support_text":
         turn.say("support.ask")
     elif state.step in ("confirm_request", "confirm_renew", "confirm_revoke", "confirm_support"):
-        turn.say("confirm.buttons", [[("confirm", "confirm:yes"), ("cancel", "confirm:no")]])
+        what = state.step.removeprefix("confirm_")
+        turn.say("confirm.buttons", [[("confirm", f"{CONFIRM_YES}{what}"), ("cancel", "confirm:no")]])
     elif state.step == "confirm_forget":
         turn.say("forget.confirm", [[("forget_yes", "forget:yes"), ("cancel", "cancel")]])
     elif state.step == "revoke_reason":
