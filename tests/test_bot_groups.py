@@ -25,9 +25,17 @@ async def test_group_and_channel_refused_staff_room_silent(api: BotApiStandIn, t
                                                            sqlite_url: str) -> None:
     ctx = bot_context(tmp_path, sqlite_url, api)
     async with running_bot(ctx):
-        api.push_group_text(-100777, 5, "12345678901 please help")
+        # People talking among themselves (the bot sees it with privacy mode off): no answer.
+        for n in range(5):
+            api.push_group_text(-100777, 5, f"ma ktoś notatki {n}?")
+        await wait_until(lambda: api.updates_pending() == 0)
+        # Something meant for the bot gets one refusal a day, however many there are.
+        api.push_group_text(-100777, 5, f"@{api.bot_username} 12345678901 please help")
+        api.push_group_text(-100777, 6, "/status")
         [refusal] = await api.await_messages(-100777, 1)
         assert refusal.plain_text == ctx.catalog.text("pl", "refuse_group")
+        await wait_until(lambda: api.updates_pending() == 0 and not outbox_rows(ctx, status="pending"))
+        assert len(outbox_rows(ctx, recipient="-100777")) == 1
 
         api.push_group_text(-100778, 6, "/start", language_code="en")
         [english] = await api.await_messages(-100778, 1)
