@@ -31,7 +31,9 @@ __all__ = ["StaffRoom", "staff_handlers"]
 
 log = logging.getLogger(__name__)
 STAFF_STATUSES = ("creator", "administrator", "member")
-_COMMAND = re.compile(r"^/(claim|close)(?:@\w+)?(?:\s+#?(\d+))?\s*$", re.IGNORECASE)
+# Anything after the command is taken as the thread number: "/claim abc" gets the usage, not silence.
+_COMMAND = re.compile(r"^/(claim|close)(?:@\w+)?(?:\s+(.*?))?\s*$", re.IGNORECASE | re.DOTALL)
+_THREAD_NUMBER = re.compile(r"#?(\d{1,18})")
 
 
 def staff_label(user: User) -> str:
@@ -60,8 +62,11 @@ class StaffRoom:
         if message is None or message.text is None:
             return
         command = _COMMAND.match(message.text.strip())
-        thread_id = int(command.group(2)) if command and command.group(2) else await asyncio.to_thread(
-            self.thread_of, message)
+        if command and command.group(2):
+            number = _THREAD_NUMBER.fullmatch(command.group(2))
+            thread_id = int(number.group(1)) if number else None
+        else:
+            thread_id = await asyncio.to_thread(self.thread_of, message)
         if command is None and thread_id is None:
             return  # staff talking among themselves
         user = update.effective_user

@@ -69,6 +69,10 @@ async def test_reply_claim_close_in_a_plain_group(api: BotApiStandIn, tmp_path: 
         api.push_group_text(STAFF_CHAT, STAFF, "/claim 999")
         [*_, missing] = await api.await_messages(STAFF_CHAT, 5)
         assert "999" in (missing.plain_text or "")
+
+        api.push_group_text(STAFF_CHAT, STAFF, "/claim abc")  # a typo gets the usage, not silence
+        [*_, usage] = await api.await_messages(STAFF_CHAT, 6)
+        assert usage.plain_text == ctx.catalog.text("pl", "bot.staff.usage")
     assert len(api.sent_messages(9191)) == 1  # the student got the answer once
 
 
