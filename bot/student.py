@@ -21,7 +21,10 @@ from telegram.ext import BaseHandler, ContextTypes, MessageHandler, filters
 from bot.events import CHANNEL, event_from_update, language_hint
 from bot.render import escape
 from bot.runtime import BotRuntime
+from core import outbox
 from core.conversation import Event
+from core.db import unit_of_work
+from core.outgoing import OutgoingMessage
 
 __all__ = ["student_handlers"]
 
@@ -76,6 +79,23 @@ class StudentHandler:
                 self.ctx.outbox_changed(CHANNEL)
                 return
 
+    async def on_edited(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """An edit is not a new answer (the turn it belonged to is over): say to send it anew."""
+        chat = update.effective_chat
+        if chat is None:
+            return
+        language = await self.ctx.in_database(self._language_of, str(chat.id), language_hint(update))
+        text = self.ctx.catalog.text(language, "edited_message")
+        with unit_of_work(self.ctx.engine) as session:
+            outbox.enqueue(session, self.ctx.box, key=f"edited:{chat.id}:{update.update_id}", channel=CHANNEL,
+                           recipient=str(chat.id), kind="chat-reply", message=OutgoingMessage(text=text),
+                           now=self.ctx.clock.now(), language=language)
+        self.ctx.outbox_changed(CHANNEL)
+
+    def _language_of(self, account: str, hint: str | None) -> str:
+        chosen = self.runtime.service.state_of(CHANNEL, account).language
+        return chosen or hint or self.ctx.settings.default_language
+
     async def apologise(self, update: Update) -> None:
         """Sent directly, not through the outbox: the outbox lives in the database that just failed."""
         chat = update.effective_chat
@@ -95,4 +115,5 @@ def student_handlers(runtime: BotRuntime) -> list[BaseHandler]:  # type: ignore[
     private = filters.ChatType.PRIVATE
     return [
         MessageHandler(private & ~filters.UpdateType.EDITED, handler.on_update),
+        MessageHandler(private & filters.UpdateType.EDITED_MESSAGE, handler.on_edited),
     ]  # button presses reach on_update through the frontend's callback router

@@ -81,3 +81,20 @@ async def test_english_speaker_and_a_sticker(api: BotApiStandIn, tmp_path: Path,
         api.push_sticker(4343, 4343, language_code="en")
         await chat.replies()
         assert "stickers" in chat.text or "naklejek" in chat.text.lower()
+
+
+async def test_an_edited_message_is_answered_not_ignored(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:
+    """Correcting a typo by editing: the bot says to send it anew instead of staying silent."""
+    ctx = bot_context(tmp_path, sqlite_url, api)
+    async with running_bot(ctx):
+        chat = TgStudent(api, ctx, 4545, language_code="en")
+        await chat.say("/start")
+        await chat.press("lang:en")
+        before = len(api.sent_messages(4545))
+        api.push_update({"edited_message": {
+            "message_id": 1, "date": 1_790_000_000, "edit_date": 1_790_000_060, "text": "12345678901",
+            "chat": {"id": 4545, "type": "private", "first_name": "Anna"},
+            "from": {"id": 4545, "is_bot": False, "first_name": "Anna", "language_code": "en"},
+        }})
+        [answer] = (await api.await_messages(4545, before + 1))[before:]
+    assert answer.plain_text == ctx.catalog.text("en", "edited_message")
