@@ -158,6 +158,18 @@ class ReminderSettings(BaseModel):
     activation_days_before: list[int] = Field(default_factory=lambda: [7, 1])
     semester_start: bool = True
     semester_start_days_after: int = 1
+    # Daytime only (Europe/Warsaw, from <= hour < until): a chat reminder must not ring at night.
+    # Outside these hours the reminders job queues nothing; its next run inside them does.
+    send_from_hour: int = Field(default=9, ge=0, le=23)
+    send_until_hour: int = Field(default=20, ge=1, le=24)
+
+    @model_validator(mode="after")
+    def _daytime(self) -> ReminderSettings:
+        if self.send_from_hour >= self.send_until_hour:
+            raise ValueError(
+                f"send_from_hour ({self.send_from_hour}) must be before send_until_hour ({self.send_until_hour})"
+            )
+        return self
 
 
 class RegistrySettings(BaseModel):

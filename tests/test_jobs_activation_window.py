@@ -45,7 +45,7 @@ def test_reminders_at_seven_and_one_day_then_expiry_with_notices(ctx: AppContext
 def test_after_downtime_only_the_most_urgent_reminder_is_sent(ctx: AppContext) -> None:
     at(ctx, "2026-11-05T10:00:00+01:00")
     issue(ctx)
-    at(ctx, "2026-12-04T08:00:00+01:00")  # down since before the 7-day mark
+    at(ctx, "2026-12-04T09:00:00+01:00")  # down since before the 7-day mark; the first daytime run
     run_due(ctx)
     run_due(ctx)
     assert _reminder_keys(ctx) == ["activation-1"]

@@ -28,15 +28,15 @@ def test_run_once_at_an_instant(cli_env: dict[str, str], tmp_path: Path, db_url:
     activate(ctx, cid)
     engine.dispose()
 
-    first = run(["jobs", "run-once", "--now", "2027-03-20T08:00:00+01:00", "--json"], cli_env)
+    first = run(["jobs", "run-once", "--now", "2027-03-20T10:00:00+01:00", "--json"], cli_env)
     assert first.returncode == 0, first.stderr
     data = json.loads(first.stdout)
-    assert data["ok"] and data["now"] == "2027-03-20T07:00:00+00:00"
+    assert data["ok"] and data["now"] == "2027-03-20T09:00:00+00:00"
     assert data["jobs"]["reminders"]["validity"] == 1
     assert data["jobs"]["sweep"]["validity_expired"] == 0
 
-    again = json.loads(run(["jobs", "run-once", "--now", "2027-03-20T08:00:00", "--json"], cli_env).stdout)
-    assert again["now"] == "2027-03-20T07:00:00+00:00"  # naive = Warsaw time
+    again = json.loads(run(["jobs", "run-once", "--now", "2027-03-20T10:00:00", "--json"], cli_env).stdout)
+    assert again["now"] == "2027-03-20T09:00:00+00:00"  # naive = Warsaw time
     assert again["jobs"]["reminders"]["validity"] == 0
 
     later = run(["jobs", "run-once", "--now", "2027-04-01T00:30:00"], cli_env)
@@ -48,3 +48,27 @@ def test_run_once_at_an_instant(cli_env: dict[str, str], tmp_path: Path, db_url:
 
     bad = run(["jobs", "run-once", "--now", "yesterday"], cli_env)
     assert bad.returncode == 2 and "ISO-8601" in bad.stderr
+
+
+def test_runs_and_run_once_print_warsaw_time_with_the_offset(
+    cli_env: dict[str, str], tmp_path: Path, db_url: str
+) -> None:
+    engine = make_engine(db_url)
+    ctx = build_ctx(make_settings(tmp_path, database_url=db_url), engine,
+                    FixedClock(datetime(2026, 11, 5, 9, tzinfo=UTC)))
+    _, cid = issue(ctx)
+    activate(ctx, cid)
+    engine.dispose()
+
+    # 01:30 on the day of the 3-day reminder: the night queues no reminder (it waits for 09:00).
+    night = run(["jobs", "run-once", "--now", "2027-03-28T01:30"], cli_env)
+    assert night.returncode == 0, night.stderr
+    assert "jobs at 2027-03-28T01:30:00+01:00:" in night.stdout
+    assert "validity=0" in night.stdout and "outside the sending hours" in night.stdout
+    summer = run(["jobs", "run-once", "--now", "2027-03-28T09:00"], cli_env)
+    assert "jobs at 2027-03-28T09:00:00+02:00:" in summer.stdout and "validity=1" in summer.stdout
+
+    ledger = run(["jobs", "runs", "--name", "reminders"], cli_env)
+    assert ledger.returncode == 0, ledger.stderr
+    assert "Europe/Warsaw" in ledger.stdout
+    assert "2027-03-28T09:00:00+02:00" in ledger.stdout and "2027-03-28T01:30:00+01:00" in ledger.stdout

@@ -21,10 +21,15 @@ def test_validity_reminder_on_the_spring_forward_sunday(ctx: AppContext) -> None
     _, cid = issue(ctx)
     activate(ctx, cid)
     # 3 days before 31 March 2027 is Sunday 28 March, the night clocks go 02:00 -> 03:00.
-    at(ctx, "2027-03-27T22:59:00+00:00")  # 23:59 CET on Saturday 27th
+    at(ctx, "2027-03-27T18:59:00+00:00")  # 19:59 CET on Saturday 27th, the last sending hour
     reminders(ctx)
     assert _kinds(ctx) == ["validity-14-2027-03-31"]
-    at(ctx, "2027-03-27T23:00:00+00:00")  # 00:00 CET on Sunday 28th (a UTC date would still say 27th)
+    at(ctx, "2027-03-27T23:00:00+00:00")  # 00:00 CET on Sunday 28th: due, but night
+    reminders(ctx)
+    at(ctx, "2027-03-28T06:59:00+00:00")  # 08:59 CEST (07:59 had it still been CET)
+    reminders(ctx)
+    assert _kinds(ctx) == ["validity-14-2027-03-31"]
+    at(ctx, "2027-03-28T07:00:00+00:00")  # 09:00 CEST: the sending hours follow Warsaw time
     reminders(ctx)
     assert _kinds(ctx) == ["validity-14-2027-03-31", "validity-3-2027-03-31"]
     # Valid through 31 March in Warsaw: 23:30 CEST is 21:30 UTC, still valid; 22:00 UTC is 1 April.
@@ -43,10 +48,13 @@ def test_activation_reminder_across_the_autumn_change(ctx: AppContext) -> None:
         assert credential is not None
         credential.activation_deadline = datetime(2026, 10, 27, 23, 30, tzinfo=UTC)
         session.add(credential)
-    at(ctx, "2026-10-20T21:59:00+00:00")  # 23:59 CEST on the 20th
+    at(ctx, "2026-10-20T17:59:00+00:00")  # 19:59 CEST on the 20th
     reminders(ctx)
     assert _kinds(ctx) == []
-    at(ctx, "2026-10-20T22:00:00+00:00")  # 00:00 CEST on the 21st; 7x24 h before would be 23:30 UTC
+    at(ctx, "2026-10-21T06:59:00+00:00")  # 08:59 CEST on the 21st: the day, not yet the hours
+    reminders(ctx)
+    assert _kinds(ctx) == []
+    at(ctx, "2026-10-21T07:00:00+00:00")  # 09:00 CEST on the 21st
     reminders(ctx)
     assert _kinds(ctx) == ["activation-7"]
 

@@ -44,10 +44,11 @@ def activate(ctx: AppContext, credential_id: int) -> None:
         service.activate(ctx, session, credential, code, actor="student")
 
 
-def link_chat(ctx: AppContext, student_id: int, language: str = "pl", account_id: str = "4242") -> None:
+def link_chat(ctx: AppContext, student_id: int, language: str = "pl", account_id: str = "4242", *,
+              channel: str = "telegram", blocked_at: datetime | None = None) -> None:
     with unit_of_work(ctx.engine) as session:
-        session.add(ChatLink(channel="telegram", account_id=account_id, student_id=student_id,
-                             language=language, bound_at=ctx.clock.now()))
+        session.add(ChatLink(channel=channel, account_id=account_id, student_id=student_id,
+                             language=language, bound_at=ctx.clock.now(), blocked_at=blocked_at))
 
 
 def outbox(ctx: AppContext, after_id: int = 0) -> list[OutboxMessage]:

@@ -92,7 +92,7 @@ def test_two_concurrent_runs_queue_each_reminder_once(two_instances: tuple[AppCo
 
     def run(ctx: AppContext) -> None:
         try:
-            at(ctx, "2027-03-17T08:00:00+01:00")
+            at(ctx, "2027-03-17T10:00:00+01:00")  # in the sending hours
             barrier.wait()
             run_due(ctx)
         except BaseException as exc:  # surfaced below: a thread's failure must fail the test
@@ -131,7 +131,7 @@ def test_two_processes_running_the_jobs_at_once_queue_each_reminder_once(
         "MLEG_MODE": "production", "MLEG_SECRET_KEY": TEST_SECRET, "MLEG_DATABASE_URL": pg_url,
         "MLEG_VAR_DIR": str(tmp_path / "var"), "MLEG_JOBS__BATCH_SIZE": "7",
     }
-    command = [sys.executable, "-m", "core.cli", "jobs", "run-once", "--now", "2027-03-17T08:00:00+01:00"]
+    command = [sys.executable, "-m", "core.cli", "jobs", "run-once", "--now", "2027-03-17T10:00:00+01:00"]
     root = Path(__file__).resolve().parent.parent
     processes = [subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                  for _ in range(2)]

@@ -46,21 +46,23 @@ def test_a_year_issue_remind_expire_renew_remove_revoke(ctx: AppContext) -> None
     # Issued in this semester: no "the semester has started" nudge.
     assert walk.jobs("2026-10-06T10:05:00+02:00") == []
 
-    # 14 days before 31 October, not a day earlier; by e-mail (no chat yet).
-    assert walk.jobs("2026-10-16T23:59:00+02:00") == []
-    assert walk.jobs("2026-10-17T00:01:00+02:00") == [
+    # 14 days before 31 October, not a day earlier, in the daytime; by e-mail (no chat yet).
+    assert walk.jobs("2026-10-16T19:59:00+02:00") == []
+    assert walk.jobs("2026-10-17T00:01:00+02:00") == []  # due, but night
+    assert walk.jobs("2026-10-17T09:00:00+02:00") == [
         (f"reminder:{pid}:validity-14-2026-10-31", "email", "reminder")]
     assert walk.jobs("2026-10-20T09:00:00+02:00") == []
 
     # The student binds Telegram (English): the 3-day reminder goes there, with a Renew button.
     link_chat(ctx, student_id, language="en")
-    assert walk.jobs("2026-10-27T23:00:00+01:00") == []
-    assert walk.jobs("2026-10-28T07:00:00+01:00") == [
+    assert walk.jobs("2026-10-27T19:00:00+01:00") == []
+    assert walk.jobs("2026-10-28T09:00:00+01:00") == [
         (f"reminder:{pid}:validity-3-2026-10-31", "telegram", "reminder")]
     row = outbox(ctx)[-1]
     message = open_body(ctx.box, row)
     assert row.recipient == "4242" and row.language == "en"
-    assert "valid until 31.10.2026 (days left: 3)" in message.text
+    # Valid the whole of 31 October: 28, 29, 30 and 31 are left.
+    assert "valid until 31.10.2026 inclusive (days left, counting today: 4)" in message.text
     assert [[b.data for b in line] for line in message.buttons] == [["menu:renew"]]
 
     # Renewed before the end: valid until 31 March; the next semester has its own reminders.
@@ -74,11 +76,11 @@ def test_a_year_issue_remind_expire_renew_remove_revoke(ctx: AppContext) -> None
 
     # The summer semester starts on 1 March; the nudge comes a day after, on the chat.
     assert walk.jobs("2027-03-01T12:00:00+01:00") == []
-    assert walk.jobs("2027-03-02T08:00:00+01:00") == [
+    assert walk.jobs("2027-03-02T09:00:00+01:00") == [
         (f"reminder:{pid}:semester-start-2027-03-01", "telegram", "reminder")]
-    assert walk.jobs("2027-03-17T08:00:00+01:00") == [
+    assert walk.jobs("2027-03-17T09:00:00+01:00") == [
         (f"reminder:{pid}:validity-14-2027-03-31", "telegram", "reminder")]
-    assert walk.jobs("2027-03-28T08:00:00+02:00") == [
+    assert walk.jobs("2027-03-28T09:00:00+02:00") == [
         (f"reminder:{pid}:validity-3-2027-03-31", "telegram", "reminder")]
 
     # Not renewed: valid through the whole of 31 March (Warsaw), expired from 1 April.
@@ -109,11 +111,15 @@ def test_a_year_issue_remind_expire_renew_remove_revoke(ctx: AppContext) -> None
     assert walk.jobs("2027-06-11T00:01:00+02:00") == [(f"revoked:{new_pid}", "email", "revoked")]
     revoked = credential(ctx, new_id)
     assert (revoked.state, revoked.end_reason) == ("revoked", "removal_grace_ended")
-    assert "one month has passed since removal" in open_body(ctx.box, outbox(ctx)[-1]).text
+    revoked_text = open_body(ctx.box, outbox(ctx)[-1]).text
+    assert "one month has passed since removal" in revoked_text
+    # Removed students may not apply: the dean's office, not "apply again".
+    assert "contact the dean's office" in revoked_text and "skontaktuj się z dziekanatem" in revoked_text
+    assert "apply again in the chat" not in revoked_text
 
     # Nothing more, ever: the autumn brings no reminder to a revoked credential.
-    assert walk.jobs("2027-10-02T08:00:00+02:00") == []
-    assert walk.jobs("2027-10-28T08:00:00+01:00") == []
+    assert walk.jobs("2027-10-02T10:00:00+02:00") == []
+    assert walk.jobs("2027-10-28T10:00:00+01:00") == []
 
     with Session(ctx.engine) as session:
         keys = [r.idempotency_key for r in session.exec(select(OutboxMessage)).all()]

@@ -12,7 +12,7 @@ import typer
 from sqlmodel import Session, col, select
 
 from core.cli.common import build_context, emit_json, friendly_errors, print_table
-from core.clock import WARSAW
+from core.clock import WARSAW, ensure_utc
 from core.models import JobRun
 
 app = typer.Typer(help="Lifecycle jobs: expiries, reminders, revocations, register sync.", no_args_is_help=True)
@@ -27,6 +27,11 @@ def parse_instant(value: str) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=WARSAW)
     return moment
+
+
+def local_time(moment: datetime) -> str:
+    """Europe/Warsaw with its offset, to the second: how every `mleg jobs` table shows an instant."""
+    return ensure_utc(moment).astimezone(WARSAW).isoformat(timespec="seconds")
 
 
 @app.command("run-once")
@@ -50,7 +55,7 @@ def run_once_command(
     if as_json:
         emit_json({"now": ctx.clock.now(), "jobs": results, "ok": not failed})
     else:
-        typer.echo(f"jobs at {ctx.clock.now().astimezone(WARSAW).isoformat()}:")
+        typer.echo(f"jobs at {local_time(ctx.clock.now())}:")
         for name, result in results.items():
             counts = ", ".join(f"{k}={v}" for k, v in result.items() if k != "ok")
             typer.echo(f"  {name:14} {'ok' if result.get('ok', True) else 'FAILED'}  {counts}")
@@ -81,7 +86,7 @@ def runs_command(
         emit_json(items)
         return
     print_table(
-        ["id", "job", "started", "ok", "detail"],
-        [(i["id"], i["name"], f"{i['started_at']:%Y-%m-%d %H:%M:%S}", "yes" if i["ok"] else "NO",
+        ["id", "job", "started (Europe/Warsaw)", "ok", "detail"],
+        [(i["id"], i["name"], local_time(i["started_at"]), "yes" if i["ok"] else "NO",
           json.dumps(i["detail"], sort_keys=True)) for i in items],
     )

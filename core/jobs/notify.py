@@ -13,7 +13,7 @@ from core.context import AppContext
 from core.models import ChatLink, Credential, Student
 from core.outgoing import Button, OutgoingMessage
 
-__all__ = ["chat_links", "queue_chat", "queue_email"]
+__all__ = ["chat_links", "email_language", "email_languages", "queue_chat", "queue_email"]
 
 CHAT_CHANNEL = "telegram"
 
@@ -31,6 +31,28 @@ def chat_links(session: Session, student_ids: Iterable[int]) -> dict[int, ChatLi
         .order_by(col(ChatLink.bound_at), col(ChatLink.id))
     ).all()
     return {link.student_id: link for link in links}  # later rows win: the newest link
+
+
+def email_languages(session: Session, student_ids: Iterable[int]) -> dict[int, str]:
+    """The language each student chose in a chat, for e-mail: their most recently updated link.
+
+    Any channel, blocked or not: a student who chose English on the console, or blocked the
+    bot afterwards, still reads English. A link's language is set when it is bound, so its
+    bound_at is when the choice was last updated (blocking changes no language).
+    """
+    ids = sorted(set(student_ids))
+    if not ids:
+        return {}
+    links = session.exec(
+        select(ChatLink)
+        .where(col(ChatLink.student_id).in_(ids))
+        .order_by(col(ChatLink.bound_at), col(ChatLink.id))
+    ).all()
+    return {link.student_id: link.language for link in links}  # later rows win: the newest choice
+
+
+def email_language(ctx: AppContext, languages: dict[int, str], student_id: int | None) -> str:
+    return languages.get(student_id or 0) or ctx.settings.default_language
 
 
 def queue_email(

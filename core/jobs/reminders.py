@@ -26,11 +26,11 @@ from core.context import AppContext
 from core.credentials import renewal_check
 from core.db import unit_of_work
 from core.jobs.ledger import JobResult
-from core.jobs.notify import chat_links, queue_chat, queue_email
+from core.jobs.notify import chat_links, email_language, email_languages, queue_chat, queue_email
 from core.models import ChatLink, Credential, CredentialState, ReminderLog, Student
 from core.semester import semester_start
 
-__all__ = ["Reminder", "due_days", "reminders"]
+__all__ = ["Reminder", "activation_due_days", "days_left", "due_days", "in_sending_hours", "reminders"]
 
 S = CredentialState
 
@@ -55,11 +55,50 @@ def due_days(days_before: Sequence[int], end: date, today: date) -> int | None:
     return min(reached) if reached else None
 
 
+def activation_due_days(days_before: Sequence[int], deadline: datetime, today: date, from_hour: int) -> int | None:
+    """`due_days` for an activation deadline (an instant), in the sending hours before it.
+
+    A reminder falls on the Warsaw day `days` before the deadline's day; when the sending
+    hours of that day begin only at or after the deadline (a deadline at 05:00, reminded
+    "0 days before"), it goes the day before instead: never lost to the night.
+    """
+    end = deadline.astimezone(WARSAW)
+    reached = []
+    for days in days_before:
+        day = end.date() - timedelta(days=days)
+        if datetime.combine(day, time(from_hour), tzinfo=WARSAW) >= end:
+            day -= timedelta(days=1)
+        if today >= day:
+            reached.append(days)
+    return min(reached) if reached else None
+
+
+def days_left(valid_until: date, today: date) -> int:
+    """Days of validity left counting today: valid through 15.01, on 12.01 that is 4 (12, 13, 14, 15)."""
+    return (valid_until - today).days + 1
+
+
+def in_sending_hours(ctx: AppContext, now: datetime) -> bool:
+    """Inside the daytime window (Europe/Warsaw) in which reminders may go."""
+    settings = ctx.settings.reminders
+    return settings.send_from_hour <= now.astimezone(WARSAW).hour < settings.send_until_hour
+
+
 def reminders(ctx: AppContext) -> JobResult:
-    """Queue every reminder due at ctx.clock.now(); returns counts per family."""
+    """Queue every reminder due at ctx.clock.now(); returns counts per family.
+
+    Outside the sending hours nothing is queued: the first run inside them sends what is due
+    (`due_days` counts from the day a reminder falls on, so a late one still goes).
+    """
     now, today = ctx.clock.now(), ctx.clock.today()
     settings = ctx.settings.reminders
     result: JobResult = {"validity": 0, "activation": 0, "semester_start": 0, "already_sent": 0}
+    if not in_sending_hours(ctx, now):
+        result["waiting"] = (
+            f"outside the sending hours {settings.send_from_hour:02d}:00-{settings.send_until_hour:02d}:00 "
+            "Europe/Warsaw"
+        )
+        return result
 
     validity_days = sorted({d for d in settings.validity_days_before if d >= 0})
     if validity_days:
@@ -67,12 +106,18 @@ def reminders(ctx: AppContext) -> JobResult:
             days = due_days(validity_days, credential.valid_until, today)
             if days is None:
                 return None
-            return Reminder(
-                f"validity-{days}-{credential.valid_until.isoformat()}", "jobs.reminder.validity",
-                {"valid_until": format_date(credential.valid_until),
-                 "days": str((credential.valid_until - today).days)},
-                [("jobs.button.renew", "menu:renew")],
-            )
+            kind = f"validity-{days}-{credential.valid_until.isoformat()}"
+            params = {"valid_until": format_date(credential.valid_until),
+                      "days": str(days_left(credential.valid_until, today))}
+            check = renewal_check(ctx, student, credential)
+            if check.possible:
+                return Reminder(kind, "jobs.reminder.validity", params, [("jobs.button.renew", "menu:renew")])
+            if check.reason == "els_expired":
+                # ELS policy: the ID ends with the card; only a new application after the
+                # card is extended gives a new one. "Renew" would be refused.
+                return Reminder(kind, "jobs.reminder.validity_els", params, [("jobs.button.apply", "menu:request")])
+            # Not eligible (or not yet renewable): no advice we can give that would work.
+            return None
 
         query = (
             _candidates()
@@ -88,7 +133,7 @@ def reminders(ctx: AppContext) -> JobResult:
             deadline = credential.activation_deadline
             if deadline is None or deadline <= now:
                 return None
-            days = due_days(activation_days, deadline.astimezone(WARSAW).date(), today)
+            days = activation_due_days(activation_days, deadline, today, settings.send_from_hour)
             if days is None:
                 return None
             return Reminder(f"activation-{days}", "jobs.reminder.activation",
@@ -158,11 +203,13 @@ def _send(ctx: AppContext, query: sa.Select, decide: Decide, family: str, result
                     )
                 ).all()
             )
-            links = chat_links(session, [s.id or 0 for _, s, _ in decided])
+            student_ids = [s.id or 0 for _, s, _ in decided]
+            links, languages = chat_links(session, student_ids), email_languages(session, student_ids)
             for credential, student, reminder in decided:
                 if (credential.id, reminder.kind) in logged:
                     continue
-                if _queue_once(ctx, session, credential, student, reminder, links):
+                language = email_language(ctx, languages, student.id)
+                if _queue_once(ctx, session, credential, student, reminder, links.get(student.id or 0), language):
                     result[family] += 1
                 else:
                     result["already_sent"] += 1
@@ -174,12 +221,15 @@ def _queue_once(
     credential: Credential,
     student: Student,
     reminder: Reminder,
-    links: dict[int, ChatLink],
+    link: ChatLink | None,
+    language: str,
 ) -> bool:
-    """The ledger row and the outbox row together, or neither; False when another run was first."""
+    """The ledger row and the outbox row together, or neither; False when another run was first.
+
+    `link`: the usable chat, if any; `language`: the one the student chose, for the e-mail.
+    """
     now = ctx.clock.now()
     key = f"reminder:{credential.public_id}:{reminder.kind}"
-    link = links.get(student.id or 0)
     try:
         with session.begin_nested():
             session.add(ReminderLog(credential_id=credential.id or 0, kind=reminder.kind, created_at=now))
@@ -195,7 +245,7 @@ def _queue_once(
                 queue_email(
                     ctx, session, key=key, catalog_key=reminder.catalog_key, kind="reminder",
                     student=student, credential=credential,
-                    language=ctx.settings.default_language, params=reminder.params,
+                    language=language, params=reminder.params,
                 )
     except IntegrityError:
         return False

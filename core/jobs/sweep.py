@@ -20,7 +20,7 @@ from core.context import AppContext
 from core.credentials import expire_activation_window, revoke
 from core.db import unit_of_work
 from core.jobs.ledger import JobResult
-from core.jobs.notify import chat_links, queue_chat, queue_email
+from core.jobs.notify import chat_links, email_language, email_languages, queue_chat, queue_email
 from core.lifecycle import EndReason
 from core.models import (
     LIVE_STATES,
@@ -66,9 +66,12 @@ def _for_update(query: sa.Select, session: Session) -> sa.Select:  # type: ignor
     return query
 
 
-def _language(ctx: AppContext, session: Session, student_id: int) -> str:
-    link = chat_links(session, [student_id]).get(student_id)
-    return link.language if link else ctx.settings.default_language
+# A student removed from the list, or graduated, may not apply again: the generic revocation
+# e-mail's "apply again" would send them to a refusal. Their notice points to the dean's office.
+_ENDED_NOTICES = {
+    EndReason.REMOVAL_GRACE_ENDED: "jobs.notice.revoked_removal",
+    EndReason.GRADUATION: "jobs.notice.revoked_graduation",
+}
 
 
 def _revoke_students(
@@ -97,12 +100,15 @@ def _revoke_students(
                     session,
                 )
             ).all()
+            languages = email_languages(session, [student.id or 0 for _, student in batch])
             for credential, student in batch:
                 if due is not None and not due(student):
                     continue
-                revoke(
-                    ctx, session, credential, reason=reason, actor=ACTOR,
-                    language=_language(ctx, session, student.id or 0),
+                revoke(ctx, session, credential, reason=reason, actor=ACTOR, notify=False)
+                queue_email(
+                    ctx, session, key=f"revoked:{credential.public_id}", catalog_key=_ENDED_NOTICES[reason],
+                    kind="revoked", student=student, credential=credential,
+                    language=email_language(ctx, languages, student.id), params={},
                 )
                 done += 1
     return done
@@ -148,17 +154,17 @@ def _expire_activation_windows(ctx: AppContext, now: datetime) -> int:
             ).all()
             if not batch or any(c.id in seen for c, _ in batch):
                 return done
-            links = chat_links(session, [student.id or 0 for _, student in batch])
+            student_ids = [student.id or 0 for _, student in batch]
+            links, languages = chat_links(session, student_ids), email_languages(session, student_ids)
             for credential, student in batch:
                 seen.add(credential.id or 0)
                 expire_activation_window(ctx, session, credential, now=now, actor=ACTOR)
                 link = links.get(student.id or 0)
-                language = link.language if link else ctx.settings.default_language
                 key = f"activation-expired:{credential.public_id}"
                 queue_email(
                     ctx, session, key=key, catalog_key="jobs.notice.activation_expired",
                     kind="activation_expired", student=student, credential=credential,
-                    language=language, params={},
+                    language=email_language(ctx, languages, student.id), params={},
                 )
                 if link is not None:
                     queue_chat(
