@@ -7,7 +7,9 @@ import re
 
 __all__ = ["RedactingFilter", "configure_logging"]
 
-_PESEL_SHAPED = re.compile(r"(?<!\d)(\d{2})\d{7}(\d{2})(?!\d)")
+# Not inside a longer token: a hex Message-ID or a Maildir file name has digit runs that are no PESEL,
+# and masking them sent operators looking for files that do not exist.
+_PESEL_SHAPED = re.compile(r"(?<![0-9A-Za-z])(\d{2})\d{7}(\d{2})(?![0-9A-Za-z])")
 
 
 class RedactingFilter(logging.Filter):
@@ -31,3 +33,5 @@ def configure_logging(level: str = "INFO") -> None:
     # httpx logs every request URL, and a Bot API URL carries the bot token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # aioimaplib logs every IMAP line at DEBUG, whole mails (PESELs, activation codes) included.
+    logging.getLogger("aioimaplib").setLevel(logging.WARNING)
