@@ -6,6 +6,7 @@ asked, or an e-mail threaded onto the student's message.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -16,6 +17,7 @@ from core.context import AppContext
 from core.errors import ConflictError, NotFoundError
 from core.models import Student, SupportMessage, SupportThread, ThreadStatus
 from core.outgoing import Button, OutgoingMessage
+from core.redact import redact_personal
 from core.secrets_box import SecretBox
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "get_thread",
     "list_threads",
     "open_thread",
+    "reply_subject",
     "staff_reply",
     "thread_messages",
     "thread_tag",
@@ -61,6 +64,21 @@ def _row_key(prefix: str, row_id: int | None, created_at: datetime) -> str:
 def thread_tag(thread_id: int) -> str:
     """The tag in e-mail subjects that threads a reply even when its headers are lost."""
     return f"[MLEG-{thread_id}]"
+
+
+_ANY_TAG = re.compile(r"\s*\[MLEG-\d+\]", re.IGNORECASE)
+
+
+def reply_subject(subject: str, thread_id: int) -> str:
+    """The subject of our mail in a thread: `Re: <subject> [MLEG-n]`, with exactly one tag, ours.
+
+    Tags of other threads (a student replying to a friend's forwarded answer, an old ticket)
+    are dropped: kept, they piled up with every reply. Masked, as the subject may carry a PESEL.
+    """
+    subject = " ".join(_ANY_TAG.sub("", redact_personal(subject)).split())
+    if not subject.lower().startswith("re:"):
+        subject = f"Re: {subject}".strip()
+    return f"{subject} {thread_tag(thread_id)}"
 
 
 def _student_label(session: Session, student_id: int | None) -> str:
@@ -107,7 +125,10 @@ def open_thread(
 
     `escalate=False` is for a question answered automatically (the mailbox's FAQ answers): the
     thread exists so that a reply to the answer reaches staff, but nobody is paged for it.
+    Students type their PESEL and codes into questions: masked here, for every channel, before
+    the text is stored or posted to the staff room.
     """
+    text, subject = redact_personal(text), redact_personal(subject)
     now = ctx.clock.now()
     thread = SupportThread(
         student_id=student_id, channel=channel, account_id=account_id, subject=subject[:255],
@@ -129,6 +150,7 @@ def open_thread(
 
 def escalate_thread(ctx: AppContext, session: Session, thread: SupportThread, *, text: str, key: str) -> None:
     """Hand an (automatically answered) thread to staff after all."""
+    text = redact_personal(text)
     now = ctx.clock.now()
     thread.status = ThreadStatus.ESCALATED
     thread.updated_at = now
@@ -149,6 +171,8 @@ def add_message(
     email_message_id: str | None = None,
 ) -> SupportMessage:
     """A follow-up from the student: the thread is open to staff again."""
+    if direction == "in":
+        text = redact_personal(text)
     now = ctx.clock.now()
     message = SupportMessage(thread_id=thread.id or 0, direction=direction, author=author, body=text,
                              email_message_id=email_message_id, created_at=now)
@@ -226,11 +250,8 @@ def staff_reply(ctx: AppContext, session: Session, thread_id: int, *, text: str,
     key = _row_key("staff-reply", message.id, message.created_at)
     language = thread.language
     if thread.channel == "email":
-        subject = thread.subject or ctx.catalog.text(language, "support.email_subject")
-        if thread_tag(thread.id or 0) not in subject:
-            subject = f"{subject} {thread_tag(thread.id or 0)}"
-        if not subject.lower().startswith("re:"):
-            subject = f"Re: {subject}"
+        subject = reply_subject(thread.subject or ctx.catalog.text(language, "support.email_subject"),
+                                thread.id or 0)
         references = [m.email_message_id for m in thread_messages(session, thread.id or 0)
                       if m.email_message_id and m.id != message.id]
         # Recorded on the message, so the student's reply to this answer threads onto the ticket.

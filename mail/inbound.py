@@ -4,21 +4,29 @@ Storing and processing are separate commits on purpose (Zulip's mail gateway doe
 a crash after storing loses nothing (the row waits as `new`), a crash while processing
 rolls back that one message's decisions and its answer, and the next run does it again,
 once. A message the rules cannot handle is quarantined: kept raw, visible to staff.
+
+The raw mail is kept only that long: it may carry a PESEL or an activation code in clear,
+so it is deleted in the commit that records the mail as processed or ignored (what staff
+need is in the support thread, masked). Quarantined mail keeps it for staff to inspect.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from email import policy
+from email.parser import BytesHeaderParser
 
+import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from core.blobs import insert_blob, read_blob
 from core.context import AppContext
 from core.faq import Faq
-from core.mailbox_rules import Outcome, handle_inbound
+from core.mailbox_rules import AUTO_HEADERS, Outcome, handle_inbound
 from core.models import InboundMail, InboundMailRaw, MailboxState
+from core.redact import redact_personal
 from mail.parse import identity, parse_inbound
 
 __all__ = ["StoreResult", "mailbox_state", "process_pending", "store_raw", "stored_raw"]
@@ -27,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # Written and read in pieces (core.blobs): it can be 25 MB.
 RAW = InboundMailRaw.__table__.c.raw  # type: ignore[attr-defined]
+RAW_TABLE = InboundMailRaw.__table__  # type: ignore[attr-defined]
+HEAD_BYTES = 256 * 1024  # where the vendor headers are looked for; a header block is rarely longer
 
 
 @dataclass
@@ -103,12 +113,43 @@ def stored_raw(session: Session, inbound_id: int) -> bytes | None:
     return read_blob(session, RAW, inbound_id)
 
 
+def auto_headers(raw: bytes) -> dict[str, str]:
+    """The vendor headers of core.mailbox_rules.AUTO_HEADERS this mail carries (name in lower case).
+
+    Read here from the header block, beside mail.parse's facts, so the rules see them.
+    """
+    end = raw.find(b"\r\n\r\n", 0, HEAD_BYTES)
+    if end < 0:
+        end = raw.find(b"\n\n", 0, HEAD_BYTES)
+    head = raw[: end + 2] if end >= 0 else raw[:HEAD_BYTES]
+    try:
+        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(head)
+        items = [(name.lower(), str(value)) for name, value in headers.items()]
+    except Exception:  # a header block the parser cannot read: mail.parse reports on it
+        return {}
+    found: dict[str, str] = {}
+    for name, value in items:
+        if name in AUTO_HEADERS and name not in found:
+            found[name] = " ".join(value.split())[:200]
+    return found
+
+
+def _forget_raw(session: Session, inbound_id: int) -> None:
+    """Delete the raw mail, its freed pages overwritten on SQLite (a PESEL must not linger there)."""
+    if session.get_bind().dialect.name == "sqlite":
+        # Per connection. Without it SQLite leaves deleted bytes in the file's free pages; many
+        # builds (Debian's) have it on already, not all.
+        session.connection().exec_driver_sql("PRAGMA secure_delete=ON")
+    session.execute(sa.delete(RAW_TABLE).where(RAW_TABLE.c.inbound_id == inbound_id))
+
+
 def _quarantine(ctx: AppContext, inbound_id: int, error: str) -> None:
     with Session(ctx.engine) as session:
         row = session.get(InboundMail, inbound_id)
         if row is not None and row.status == "new":
             row.status = "quarantined"
-            row.error = error[:2000]
+            # An error message may quote the mail (a PESEL in a header it could not parse).
+            row.error = redact_personal(error[:2000])
             row.processed_at = ctx.clock.now()
             session.add(row)
             session.commit()
@@ -132,6 +173,7 @@ def process_pending(ctx: AppContext, faq: Faq, *, limit: int = 200) -> list[Proc
             try:
                 raw = stored_raw(session, inbound_id) or b""
                 facts = parse_inbound(raw, size=row.size, oversize=row.size > max_bytes)
+                facts.auto_headers = auto_headers(raw)
                 del raw
                 outcome = handle_inbound(ctx, session, facts, inbound_id=inbound_id, faq=faq)
             except Exception as exc:
@@ -146,6 +188,8 @@ def process_pending(ctx: AppContext, faq: Faq, *, limit: int = 200) -> list[Proc
             row.thread_id = outcome.thread_id
             row.processed_at = ctx.clock.now()
             session.add(row)
+            # In the same commit: a crash before it leaves the mail `new` with its raw, to do again.
+            _forget_raw(session, inbound_id)
             session.commit()
         log.info("inbound mail %s: %s (%s)", inbound_id, outcome.status, outcome.reason)
         done.append(ProcessedMail(inbound_id, uid, outcome.status, outcome))

@@ -26,6 +26,10 @@ __all__ = ["decode_text", "identity", "parse_inbound", "skeleton"]
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 _TAGS = re.compile(r"<[^>]+>")
+_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
+# The element and its content; an unclosed one (cut-off mail) runs to the end.
+_INVISIBLE = re.compile(r"<(style|script|head|title)\b[^>]*>.*?(?:</\1\s*>|$)", re.IGNORECASE | re.DOTALL)
+_BREAKS = re.compile(r"<br\s*/?>|</p\s*>|</div\s*>|</tr\s*>|</li\s*>|</h[1-6]\s*>", re.IGNORECASE)
 _CHARSET_ALIASES = {
     # Labels seen in the wild that Python does not know, mapped to what they mean.
     "x-unknown": "utf-8", "unknown-8bit": "utf-8", "cp-1250": "cp1250", "win-1250": "cp1250",
@@ -198,9 +202,16 @@ def _body_text(message: EmailMessage) -> str:
             return ""
     text = _text_of(body)
     if body.get_content_subtype() == "html":
-        text = html.unescape(_TAGS.sub(" ", re.sub(r"(?i)<br\s*/?>|</p>", "\n", text)))
-        text = "\n".join(" ".join(line.split()) for line in text.splitlines()).strip()
+        text = _html_text(text)
     return text[:MAX_TEXT_CHARS]
+
+
+def _html_text(markup: str) -> str:
+    """Readable text of an HTML part: no tags, and no CSS or scripts, which are not words."""
+    # Outlook puts pages of CSS in <head><style>; stripping only the tags would leave it as text.
+    markup = _INVISIBLE.sub(" ", _COMMENT.sub(" ", markup))
+    text = html.unescape(_TAGS.sub(" ", _BREAKS.sub("\n", markup)))
+    return "\n".join(" ".join(line.split()) for line in text.splitlines()).strip()
 
 
 def _attachment_names(message: EmailMessage) -> list[str]:

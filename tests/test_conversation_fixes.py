@@ -391,3 +391,22 @@ def test_a_yes_button_from_before_the_upgrade_asks_again(sqlite_ctx: AppContext)
     chat.press("menu:request")
     chat.press_anyway("confirm:yes")  # the data every yes button had before
     assert "confirm:yes:request" in chat.buttons
+
+
+# --- a PESEL typed into a help-desk question -------------------------------------------------------
+
+def test_a_pesel_in_a_support_question_is_masked_everywhere(sqlite_ctx: AppContext) -> None:
+    from core.models import Conversation, SupportMessage, SupportThread
+    from tests.conftest import student_pesel
+
+    chat, _ = _bound(sqlite_ctx, "en")
+    typed = student_pesel(901)
+    chat.say("/support")
+    chat.say(f"My PESEL is {typed}, the code K7MN-P2QR-TXWZ does not work, help")
+    assert "ticket no. 1" in chat.text
+    with Session(sqlite_ctx.engine) as session:
+        stored = [t.subject for t in session.exec(select(SupportThread)).all()]
+        stored += [m.body for m in session.exec(select(SupportMessage)).all()]
+        stored += [c.state for c in session.exec(select(Conversation)).all()]
+    assert stored and not any(typed in text or "K7MN-P2QR-TXWZ" in text for text in stored)
+    assert any(f"{typed[:2]}*******{typed[-2:]}" in text for text in stored)

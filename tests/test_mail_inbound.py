@@ -17,7 +17,7 @@ from core import outbox
 from core.clock import FixedClock
 from core.context import AppContext
 from core.models import InboundMail, OutboxMessage, SupportMessage, SupportThread
-from mail import inbound
+from mail import frontend, inbound
 from mail.channel import SmtpChannel
 from mail.frontend import MailFrontend
 from tests.conftest import add_student
@@ -111,6 +111,33 @@ async def test_automatic_mail_is_never_answered(desk: Desk) -> None:
     assert desk.unseen() == []  # flagged after the commit
 
 
+AUTO_REPLY = ("From: {sender}\nTo: {support}\nSubject: {subject}\nMessage-ID: <auto-{n}@x>\n{header}"
+              "Content-Type: text/plain; charset=utf-8\n\nNie dostałem maila z kodem. Wracam 12 października.\n")
+
+
+@pytest.mark.parametrize(("header", "subject"), [
+    ("Precedence: auto_reply\n", "Re: Nie dostałem maila z kodem"),
+    ("X-Autoreply: yes\n", "Re: Nie dostałem maila z kodem"),
+    ("X-Autorespond: Nie dostałem maila z kodem\n", "Re: Nie dostałem maila z kodem"),
+    ("", "Automatic reply: Nie dostałem maila z kodem"),
+    ("", "Auto: Nie dostałem maila z kodem"),
+    ("", "Out of Office: Nie dostałem maila z kodem"),
+    ("", "Automatyczna odpowiedź: Nie dostałem maila z kodem"),
+    ("", "Odpowiedź automatyczna: Re: Nie dostałem maila z kodem"),
+    ("", "Nieobecność: Re: Nie dostałem maila z kodem"),
+])
+async def test_vendor_auto_replies_are_never_answered(desk: Desk, header: str, subject: str) -> None:
+    """Autoresponders that send no Auto-Submitted: their own headers, or only their subject."""
+    (Path(desk.ctx.settings.var_dir) / "auto.eml").write_text(AUTO_REPLY.replace("{header}", header))
+    desk.deliver_raw(sample_from(Path(desk.ctx.settings.var_dir) / "auto.eml", sender="jan@example.org",
+                                 support=desk.address, subject=subject, n=str(next(_n))))
+
+    report = await desk.frontend.process_once()
+
+    assert [p.status for p in report.processed] == ["ignored"]
+    assert desk.outbox() == [] and desk.threads() == []
+
+
 async def test_windows_1250_question_answered_in_polish_and_threaded(desk: Desk) -> None:
     student = desk.dovecot.new_user()
     desk.deliver("win1250_question.eml", sender=student)
@@ -158,6 +185,31 @@ async def test_subject_tag_alone_does_not_merge_another_senders_mail(desk: Desk)
     desk.deliver("reply_to_answer.eml", sender=student, thread=str(thread.id), parent="<lost@x>", references="")
     await desk.frontend.process_once()
     assert len(desk.threads()) == 2  # the tag from the thread's own address threads it
+
+
+async def test_reply_headers_from_another_address_open_a_thread_of_its_own(desk: Desk) -> None:
+    """In-Reply-To to our answer in a student's thread, from someone else: a new thread for the
+    new sender (who is answered), and staff told which thread it referred to."""
+    student = desk.dovecot.new_user()
+    desk.deliver("win1250_question.eml", sender=student)
+    await desk.frontend.process_once()
+    [thread] = desk.threads()
+    [answer] = await desk.send_answers()
+
+    other = desk.dovecot.new_user()
+    desk.deliver("reply_to_answer.eml", sender=other, thread=str(thread.id), parent=answer["Message-ID"],
+                 references=f"{thread.last_email_message_id} {answer['Message-ID']}")
+    report = await desk.frontend.process_once()
+
+    first, second = desk.threads()
+    assert first.id == thread.id and first.status == "answered" and first.account_id == student
+    assert report.processed[0].outcome is not None and report.processed[0].outcome.thread_id == second.id
+    assert second.account_id == other
+    with Session(desk.ctx.engine) as session:
+        [question] = session.exec(select(SupportMessage).where(SupportMessage.thread_id == second.id,
+                                                               SupportMessage.direction == "in")).all()
+    assert "Co dalej?" in question.body and f"thread {thread.id}" in question.body
+    assert [row.recipient for row in desk.outbox()] == [student, other]  # the new sender is answered
 
 
 async def test_same_mail_twice_and_mail_without_message_id_are_stored_once(desk: Desk) -> None:
@@ -232,6 +284,9 @@ async def test_automatic_answers_are_capped_per_sender_and_day(desk: Desk) -> No
 
     assert len(desk.outbox()) == desk.ctx.settings.imap.auto_replies_per_sender_per_day == 3
     assert [t.status for t in desk.threads()] == ["answered"] * 3 + ["escalated"]
+    with Session(desk.ctx.engine) as session:
+        [question] = session.exec(select(SupportMessage).where(SupportMessage.thread_id == desk.threads()[3].id)).all()
+    assert "daily limit of automatic answers" in question.body  # staff see why it is theirs
     desk.ctx.clock.advance(hours=25)  # type: ignore[attr-defined]
     desk.deliver("win1250_question.eml", sender="same@example.org")
     await desk.frontend.process_once()
@@ -239,7 +294,8 @@ async def test_automatic_answers_are_capped_per_sender_and_day(desk: Desk) -> No
 
 
 @pytest.mark.slow
-async def test_25_mb_attachment_handled_in_bounded_memory_with_a_notice(desk: Desk) -> None:
+async def test_25_mb_attachment_handled_in_bounded_memory_with_a_notice(desk: Desk,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     message = EmailMessage()
     message["From"] = "big@example.org"
     message["To"] = desk.address
@@ -250,12 +306,19 @@ async def test_25_mb_attachment_handled_in_bounded_memory_with_a_notice(desk: De
     raw = message.as_bytes()
     desk.deliver_raw(raw)
     del message, raw
+    stored: list[int] = []
 
+    def recording(*args: Any, raw: bytes, **kwargs: Any) -> inbound.StoreResult:
+        stored.append(len(raw))
+        return inbound.store_raw(*args, raw=raw, **kwargs)
+
+    monkeypatch.setattr(frontend, "store_raw", recording)
     report = await desk.frontend.process_once()
 
     [row] = desk.rows()
     assert row.size > desk.ctx.settings.imap.max_message_bytes
-    assert len(desk.raw(row) or b"") < 300 * 1024  # only the head was fetched and stored
+    assert stored and stored[0] < 300 * 1024  # only the head was fetched and stored
+    assert desk.raw(row) is None  # and not kept once processed
     assert report.processed[0].outcome is not None and "size limit" in report.processed[0].outcome.reason
     [thread] = desk.threads()
     assert thread.status == "escalated"
@@ -286,6 +349,7 @@ async def test_restart_mid_batch_loses_nothing_and_answers_once(desk: Desk, monk
     with pytest.raises(Crash):
         await desk.frontend.process_once()
     assert [r.status for r in desk.rows()] == ["processed", "new", "new"]  # every raw mail is stored
+    assert [desk.raw(r) is None for r in desk.rows()] == [True, False, False]  # kept until processed
     assert len(desk.outbox()) == 1
     assert len(desk.unseen()) == 3  # nothing flagged before its commit
 
@@ -295,6 +359,7 @@ async def test_restart_mid_batch_loses_nothing_and_answers_once(desk: Desk, monk
 
     assert report.stored == 0 and len(report.processed) == 2
     assert [r.status for r in desk.rows()] == ["processed"] * 3
+    assert [desk.raw(r) for r in desk.rows()] == [None] * 3  # each raw mail went with its commit
     assert sorted(r.recipient for r in desk.outbox()) == ["s0@example.org", "s1@example.org", "s2@example.org"]
     assert desk.unseen() == []
     again = await restarted.process_once()

@@ -17,8 +17,9 @@ from core.context import AppContext
 from core.faq import Faq
 from core.mailbox_rules import InboundFacts, handle_inbound
 from core.models import InboundMail
+from core.pesel import mask_pesel
 from mail.channel import MaildirChannel
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, student_pesel
 
 
 @pytest.fixture
@@ -77,3 +78,26 @@ async def test_list_show_reply_close(sqlite_ctx: AppContext, runner: CliRunner) 
     invoke(runner, "threads", "close", str(thread["id"]))
     assert json.loads(invoke(runner, "threads", "list", "--json"))["threads"] == []
     assert "closed" in invoke(runner, "threads", "list", "--status", "all")
+
+
+def test_list_and_show_mask_a_pesel_and_code_from_the_mail(sqlite_ctx: AppContext, runner: CliRunner) -> None:
+    pesel = student_pesel(43)
+    facts = InboundFacts(sender="ola@example.org", subject=f"Problem PESEL {pesel}",
+                         text=f"mój PESEL {pesel}. Kod aktywacyjny K7MN-P2QR-TXWZ nie działa",
+                         message_id="<pesel-cli@example.org>")
+    with Session(sqlite_ctx.engine) as session:
+        stored = InboundMail(mailbox="INBOX", uidvalidity=1, uid=1, message_id=facts.message_id, digest="p" * 64,
+                             size=100, received_at=sqlite_ctx.clock.now())
+        session.add(stored)
+        session.flush()
+        handle_inbound(sqlite_ctx, session, facts, inbound_id=stored.id or 0,
+                       faq=Faq.load(sqlite_ctx.settings.config_dir / "faq"))
+        session.commit()
+
+    listed = invoke(runner, "threads", "list")
+    [thread] = json.loads(invoke(runner, "threads", "list", "--json"))["threads"]
+    shown = invoke(runner, "threads", "show", str(thread["id"])) + invoke(runner, "threads", "show",
+                                                                        str(thread["id"]), "--json")
+    for output in (listed, shown):
+        assert pesel not in output and "K7MN" not in output
+    assert mask_pesel(pesel) in shown and "****-****-****" in shown

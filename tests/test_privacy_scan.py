@@ -1,4 +1,4 @@
-"""After a full journey, the database file and the logs hold no clear PESEL and no activation code."""
+"""After a full journey or a support mail, the database file and the logs hold no clear PESEL and no code."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ import pytest
 from core import outbox
 from core.context import AppContext
 from core.db import unit_of_work
+from core.faq import Faq
 from core.models import OutboxMessage
 from core.outgoing import OutgoingMessage
+from core.pesel import mask_pesel
+from mail.inbound import process_pending, store_raw
 from tests.chat_driver import ChatDriver
-from tests.conftest import add_student
+from tests.conftest import add_student, student_pesel
 
 
 async def test_no_clear_pesel_or_code_in_database_or_logs(
@@ -53,3 +56,39 @@ async def test_no_clear_pesel_or_code_in_database_or_logs(
     for label, value in secrets.items():
         assert value.encode() not in blob, f"{label} found in the database file"
         assert value not in caplog.text, f"{label} found in the logs"
+
+
+async def test_support_mail_with_pesel_and_code_leaves_none_in_clear(
+    sqlite_ctx: AppContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A student pastes a PESEL and an activation code into a support mail: after it is processed
+    and answered, neither is in clear in the database file (the raw mail is gone) nor in the logs."""
+    caplog.set_level(logging.DEBUG)
+    pesel, code, chat_code = student_pesel(41), "K7MN-P2QR-TXWZ", "482913"
+    raw = (f"From: Ola <ola@example.org>\r\nTo: {sqlite_ctx.settings.university.help_desk_email}\r\n"
+           f"Subject: Problem PESEL {pesel}\r\nMessage-ID: <privacy-1@example.org>\r\n"
+           "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+           + "Dzień dobry,\r\n" + "> cytat z poprzedniej wiadomości\r\n" * 400  # the raw mail spans pages
+           + f"mój PESEL {pesel}. Kod aktywacyjny {code} nie działa, kod z czatu {chat_code} też.\r\n").encode()
+    stored = store_raw(sqlite_ctx, mailbox="INBOX", uidvalidity=1, uid=1, raw=raw, size=len(raw))
+    assert stored.inbound_id is not None
+    [done] = process_pending(sqlite_ctx, Faq.load(sqlite_ctx.settings.config_dir / "faq"))
+    assert done.status == "processed"
+    sent: list[OutgoingMessage] = []
+
+    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> outbox.DeliveryResult:
+        sent.append(message)
+        return outbox.DeliveryResult(ok=True)
+
+    await outbox.drain_once(sqlite_ctx.engine, sqlite_ctx.box, channel="email", now=sqlite_ctx.clock.now,
+                            deliver=deliver)
+    assert sent and all(message.subject and mask_pesel(pesel) in message.subject for message in sent)
+    sqlite_ctx.engine.dispose()
+    database = Path(sqlite_ctx.settings.effective_database_url.removeprefix("sqlite:///"))
+    blob = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))
+    secrets = {"pesel": pesel, "activation code": code, "activation code (plain)": code.replace("-", ""),
+               "chat code": chat_code}
+    for label, value in secrets.items():
+        assert value.encode() not in blob, f"{label} found in the database file"
+        assert value not in caplog.text, f"{label} found in the logs"
+        assert all(value not in f"{m.subject} {m.text}" for m in sent), f"{label} sent back"

@@ -33,6 +33,7 @@ from core.conversation.state import ConversationState
 from core.eligibility import normalize_els_number
 from core.faq import Faq, detect_language
 from core.pesel import check_pesel
+from core.redact import redact_personal
 from core.terms import Terms
 
 __all__ = ["EngineConfig", "Flow", "step"]
@@ -506,7 +507,8 @@ def _bound(turn: Turn) -> Generator[ops.Op, Any, None]:
         return
     if _answer_faq(turn, allow_personal=True):
         return
-    state.support_draft = turn.text
+    # Kept in the conversation's state until confirmed: never with a PESEL or a code in clear.
+    state.support_draft = redact_personal(turn.text)
     state.step = "confirm_support"
     turn.say("support.offer", [[("send_to_staff", f"{CONFIRM_YES}support"), ("no", "confirm:no")]])
 
@@ -707,7 +709,7 @@ def _support_text(turn: Turn) -> Generator[ops.Op, Any, None]:
     if turn.event.kind != "text":
         turn.say("support.ask")
         return
-    turn.state.support_draft = turn.text
+    turn.state.support_draft = redact_personal(turn.text)
     replies = yield from _do_support(turn)
     turn.replies.extend(replies)
 
