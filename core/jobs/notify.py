@@ -18,19 +18,21 @@ __all__ = ["chat_links", "email_language", "email_languages", "queue_chat", "que
 CHAT_CHANNEL = "telegram"
 
 
-def chat_links(session: Session, student_ids: Iterable[int]) -> dict[int, ChatLink]:
-    """The newest usable (not blocked) chat link of each student, in one query for a whole batch."""
+def _newest_links(session: Session, student_ids: Iterable[int], *conditions: Any) -> dict[int, ChatLink]:
+    """Each student's most recently bound link among those matching `conditions`, in one query."""
     ids = sorted(set(student_ids))
     if not ids:
         return {}
     links = session.exec(
-        select(ChatLink)
-        .where(col(ChatLink.student_id).in_(ids))
-        .where(ChatLink.channel == CHAT_CHANNEL)
-        .where(col(ChatLink.blocked_at).is_(None))
+        select(ChatLink).where(col(ChatLink.student_id).in_(ids), *conditions)
         .order_by(col(ChatLink.bound_at), col(ChatLink.id))
     ).all()
     return {link.student_id: link for link in links}  # later rows win: the newest link
+
+
+def chat_links(session: Session, student_ids: Iterable[int]) -> dict[int, ChatLink]:
+    """The newest usable (not blocked) chat link of each student, in one query for a whole batch."""
+    return _newest_links(session, student_ids, ChatLink.channel == CHAT_CHANNEL, col(ChatLink.blocked_at).is_(None))
 
 
 def email_languages(session: Session, student_ids: Iterable[int]) -> dict[int, str]:
@@ -40,15 +42,7 @@ def email_languages(session: Session, student_ids: Iterable[int]) -> dict[int, s
     bot afterwards, still reads English. A link's language is set when it is bound, so its
     bound_at is when the choice was last updated (blocking changes no language).
     """
-    ids = sorted(set(student_ids))
-    if not ids:
-        return {}
-    links = session.exec(
-        select(ChatLink)
-        .where(col(ChatLink.student_id).in_(ids))
-        .order_by(col(ChatLink.bound_at), col(ChatLink.id))
-    ).all()
-    return {link.student_id: link.language for link in links}  # later rows win: the newest choice
+    return {student_id: link.language for student_id, link in _newest_links(session, student_ids).items()}
 
 
 def email_language(ctx: AppContext, languages: dict[int, str], student_id: int | None) -> str:
