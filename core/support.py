@@ -227,6 +227,9 @@ def claim_thread(ctx: AppContext, session: Session, thread_id: int, *, staff: st
 
 def close_thread(ctx: AppContext, session: Session, thread_id: int, *, staff: str) -> SupportThread:
     thread = get_thread(session, thread_id)
+    if thread.status == ThreadStatus.CLOSED:
+        # Said so, not "closed" again with a second audit entry.
+        raise ConflictError(f"thread {thread_id} is already closed")
     now = ctx.clock.now()
     thread.status = ThreadStatus.CLOSED
     thread.closed_at = now

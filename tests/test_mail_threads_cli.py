@@ -78,6 +78,8 @@ async def test_list_show_reply_close(sqlite_ctx: AppContext, runner: CliRunner) 
     invoke(runner, "threads", "close", str(thread["id"]))
     assert json.loads(invoke(runner, "threads", "list", "--json"))["threads"] == []
     assert "closed" in invoke(runner, "threads", "list", "--status", "all")
+    again = runner.invoke(app, ["threads", "close", str(thread["id"])])
+    assert again.exit_code == 2 and "already closed" in again.output
 
 
 def test_list_and_show_mask_a_pesel_and_code_from_the_mail(sqlite_ctx: AppContext, runner: CliRunner) -> None:
