@@ -90,7 +90,7 @@ class InboundFacts:
     size: int = 0
     oversize: bool = False
     attachments: list[str] = field(default_factory=list)
-    # Those of AUTO_HEADERS the mail carries, lower-case name -> value (mail/inbound.py reads them).
+    # Those of AUTO_HEADERS the mail carries, lower-case name -> value (mail.parse reads them).
     auto_headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -237,12 +237,14 @@ class _Mailbox:
         if inbound is None:
             raise ValueError(f"inbound mail {inbound_id} is not stored")
         self.digest = inbound.digest
-        self.lang = detect_language(_question_text(facts), ctx.settings.default_language)
+        # Worked out once: it decides both the answer's language and the FAQ match.
+        self.question = _question_text(facts)
+        self.lang = detect_language(self.question, ctx.settings.default_language)
         self.notes: list[str] = []  # for staff, after the student's text
 
     def body_for_staff(self) -> str:
-        """The student's text as staff see it: PESELs and codes masked, with our notes."""
-        text = redact_personal(self.facts.text.strip()[:MAX_STORED_TEXT])
+        """The student's text as staff see it, with our notes (core.support masks PESELs and codes)."""
+        text = self.facts.text.strip()[:MAX_STORED_TEXT]
         notes = list(self.notes)
         if self.facts.oversize:
             notes.append(f"[over the size limit: {self.facts.size} bytes; attachments not downloaded]")
@@ -289,7 +291,7 @@ class _Mailbox:
         return support.open_thread(
             self.ctx, self.session, student_id=student.id if student else None, channel=CHANNEL,
             account_id=facts.sender, text=self.body_for_staff(), language=self.lang,
-            subject=redact_personal(facts.subject or ""), email_message_id=facts.message_id,
+            subject=facts.subject or "", email_message_id=facts.message_id,
             author=self.author(), escalate=escalate,
         )
 
@@ -329,8 +331,7 @@ def handle_inbound(ctx: AppContext, session: Session, facts: InboundFacts, *, in
             box.lang, "mail.too_large", size_mb=f"{facts.size / (1024 * 1024):.1f}", limit_mb=limit_mb),
             recipient=facts.sender, kind="mail-notice")
         return Outcome("processed", "over the size limit: notice sent, escalated", thread.id, sent)
-    question = _question_text(facts)
-    match = faq.match(question, box.lang)
+    match = faq.match(box.question, box.lang)
     if match is not None and match.entry.personal and student is None:
         # Personal data goes only to the register address; anyone can type a From header.
         thread = box.open(None, escalate=True)

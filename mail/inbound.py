@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from email import policy
-from email.parser import BytesHeaderParser
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +22,7 @@ from sqlmodel import Session, col, select
 from core.blobs import insert_blob, read_blob
 from core.context import AppContext
 from core.faq import Faq
-from core.mailbox_rules import AUTO_HEADERS, Outcome, handle_inbound
+from core.mailbox_rules import Outcome, handle_inbound
 from core.models import InboundMail, InboundMailRaw, MailboxState
 from core.redact import redact_personal
 from mail.parse import identity, parse_inbound
@@ -36,7 +34,6 @@ log = logging.getLogger(__name__)
 # Written and read in pieces (core.blobs): it can be 25 MB.
 RAW = InboundMailRaw.__table__.c.raw  # type: ignore[attr-defined]
 RAW_TABLE = InboundMailRaw.__table__  # type: ignore[attr-defined]
-HEAD_BYTES = 256 * 1024  # where the vendor headers are looked for; a header block is rarely longer
 
 
 @dataclass
@@ -113,27 +110,6 @@ def stored_raw(session: Session, inbound_id: int) -> bytes | None:
     return read_blob(session, RAW, inbound_id)
 
 
-def auto_headers(raw: bytes) -> dict[str, str]:
-    """The vendor headers of core.mailbox_rules.AUTO_HEADERS this mail carries (name in lower case).
-
-    Read here from the header block, beside mail.parse's facts, so the rules see them.
-    """
-    end = raw.find(b"\r\n\r\n", 0, HEAD_BYTES)
-    if end < 0:
-        end = raw.find(b"\n\n", 0, HEAD_BYTES)
-    head = raw[: end + 2] if end >= 0 else raw[:HEAD_BYTES]
-    try:
-        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(head)
-        items = [(name.lower(), str(value)) for name, value in headers.items()]
-    except Exception:  # a header block the parser cannot read: mail.parse reports on it
-        return {}
-    found: dict[str, str] = {}
-    for name, value in items:
-        if name in AUTO_HEADERS and name not in found:
-            found[name] = " ".join(value.split())[:200]
-    return found
-
-
 def _forget_raw(session: Session, inbound_id: int) -> None:
     """Delete the raw mail, its freed pages overwritten on SQLite (a PESEL must not linger there)."""
     if session.get_bind().dialect.name == "sqlite":
@@ -173,7 +149,6 @@ def process_pending(ctx: AppContext, faq: Faq, *, limit: int = 200) -> list[Proc
             try:
                 raw = stored_raw(session, inbound_id) or b""
                 facts = parse_inbound(raw, size=row.size, oversize=row.size > max_bytes)
-                facts.auto_headers = auto_headers(raw)
                 del raw
                 outcome = handle_inbound(ctx, session, facts, inbound_id=inbound_id, faq=faq)
             except Exception as exc:

@@ -20,7 +20,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses
 
-from core.mailbox_rules import InboundFacts
+from core.mailbox_rules import AUTO_HEADERS, InboundFacts
 
 __all__ = ["decode_text", "identity", "parse_inbound", "skeleton"]
 
@@ -228,6 +228,16 @@ def _attachment_names(message: EmailMessage) -> list[str]:
     return names
 
 
+def _auto_headers(message: Message) -> dict[str, str]:
+    """The vendor auto-reply headers (core.mailbox_rules.AUTO_HEADERS) this mail carries, by lower-case name."""
+    found: dict[str, str] = {}
+    for name, value in message.raw_items():  # raw: no header parsing for a yes/no question
+        key = name.lower()
+        if key in AUTO_HEADERS and key not in found:
+            found[key] = _repair(" ".join(str(value).split()))[:200]
+    return found
+
+
 def parse_inbound(raw: bytes, *, size: int | None = None, oversize: bool = False) -> InboundFacts:
     """Facts for the rules; `raw` may be only the head of an over-size message."""
     message = BytesParser(policy=policy.default).parsebytes(skeleton(raw) if len(raw) > SKELETON_ABOVE else raw)
@@ -254,4 +264,5 @@ def parse_inbound(raw: bytes, *, size: int | None = None, oversize: bool = False
         size=size if size is not None else len(raw),
         oversize=oversize,
         attachments=_attachment_names(message),
+        auto_headers=_auto_headers(message),
     )

@@ -20,13 +20,18 @@ def cli_env(tmp_path: Path, db_url: str) -> dict[str, str]:
     return cli_environment(tmp_path, db_url)
 
 
-def test_run_once_at_an_instant(cli_env: dict[str, str], tmp_path: Path, db_url: str) -> None:
+def _one_active_credential(tmp_path: Path, db_url: str) -> None:
+    """A credential issued on 5 November 2026 and activated: what the jobs below act on."""
     engine = make_engine(db_url)
     ctx = build_ctx(make_settings(tmp_path, database_url=db_url), engine,
                     FixedClock(datetime(2026, 11, 5, 9, tzinfo=UTC)))
     _, cid = issue(ctx)
     activate(ctx, cid)
     engine.dispose()
+
+
+def test_run_once_at_an_instant(cli_env: dict[str, str], tmp_path: Path, db_url: str) -> None:
+    _one_active_credential(tmp_path, db_url)
 
     first = run(["jobs", "run-once", "--now", "2027-03-20T10:00:00+01:00", "--json"], cli_env)
     assert first.returncode == 0, first.stderr
@@ -53,12 +58,7 @@ def test_run_once_at_an_instant(cli_env: dict[str, str], tmp_path: Path, db_url:
 def test_runs_and_run_once_print_warsaw_time_with_the_offset(
     cli_env: dict[str, str], tmp_path: Path, db_url: str
 ) -> None:
-    engine = make_engine(db_url)
-    ctx = build_ctx(make_settings(tmp_path, database_url=db_url), engine,
-                    FixedClock(datetime(2026, 11, 5, 9, tzinfo=UTC)))
-    _, cid = issue(ctx)
-    activate(ctx, cid)
-    engine.dispose()
+    _one_active_credential(tmp_path, db_url)
 
     # 01:30 on the day of the 3-day reminder: the night queues no reminder (it waits for 09:00).
     night = run(["jobs", "run-once", "--now", "2027-03-28T01:30"], cli_env)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import Session, select
 
@@ -26,13 +27,19 @@ def _failed_run(ctx: AppContext) -> dict[str, object]:
     return detail
 
 
-def test_header_only_export_is_refused_and_recorded(ctx: AppContext, tmp_path: Path) -> None:
-    rows = list(generate_rows(20))
+def _synced(ctx: AppContext, tmp_path: Path, students: int) -> tuple[list[Any], Path, dict[str, Any]]:
+    """A first scheduled sync of `students` generated rows: (the rows, the export file, the result)."""
+    rows = list(generate_rows(students))
     path = tmp_path / "students.csv"
     path.write_text(rows_to_csv(rows), encoding="utf-8")
     ctx.settings.jobs.register_sync_path = str(path)
     at(ctx, "2026-10-05T02:00:00+02:00")
-    assert run_due(ctx)["register_sync"]["added"] == 20
+    return rows, path, run_due(ctx)["register_sync"]
+
+
+def test_header_only_export_is_refused_and_recorded(ctx: AppContext, tmp_path: Path) -> None:
+    _, path, first = _synced(ctx, tmp_path, 20)
+    assert first["added"] == 20
     before = _statuses(ctx)
 
     path.write_text(rows_to_csv([]), encoding="utf-8")  # the export was cut off after the header
@@ -45,12 +52,7 @@ def test_header_only_export_is_refused_and_recorded(ctx: AppContext, tmp_path: P
 
 
 def test_export_missing_most_students_is_refused(ctx: AppContext, tmp_path: Path) -> None:
-    rows = list(generate_rows(40))
-    path = tmp_path / "students.csv"
-    path.write_text(rows_to_csv(rows), encoding="utf-8")
-    ctx.settings.jobs.register_sync_path = str(path)
-    at(ctx, "2026-10-05T02:00:00+02:00")
-    run_due(ctx)
+    rows, path, _ = _synced(ctx, tmp_path, 40)
     before = _statuses(ctx)
 
     path.write_text(rows_to_csv(rows[:10]), encoding="utf-8")

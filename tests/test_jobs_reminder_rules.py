@@ -36,13 +36,17 @@ def _active(ctx: AppContext, **student: object) -> tuple[int, int]:
     return student_id, cid
 
 
-def _update_student(ctx: AppContext, student_id: int, **values: object) -> None:
+def _update(ctx: AppContext, model: type[Student] | type[Credential], row_id: int, **values: object) -> None:
     with unit_of_work(ctx.engine) as session:
-        student = session.get(Student, student_id)
-        assert student is not None
+        row = session.get(model, row_id)
+        assert row is not None
         for name, value in values.items():
-            setattr(student, name, value)
-        session.add(student)
+            setattr(row, name, value)
+        session.add(row)
+
+
+def _update_student(ctx: AppContext, student_id: int, **values: object) -> None:
+    _update(ctx, Student, student_id, **values)
 
 
 # --- 1. e-mail in the language the student chose in a chat --------------------------------
@@ -155,11 +159,7 @@ def test_no_validity_reminder_when_not_eligible_to_renew(ctx: AppContext) -> Non
 
 def test_no_reminder_at_night_it_goes_that_morning(ctx: AppContext) -> None:
     _, cid = _active(ctx)
-    with unit_of_work(ctx.engine) as session:
-        row = session.get(Credential, cid)
-        assert row is not None
-        row.valid_until = date(2027, 3, 31)
-        session.add(row)
+    _update(ctx, Credential, cid, valid_until=date(2027, 3, 31))
     # What `mleg jobs run-once --now 2027-03-28T01:30` did: the 3-day reminder at 01:30.
     at(ctx, "2027-03-28T01:30:00+01:00")
     result = reminders(ctx)
@@ -185,11 +185,8 @@ def test_early_morning_activation_deadline_reminded_the_day_before(ctx: AppConte
     ctx.settings.reminders.activation_days_before = [1, 0]
     at(ctx, "2026-11-05T10:00:00+01:00")
     _, cid = issue(ctx)
-    with unit_of_work(ctx.engine) as session:
-        row = session.get(Credential, cid)
-        assert row is not None
-        row.activation_deadline = datetime(2026, 12, 5, 5, 0, tzinfo=WARSAW)  # 05:00, before the sending hours
-        session.add(row)
+    # 05:00, before the sending hours.
+    _update(ctx, Credential, cid, activation_deadline=datetime(2026, 12, 5, 5, 0, tzinfo=WARSAW))
     at(ctx, "2026-12-04T10:00:00+01:00")
     reminders(ctx)
     # "0 days before" has no daytime before 05:00 on the 5th: it goes on the 4th, the last chance.
@@ -238,11 +235,7 @@ def test_days_left_count_today() -> None:
 
 def test_reminder_text_days_left_agrees_with_the_last_valid_day(ctx: AppContext) -> None:
     _, cid = _active(ctx)
-    with unit_of_work(ctx.engine) as session:
-        row = session.get(Credential, cid)
-        assert row is not None
-        row.valid_until = date(2027, 1, 15)
-        session.add(row)
+    _update(ctx, Credential, cid, valid_until=date(2027, 1, 15))
     at(ctx, "2027-01-12T10:00:00+01:00")
     reminders(ctx)
     [sent] = _rows(ctx, "reminder")
