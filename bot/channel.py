@@ -15,15 +15,43 @@ from sqlmodel import Session, col, select
 from bot.delivery import ChatTarget, Delivery
 from bot.runtime import RuntimeUser
 from bot.staff_room import StaffSender
+from core import support
 from core.context import AppContext
-from core.models import ChatLink, OutboxMessage
+from core.db import unit_of_work
+from core.models import ChatLink, OutboxMessage, OutboxStatus
 from core.outbox import DeliveryResult
 from core.outgoing import OutgoingMessage
 
-__all__ = ["CHANNEL", "TelegramSender", "make_staff_channel", "make_telegram_channel"]
+__all__ = ["CHANNEL", "TelegramSender", "chat_blocked", "chat_came_back", "make_staff_channel",
+           "make_telegram_channel"]
 
 log = logging.getLogger(__name__)
 CHANNEL = "telegram"
+
+
+def _set_blocked(ctx: AppContext, session: Session, account_id: str, *, blocked: bool) -> None:
+    """Jobs skip a blocked link; only a change is written, so the first block's time stays."""
+    blocked_at = col(ChatLink.blocked_at)
+    condition = blocked_at.is_(None) if blocked else blocked_at.is_not(None)
+    session.execute(
+        sa.update(ChatLink)
+        .where(col(ChatLink.channel) == CHANNEL, col(ChatLink.account_id) == account_id, condition)
+        .values(blocked_at=ctx.clock.now() if blocked else None)
+    )
+
+
+def chat_blocked(ctx: AppContext, account_id: str) -> None:
+    """The student blocked the bot (a 403, or a my_chat_member update "kicked")."""
+    with unit_of_work(ctx.engine) as session:
+        _set_blocked(ctx, session, account_id, blocked=True)
+
+
+def chat_came_back(ctx: AppContext, account_id: str) -> int:
+    """The student unblocked the bot or wrote again: clear the mark and send the answers held
+    for them. Returns how many answers were queued again (the caller wakes the drainers)."""
+    with unit_of_work(ctx.engine) as session:
+        _set_blocked(ctx, session, account_id, blocked=False)
+        return len(support.resend_held_answers(ctx, session, channel=CHANNEL, account_id=account_id))
 
 
 class TelegramSender(RuntimeUser):
@@ -44,7 +72,7 @@ class TelegramSender(RuntimeUser):
 
     async def deliver(self, row: OutboxMessage, message: OutgoingMessage) -> DeliveryResult:
         # Database calls on the database thread(s): waiting for SQLite's write lock must not stall the loop.
-        older, blocked = await self.ctx.in_database(self._before_sending, row)
+        older, away = await self.ctx.in_database(self._before_sending, row)
         if older is not None:
             return self.delivery.wait_behind(older)
         try:
@@ -54,14 +82,22 @@ class TelegramSender(RuntimeUser):
         runtime = await self.ready()
         result = await self.delivery.send(runtime.bot, row, message, ChatTarget(chat_id))
         if result.permanent and (result.error or "").startswith("Forbidden"):
-            await self.ctx.in_database(self._mark_blocked, row.recipient, blocked=True)
+            annotation = await self.ctx.in_database(self._refused, row, result.error or "Forbidden")
             log.info("telegram chat blocked the bot; outbox row %s not retried", row.id)
-        elif result.ok and blocked:
-            await self.ctx.in_database(self._mark_blocked, row.recipient, blocked=False)
+            if annotation is not None:
+                # Staff read the row's error in `mleg threads show`: it says where the answer went.
+                for channel in (support.STAFF_CHANNEL, support.EMAIL_CHANNEL):
+                    self.ctx.outbox_changed(channel)
+                return DeliveryResult(ok=False, permanent=True, error=f"{result.error}; {annotation}")
+        elif result.ok and away:
+            resent = await self.ctx.in_database(chat_came_back, self.ctx, row.recipient)
+            for channel in (CHANNEL, support.STAFF_CHANNEL) if resent else ():
+                self.ctx.outbox_changed(channel)
         return result
 
     def _before_sending(self, row: OutboxMessage) -> tuple[OutboxMessage | None, bool]:
-        """(an older row this one must wait behind, whether the chat is marked as blocking us)."""
+        """(an older row this one must wait behind, whether the student was away: the chat is
+        marked as blocking us, or an answer is held for it; then a delivery means they are back)."""
         with Session(self.ctx.engine) as session:
             older = self.delivery.older_row_waiting(row, session)
             if older is not None:
@@ -70,19 +106,23 @@ class TelegramSender(RuntimeUser):
                 col(ChatLink.channel) == CHANNEL, col(ChatLink.account_id) == row.recipient,
                 col(ChatLink.blocked_at).is_not(None),
             )).first()
-        return None, blocked is not None
+            if blocked is not None:
+                return None, True
+            # A chat bound to no student has no link to mark: its held answers are the mark.
+            held = session.exec(select(OutboxMessage.id).where(
+                OutboxMessage.channel == CHANNEL, OutboxMessage.recipient == row.recipient,
+                OutboxMessage.kind == support.ANSWER_KIND, OutboxMessage.status == OutboxStatus.FAILED,
+                col(OutboxMessage.last_error).contains(support.HELD_NOTE),
+            ).limit(1)).first()
+        return None, held is not None
 
-    def _mark_blocked(self, account_id: str, *, blocked: bool) -> None:
-        """Forbidden: the student blocked the bot (jobs skip the link); a delivery: unblocked."""
-        blocked_at = col(ChatLink.blocked_at)
-        condition = blocked_at.is_(None) if blocked else blocked_at.is_not(None)
-        with Session(self.ctx.engine) as session:
-            session.execute(
-                sa.update(ChatLink)
-                .where(col(ChatLink.channel) == CHANNEL, col(ChatLink.account_id) == account_id, condition)
-                .values(blocked_at=self.ctx.clock.now() if blocked else None)
-            )
-            session.commit()
+    def _refused(self, row: OutboxMessage, error: str) -> str | None:
+        """Forbidden: mark the chat blocked and, for a staff answer, tell staff and reroute or hold it
+        (core.support.answer_undelivered); one commit, so a crash redoes both or neither."""
+        reason = error.removeprefix("Forbidden:").strip()
+        with unit_of_work(self.ctx.engine) as session:
+            _set_blocked(self.ctx, session, row.recipient, blocked=True)
+            return support.answer_undelivered(self.ctx, session, row, reason=reason)
 
 
 def make_telegram_channel(ctx: AppContext) -> TelegramSender | None:

@@ -12,14 +12,16 @@ import logging
 from urllib.parse import urlsplit
 
 from telegram import Update
-from telegram.constants import ChatType
-from telegram.ext import CallbackQueryHandler, ContextTypes
+from telegram.constants import ChatMemberStatus, ChatType
+from telegram.ext import CallbackQueryHandler, ChatMemberHandler, ContextTypes
 
+from bot.channel import CHANNEL, chat_blocked, chat_came_back
 from bot.commands import register_commands
 from bot.groups import GroupRefusal, group_handlers
 from bot.polling import Poller
 from bot.runtime import BotRuntime, runtime_for
 from bot.staff import StaffRoom, staff_handlers
+from bot.staff_room import STAFF_CHANNEL
 from bot.student import StudentHandler, student_handlers
 from core.context import AppContext
 
@@ -48,6 +50,7 @@ class TelegramFrontend:
             app.add_handler(handler)
         router = _CallbackRouter(staff, GroupRefusal(runtime), StudentHandler(runtime))
         app.add_handler(CallbackQueryHandler(router.route))
+        app.add_handler(ChatMemberHandler(_ChatMembership(self.ctx).on_change, ChatMemberHandler.MY_CHAT_MEMBER))
         app.add_error_handler(_log_error)
 
     async def start(self) -> None:
@@ -101,6 +104,32 @@ class _CallbackRouter:
             await self.groups.on_message(update, context)
         else:
             await self.students.on_update(update, context)
+
+
+class _ChatMembership:
+    """my_chat_member in a private chat: the student blocked the bot ("kicked") or unblocked it ("member").
+
+    Telegram tells us at once, so reminders stop being attempted and, on the way back, the
+    answers held while the bot was blocked go out without waiting for the student to write.
+    Groups are not students: the bot joining or leaving one changes nothing here.
+    """
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    async def on_change(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        change = update.my_chat_member
+        if change is None or change.chat.type != ChatType.PRIVATE:
+            return
+        account = str(change.chat.id)
+        status = change.new_chat_member.status
+        if status == ChatMemberStatus.BANNED:
+            await self.ctx.in_database(chat_blocked, self.ctx, account)
+            log.info("a student blocked the bot")
+        elif status == ChatMemberStatus.MEMBER:
+            resent = await self.ctx.in_database(chat_came_back, self.ctx, account)
+            for channel in (CHANNEL, STAFF_CHANNEL) if resent else ():
+                self.ctx.outbox_changed(channel)
 
 
 async def _log_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -2,9 +2,10 @@
 
 A staff member answers a thread by replying to any message the bot posted about it, or
 by writing in the thread's forum topic; the answer goes through core.support.staff_reply,
-which queues it on the channel the student used. Only members of the staff chat
-(creator, administrator, member) or ids listed in MLEG_TELEGRAM__STAFF_USER_IDS may act;
-anyone else is refused, and the refusal is audited.
+which queues it on the channel the student used. /claim of a thread a colleague holds is
+not done: the bot names the holder and offers `/claim N force` (or a button) to take it
+over. Only members of the staff chat (creator, administrator, member) or ids listed in
+MLEG_TELEGRAM__STAFF_USER_IDS may act; anyone else is refused, and the refusal is audited.
 """
 
 from __future__ import annotations
@@ -25,15 +26,18 @@ from core import audit, outbox, support
 from core.db import unit_of_work
 from core.errors import ConflictError, NotFoundError
 from core.models import OutboxMessage, SupportThread
-from core.outgoing import OutgoingMessage
+from core.outgoing import Button, OutgoingMessage
 
 __all__ = ["StaffRoom", "staff_handlers"]
 
 log = logging.getLogger(__name__)
 STAFF_STATUSES = ("creator", "administrator", "member")
-# Anything after the command is taken as the thread number: "/claim abc" gets the usage, not silence.
+# Anything after the command is taken as the thread number (then "force" for /claim):
+# "/claim abc" gets the usage, not silence.
 _COMMAND = re.compile(r"^/(claim|close)(?:@\w+)?(?:\s+(.*?))?\s*$", re.IGNORECASE | re.DOTALL)
 _THREAD_NUMBER = re.compile(r"#?(\d{1,18})")
+FORCE = "force"
+_BUTTON_ACTIONS = ("claim", "close", "takeover")
 
 
 def staff_label(user: User) -> str:
@@ -62,8 +66,13 @@ class StaffRoom:
         if message is None or message.text is None:
             return
         command = _COMMAND.match(message.text.strip())
-        if command and command.group(2):
-            number = _THREAD_NUMBER.fullmatch(command.group(2))
+        arguments = (command.group(2) or "").split() if command else []
+        force = (command is not None and command.group(1).lower() == "claim"
+                 and [word.lower() for word in arguments[-1:]] == [FORCE])
+        if force:
+            arguments = arguments[:-1]
+        if arguments:
+            number = _THREAD_NUMBER.fullmatch(" ".join(arguments))
             thread_id = int(number.group(1)) if number else None
         else:
             thread_id = await asyncio.to_thread(self.thread_of, message)
@@ -78,7 +87,7 @@ class StaffRoom:
             if thread_id is None:
                 await self.ack(update, None, self.t("usage"))
                 return
-            await self.act(update, command.group(1).lower(), thread_id, user)
+            await self.act(update, command.group(1).lower(), thread_id, user, force=force)
             return
         assert thread_id is not None
         await self.answer(update, thread_id, message.text, user)
@@ -87,7 +96,7 @@ class StaffRoom:
         query = update.callback_query
         assert query is not None
         parts = (query.data or "").split(":")
-        if len(parts) != 3 or parts[0] != "staff" or parts[1] not in ("claim", "close") or not parts[2].isdigit():
+        if len(parts) != 3 or parts[0] != "staff" or parts[1] not in _BUTTON_ACTIONS or not parts[2].isdigit():
             await query.answer()
             return
         thread_id = int(parts[2])
@@ -96,14 +105,32 @@ class StaffRoom:
             await self.refuse(update, query.from_user, thread_id, f"button:{parts[1]}", post=False)
             return
         await query.answer()
-        await self.act(update, parts[1], thread_id, query.from_user)
+        if parts[1] == "takeover":
+            await self.act(update, "claim", thread_id, query.from_user, force=True)
+        else:
+            await self.act(update, parts[1], thread_id, query.from_user)
 
     # --- actions ----------------------------------------------------------------------------
-    async def act(self, update: Update, action: str, thread_id: int, user: User) -> None:
-        do: Callable[..., SupportThread] = support.claim_thread if action == "claim" else support.close_thread
-        key = "claimed" if action == "claim" else "closed"
-        await self._run(update, thread_id, lambda session: do(self.ctx, session, thread_id, staff=staff_label(user)),
-                        self.t(key, thread=thread_id, staff=user.full_name))
+    async def act(self, update: Update, action: str, thread_id: int, user: User, *, force: bool = False) -> None:
+        staff = staff_label(user)
+        if action == "close":
+            await self._run(update, thread_id,
+                            lambda session: support.close_thread(self.ctx, session, thread_id, staff=staff),
+                            self.t("closed", thread=thread_id, staff=user.full_name))
+            return
+
+        def claim(session: Session) -> str | None:
+            """The claim; returns whom it was taken over from (None: nobody, or oneself)."""
+            before = support.get_thread(session, thread_id).claimed_by
+            support.claim_thread(self.ctx, session, thread_id, staff=staff, force=force)
+            return before if before not in (None, staff) else None
+
+        def done(previous: str | None) -> str:
+            if previous is None:
+                return self.t("claimed", thread=thread_id, staff=user.full_name)
+            return self.t("taken_over", thread=thread_id, staff=user.full_name, holder=previous)
+
+        await self._run(update, thread_id, claim, done)
 
     async def answer(self, update: Update, thread_id: int, text: str, user: User) -> None:
         def reply(session: Session) -> str:
@@ -114,9 +141,11 @@ class StaffRoom:
         if isinstance(channel, str):
             self.ctx.outbox_changed(channel)
 
-    async def _run(self, update: Update, thread_id: int, work: Callable[[Session], Any], done: str) -> Any:
+    async def _run(self, update: Update, thread_id: int, work: Callable[[Session], Any],
+                   done: str | Callable[[Any], str]) -> Any:
         """The action and its acknowledgement in one commit, keyed by the update: a redelivered
-        update (after a crash) finds the acknowledgement and does not answer the student twice."""
+        update (after a crash) finds the acknowledgement and does not answer the student twice.
+        `done` is the acknowledgement, or makes it from what `work` returned."""
         key = f"staff-ack:{update.update_id}"
 
         def unit() -> tuple[bool, Any]:
@@ -124,13 +153,19 @@ class StaffRoom:
                 if session.exec(select(OutboxMessage).where(OutboxMessage.idempotency_key == key)).first():
                     return False, None
                 result = work(session)
-                self._enqueue_ack(session, key, thread_id, done)
+                self._enqueue_ack(session, key, thread_id, done if isinstance(done, str) else done(result))
                 return True, result
 
         try:
             fresh, result = await asyncio.to_thread(unit)
         except NotFoundError:
             await self.ack(update, None, self.t("not_found", thread=thread_id))
+            return None
+        except support.ThreadClaimed as exc:
+            # Asked, not done: the holder may be halfway through an answer.
+            take_over = Button(self.t("take_over", thread=thread_id), f"staff:takeover:{thread_id}")
+            await self.ack(update, thread_id, self.t("held_by", thread=thread_id, holder=exc.holder),
+                           buttons=[[take_over]])
             return None
         except ConflictError:
             await self.ack(update, thread_id, self.t("closed_already", thread=thread_id))
@@ -173,16 +208,18 @@ class StaffRoom:
                     return thread.id
         return None
 
-    def _enqueue_ack(self, session: Session, key: str, thread_id: int | None, text: str) -> None:
+    def _enqueue_ack(self, session: Session, key: str, thread_id: int | None, text: str,
+                     buttons: list[list[Button]] | None = None) -> None:
         outbox.enqueue(session, self.ctx.box, key=key, channel=STAFF_CHANNEL, recipient=str(self.chat_id),
-                       kind="staff-ack", message=OutgoingMessage(text=text), now=self.ctx.clock.now(),
-                       thread_id=thread_id)
+                       kind="staff-ack", message=OutgoingMessage(text=text, buttons=buttons or []),
+                       now=self.ctx.clock.now(), thread_id=thread_id)
 
-    async def ack(self, update: Update, thread_id: int | None, text: str) -> None:
+    async def ack(self, update: Update, thread_id: int | None, text: str,
+                  buttons: list[list[Button]] | None = None) -> None:
         """A short note into the staff room (in the thread's topic when there is one), via the outbox."""
         def unit() -> None:
             with unit_of_work(self.ctx.engine) as session:
-                self._enqueue_ack(session, f"staff-ack:{update.update_id}", thread_id, text)
+                self._enqueue_ack(session, f"staff-ack:{update.update_id}", thread_id, text, buttons)
 
         await asyncio.to_thread(unit)
         self.ctx.outbox_changed(STAFF_CHANNEL)

@@ -7,6 +7,7 @@ failed permanently.
 from __future__ import annotations
 
 import getpass
+import json
 import sys
 from enum import StrEnum
 from typing import Annotated, Any
@@ -82,19 +83,23 @@ def show_command(
     thread_id: Annotated[int, typer.Argument(help="Thread number (the N in [MLEG-N]).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """One thread: its messages and the delivery state of every answer."""
+    """One thread: its messages, the delivery state of every answer, and its history (claims,
+    take-overs, answers the student's chat refused and where they went instead)."""
     ctx = build_context()
     with Session(ctx.engine) as session:
         thread = support.get_thread(session, thread_id)
         messages = support.thread_messages(session, thread_id)
         deliveries = session.exec(select(OutboxMessage).where(OutboxMessage.thread_id == thread_id)
                                   .order_by(col(OutboxMessage.id))).all()
+        history = support.thread_history(session, thread_id)
     data = _public(thread)
     data["messages"] = [{"id": m.id, "at": m.created_at, "direction": m.direction, "author": m.author,
                          "text": m.body, "email_message_id": m.email_message_id} for m in messages]
     data["deliveries"] = [{"id": d.id, "channel": d.channel, "recipient": d.recipient, "kind": d.kind,
                            "status": d.status, "attempts": d.attempts, "error": d.last_error,
                            "external_id": d.external_id} for d in deliveries]
+    data["history"] = [{"at": e.at, "actor": e.actor, "action": e.action,
+                        "detail": json.loads(e.detail) if e.detail else {}} for e in history]
     if as_json:
         emit_json(data)
         return
@@ -108,6 +113,12 @@ def show_command(
         for d in data["deliveries"]:
             typer.echo(f"  #{d['id']} {d['kind']} to {d['recipient']}: {d['status']}"
                        + (f" ({d['error']})" if d["error"] else ""))
+    if data["history"]:
+        typer.echo("\nhistory:")
+        for event in data["history"]:
+            detail = ", ".join(f"{k}={v}" for k, v in event["detail"].items())
+            typer.echo(f"  {event['at']:%Y-%m-%d %H:%M} {event['action']} by {event['actor']}"
+                       + (f" ({detail})" if detail else ""))
 
 
 @app.command("reply")
