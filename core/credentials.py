@@ -29,6 +29,7 @@ __all__ = [
     "CLOCK_ACTOR",
     "RenewalCheck",
     "activate",
+    "activation_window",
     "effective_valid_until",
     "expire_activation_window",
     "expire_overdue_activation",
@@ -83,16 +84,14 @@ def effective_valid_until(student: Student, credential: Credential) -> date:
     return credential.valid_until
 
 
-def _activation_window(ctx: AppContext, credential: Credential, now: datetime) -> timedelta:
-    """The activation window; under the ELS policy never past the end of the credential's last day.
+def activation_window(ctx: AppContext, valid_until: date, now: datetime) -> timedelta:
+    """The activation window of data issued `now` (30 days by default), never past the credential's last day.
 
-    The card's date caps the credential, and activation data for a credential that has
-    already ended is of no use: the deadline must not promise more.
+    Activation data for a credential that has already ended is of no use, under either
+    policy (the ELS card's date, or the semester's end, 31 March or 31 October): the
+    deadline must not promise more.
     """
-    window = ctx.activation_window
-    if credential.policy == Policy.ELS:
-        window = min(window, max(timedelta(0), end_of_day(credential.valid_until) - now))
-    return window
+    return min(ctx.activation_window, max(timedelta(0), end_of_day(valid_until) - now))
 
 
 def expire_activation_window(ctx: AppContext, session: Session, credential: Credential, *, now: datetime,
@@ -139,14 +138,15 @@ def _queue_activation(
     credential: Credential,
     language: str,
 ) -> None:
-    data = ctx.issuer.issue(credential, ctx.clock.now(), _activation_window(ctx, credential, ctx.clock.now()))
+    now = ctx.clock.now()
+    data = ctx.issuer.issue(credential, now, activation_window(ctx, credential.valid_until, now))
     transition(
         session,
         credential,
         CredentialState.PENDING_ACTIVATION,
         actor="issuer",
         reason="activation_data_issued",
-        now=ctx.clock.now(),
+        now=now,
     )
     message = activation_email(
         ctx.catalog,
@@ -165,7 +165,7 @@ def _queue_activation(
         recipient=student.email,
         kind="activation",
         message=message,
-        now=ctx.clock.now(),
+        now=now,
         language=language,
         student_id=student.id,
         credential_id=credential.id,
@@ -297,6 +297,15 @@ def renew(
     return credential
 
 
+# The generic notice invites a new application; these reasons (STUDIES_ENDED) get their own,
+# the same the sweep sends when it revokes for them.
+_ENDED_NOTICES: dict[str, str] = {
+    EndReason.REMOVAL: "email.revoked_removal",
+    EndReason.REMOVAL_GRACE_ENDED: "jobs.notice.revoked_removal",
+    EndReason.GRADUATION: "jobs.notice.revoked_graduation",
+}
+
+
 def revoke(
     ctx: AppContext,
     session: Session,
@@ -318,7 +327,7 @@ def revoke(
             key=f"revoked:{credential.public_id}",
             channel="email", recipient=student.email, kind="revoked",
             message=notice_email(
-                ctx.catalog, "email.revoked", language=language,
+                ctx.catalog, _ENDED_NOTICES.get(str(reason), "email.revoked"), language=language,
                 first_name=student.first_name,
                 reason=ctx.catalog.text(language, f"end_reason.{reason}"),
                 university=ctx.settings.university.name,

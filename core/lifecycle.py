@@ -18,7 +18,7 @@ from core import audit
 from core.errors import TransitionError
 from core.models import Credential, CredentialEvent, CredentialState
 
-__all__ = ["ALLOWED", "EndReason", "transition"]
+__all__ = ["ALLOWED", "STUDIES_ENDED", "EndReason", "transition"]
 
 S = CredentialState
 
@@ -44,6 +44,11 @@ class EndReason(StrEnum):
     ACTIVATION_WINDOW_PASSED = "activation_window_passed"
     REMOVAL_GRACE_ENDED = "removal_grace_ended"
     NOT_ELIGIBLE = "not_eligible"
+
+
+# After these the student cannot simply apply again (a graduate or a student removed from the
+# list is refused): what they are told points to the dean's office, never to a new application.
+STUDIES_ENDED: frozenset[str] = frozenset({EndReason.GRADUATION, EndReason.REMOVAL, EndReason.REMOVAL_GRACE_ENDED})
 
 
 def transition(

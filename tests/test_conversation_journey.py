@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -44,7 +44,8 @@ def test_polish_journey_request_status_revoke_and_reissue(ctx: AppContext) -> No
     chat.press("menu:request")
     assert "TYLKO na Twój adres uczelniany a***@" in chat.text
     chat.press("confirm:yes:request")
-    assert "Wniosek przyjęty" in chat.text and "04.11.2026" in chat.text  # 30 days from 5 Oct, Warsaw time
+    # Not 30 days from 5 Oct: the data cannot outlive the credential, valid until 31 Oct (Warsaw time).
+    assert "Wniosek przyjęty" in chat.text and "do 31.10.2026 23:59" in chat.text
     activation = chat.outbox("activation")
     assert len(activation) == 1 and activation[0].recipient == student.email
     chat.say("/status")
@@ -333,10 +334,11 @@ def test_a_turns_replies_are_coalesced_only_where_nothing_is_lost() -> None:
 
 def test_activation_deadline_is_shown_in_warsaw_time(sqlite_ctx: AppContext) -> None:
     student, pesel = _student(sqlite_ctx)
-    sqlite_ctx.clock.advance(timedelta(hours=13))  # type: ignore[attr-defined]  # 22:00 UTC = 6 Oct 00:00 in Warsaw
+    # 22:00 UTC = 1 Oct 00:00 in Warsaw; 30 days stay within the validity (31 Oct), so are not cut.
+    sqlite_ctx.clock.set(datetime(2026, 9, 30, 22, 0, tzinfo=UTC))  # type: ignore[attr-defined]
     chat = ChatDriver(sqlite_ctx)
     chat.identify(pesel, student.album)
     chat.press("menu:request")
     chat.press("confirm:yes:request")
     # 30 days later is past the DST change: 22:00 UTC is 23:00 in Warsaw (UTC+1), not 00:00.
-    assert "04.11.2026 23:00" in chat.text
+    assert "30.10.2026 23:00" in chat.text

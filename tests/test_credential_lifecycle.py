@@ -16,6 +16,7 @@ from core.errors import ActivationError, ConflictError, EligibilityError, RateLi
 from core.lifecycle import transition
 from core.models import Credential, CredentialEvent, CredentialState, OutboxMessage
 from core.outbox import open_body
+from core.semester import end_of_day
 from tests.conftest import add_student
 
 
@@ -43,7 +44,8 @@ def test_request_issues_activation_data_to_register_address(ctx: AppContext) -> 
         assert credential is not None
         assert credential.state == CredentialState.PENDING_ACTIVATION
         assert credential.valid_until == date(2026, 10, 31)
-        assert credential.activation_deadline == ctx.clock.now() + timedelta(days=30)
+        # 30 days would reach 4 November: the data cannot outlive the credential (31 October).
+        assert credential.activation_deadline == end_of_day(date(2026, 10, 31))
         row = session.exec(select(OutboxMessage).where(OutboxMessage.credential_id == credential_id)).one()
         assert row.recipient.endswith("@student.example.edu.pl")
         assert row.channel == "email"

@@ -32,6 +32,7 @@ from core.conversation.events import Event, Reply, ReplyButton
 from core.conversation.state import ConversationState
 from core.eligibility import normalize_els_number
 from core.faq import Faq, detect_language
+from core.lifecycle import STUDIES_ENDED
 from core.pesel import check_pesel
 from core.redact import redact_personal
 from core.terms import Terms
@@ -227,6 +228,10 @@ def _choose_language(turn: Turn, language: str) -> Generator[ops.Op, Any, None]:
         _ask_language(turn)
         return
     turn.state.language = language
+    if turn.state.student_id is not None:
+        # Before binding the state's choice goes onto the link when it is made; after, the
+        # link must follow, or reminders and e-mails keep the old language.
+        yield ops.SetLanguage(language)
     if turn.state.step in ("new", "language"):
         turn.say("intro")
         turn.state.step = "terms"
@@ -546,8 +551,12 @@ def _show_status(turn: Turn) -> Generator[ops.Op, Any, None]:
     elif credential.state == "requested":
         lines.append(turn.t("status.requested"))
     else:
-        reason = turn.t(f"end_reason.{credential.end_reason or 'validity_ended'}")
-        lines.append(turn.t(f"status.{credential.state}", reason=reason))
+        end_reason = credential.end_reason or "validity_ended"
+        reason = turn.t(f"end_reason.{end_reason}")
+        if credential.state == "revoked" and end_reason in STUDIES_ENDED:
+            lines.append(turn.t("status.revoked_studies_ended", reason=reason))
+        else:
+            lines.append(turn.t(f"status.{credential.state}", reason=reason))
     if credential is not None and credential.ends_on_removal and credential.state in ("pending_activation", "active"):
         lines.append(turn.t("status.ends_on_removal", until=format_date(credential.valid_until)))
     if overview.ineligible:
@@ -593,8 +602,13 @@ def _offer_request(turn: Turn) -> Generator[ops.Op, Any, None]:
         # Told before issuing, so the student can choose to extend the card first.
         days = (short_until - turn.now.astimezone(WARSAW).date()).days + 1
         turn.say("request.els_expires_soon", until=format_date(short_until), days=days)
-    turn.say("request.confirm", [[("confirm", f"{CONFIRM_YES}request"), ("cancel", "confirm:no")]],
-             email=overview.masked_email, days=turn.config.activation_window_days)
+    buttons = [[("confirm", f"{CONFIRM_YES}request"), ("cancel", "confirm:no")]]
+    if overview.short_activation_until is not None:
+        # Not "valid for 30 days" when the credential ends sooner: the data dies with it.
+        turn.say("request.confirm_until", buttons, email=overview.masked_email,
+                 deadline=turn.when(overview.short_activation_until))
+        return
+    turn.say("request.confirm", buttons, email=overview.masked_email, days=turn.config.activation_window_days)
 
 
 def _offer_renew(turn: Turn) -> Generator[ops.Op, Any, None]:

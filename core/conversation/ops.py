@@ -26,6 +26,7 @@ __all__ = [
     "RevokeCredential",
     "SendBindingCode",
     "ServiceResult",
+    "SetLanguage",
     "StudentOverview",
     "VerifyBindingCode",
 ]
@@ -80,6 +81,13 @@ class BindAccount:
 
 
 @dataclass(frozen=True)
+class SetLanguage:
+    """-> None: the language chosen in a bound chat, kept on its link for what the jobs send."""
+
+    language: str
+
+
+@dataclass(frozen=True)
 class AcceptTerms:
     """-> None: records acceptance of a terms version by this account."""
 
@@ -107,6 +115,8 @@ class Overview:
     renewal_reason: str
     renewal_until: date | None
     short_validity_until: date | None = None  # set when the ELS card would cut a new credential short
+    # Set when the end of a new credential's validity would cut its activation window short.
+    short_activation_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,6 @@ class ForgetAccount:
 
 Op = (
     CheckLocked | RecordWrongGuess | MatchStudent | SendBindingCode | VerifyBindingCode | BindAccount
-    | AcceptTerms | StudentOverview | RequestCredential | RenewCredential | RevokeCredential
+    | SetLanguage | AcceptTerms | StudentOverview | RequestCredential | RenewCredential | RevokeCredential
     | OpenSupportThread | ForgetAccount
 )

@@ -23,7 +23,7 @@ from core.conversation.engine import CHAT_CODE_LENGTH, EngineConfig, step
 from core.conversation.events import Event, Reply, coalesce_replies
 from core.conversation.state import ConversationState
 from core.db import lock_for_write, unit_of_work
-from core.eligibility import Policy, check_eligibility, normalize_els_number, short_els_validity
+from core.eligibility import Policy, check_eligibility, normalize_els_number, short_els_validity, validity_end
 from core.errors import ConflictError, EligibilityError, RateLimitedError
 from core.faq import Faq
 from core.models import LIVE_STATES, BindingCode, ChatLink, Conversation, Credential, Student, TermsAcceptance
@@ -178,6 +178,16 @@ class _Executor:
         audit.record(self.session, at=now, actor=f"{self.event.channel}:{self.event.account_id}",
                      action="chat.bound", student_id=op.student_id)
 
+    def _SetLanguage(self, op: ops.SetLanguage) -> None:
+        link = self.session.exec(select(ChatLink).where(
+            ChatLink.channel == self.event.channel, ChatLink.account_id == self.event.account_id)).first()
+        if link is None:  # unlinked meanwhile (the student left the register): nothing to keep
+            return
+        # bound_at is what the jobs take as the time of the language choice (core.jobs.notify):
+        # the newest choice, on whichever of the student's accounts, is the one they want.
+        link.language, link.bound_at = op.language, self.ctx.clock.now()
+        self.session.add(link)
+
     def _AcceptTerms(self, op: ops.AcceptTerms) -> None:
         self.session.add(TermsAcceptance(channel=self.event.channel, account_id=self.event.account_id,
                                          student_id=op.student_id, version=op.version,
@@ -197,11 +207,18 @@ class _Executor:
         eligibility = check_eligibility(student, policy, today)
         credential = credential_service.latest_credential(self.session, op.student_id)
         renewal = credential_service.renewal_check(self.ctx, student, credential)
+        short_activation_until = None
+        if eligibility.ok:
+            now = self.ctx.clock.now()
+            window = credential_service.activation_window(self.ctx, validity_end(student, policy, today), now)
+            if window < self.ctx.activation_window:
+                short_activation_until = now + window
         return ops.Overview(
             first_name=student.first_name, masked_email=mask_email(student.email),
             ineligible=tuple(str(r) for r in eligibility.reasons), credential=_view(credential, student),
             renewal_possible=renewal.possible, renewal_reason=renewal.reason, renewal_until=renewal.new_valid_until,
             short_validity_until=short_els_validity(student, policy, today) if eligibility.ok else None,
+            short_activation_until=short_activation_until,
         )
 
     def _actor(self) -> str:
