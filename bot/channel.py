@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
 from bot.delivery import ChatTarget, Delivery
 from bot.runtime import RuntimeUser
@@ -102,19 +102,19 @@ class TelegramSender(RuntimeUser):
             older = self.delivery.older_row_waiting(row, session)
             if older is not None:
                 return older, False
-            blocked = session.exec(select(ChatLink.id).where(
+            # One statement: it runs before every delivery.
+            blocked = sa.exists().where(
                 col(ChatLink.channel) == CHANNEL, col(ChatLink.account_id) == row.recipient,
                 col(ChatLink.blocked_at).is_not(None),
-            )).first()
-            if blocked is not None:
-                return None, True
+            )
             # A chat bound to no student has no link to mark: its held answers are the mark.
-            held = session.exec(select(OutboxMessage.id).where(
+            held = sa.exists().where(
                 OutboxMessage.channel == CHANNEL, OutboxMessage.recipient == row.recipient,
                 OutboxMessage.kind == support.ANSWER_KIND, OutboxMessage.status == OutboxStatus.FAILED,
                 col(OutboxMessage.last_error).contains(support.HELD_NOTE),
-            ).limit(1)).first()
-        return None, held is not None
+            )
+            away = bool(session.execute(sa.select(sa.or_(blocked, held))).scalar())
+        return None, away
 
     def _refused(self, row: OutboxMessage, error: str) -> str | None:
         """Forbidden: mark the chat blocked and, for a staff answer, tell staff and reroute or hold it
