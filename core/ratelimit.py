@@ -1,7 +1,14 @@
-"""Guess limits: wrong PESEL/ELS, chat codes and activation codes, per account and per student."""
+"""Counted attempts: wrong PESEL/ELS, chat codes and activation codes, and codes mailed,
+per account and per student, each kind with its own limit and window.
+
+On PostgreSQL a check and the record that follows it are serialised per (kind, scope, key)
+for the rest of the transaction: otherwise turns from many accounts against one student
+all read "under the limit" at once and every one of them gets its guess.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -11,9 +18,24 @@ from sqlmodel import Session, col, select
 from core.errors import RateLimitedError
 from core.models import GuessAttempt
 
-__all__ = ["check_allowed", "record_failure"]
+__all__ = ["advisory_key", "check_allowed", "record", "record_failure"]
 
 Scope = tuple[str, str]  # ("account", "telegram:42") or ("student", "17")
+
+
+def advisory_key(kind: str, scope: str, key: str) -> int:
+    """A stable signed 64-bit key for pg_advisory_xact_lock: the same in every process."""
+    name = f"mleg:attempts\x1f{kind}\x1f{scope}\x1f{key}"
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def _serialise(session: Session, kind: str, scopes: list[Scope]) -> None:
+    # SQLite needs nothing: the unit of work holds the database's write lock (BEGIN IMMEDIATE).
+    # Sorted, so two transactions over overlapping scopes take them in one order (no deadlock).
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for scope, key in sorted(set(scopes)):
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(kind, scope, key)})
 
 
 def check_allowed(
@@ -25,8 +47,15 @@ def check_allowed(
     limit: int,
     window: timedelta,
 ) -> None:
-    """Raise RateLimitedError (with when the lock lifts) if any scope used up its guesses."""
+    """Raise RateLimitedError (with when the last lock lifts) if any scope used up its attempts.
+
+    On PostgreSQL this first takes the scopes' transaction locks, held until commit, so the
+    caller's record of this attempt lands before anyone else's check reads the count.
+    """
+    scopes = list(scopes)
+    _serialise(session, kind, scopes)
     since = now - window
+    until: datetime | None = None
     for scope, key in scopes:
         times = session.exec(
             select(GuessAttempt.at)
@@ -36,10 +65,21 @@ def check_allowed(
             .limit(limit)
         ).all()
         if len(times) >= limit:
-            # The lock lifts when the oldest of the last `limit` failures leaves the window.
-            raise RateLimitedError(min(times) + window)
+            # The lock lifts when the oldest of the last `limit` attempts leaves the window;
+            # with several scopes locked, the student can try again only when all have lifted.
+            lifts = min(times) + window
+            until = lifts if until is None else max(until, lifts)
+    if until is not None:
+        raise RateLimitedError(until)
+
+
+def record(session: Session, kind: str, scopes: Iterable[Scope], *, now: datetime) -> None:
+    """Count one attempt (a wrong guess, a code mailed) against every scope."""
+    scopes = list(scopes)
+    _serialise(session, kind, scopes)  # immediate when check_allowed took them in this transaction
+    for scope, key in scopes:
+        session.add(GuessAttempt(kind=kind, scope=scope, key=key, at=now))
 
 
 def record_failure(session: Session, kind: str, scopes: Iterable[Scope], *, now: datetime) -> None:
-    for scope, key in scopes:
-        session.add(GuessAttempt(kind=kind, scope=scope, key=key, at=now))
+    record(session, kind, scopes, now=now)

@@ -372,12 +372,16 @@ def _second_id_step(turn: Turn) -> Generator[ops.Op, Any, None]:
     if not significant or len(second) > 40:
         turn.say("identify.second_format")
         return
-    if _locked(turn, (yield ops.CheckLocked("identify", state.pesel_hash))):
-        return
     by = "els" if turn.config.policy == "els" else "album"
+    # Counted against the typed number (and so its student) too, not only the typed PESEL:
+    # otherwise PESELs tried against one known album from many accounts are each a first
+    # guess. Checked before matching, so a locked student is refused even the right data.
+    keys: tuple[str, ...] = tuple((yield ops.IdentifyKeys(state.pesel_hash, second, by)) or ())
+    if _locked(turn, (yield ops.CheckLocked("identify", state.pesel_hash, also=keys))):
+        return
     student_id = yield ops.MatchStudent(state.pesel_hash, second, by)
     if student_id is None:
-        until = yield ops.RecordWrongGuess("identify", state.pesel_hash)
+        until = yield ops.RecordWrongGuess("identify", state.pesel_hash, also=keys)
         state.pesel_hash = None
         state.step = "pesel"
         # The same words whether the PESEL is unknown or the second number is wrong.
@@ -397,6 +401,11 @@ def _code_step(turn: Turn) -> Generator[ops.Op, Any, None]:
     state = turn.state
     if turn.button == "code:resend" and state.pending_student_id:
         if _locked(turn, (yield ops.CheckLocked("chat_code", f"student:{state.pending_student_id}"))):
+            return
+        # Each press mails the student's university inbox: not a button to flood it with.
+        until = yield ops.CheckResend(state.pending_student_id)
+        if until is not None:
+            turn.say("identify.resend_limited", until=turn.when(until))
             return
         masked = yield ops.SendBindingCode(state.pending_student_id, turn.lang)
         turn.say("identify.code_sent", email=masked, minutes=turn.config.chat_code_ttl_minutes)

@@ -14,8 +14,10 @@ __all__ = [
     "AcceptTerms",
     "BindAccount",
     "CheckLocked",
+    "CheckResend",
     "CredentialView",
     "ForgetAccount",
+    "IdentifyKeys",
     "MatchStudent",
     "Op",
     "OpenSupportThread",
@@ -34,10 +36,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class CheckLocked:
-    """-> datetime | None: when the lock on `kind` guesses lifts for this account (or student)."""
+    """-> datetime | None: when the lock on `kind` guesses lifts for this account (or student).
+
+    `also`: further per-student keys the guess counts against (see IdentifyKeys).
+    """
 
     kind: str
     student_key: str | None = None
+    also: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,21 @@ class RecordWrongGuess:
 
     kind: str
     student_key: str | None = None
+    also: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IdentifyKeys:
+    """-> tuple[str, ...]: the guess keys of an identification besides the typed PESEL's.
+
+    One of the typed ELS or album number, whoever holds it (a number nobody holds is limited
+    alike, so a lock tells nothing of whether it exists), and one of the ELS or album number
+    of the student the typed PESEL belongs to, so failures by either number add up.
+    """
+
+    pesel_hash: str
+    second: str
+    by: str  # "els" or "album"
 
 
 @dataclass(frozen=True)
@@ -63,6 +84,14 @@ class SendBindingCode:
 
     student_id: int
     language: str
+
+
+@dataclass(frozen=True)
+class CheckResend:
+    """-> datetime | None: when this account and the student may have a code mailed again
+    (None: now). Each code mailed counts, the first one too."""
+
+    student_id: int
 
 
 @dataclass(frozen=True)
@@ -175,7 +204,8 @@ class ForgetAccount:
 
 
 Op = (
-    CheckLocked | RecordWrongGuess | MatchStudent | SendBindingCode | VerifyBindingCode | BindAccount
+    CheckLocked | RecordWrongGuess | IdentifyKeys | MatchStudent | SendBindingCode | CheckResend
+    | VerifyBindingCode | BindAccount
     | SetLanguage | AcceptTerms | StudentOverview | RequestCredential | RenewCredential | RevokeCredential
     | OpenSupportThread | ForgetAccount
 )

@@ -7,6 +7,7 @@ created and the replies queued in the outbox commit together or not at all.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -35,6 +36,14 @@ __all__ = ["ConversationService", "engine_config"]
 
 log = logging.getLogger(__name__)
 BINDING_CODE_DIGITS = "0123456789"
+# Codes mailed per student and per account within one code lifetime (chat_code_ttl_minutes):
+# the first and two more, for a mail that is slow or lands in spam; more only floods the inbox.
+CODE_MAILS_PER_WINDOW = 3
+
+
+def _second_number(by: str, number: str) -> str:
+    """An ELS or album number as compared: typed and register forms alike."""
+    return normalize_els_number(number) if by == "els" else re.sub(r"\s+", "", number).upper()
 
 
 def engine_config(ctx: AppContext) -> EngineConfig:
@@ -77,14 +86,15 @@ class _Executor:
         return handler(op)
 
     # --- guessing limits ---------------------------------------------------------------------
-    def _scopes(self, student_key: str | None) -> list[tuple[str, str]]:
-        return [self.account_scope] + ([("student", student_key)] if student_key else [])
+    def _scopes(self, *student_keys: str | None) -> list[tuple[str, str]]:
+        keys = dict.fromkeys(key for key in student_keys if key)  # once each, in order
+        return [self.account_scope] + [("student", key) for key in keys]
 
-    def _locked_until(self, kind: str, student_key: str | None) -> Any:
+    def _locked_until(self, kind: str, scopes: list[tuple[str, str]]) -> Any:
         limits = self.ctx.settings.limits
         try:
             ratelimit.check_allowed(
-                self.session, kind, self._scopes(student_key), now=self.ctx.clock.now(),
+                self.session, kind, scopes, now=self.ctx.clock.now(),
                 limit=limits.guesses_per_hour, window=timedelta(minutes=limits.guess_window_minutes),
             )
         except RateLimitedError as locked:
@@ -92,25 +102,52 @@ class _Executor:
         return None
 
     def _CheckLocked(self, op: ops.CheckLocked) -> Any:
-        return self._locked_until(op.kind, op.student_key)
+        return self._locked_until(op.kind, self._scopes(op.student_key, *op.also))
 
     def _RecordWrongGuess(self, op: ops.RecordWrongGuess) -> Any:
-        ratelimit.record_failure(self.session, op.kind, self._scopes(op.student_key), now=self.ctx.clock.now())
+        scopes = self._scopes(op.student_key, *op.also)
+        ratelimit.record_failure(self.session, op.kind, scopes, now=self.ctx.clock.now())
         audit.record(self.session, at=self.ctx.clock.now(), actor=f"{self.event.channel}:{self.event.account_id}",
                      action=f"guess.wrong.{op.kind}")
-        return self._locked_until(op.kind, op.student_key)
+        return self._locked_until(op.kind, scopes)
+
+    def _number_key(self, by: str, number: str | None) -> str | None:
+        # Keyed, as the PESEL's: the table of counts holds no album or ELS number in clear.
+        normalized = _second_number(by, number or "")
+        return self.ctx.box.keyed_hash(f"identify-{by}", normalized) if normalized else None
+
+    def _IdentifyKeys(self, op: ops.IdentifyKeys) -> tuple[str, ...]:
+        # The typed number's key whether or not anyone holds it: a key only for numbers in the
+        # register would lock only those, and the lock would tell which albums exist.
+        keys = [self._number_key(op.by, op.second)]
+        student = self.session.exec(select(Student).where(Student.pesel_hash == op.pesel_hash)).first()
+        if student is not None:
+            keys.append(self._number_key(op.by, student.els_number if op.by == "els" else student.album))
+        return tuple(dict.fromkeys(key for key in keys if key))
+
+    # --- codes mailed ------------------------------------------------------------------------
+    def _code_mail_scopes(self, student_id: int) -> list[tuple[str, str]]:
+        return self._scopes(f"student:{student_id}")
+
+    def _CheckResend(self, op: ops.CheckResend) -> Any:
+        try:
+            ratelimit.check_allowed(
+                self.session, "code_mail", self._code_mail_scopes(op.student_id), now=self.ctx.clock.now(),
+                limit=CODE_MAILS_PER_WINDOW,
+                window=timedelta(minutes=self.ctx.settings.limits.chat_code_ttl_minutes),
+            )
+        except RateLimitedError as locked:
+            return locked.until
+        return None
 
     # --- identification ----------------------------------------------------------------------
     def _MatchStudent(self, op: ops.MatchStudent) -> int | None:
         student = self.session.exec(select(Student).where(Student.pesel_hash == op.pesel_hash)).first()
         if student is None:
             return None
-        if op.by == "els":
-            # Typed by hand off the card: "ELS-99892850", "els 99892850" and "99892850" are one number.
-            known, typed = normalize_els_number(student.els_number or ""), normalize_els_number(op.second)
-        else:
-            known, typed = student.album.replace(" ", "").upper(), op.second
-        return student.id if known and known == typed else None
+        # Typed by hand off the card: "ELS-99892850", "els 99892850" and "99892850" are one number.
+        known = _second_number(op.by, (student.els_number if op.by == "els" else student.album) or "")
+        return student.id if known and known == _second_number(op.by, op.second) else None
 
     def _SendBindingCode(self, op: ops.SendBindingCode) -> str:
         now = self.ctx.clock.now()
@@ -129,6 +166,9 @@ class _Executor:
                           expires_at=now + ttl)
         self.session.add(row)
         self.session.flush()
+        # Counted here, not at the button: every code mailed (the first one too) fills the inbox.
+        # Kept with the guesses, which /forget does not delete, so forgetting resets nothing.
+        ratelimit.record(self.session, "code_mail", self._code_mail_scopes(student.id or 0), now=now)
         message = notice_email(
             self.ctx.catalog, "email.binding", language=op.language, first_name=student.first_name, code=code,
             minutes=self.ctx.settings.limits.chat_code_ttl_minutes, university=self.ctx.settings.university.name,
