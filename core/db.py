@@ -15,9 +15,15 @@ from alembic.config import Config
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-__all__ = ["alembic_config", "lock_for_write", "make_engine", "unit_of_work", "upgrade"]
+__all__ = ["alembic_config", "checkpoint_wal", "lock_for_write", "make_engine", "unit_of_work", "upgrade"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+# How long a WAL checkpoint waits for readers to leave the WAL. Short: it runs on the mail
+# reader's turn, and one that gives up is simply tried again at the next batch.
+WAL_CHECKPOINT_WAIT_MS = 1_000
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -25,7 +31,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the console, the bot and the jobs read while one of them writes.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
@@ -125,6 +131,39 @@ def lock_for_write(session: Session) -> None:
         raw.begin_immediate()
     else:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def checkpoint_wal(engine: Engine, *, wait_ms: int = WAL_CHECKPOINT_WAIT_MS) -> bool:
+    """On SQLite, move the WAL into the database file and truncate the WAL to zero bytes.
+
+    A deleted row's bytes outlive the DELETE in the WAL: every version of a changed page is
+    appended there, the one that held the row included, and stays until the WAL is reset
+    (and secure_delete zeroes only the newest version). A checkpoint that cannot reset the
+    WAL (a reader still in it after `wait_ms`) returns False; call again later. True, and
+    nothing done, on other databases.
+    """
+    if engine.dialect.name != "sqlite":
+        return True
+    with engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        # This process's writers queue on their lock (as for any write) rather than in
+        # SQLite's busy loop, which the checkpoint would otherwise keep them in.
+        lock: threading.Lock | None = getattr(raw, "writer_lock", None)
+        if lock is not None and not lock.acquire(timeout=SQLITE_LOCK_TIMEOUT_SECONDS):
+            return False
+        try:
+            raw.execute(f"PRAGMA busy_timeout={int(wait_ms)}")
+            try:
+                busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.OperationalError:
+                busy = 1  # locked out by another process's writer: the same as busy, try later
+            finally:
+                raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        finally:
+            if lock is not None:
+                lock.release()
+    return not busy
 
 
 @contextmanager

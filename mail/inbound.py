@@ -8,19 +8,24 @@ once. A message the rules cannot handle is quarantined: kept raw, visible to sta
 The raw mail is kept only that long: it may carry a PESEL or an activation code in clear,
 so it is deleted in the commit that records the mail as processed or ignored (what staff
 need is in the support thread, masked). Quarantined mail keeps it for staff to inspect.
+On SQLite the deleted bytes also live on in the WAL file until it is reset, so each batch
+that forgot a raw mail ends with one WAL checkpoint (core.db.checkpoint_wal).
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from core.blobs import insert_blob, read_blob
 from core.context import AppContext
+from core.db import checkpoint_wal
 from core.faq import Faq
 from core.mailbox_rules import Outcome, handle_inbound
 from core.models import InboundMail, InboundMailRaw, MailboxState
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 # Written and read in pieces (core.blobs): it can be 25 MB.
 RAW = InboundMailRaw.__table__.c.raw  # type: ignore[attr-defined]
 RAW_TABLE = InboundMailRaw.__table__  # type: ignore[attr-defined]
+# Databases whose last checkpoint could not reset the WAL: the next batch tries again, even an empty one.
+_wal_to_clear: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 @dataclass
@@ -119,6 +126,15 @@ def _forget_raw(session: Session, inbound_id: int) -> None:
     session.execute(sa.delete(RAW_TABLE).where(RAW_TABLE.c.inbound_id == inbound_id))
 
 
+def _clear_wal(engine: Engine) -> None:
+    """Once per batch, not per mail: a checkpoint copies every page written since the last one."""
+    if checkpoint_wal(engine):
+        _wal_to_clear.discard(engine)
+    else:
+        _wal_to_clear.add(engine)
+        log.warning("the SQLite WAL still holds forgotten raw mail (a reader was busy); retried next batch")
+
+
 def _quarantine(ctx: AppContext, inbound_id: int, error: str) -> None:
     with Session(ctx.engine) as session:
         row = session.get(InboundMail, inbound_id)
@@ -168,6 +184,8 @@ def process_pending(ctx: AppContext, faq: Faq, *, limit: int = 200) -> list[Proc
             session.commit()
         log.info("inbound mail %s: %s (%s)", inbound_id, outcome.status, outcome.reason)
         done.append(ProcessedMail(inbound_id, uid, outcome.status, outcome))
+    if any(d.status != "quarantined" for d in done) or ctx.engine in _wal_to_clear:
+        _clear_wal(ctx.engine)
     if done:
         ctx.outbox_changed("email")
         ctx.outbox_changed("staff")

@@ -20,6 +20,22 @@ from tests.chat_driver import ChatDriver
 from tests.conftest import add_student, student_pesel
 
 
+def separated_forms(pesel: str) -> tuple[str, str]:
+    """The PESEL as the chat also accepts it (core.pesel.normalize_pesel): spaced and dashed."""
+    return f"{pesel[:6]} {pesel[6:]}", "-".join([pesel[:3], pesel[3:6], pesel[6:9], pesel[9:]])
+
+
+def secret_forms(pesel: str, code: str) -> dict[str, str]:
+    """Other spellings the product accepts (core.issuer.normalize_code ignores case and separators)."""
+    spaced, dashed = separated_forms(pesel)
+    return {
+        "pesel (spaced)": spaced, "pesel (dashed)": dashed,
+        f"code {code} (lowercase)": code.lower(),
+        f"code {code} (lowercase, spaced)": code.lower().replace("-", " "),
+        f"code {code} (lowercase, plain)": code.lower().replace("-", ""),
+    }
+
+
 async def test_no_clear_pesel_or_code_in_database_or_logs(
     sqlite_ctx: AppContext, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -45,13 +61,18 @@ async def test_no_clear_pesel_or_code_in_database_or_logs(
                             deliver=deliver)
     activation_code = re.search(r"Kod aktywacyjny: (\S+)", "\n".join(sent))
     assert activation_code, "the activation e-mail was delivered with its code"
+    code = activation_code.group(1)
+    # The student then asks for help in the chat, pasting both in every form the product accepts.
+    chat.press_anyway("menu:support")
+    chat.say(f"PESEL {separated_forms(pesel)[0]} / {separated_forms(pesel)[1]}, kod {code.lower()} "
+             f"({code.lower().replace('-', ' ')}, {code.lower().replace('-', '')}), kod z czatu {binding_code}")
     sqlite_ctx.engine.dispose()
     database = Path(sqlite_ctx.settings.effective_database_url.removeprefix("sqlite:///"))
     blob = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))
     secrets = {
         "pesel": pesel, "pesel typo": pesel[:10], "binding code": binding_code,
-        "activation code": activation_code.group(1),
-        "activation code (plain)": activation_code.group(1).replace("-", ""),
+        "activation code": code, "activation code (plain)": code.replace("-", ""),
+        **secret_forms(pesel, code),
     }
     for label, value in secrets.items():
         assert value.encode() not in blob, f"{label} found in the database file"
@@ -65,11 +86,15 @@ async def test_support_mail_with_pesel_and_code_leaves_none_in_clear(
     and answered, neither is in clear in the database file (the raw mail is gone) nor in the logs."""
     caplog.set_level(logging.DEBUG)
     pesel, code, chat_code = student_pesel(41), "K7MN-P2QR-TXWZ", "482913"
+    spaced, dashed = separated_forms(pesel)
+    letters_code = "KMNP-QRTX-WZAC"  # no digit in it: one code in twenty is drawn so
     raw = (f"From: Ola <ola@example.org>\r\nTo: {sqlite_ctx.settings.university.help_desk_email}\r\n"
-           f"Subject: Problem PESEL {pesel}\r\nMessage-ID: <privacy-1@example.org>\r\n"
+           f"Subject: Problem PESEL {spaced}\r\nMessage-ID: <privacy-1@example.org>\r\n"
            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
            + "Dzień dobry,\r\n" + "> cytat z poprzedniej wiadomości\r\n" * 400  # the raw mail spans pages
-           + f"mój PESEL {pesel}. Kod aktywacyjny {code} nie działa, kod z czatu {chat_code} też.\r\n").encode()
+           + f"mój PESEL {pesel} (czyli {dashed}). Kod aktywacyjny {code} nie działa, kod z czatu {chat_code} też.\r\n"
+           + f"Poprzedni kod: {letters_code.lower()}, albo {letters_code.lower().replace('-', '')}, "
+           + f"albo {code.lower().replace('-', ' ')}.\r\n").encode()
     stored = store_raw(sqlite_ctx, mailbox="INBOX", uidvalidity=1, uid=1, raw=raw, size=len(raw))
     assert stored.inbound_id is not None
     [done] = process_pending(sqlite_ctx, Faq.load(sqlite_ctx.settings.config_dir / "faq"))
@@ -87,7 +112,7 @@ async def test_support_mail_with_pesel_and_code_leaves_none_in_clear(
     database = Path(sqlite_ctx.settings.effective_database_url.removeprefix("sqlite:///"))
     blob = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))
     secrets = {"pesel": pesel, "activation code": code, "activation code (plain)": code.replace("-", ""),
-               "chat code": chat_code}
+               "chat code": chat_code, **secret_forms(pesel, code), **secret_forms(pesel, letters_code)}
     for label, value in secrets.items():
         assert value.encode() not in blob, f"{label} found in the database file"
         assert value not in caplog.text, f"{label} found in the logs"
