@@ -88,8 +88,10 @@ def activation_window(ctx: AppContext, valid_until: date, now: datetime) -> time
     """The activation window of data issued `now` (30 days by default), never past the credential's last day.
 
     Activation data for a credential that has already ended is of no use, under either
-    policy (the ELS card's date, or the semester's end, 31 March or 31 October): the
-    deadline must not promise more.
+    policy: the deadline must not promise more. Under the ELS policy the card's date can
+    come within the window; the semester's validity date (31 March for data issued from
+    October to February, 31 October from March to September) is always more than 30 days
+    away: it cuts only a window configured longer than that.
     """
     return min(ctx.activation_window, max(timedelta(0), end_of_day(valid_until) - now))
 
@@ -247,7 +249,9 @@ def renewal_check(ctx: AppContext, student: Student, credential: Credential | No
     window = timedelta(days=ctx.settings.credential.renewal_window_days)
     if today < credential.valid_until - window:
         return RenewalCheck(False, "too_early")
-    # Renewing in the last days of a semester must reach into the next one.
+    # The validity of the semester after the credential's end: renewing before that semester
+    # has begun (a renewal window longer than a month, or an end cut short by the ELS card)
+    # must still reach into it.
     target_day = max(today, credential.valid_until + timedelta(days=1))
     new_end = validity_end(student, policy, target_day)
     if new_end <= credential.valid_until:

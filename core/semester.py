@@ -26,15 +26,17 @@ SUMMER_START = (3, 1)
 
 
 def semester_end(today: date) -> date:
-    """The validity boundary that covers `today`: the first 31 March or 31 October on or after it."""
-    for candidate in (
-        date(today.year, *WINTER_END),
-        date(today.year, *SUMMER_END),
-        date(today.year + 1, *WINTER_END),
-    ):
-        if candidate >= today:
-            return candidate
-    raise AssertionError("unreachable")  # pragma: no cover
+    """The validity date of the semester `today` falls in: 31 March for the winter semester
+    (October to February), 31 October for the summer semester (March to September).
+
+    The first of the two dates on or after today would be wrong in October and March, the
+    months most students apply in: a credential issued on 5 October must last the winter
+    semester (to 31 March), not die on 31 October.
+    """
+    start = semester_start(today)
+    if start.month == WINTER_START[0]:
+        return date(start.year + 1, *WINTER_END)
+    return date(start.year, *SUMMER_END)
 
 
 def semester_start(today: date) -> date:

@@ -164,7 +164,7 @@ def test_request_straight_after_the_deadline_is_a_new_application(sqlite_ctx: Ap
 def test_activation_still_within_its_deadline_stays_pending(sqlite_ctx: AppContext) -> None:
     chat, _ = _bound(sqlite_ctx)
     _request(chat)
-    sqlite_ctx.clock.advance(days=26)  # type: ignore[attr-defined]  # 31 Oct: the deadline is its end (validity)
+    sqlite_ctx.clock.advance(days=29)  # type: ignore[attr-defined]  # a day before the 30-day deadline
     chat.say("/status")
     assert "Aktywuj mLegitymację w mObywatelu do" in chat.text
     assert [c.state for c in _credentials(sqlite_ctx)] == ["pending_activation"]
@@ -197,7 +197,7 @@ def test_removed_students_status_shows_the_removal_deadline(
         session.add(row)
     chat.say("/status")
     assert all(phrase in chat.text for phrase in phrases), chat.text
-    assert "31.10.2026" not in chat.text
+    assert "31.03.2027" not in chat.text  # the semester's end, later than the removal deadline
 
 
 # --- 5: ELS policy: the activation window and a card that ends soon ---------------------------

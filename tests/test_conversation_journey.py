@@ -42,10 +42,10 @@ def test_polish_journey_request_status_revoke_and_reissue(ctx: AppContext) -> No
     chat.say(chat.binding_code())
     assert "rozpoznałem" in chat.text and "Nie masz jeszcze mLegitymacji" in chat.text
     chat.press("menu:request")
-    assert "TYLKO na Twój adres uczelniany a***@" in chat.text
+    assert "TYLKO na Twój adres uczelniany a***@" in chat.text and "Będą ważne 30 dni" in chat.text
     chat.press("confirm:yes:request")
-    # Not 30 days from 5 Oct: the data cannot outlive the credential, valid until 31 Oct (Warsaw time).
-    assert "Wniosek przyjęty" in chat.text and "do 31.10.2026 23:59" in chat.text
+    # 30 days from 5 Oct 11:00, Warsaw time (after the autumn DST change); valid for the winter semester.
+    assert "Wniosek przyjęty" in chat.text and "do 04.11.2026 10:00; będzie ważna do 31.03.2027" in chat.text
     activation = chat.outbox("activation")
     assert len(activation) == 1 and activation[0].recipient == student.email
     chat.say("/status")
@@ -138,12 +138,17 @@ def test_renewal_for_the_new_semester(sqlite_ctx: AppContext) -> None:
         code = text.split("Kod aktywacyjny: ")[1].split()[0]
         credentials.activate(sqlite_ctx, session, credential, code, actor="test")
     chat.say("/status")
-    assert "aktywna i ważna do 31.10.2026" in chat.text
-    assert "menu:renew" in chat.buttons  # 5 October: inside the 30-day window
+    assert "aktywna i ważna do 31.03.2027" in chat.text
+    assert "menu:renew" not in chat.buttons  # 5 October: the winter semester has just begun
+    # 10 March: the summer semester has begun, 31 March is inside the 30-day window.
+    sqlite_ctx.clock.set(datetime(2027, 3, 10, 9, 0, tzinfo=UTC))  # type: ignore[attr-defined]
+    chat.say("/status")
+    assert "aktywna i ważna do 31.03.2027" in chat.text
+    assert "menu:renew" in chat.buttons
     chat.press("menu:renew")
-    assert "31.03.2027" in chat.text
+    assert "31.10.2027" in chat.text
     chat.press("confirm:yes:renew")
-    assert "Przedłużone" in chat.text and "31.03.2027" in chat.text
+    assert "Przedłużone" in chat.text and "31.10.2027" in chat.text
     chat.say("/renew")
     assert "Za wcześnie" in chat.text
 
@@ -334,11 +339,12 @@ def test_a_turns_replies_are_coalesced_only_where_nothing_is_lost() -> None:
 
 def test_activation_deadline_is_shown_in_warsaw_time(sqlite_ctx: AppContext) -> None:
     student, pesel = _student(sqlite_ctx)
-    # 22:00 UTC = 1 Oct 00:00 in Warsaw; 30 days stay within the validity (31 Oct), so are not cut.
+    # 22:00 UTC = 1 Oct 00:00 in Warsaw: the winter semester there (valid until 31 March), while
+    # the UTC date would still be 30 September, the summer semester (valid until 31 October).
     sqlite_ctx.clock.set(datetime(2026, 9, 30, 22, 0, tzinfo=UTC))  # type: ignore[attr-defined]
     chat = ChatDriver(sqlite_ctx)
     chat.identify(pesel, student.album)
     chat.press("menu:request")
     chat.press("confirm:yes:request")
     # 30 days later is past the DST change: 22:00 UTC is 23:00 in Warsaw (UTC+1), not 00:00.
-    assert "30.10.2026 23:00" in chat.text
+    assert "30.10.2026 23:00; będzie ważna do 31.03.2027" in chat.text

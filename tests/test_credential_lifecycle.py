@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from core import credentials as service
+from core.clock import WARSAW
 from core.context import AppContext
 from core.db import unit_of_work
 from core.eligibility import Reason
@@ -16,7 +17,6 @@ from core.errors import ActivationError, ConflictError, EligibilityError, RateLi
 from core.lifecycle import transition
 from core.models import Credential, CredentialEvent, CredentialState, OutboxMessage
 from core.outbox import open_body
-from core.semester import end_of_day
 from tests.conftest import add_student
 
 
@@ -43,9 +43,9 @@ def test_request_issues_activation_data_to_register_address(ctx: AppContext) -> 
         credential = session.get(Credential, credential_id)
         assert credential is not None
         assert credential.state == CredentialState.PENDING_ACTIVATION
-        assert credential.valid_until == date(2026, 10, 31)
-        # 30 days would reach 4 November: the data cannot outlive the credential (31 October).
-        assert credential.activation_deadline == end_of_day(date(2026, 10, 31))
+        # 5 October, the winter semester: valid until 31 March, so the data lives its full 30 days.
+        assert credential.valid_until == date(2027, 3, 31)
+        assert credential.activation_deadline == ctx.clock.now() + timedelta(days=30)
         row = session.exec(select(OutboxMessage).where(OutboxMessage.credential_id == credential_id)).one()
         assert row.recipient.endswith("@student.example.edu.pl")
         assert row.channel == "email"
@@ -147,13 +147,40 @@ def test_renewal_window_and_new_semester(ctx: AppContext) -> None:
         student = session.get(Student, student_id)
         credential = session.get(Credential, credential_id)
         assert student is not None and credential is not None
-        # 5 October, valid until 31 October: inside the 30-day renewal window.
-        check = service.renewal_check(ctx, student, credential)
-        assert check.possible and check.new_valid_until == date(2027, 3, 31)
-        service.renew(ctx, session, student, credential, channel="console", actor="student")
+        # 5 October, valid until 31 March: not yet inside the 30-day renewal window.
         assert credential.valid_until == date(2027, 3, 31)
         check = service.renewal_check(ctx, student, credential)
         assert not check.possible and check.reason == "too_early"
+    # 1 March, the summer semester has begun: 30 days before 31 March, the window opens.
+    ctx.clock.set(datetime(2027, 3, 1, 9, 0, tzinfo=WARSAW))  # type: ignore[attr-defined]
+    with unit_of_work(ctx.engine) as session:
+        student = session.get(Student, student_id)
+        credential = session.get(Credential, credential_id)
+        assert student is not None and credential is not None
+        check = service.renewal_check(ctx, student, credential)
+        assert check.possible and check.new_valid_until == date(2027, 10, 31)
+        service.renew(ctx, session, student, credential, channel="console", actor="student")
+        assert credential.valid_until == date(2027, 10, 31)
+        check = service.renewal_check(ctx, student, credential)
+        assert not check.possible and check.reason == "too_early"
+
+
+def test_renewal_before_the_next_semester_begins_reaches_its_end(ctx: AppContext) -> None:
+    """A renewal window longer than a month opens still in the winter semester: renewing then gives
+    the summer semester's date (31 October), not the winter one the credential already has."""
+    from core.models import Student
+
+    ctx.settings.credential.renewal_window_days = 45
+    student_id, credential_id = _request(ctx)
+    _activate(ctx, credential_id)
+    ctx.clock.set(datetime(2027, 2, 20, 10, 0, tzinfo=WARSAW))  # type: ignore[attr-defined]
+    with unit_of_work(ctx.engine) as session:
+        student = session.get(Student, student_id)
+        credential = session.get(Credential, credential_id)
+        assert student is not None and credential is not None
+        assert credential.valid_until == date(2027, 3, 31)
+        check = service.renewal_check(ctx, student, credential)
+        assert check.possible and check.new_valid_until == date(2027, 10, 31)
 
 
 def test_els_policy_renewal_needs_a_later_card(tmp_path, db_url, clock) -> None:  # type: ignore[no-untyped-def]

@@ -25,12 +25,20 @@ def _rows(ctx: AppContext, kind: str) -> list[OutboxMessage]:
     return [r for r in outbox(ctx) if r.kind == kind]
 
 
+def _validity_rows(ctx: AppContext) -> list[OutboxMessage]:
+    """The "validity ends" reminders only. A credential ending within 14 days was issued in the
+    previous semester (one issued in October lasts to 31 March), so the "a new semester has
+    started, renew" nudge is due as well; it is not the subject of these tests."""
+    return [r for r in _rows(ctx, "reminder") if ":validity-" in r.idempotency_key]
+
+
 def _body(ctx: AppContext, row: OutboxMessage) -> OutgoingMessage:
     return open_body(ctx.box, row)
 
 
-def _active(ctx: AppContext, **student: object) -> tuple[int, int]:
-    at(ctx, "2026-10-05T11:00:00+02:00")
+def _active(ctx: AppContext, issued: str = "2026-10-05T11:00:00+02:00", **student: object) -> tuple[int, int]:
+    """Issued and activated; on 5 October (the default) it is valid until 31 March."""
+    at(ctx, issued)
     student_id, cid = issue(ctx, **student)
     activate(ctx, cid)
     return student_id, cid
@@ -56,9 +64,9 @@ def test_email_reminder_in_the_language_chosen_in_a_chat(ctx: AppContext, channe
     student_id, _ = _active(ctx)
     link_chat(ctx, student_id, language="en", channel=channel,
               blocked_at=ctx.clock.now() if blocked else None)
-    at(ctx, "2026-10-17T10:00:00+02:00")
+    at(ctx, "2027-03-17T10:00:00+01:00")  # 14 days before 31 March
     assert reminders(ctx)["validity"] == 1
-    [row] = _rows(ctx, "reminder")
+    [row] = _validity_rows(ctx)
     assert (row.channel, row.language) == ("email", "en")  # no usable Telegram chat: e-mail
     message = _body(ctx, row)
     assert message.subject is not None and message.subject.startswith("mLegitymacja: validity ends on")
@@ -71,18 +79,20 @@ def test_email_language_is_that_of_the_newest_link(ctx: AppContext) -> None:
     at(ctx, "2026-10-06T10:00:00+02:00")
     link_chat(ctx, student_id, language="en", channel="telegram", account_id="newer",
               blocked_at=datetime(2026, 10, 7, tzinfo=UTC))
-    at(ctx, "2026-10-17T10:00:00+02:00")
+    at(ctx, "2027-03-17T10:00:00+01:00")
     reminders(ctx)
-    assert [r.language for r in _rows(ctx, "reminder")] == ["en"]
+    assert [r.language for r in _validity_rows(ctx)] == ["en"]
+    assert {r.language for r in _rows(ctx, "reminder")} == {"en"}  # the nudge too
 
 
 def test_chat_reminders_still_only_to_a_usable_telegram_chat(ctx: AppContext) -> None:
     student_id, _ = _active(ctx)
     link_chat(ctx, student_id, language="en", channel="console", account_id="console-1")
     link_chat(ctx, student_id, language="en", channel="telegram", account_id="77")
-    at(ctx, "2026-10-17T10:00:00+02:00")
+    at(ctx, "2027-03-17T10:00:00+01:00")
     reminders(ctx)
-    assert [(r.channel, r.recipient) for r in _rows(ctx, "reminder")] == [("telegram", "77")]
+    assert [(r.channel, r.recipient) for r in _validity_rows(ctx)] == [("telegram", "77")]
+    assert {(r.channel, r.recipient) for r in _rows(ctx, "reminder")} == {("telegram", "77")}  # the nudge too
 
 
 def test_activation_expired_email_in_the_language_of_a_blocked_chat(ctx: AppContext) -> None:
@@ -135,11 +145,12 @@ def test_els_card_ending_email_in_both_languages(ctx: AppContext) -> None:
 
 def test_els_card_valid_longer_renewal_reminder_as_before(ctx: AppContext) -> None:
     ctx.settings.policy = "els"
-    student_id, _ = _active(ctx, els_valid_until=date(2027, 9, 30))
+    student_id, cid = _active(ctx, els_valid_until=date(2027, 9, 30))
+    assert credential(ctx, cid).valid_until == date(2027, 3, 31)  # the semester ends before the card
     link_chat(ctx, student_id, language="en")
-    at(ctx, "2026-10-17T10:00:00+02:00")
+    at(ctx, "2027-03-17T10:00:00+01:00")
     reminders(ctx)
-    [row] = _rows(ctx, "reminder")
+    [row] = _validity_rows(ctx)
     message = _body(ctx, row)
     assert "needs no new activation" in message.text
     assert [[b.data for b in line] for line in message.buttons] == [["menu:renew"]]
@@ -147,9 +158,9 @@ def test_els_card_valid_longer_renewal_reminder_as_before(ctx: AppContext) -> No
 
 def test_no_validity_reminder_when_not_eligible_to_renew(ctx: AppContext) -> None:
     student_id, cid = _active(ctx)
-    # Removed on 20 October: still valid through 31 October, but may not renew.
-    _update_student(ctx, student_id, status="removed", removed_on=date(2026, 10, 20))
-    at(ctx, "2026-10-28T10:00:00+01:00")
+    # Removed on 20 March: still valid through 31 March (the removal deadline is 20 April), but may not renew.
+    _update_student(ctx, student_id, status="removed", removed_on=date(2027, 3, 20))
+    at(ctx, "2027-03-28T10:00:00+02:00")  # 3 days before 31 March
     assert run_due(ctx)["reminders"]["validity"] == 0
     assert _rows(ctx, "reminder") == []
     assert credential(ctx, cid).state == "active"
@@ -172,7 +183,8 @@ def test_no_reminder_at_night_it_goes_that_morning(ctx: AppContext) -> None:
 
 
 def test_hourly_runs_send_the_three_day_reminder_on_its_day_in_the_daytime(ctx: AppContext) -> None:
-    _active(ctx)
+    _, cid = _active(ctx, "2026-09-15T11:00:00+02:00")  # the summer semester
+    assert credential(ctx, cid).valid_until == date(2026, 10, 31)
     queued_at = []
     for hour in range(24):  # 28 October 2026 (CET), the day "3 days before" 31 October
         at(ctx, f"2026-10-28T{hour:02d}:00:00+01:00")
@@ -207,7 +219,7 @@ def test_activation_due_days_moves_a_day_without_sending_hours_back() -> None:
 
 def test_expiry_at_night_but_no_reminder(ctx: AppContext) -> None:
     _, cid = _active(ctx)
-    at(ctx, "2026-11-01T00:30:00+01:00")
+    at(ctx, "2027-04-01T00:30:00+02:00")  # valid through 31 March
     results = run_due(ctx)
     assert results["sweep"]["validity_expired"] == 1
     assert "waiting" in results["reminders"]

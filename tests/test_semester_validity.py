@@ -14,13 +14,17 @@ from core.semester import add_months, removal_deadline, semester_end, semester_s
 @pytest.mark.parametrize(
     ("today", "end"),
     [
-        (date(2026, 10, 1), date(2026, 10, 31)),
-        (date(2026, 10, 31), date(2026, 10, 31)),
+        # Winter semester (October to February): valid to 31 March, also when issued in October.
+        (date(2026, 10, 1), date(2027, 3, 31)),
+        (date(2026, 10, 31), date(2027, 3, 31)),
         (date(2026, 11, 1), date(2027, 3, 31)),
-        (date(2027, 2, 27), date(2027, 3, 31)),
-        (date(2027, 3, 31), date(2027, 3, 31)),
-        (date(2027, 4, 1), date(2027, 10, 31)),
         (date(2026, 12, 31), date(2027, 3, 31)),
+        (date(2027, 2, 28), date(2027, 3, 31)),
+        # Summer semester (March to September): valid to 31 October, also when issued in March.
+        (date(2027, 3, 1), date(2027, 10, 31)),
+        (date(2027, 3, 31), date(2027, 10, 31)),
+        (date(2027, 4, 1), date(2027, 10, 31)),
+        (date(2027, 9, 30), date(2027, 10, 31)),
     ],
 )
 def test_semester_end(today: date, end: date) -> None:

@@ -46,8 +46,24 @@ def _rows(ctx: AppContext, kind: str) -> list[OutboxMessage]:
 
 # --- 1: the activation deadline never outlasts the credential (standalone policy) -----------------
 
+# With the default 30-day window a stand-alone credential always outlasts its activation data:
+# issued in the winter semester (October to February) it is valid until 31 March, in the summer
+# semester (March to September) until 31 October, 31 days or more either way. The cut happens
+# where a university gives the data longer (activation_window_days): with 60 days, data issued on
+# 15 September would live to 14 November, past the credential's 31 October.
+LONG_WINDOW_DAYS = 60
+LATE_IN_THE_SUMMER_SEMESTER = "2026-09-15T10:00:00+02:00"
+
+
+def _long_window(ctx: AppContext) -> None:
+    """Before any ChatDriver is made: the conversation reads the window when it starts."""
+    ctx.settings.credential.activation_window_days = LONG_WINDOW_DAYS
+    at(ctx, LATE_IN_THE_SUMMER_SEMESTER)
+
+
 def test_standalone_activation_deadline_is_cut_to_the_end_of_validity(ctx: AppContext) -> None:
-    """5 October: valid until 31 October, so the data cannot live 30 days (to 4 November)."""
+    """15 September, a 60-day window: valid until 31 October, so the data cannot live 60 days (to 14 November)."""
+    _long_window(ctx)
     _, credential_id = issue(ctx)
     with Session(ctx.engine) as session:
         credential = session.get(Credential, credential_id)
@@ -57,7 +73,23 @@ def test_standalone_activation_deadline_is_cut_to_the_end_of_validity(ctx: AppCo
     [email] = _rows(ctx, "activation")
     text = open_body(ctx.box, email).text
     assert "ważne do 31.10.2026 23:59" in text and "valid until 31.10.2026 23:59" in text
-    assert "04.11.2026" not in text
+    assert "14.11.2026" not in text
+
+
+@pytest.mark.parametrize("moment", [
+    "2026-09-30T23:59:00+02:00",  # the last minute of the summer semester: valid until 31 October
+    "2027-02-28T23:59:00+01:00",  # the last minute of the winter semester: valid until 31 March
+    "2028-02-29T23:59:00+01:00",  # ... in a leap year
+])
+def test_default_window_is_never_cut_under_the_standalone_policy(sqlite_ctx: AppContext, moment: str) -> None:
+    """The tightest moments of the year still leave the full 30 days (the cut needs a longer window or an ELS card)."""
+    at(sqlite_ctx, moment)
+    _, credential_id = issue(sqlite_ctx)
+    with Session(sqlite_ctx.engine) as session:
+        credential = session.get(Credential, credential_id)
+        assert credential is not None
+        assert credential.activation_deadline == sqlite_ctx.clock.now() + timedelta(days=30)
+        assert credential.activation_deadline < end_of_day(credential.valid_until)
 
 
 def test_activation_deadline_stays_30_days_when_validity_lasts_longer(ctx: AppContext) -> None:
@@ -70,9 +102,10 @@ def test_activation_deadline_stays_30_days_when_validity_lasts_longer(ctx: AppCo
 
 
 def test_the_student_is_told_the_earlier_deadline_in_the_chat(sqlite_ctx: AppContext) -> None:
+    _long_window(sqlite_ctx)
     chat, _ = _bound(sqlite_ctx, "en")
     chat.press("menu:request")
-    assert "valid until 31.10.2026 23:59" in chat.text and "30 days" not in chat.text
+    assert "valid until 31.10.2026 23:59" in chat.text and f"{LONG_WINDOW_DAYS} days" not in chat.text
     chat.press("confirm:yes:request")
     assert "by 31.10.2026 23:59; it will be valid until 31.10.2026" in chat.text
     chat.say("/status")
@@ -89,6 +122,7 @@ def test_a_full_window_is_still_announced_in_days(sqlite_ctx: AppContext) -> Non
 
 
 def test_activation_reminder_names_the_earlier_deadline(sqlite_ctx: AppContext) -> None:
+    _long_window(sqlite_ctx)
     issue(sqlite_ctx)
     at(sqlite_ctx, "2026-10-30T10:00:00+01:00")
     reminders(sqlite_ctx)
