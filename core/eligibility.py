@@ -91,7 +91,8 @@ def validity_end(student: Student, policy: Policy | str, today: date) -> date:
     end = semester_end(today)
     if Policy(policy) is Policy.ELS and student.els_valid_until:
         end = min(end, student.els_valid_until)
-    if student.removed_on:
+    # Only a removed student's date counts: the register keeps it after a reinstatement.
+    if student.status == StudentStatus.REMOVED and student.removed_on:
         end = min(end, removal_deadline(student.removed_on))
     return end
 

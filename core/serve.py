@@ -203,12 +203,13 @@ class Server:
         self.ctx.close_database_threads()
 
     async def run_until_signalled(self) -> None:
-        await self.start()
+        # Handlers first: a SIGTERM while the front-ends start must still stop them in order.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         try:
+            await self.start()
             await stop.wait()
         finally:
             log.info("stopping")

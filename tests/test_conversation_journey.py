@@ -257,13 +257,17 @@ def test_forget_unbinds_and_deletes_conversation_but_keeps_register_and_limits(s
     chat.say(pesel)
     chat.say(student.album)
     chat.say(chat.binding_code())
+    with Session(sqlite_ctx.engine) as session:
+        limits_before = sorted((g.kind, g.scope, g.key) for g in session.exec(select(GuessAttempt)).all())
+    assert ("identify", "account") in {(kind, scope) for kind, scope, _ in limits_before}
     chat.say("/forget")
     chat.press("forget:yes")
     assert "dane rozmowy usunięte" in chat.text
     with Session(sqlite_ctx.engine) as session:
         assert session.exec(select(ChatLink)).all() == []
         assert session.get(Student, student.id) is not None
-        assert len(session.exec(select(GuessAttempt)).all()) == 2  # account + student scope
+        # Every guess and mailed code stays on record: /forget must not reset a limit.
+        assert sorted((g.kind, g.scope, g.key) for g in session.exec(select(GuessAttempt)).all()) == limits_before
     chat.say("hej")
     assert "lang:pl" in chat.buttons  # a fresh start
 

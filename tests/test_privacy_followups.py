@@ -226,6 +226,6 @@ def test_demo_serve_without_smtp_still_starts(tmp_path: Path, sqlite_url: str) -
         assert any("serving:" in line for line in seen), seen
         assert process.poll() is None, "still running"
     finally:
-        # Not its exit code: core.serve installs its SIGTERM handler just after "serving:".
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)
+    assert process.returncode == 0, "a SIGTERM right after start stops it cleanly"

@@ -61,3 +61,10 @@ def test_els_policy_caps_validity_at_card_date() -> None:
 def test_removal_caps_validity_at_one_month() -> None:
     removed = _student(status="removed", removed_on=date(2026, 11, 10))
     assert validity_end(removed, Policy.STANDALONE, date(2026, 11, 12)) == date(2026, 12, 10)
+
+
+def test_a_stale_removal_date_of_a_reinstated_student_cuts_nothing() -> None:
+    # The register keeps removed_on after a reinstatement; as in the sweep and the status,
+    # only a removed student's removal date ends a credential.
+    reinstated = _student(status="active", removed_on=date(2026, 3, 10))
+    assert validity_end(reinstated, Policy.STANDALONE, date(2026, 10, 5)) == date(2027, 3, 31)
