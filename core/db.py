@@ -33,6 +33,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # Deleted rows (raw mail, retention, a wiped outbox body) overwritten, not left in free
+    # pages: many builds (Debian's) have it on already, not all.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 

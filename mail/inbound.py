@@ -118,11 +118,7 @@ def stored_raw(session: Session, inbound_id: int) -> bytes | None:
 
 
 def _forget_raw(session: Session, inbound_id: int) -> None:
-    """Delete the raw mail, its freed pages overwritten on SQLite (a PESEL must not linger there)."""
-    if session.get_bind().dialect.name == "sqlite":
-        # Per connection. Without it SQLite leaves deleted bytes in the file's free pages; many
-        # builds (Debian's) have it on already, not all.
-        session.connection().exec_driver_sql("PRAGMA secure_delete=ON")
+    """Delete the raw mail; on SQLite its freed pages are overwritten (secure_delete, core.db)."""
     session.execute(sa.delete(RAW_TABLE).where(RAW_TABLE.c.inbound_id == inbound_id))
 
 

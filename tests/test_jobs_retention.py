@@ -131,3 +131,26 @@ def test_a_staff_answer_after_retention_reused_the_ids_is_still_queued(sqlite_ct
     with Session(sqlite_ctx.engine) as session:
         answers = session.exec(select(OutboxMessage).where(OutboxMessage.kind == "support-answer")).all()
     assert len(answers) == 2
+
+
+def test_mails_of_no_thread_go_after_the_period_quarantined_ones_with_their_raw_copy(ctx: AppContext) -> None:
+    """Ignored auto-replies and quarantined mail belong to no thread: they must not be kept for ever
+    (a quarantined mail keeps its raw copy for staff, and it may hold a PESEL in clear)."""
+    old, recent = NOW - timedelta(days=400), NOW - timedelta(days=10)
+    with unit_of_work(ctx.engine) as session:
+        rows = {}
+        for name, status, when in (("old_quarantined", "quarantined", old), ("old_ignored", "ignored", old),
+                                   ("recent_quarantined", "quarantined", recent), ("old_new", "new", old)):
+            mail = InboundMail(mailbox="INBOX", uidvalidity=1, uid=len(rows) + 1, digest=f"n{name}", size=5,
+                               status=status, received_at=when, processed_at=None if status == "new" else when)
+            session.add(mail)
+            session.flush()
+            insert_blob(session, RAW, mail.id or 0, b"PESEL in clear\n")
+            rows[name] = mail.id
+    at(ctx, NOW.isoformat())
+    assert retention(ctx)["inbound_mails"] == 2
+    with Session(ctx.engine) as session:
+        kept = set(session.exec(select(InboundMail.id)).all())
+        # A mail never processed is work still to do, whatever its age.
+        assert kept == {rows["recent_quarantined"], rows["old_new"]}
+        assert set(session.exec(select(InboundMailRaw.inbound_id)).all()) == kept

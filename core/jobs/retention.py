@@ -1,4 +1,5 @@
-"""Retention: closed support threads and idle conversations older than `jobs.retention_days` go.
+"""Retention: closed support threads, idle conversations and mails of no thread older than
+`jobs.retention_days` go.
 
 The audit trail stays. Also cleared: wrong-guess records past any rate-limit window and
 chat-binding codes that are used or expired.
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from core.context import AppContext
-from core.db import unit_of_work
+from core.db import checkpoint_wal, unit_of_work
 from core.jobs.ledger import JobResult
 from core.models import (
     BindingCode,
@@ -57,6 +58,21 @@ def retention(ctx: AppContext) -> JobResult:
             result["threads"] += session.execute(
                 sa.delete(SupportThread).where(col(SupportThread.id).in_(ids))
             ).rowcount
+    # Mails of no thread (auto-replies ignored, mail quarantined): done with, and past the period.
+    # A quarantined one keeps its raw copy for staff until then; a `new` one is work still to do.
+    while True:
+        with unit_of_work(ctx.engine) as session:
+            ids = session.execute(
+                sa.select(col(InboundMail.id))
+                .where(col(InboundMail.thread_id).is_(None), col(InboundMail.status) != "new")
+                .where(sa.func.coalesce(col(InboundMail.processed_at), col(InboundMail.received_at)) < cutoff)
+                .limit(batch)
+            ).scalars().all()
+            if not ids:
+                break
+            result["inbound_mails"] += session.execute(
+                sa.delete(InboundMail).where(col(InboundMail.id).in_(ids))
+            ).rowcount
     while True:
         with unit_of_work(ctx.engine) as session:
             ids = session.execute(
@@ -77,4 +93,6 @@ def retention(ctx: AppContext) -> JobResult:
                 sa.or_(col(BindingCode.used_at).is_not(None), col(BindingCode.expires_at) < now)
             )
         ).rowcount
+    # What was deleted must not linger in SQLite's write-ahead log (a no-op on PostgreSQL).
+    checkpoint_wal(ctx.engine)
     return result
