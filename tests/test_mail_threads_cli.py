@@ -103,3 +103,28 @@ def test_list_and_show_mask_a_pesel_and_code_from_the_mail(sqlite_ctx: AppContex
     for output in (listed, shown):
         assert pesel not in output and "K7MN" not in output
     assert mask_pesel(pesel) in shown and "****-****-****" in shown
+
+
+def test_claim_from_the_cli_refuses_a_silent_take_over(sqlite_ctx: AppContext, runner: CliRunner) -> None:
+    """A help desk working from the terminal claims threads too, under the staff room's rule."""
+    facts = InboundFacts(sender="ola@example.org", subject="Pytanie", text="Czy mogę przyjść osobiście?",
+                         message_id="<c1@example.org>", references=[])
+    with Session(sqlite_ctx.engine) as session:
+        stored = InboundMail(mailbox="INBOX", uidvalidity=1, uid=1, message_id=facts.message_id, digest="c" * 64,
+                             size=100, received_at=sqlite_ctx.clock.now())
+        session.add(stored)
+        session.flush()
+        handle_inbound(sqlite_ctx, session, facts, inbound_id=stored.id or 0,
+                       faq=Faq.load(sqlite_ctx.settings.config_dir / "faq"))
+        session.commit()
+    [thread] = json.loads(invoke(runner, "threads", "list", "--json"))["threads"]
+    number = str(thread["id"])
+    assert "claimed by kasia" in invoke(runner, "threads", "claim", number, "--by", "kasia")
+    assert "claimed by kasia" in invoke(runner, "threads", "claim", number, "--by", "kasia")  # one's own again
+    refused = runner.invoke(app, ["threads", "claim", number, "--by", "tomek"])
+    assert refused.exit_code == 2 and "kasia" in refused.output and "--force" in refused.output
+    assert json.loads(invoke(runner, "threads", "show", number, "--json"))["claimed_by"] == "kasia"
+    assert "taken over from kasia" in invoke(runner, "threads", "claim", number, "--by", "tomek", "--force")
+    shown = json.loads(invoke(runner, "threads", "show", number, "--json"))
+    assert shown["claimed_by"] == "tomek"
+    assert [e["action"] for e in shown["history"]][-2:] == ["thread.claimed", "thread.taken_over"]

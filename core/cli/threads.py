@@ -1,4 +1,4 @@
-"""`mleg threads`: the help desk's support threads (zgłoszenia): list, show, reply, close.
+"""`mleg threads`: the help desk's support threads (zgłoszenia): list, show, claim, reply, close.
 
 Also shows what staff must see besides threads: quarantined inbound mail and e-mails that
 failed permanently.
@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 from core import support
 from core.cli.common import build_context, emit_json, friendly_errors, print_table
 from core.db import unit_of_work
+from core.errors import ConflictError
 from core.models import InboundMail, OutboxMessage, OutboxStatus, SupportThread
 
 app = typer.Typer(help="Support threads from the chat and the support mailbox.", no_args_is_help=True)
@@ -119,6 +120,26 @@ def show_command(
             detail = ", ".join(f"{k}={v}" for k, v in event["detail"].items())
             typer.echo(f"  {event['at']:%Y-%m-%d %H:%M} {event['action']} by {event['actor']}"
                        + (f" ({detail})" if detail else ""))
+
+
+@app.command("claim")
+@friendly_errors
+def claim_command(
+    thread_id: Annotated[int, typer.Argument(help="Thread number.")],
+    by: Annotated[str | None, typer.Option(help="Who takes it (for the audit trail).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Take over a thread a colleague holds.")] = False,
+) -> None:
+    """Take a thread, so colleagues see who answers it (as /claim in the staff room)."""
+    staff = by or getpass.getuser()
+    ctx = build_context()
+    with unit_of_work(ctx.engine) as session:
+        previous = support.get_thread(session, thread_id).claimed_by
+        try:
+            support.claim_thread(ctx, session, thread_id, staff=staff, force=force)
+        except support.ThreadClaimed as exc:
+            raise ConflictError(f"{exc}; add --force to take it over") from exc
+    taken = f" (taken over from {previous})" if previous and previous != staff else ""
+    typer.echo(f"thread {thread_id} claimed by {staff}{taken}")
 
 
 @app.command("reply")
