@@ -136,8 +136,9 @@ def _post_to_staff(ctx: AppContext, session: Session, thread: SupportThread, mes
 def _notify_staff(ctx: AppContext, session: Session, thread: SupportThread, text: str, now: datetime,
                   key_suffix: str) -> None:
     body = ctx.catalog.text(
-        "pl", "staff.escalation", thread=thread.id, student=_student_label(session, thread.student_id),
-        channel=thread.channel, subject=thread.subject or "-", text=text[:PREVIEW],
+        ctx.settings.default_language, "staff.escalation", thread=thread.id,
+        student=_student_label(session, thread.student_id), channel=thread.channel,
+        subject=thread.subject or "-", text=text[:PREVIEW],
     )
     message = OutgoingMessage(text=body, buttons=[[Button("/claim", f"staff:claim:{thread.id}"),
                                                    Button("/close", f"staff:close:{thread.id}")]])
