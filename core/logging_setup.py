@@ -1,23 +1,34 @@
-"""Logging set-up, with a last-line filter that masks anything shaped like a PESEL."""
+"""Logging set-up, with a last-line filter that masks anything shaped like a PESEL or a code."""
 
 from __future__ import annotations
 
 import logging
 import re
 
+from core.redact import redact_personal
+
 __all__ = ["RedactingFilter", "configure_logging"]
 
 # Not inside a longer token: a hex Message-ID or a Maildir file name has digit runs that are no PESEL,
 # and masking them sent operators looking for files that do not exist.
 _PESEL_SHAPED = re.compile(r"(?<![0-9A-Za-z])(\d{2})\d{7}(\d{2})(?![0-9A-Za-z])")
+# Message-IDs, addresses and paths: left to the mask above, which keeps their digit runs whole.
+_IDENTIFIER = re.compile(r"(\S*[@/]\S*)")
 
 
 class RedactingFilter(logging.Filter):
-    """Defence in depth: code never logs a PESEL, and if it ever did, this masks it."""
+    """Defence in depth: code never logs a PESEL or a code, and if it ever did, this masks it.
+
+    Any 11-digit run first (valid or not: a log is no place to be choosy), then what
+    core.redact finds in a student's own spelling (separated digits, a code in any case).
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = _PESEL_SHAPED.sub(r"\1*******\2", message)
+        masked = "".join(
+            part if index % 2 else redact_personal(part)
+            for index, part in enumerate(_IDENTIFIER.split(_PESEL_SHAPED.sub(r"\1*******\2", message)))
+        )
         if masked != message:
             record.msg, record.args = masked, None
         return True

@@ -24,6 +24,10 @@ def _filtered(message: str) -> str:
      "written to new/mleg-753a449f60318944339bf10906385b3f.mleg"),
     ("<bench-12-04250633362abc@example.org>", "<bench-12-04250633362abc@example.org>"),
     ("12 digits 042506333621 are no PESEL", "12 digits 042506333621 are no PESEL"),
+    # As a student types them (quoted in an error, say): separated, or an activation code.
+    ("typed 042506 33362 here", "typed 04*******62 here"),
+    ("typed 042-506-333-62 here", "typed 04*******62 here"),
+    ("kod kmnp-qrtx-wzac", "kod ****-****-****"),
 ])
 def test_pesel_shaped_numbers_masked_tokens_kept(message: str, expected: str) -> None:
     assert _filtered(message) == expected
