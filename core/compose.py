@@ -56,7 +56,8 @@ def activation_email(
     university: str,
     language: str,
 ) -> OutgoingMessage:
-    """The activation e-mail: the QR code (inline and attached), the code, deadline and steps."""
+    """The activation e-mail: the QR code (inline and attached, and its text to type by hand), the code,
+    deadline and steps."""
     png = qr_png(data.qr_payload)
     texts: list[str] = []
     htmls: list[str] = []
@@ -65,6 +66,10 @@ def activation_email(
             "first_name": student.first_name,
             "university": university,
             "code": data.code,
+            # What the QR encodes, for a student who cannot scan it (a phone cannot scan its own
+            # screen): no more than the image in the same e-mail already gives away. The outbox
+            # keeps this body encrypted and wipes it once sent; it is never logged.
+            "qr_text": data.qr_payload,
             "deadline": format_datetime(data.deadline),
             "valid_until": format_date(credential.valid_until),
         }
@@ -74,6 +79,9 @@ def activation_email(
         htmls.append(
             _text_to_html(catalog.text(lang, "email.activation.body_before_qr", **params))
             + f'<p><img src="cid:{QR_CID}" alt="QR" width="264" height="264"></p>\n'
+            + f'<p>{html.escape(catalog.text(lang, "email.activation.qr_text_label"))}<br>\n'
+            + '<code style="font-size:14px;word-break:break-all">'
+            + f'{html.escape(data.qr_payload)}</code></p>\n'
             + f'<p style="font-size:20px;letter-spacing:2px"><b>{html.escape(data.code)}</b></p>\n'
             + _text_to_html(catalog.text(lang, "email.activation.body_after_qr", **params))
             + _text_to_html(steps)

@@ -5,6 +5,9 @@
         └──revoke──┐        │      └─expire (30 days)─┐     │   renew (validity moved on)
                    ▼        ▼                         ▼     ▼
                  revoked ◀──────── revoke ─────────  expired
+
+Under the ELS policy an active credential is never renewed: a new application replaces it
+(revoked as "replaced" in the transaction that issues the new one's activation data).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class EndReason(StrEnum):
     ACTIVATION_WINDOW_PASSED = "activation_window_passed"
     REMOVAL_GRACE_ENDED = "removal_grace_ended"
     NOT_ELIGIBLE = "not_eligible"
+    # ELS policy: a new application for the next semester took its place (core.credentials.replace_credential).
+    REPLACED = "replaced"
 
 
 # After these the student cannot simply apply again (a graduate or a student removed from the

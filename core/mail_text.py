@@ -98,13 +98,23 @@ def question_text(subject: str, body: str) -> str:
     return f"{subject}\n{strip_signature(own_text(body))}"
 
 
+# The polite capitalised "ty" forms of Polish ("Twoja mLegitymacja"): their capital is not the
+# sentence's, so it stays after a name.
+_POLITE_CAPITALS = frozenset({
+    "Ty", "Ciebie", "Cię", "Tobie", "Ci", "Tobą",
+    "Twój", "Twoja", "Twoje", "Twojego", "Twojej", "Twojemu", "Twoją", "Twoim", "Twoi", "Twoich",
+    "Twoimi",
+})
+
+
 def addressed(first_name: str, sentence: str) -> str:
-    """`sentence` spoken to the student by name ("Ewa, nie masz jeszcze mLegitymacji."): personal
-    without a second greeting under the mail's own "Dzień dobry,"."""
+    """`sentence` spoken to the student by name ("Ewa, you do not have ..."): personal without a
+    second greeting under the mail's own "Hello,". (Polish answers go without the name: it
+    would need the vocative.)"""
     if not first_name.strip() or not sentence:
         return sentence
     first_word = sentence.split(" ", 1)[0]
-    # "I sent ...", "PESEL ..." keep their capital; "Nie masz" becomes "nie masz".
-    if first_word == "I" or first_word[1:2].isupper():
+    # "I sent ...", "PESEL ...", "Twoja ..." keep their capital; "Nie masz" becomes "nie masz".
+    if first_word == "I" or first_word[1:2].isupper() or first_word.rstrip(",.:;!?") in _POLITE_CAPITALS:
         return f"{first_name.strip()}, {sentence}"
     return f"{first_name.strip()}, {sentence[0].lower()}{sentence[1:]}"

@@ -20,7 +20,9 @@ from core import outbox, support
 from core.compose import format_date, format_datetime
 from core.context import AppContext
 from core.credentials import effective_valid_until, expire_overdue_activation, latest_credential
+from core.eligibility import Policy, check_eligibility
 from core.faq import Faq, detect_language
+from core.lifecycle import STUDIES_ENDED
 from core.mail_text import addressed, question_text
 from core.models import InboundMail, OutboxMessage, Student, SupportMessage, SupportThread
 from core.outgoing import OutgoingMessage
@@ -195,13 +197,27 @@ def _question_text(facts: InboundFacts) -> str:
     return question_text(facts.subject, facts.text)
 
 
+def _ineligible_text(ctx: AppContext, lang: str, reasons: tuple[str, ...]) -> str:
+    """Why the student may not have one now, as the chat lists it (core.conversation.engine)."""
+    t = ctx.catalog.text
+    items = [t(lang, f"eligibility.{reason}").rstrip(" ;.") for reason in reasons]
+    return t(lang, "eligibility.intro") + "\n" + ";\n".join(f"• {item}" for item in items) + "."
+
+
 def _status_text(ctx: AppContext, session: Session, student: Student, lang: str) -> str:
-    """The personal answer: where the student's credential is (never the activation code)."""
+    """The personal answer: where the student's credential is (never the activation code).
+
+    The chat's rule (core.conversation.engine._show_status): a credential revoked because the
+    studies ended points to the dean's office, and a student who may not have one now is never
+    told to apply again, but told why not.
+    """
     t = ctx.catalog.text
     lines: list[str] = []
     # As in the chat: dead activation data is expired now, not after the nightly sweep.
     expire_overdue_activation(ctx, session, student.id or 0)
     credential = latest_credential(session, student.id or 0)
+    ineligible = tuple(str(r) for r in check_eligibility(
+        student, Policy(ctx.settings.policy), ctx.clock.today()).reasons)
     if credential is None:
         lines.append(t(lang, "status.none"))
     elif credential.state == "pending_activation" and credential.activation_deadline:
@@ -216,13 +232,30 @@ def _status_text(ctx: AppContext, session: Session, student: Student, lang: str)
     elif credential.state == "requested":
         lines.append(t(lang, "status.requested"))
     else:
-        reason_key = f"end_reason.{credential.end_reason}"
-        reason = t(lang, reason_key) if ctx.catalog.has(lang, reason_key) else (credential.end_reason or "-")
-        lines.append(t(lang, f"status.{credential.state}", reason=reason))
-    # Not the chat's "Cześć, Jan!": the mail already says "Dzień dobry,"; the name stays, so
-    # the student sees the answer is about them.
-    lines[0] = addressed(student.first_name, lines[0])
+        end_reason = credential.end_reason or "validity_ended"
+        reason_key = f"end_reason.{end_reason}"
+        reason = t(lang, reason_key) if ctx.catalog.has(lang, reason_key) else end_reason
+        if credential.state == "revoked" and end_reason in STUDIES_ENDED:
+            lines.append(t(lang, "status.revoked_studies_ended", reason=reason))
+        elif ineligible:
+            # Not "you can apply again": the reasons below say why not.
+            lines.append(t(lang, f"status.{credential.state}_ineligible", reason=reason))
+        else:
+            lines.append(t(lang, f"status.{credential.state}", reason=reason))
+    if ineligible:
+        lines.append(_ineligible_text(ctx, lang, ineligible))
+    # Not the chat's "Cześć, Jan!": the mail already says "Dzień dobry,". In English the name
+    # stays, so the student sees the answer is about them; Polish would need the vocative
+    # ("Ewo", "Janie"), which a register name does not give reliably, so it goes without.
+    if lang != "pl":
+        lines[0] = addressed(student.first_name, lines[0])
     return "\n".join(lines)
+
+
+def _megabytes(size: int, lang: str) -> str:
+    """A size in MB with one decimal, in the language's notation (Polish: \"2,5\")."""
+    text = f"{size / (1024 * 1024):.1f}"
+    return text.replace(".", ",") if lang == "pl" else text
 
 
 class _Mailbox:
@@ -319,7 +352,7 @@ def handle_inbound(ctx: AppContext, session: Session, facts: InboundFacts, *, in
     referred = thread_by_headers(session, facts)
     if referred is not None:
         # Someone else's thread: a new one for this sender, and staff told where it came from.
-        box.notes.append(f"[a reply to a message in thread {referred.id}, which belongs to another address]")
+        box.notes.append(f"[a reply to a message in ticket {referred.id}, which belongs to another address]")
     student = session.exec(
         # The register stores addresses in lower case, so the plain index serves this lookup.
         select(Student).where(Student.email == facts.sender)
@@ -328,7 +361,7 @@ def handle_inbound(ctx: AppContext, session: Session, facts: InboundFacts, *, in
         thread = box.open(student, escalate=True)
         limit_mb = ctx.settings.imap.max_message_bytes // (1024 * 1024)
         sent = box.answer(thread, "too-large", ctx.catalog.text(
-            box.lang, "mail.too_large", size_mb=f"{facts.size / (1024 * 1024):.1f}", limit_mb=limit_mb),
+            box.lang, "mail.too_large", size_mb=_megabytes(facts.size, box.lang), limit_mb=limit_mb),
             recipient=facts.sender, kind="mail-notice")
         return Outcome("processed", "over the size limit: notice sent, escalated", thread.id, sent)
     match = faq.match(box.question, box.lang)

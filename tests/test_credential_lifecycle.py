@@ -183,7 +183,9 @@ def test_renewal_before_the_next_semester_begins_reaches_its_end(ctx: AppContext
         assert check.possible and check.new_valid_until == date(2027, 10, 31)
 
 
-def test_els_policy_renewal_needs_a_later_card(tmp_path, db_url, clock) -> None:  # type: ignore[no-untyped-def]
+def test_els_policy_new_application_needs_a_later_card(tmp_path, db_url, clock) -> None:  # type: ignore[no-untyped-def]
+    """Under the ELS policy nothing is renewed (DOMAIN.md: extending needs a new application); the
+    new application that replaces the credential needs a card valid beyond it, and ends with the card."""
     from core.db import make_engine
     from core.models import Student
     from tests.conftest import build_ctx, make_settings
@@ -196,9 +198,11 @@ def test_els_policy_renewal_needs_a_later_card(tmp_path, db_url, clock) -> None:
         credential = session.get(Credential, credential_id)
         assert student is not None and credential is not None
         assert credential.valid_until == date(2026, 10, 31)
-        assert service.renewal_check(ctx, student, credential).reason == "els_expired"
+        assert service.renewal_check(ctx, student, credential).reason == service.ELS_APPLY_AGAIN
+        assert service.replacement_check(ctx, student, credential).reason == "els_not_extended"
         student.els_valid_until = date(2027, 2, 28)
-        check = service.renewal_check(ctx, student, credential)
+        assert not service.renewal_check(ctx, student, credential).possible
+        check = service.replacement_check(ctx, student, credential)
         assert check.possible and check.new_valid_until == date(2027, 2, 28)
     ctx.engine.dispose()
 

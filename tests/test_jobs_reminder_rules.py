@@ -143,7 +143,9 @@ def test_els_card_ending_email_in_both_languages(ctx: AppContext) -> None:
     assert "Przedłuż mLegitymację" not in text and "Renew mLegitymacja" not in text
 
 
-def test_els_card_valid_longer_renewal_reminder_as_before(ctx: AppContext) -> None:
+def test_els_card_valid_longer_reminder_says_apply_for_a_new_one(ctx: AppContext) -> None:
+    """Under the ELS policy a card valid longer does not make the credential renewable (DOMAIN.md:
+    extending needs a new application): the reminder says apply for a new one, never "Renew"."""
     ctx.settings.policy = "els"
     student_id, cid = _active(ctx, els_valid_until=date(2027, 9, 30))
     assert credential(ctx, cid).valid_until == date(2027, 3, 31)  # the semester ends before the card
@@ -152,8 +154,10 @@ def test_els_card_valid_longer_renewal_reminder_as_before(ctx: AppContext) -> No
     reminders(ctx)
     [row] = _validity_rows(ctx)
     message = _body(ctx, row)
-    assert "needs no new activation" in message.text
-    assert [[b.data for b in line] for line in message.buttons] == [["menu:renew"]]
+    assert "apply for a new one, valid until 30.09.2027" in message.text
+    assert "Renew" not in message.text and "no new activation" not in message.text
+    assert "must be activated again in mObywatel" in message.text
+    assert [[b.data for b in line] for line in message.buttons] == [["menu:request"]]
 
 
 def test_no_validity_reminder_when_not_eligible_to_renew(ctx: AppContext) -> None:

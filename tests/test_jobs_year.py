@@ -54,7 +54,7 @@ def test_a_year_issue_remind_expire_renew_remove_revoke(ctx: AppContext) -> None
     assert walk.jobs("2027-03-02T09:00:00+01:00") == [
         (f"reminder:{pid}:semester-start-2027-03-01", "email", "reminder")]
     nudge = open_body(ctx.box, outbox(ctx)[-1]).text
-    assert "valid until 31.03.2027; you can now renew it until 31.10.2027" in nudge
+    assert "valid until 31.03.2027; you can now renew it so that it is valid until 31.10.2027" in nudge
 
     # 14 days before 31 March, not a day earlier, in the daytime; by e-mail.
     assert walk.jobs("2027-03-16T19:59:00+01:00") == []
@@ -89,7 +89,7 @@ def test_a_year_issue_remind_expire_renew_remove_revoke(ctx: AppContext) -> None
     assert walk.jobs("2027-10-02T09:00:00+02:00") == [
         (f"reminder:{pid}:semester-start-2027-10-01", "telegram", "reminder")]
     nudge = open_body(ctx.box, outbox(ctx)[-1]).text
-    assert "valid until 31.10.2027; you can now renew it until 31.03.2028" in nudge
+    assert "valid until 31.10.2027; you can now renew it so that it is valid until 31.03.2028" in nudge
     assert walk.jobs("2027-10-17T09:00:00+02:00") == [
         (f"reminder:{pid}:validity-14-2027-10-31", "telegram", "reminder")]
     assert walk.jobs("2027-10-28T09:00:00+02:00") == [

@@ -48,7 +48,9 @@ def test_status_mail_greets_once(sqlite_ctx: AppContext) -> None:
         message_id="<status-pl@example.org>"))
     assert outcome.reason == "answered from the FAQ (status)"
     text = _last_answer(sqlite_ctx)
-    assert text.startswith("Dzień dobry,\n\nJan, dane aktywacyjne wysłałem") and "Cześć" not in text
+    # No name in Polish: "Jan" would need the vocative ("Janie"), which a register name does not give.
+    assert text.startswith("Dzień dobry,\n\nDane aktywacyjne zostały wysłane") and "Cześć" not in text
+    assert "Jan," not in text
 
 
 def test_status_mail_in_english_greets_once(sqlite_ctx: AppContext) -> None:
@@ -59,7 +61,7 @@ def test_status_mail_in_english_greets_once(sqlite_ctx: AppContext) -> None:
         message_id="<status-en@example.org>"))
     assert outcome.reason == "answered from the FAQ (status)"
     text = _last_answer(sqlite_ctx)
-    assert text.startswith("Hello,\n\nJan, I sent the activation data") and "Hi, Jan" not in text
+    assert text.startswith("Hello,\n\nJan, the activation data has been sent") and "Hi, Jan" not in text
 
 
 def test_forwarded_question_goes_to_a_person(sqlite_ctx: AppContext) -> None:
@@ -96,4 +98,23 @@ def test_addressed_keeps_capitals_that_matter() -> None:
     assert addressed("Ewa", "Nie masz jeszcze mLegitymacji.") == "Ewa, nie masz jeszcze mLegitymacji."
     assert addressed("Ewa", "I sent the activation data.") == "Ewa, I sent the activation data."
     assert addressed("Ewa", "PESEL is missing.") == "Ewa, PESEL is missing."
+    assert addressed("Ewa", "Your application is being processed.") == "Ewa, your application is being processed."
+    # The polite capital of Polish "Twój/Twoja/Twoje" is not the sentence's: it stays.
+    assert addressed("Ewa", "Twoja mLegitymacja jest aktywna.") == "Ewa, Twoja mLegitymacja jest aktywna."
+    assert addressed("Ewa", "Twój wniosek został przyjęty.") == "Ewa, Twój wniosek został przyjęty."
+    assert addressed("Ewa", "Twoje dane są w drodze.") == "Ewa, Twoje dane są w drodze."
     assert addressed("", "Nie masz jeszcze mLegitymacji.") == "Nie masz jeszcze mLegitymacji."
+
+
+def test_oversize_notice_writes_the_size_as_each_language_does(sqlite_ctx: AppContext) -> None:
+    size = 5 * 1024 * 1024 // 2  # 2.5 MB
+    outcome = _handle(sqlite_ctx, InboundFacts(
+        sender="ola@example.org", subject="Zrzut ekranu", text="Dzień dobry, w załączniku zrzut ekranu z błędem.",
+        message_id="<big-pl@example.org>", size=size, oversize=True))
+    assert outcome.reason == "over the size limit: notice sent, escalated"
+    polish = _last_answer(sqlite_ctx)
+    assert "(2,5 MB)" in polish and "biura obsługi" in polish and "Biuro obsługi mLegitymacji" in polish
+    _handle(sqlite_ctx, InboundFacts(
+        sender="ola@example.org", subject="Screenshot", text="Hello, the screenshot of the error is attached.",
+        message_id="<big-en@example.org>", size=size, oversize=True))
+    assert "(2.5 MB)" in _last_answer(sqlite_ctx)

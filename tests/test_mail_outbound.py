@@ -108,6 +108,12 @@ def test_mime_shape_and_headers(sqlite_ctx: AppContext) -> None:
     assert html is not None and 'src="cid:qr-activation"' in html.get_content()
     text = parsed.get_body(("plain",))
     assert text is not None and "ACDE-FGHJ-KMNP" in text.get_content() and "04.11.2026" in text.get_content()
+    # The QR's content as text too, on its own line, for a student who cannot scan it (a phone
+    # cannot scan its own screen): labelled, in both languages and both parts.
+    assert "MLEG1:x:y" in text.get_content().splitlines()
+    assert "The QR code's text, to type by hand" in text.get_content()
+    assert "Treść kodu QR, do wpisania ręcznie" in text.get_content()
+    assert html.get_content().count("MLEG1:x:y</code>") == 2
     assert parsed.get_payload()[1].get_filename() == "mlegitymacja-qr.png"  # type: ignore[index]
 
 

@@ -62,6 +62,9 @@ async def test_no_clear_pesel_or_code_in_database_or_logs(
     activation_code = re.search(r"Kod aktywacyjny: (\S+)", "\n".join(sent))
     assert activation_code, "the activation e-mail was delivered with its code"
     code = activation_code.group(1)
+    # The QR's content is printed in the e-mail for typing by hand: it must not stay behind either.
+    qr_text = re.search(r"^(MLEG1:\S+)$", "\n".join(sent), re.MULTILINE)
+    assert qr_text, "the activation e-mail carries the QR's content as text"
     # The student then asks for help in the chat, pasting both in every form the product accepts.
     chat.press_anyway("menu:support")
     chat.say(f"PESEL {separated_forms(pesel)[0]} / {separated_forms(pesel)[1]}, kod {code.lower()} "
@@ -72,6 +75,7 @@ async def test_no_clear_pesel_or_code_in_database_or_logs(
     secrets = {
         "pesel": pesel, "pesel typo": pesel[:10], "binding code": binding_code,
         "activation code": code, "activation code (plain)": code.replace("-", ""),
+        "QR content": qr_text.group(1), "QR token": qr_text.group(1).rsplit(":", 1)[1],
         **secret_forms(pesel, code),
     }
     for label, value in secrets.items():

@@ -8,7 +8,8 @@ tests all drive the same journey:
     new ─▶ language ─▶ terms ─accept─▶ pesel ─▶ second_id ─▶ code ─▶ menu
                          │ decline                                   │
                          ▼                                           ├─ confirm_request
-                      declined (help only)                           ├─ confirm_renew
+                      declined (help only)                           ├─ confirm_renew (stand-alone policy)
+                                                                     ├─ confirm_replace (ELS policy)
                                                                      ├─ revoke_reason ─▶ confirm_revoke
                                                                      ├─ help_steps
                                                                      ├─ support_text / confirm_support
@@ -42,12 +43,12 @@ __all__ = ["EngineConfig", "Flow", "step"]
 Flow = Generator[ops.Op, Any, list[Reply]]
 ACTIVATION_STEPS = 9
 REVOKE_REASONS = ("lost_phone", "new_phone", "student_request")
-# A yes button's data is this plus what it confirms ("request", "renew", "revoke", "support").
+# A yes button's data is this plus what it confirms ("request", "replace", "renew", "revoke", "support").
 CONFIRM_YES = "confirm:yes:"
 # Digits in the one-time code e-mailed to bind a chat account (core.conversation.runner makes them).
 CHAT_CODE_LENGTH = 6
 BOUND_STEPS = {
-    "menu", "confirm_request", "confirm_renew", "revoke_reason", "confirm_revoke",
+    "menu", "confirm_request", "confirm_replace", "confirm_renew", "revoke_reason", "confirm_revoke",
     "help_steps", "support_text", "confirm_support", "confirm_forget",
 }
 # Answers to a yes/no question typed instead of pressing a button ("t"/"n" as on Polish forms).
@@ -493,6 +494,9 @@ def _bound(turn: Turn) -> Generator[ops.Op, Any, None]:
     if step_name == "confirm_request":
         yield from _confirm(turn, _do_request, "request")
         return
+    if step_name == "confirm_replace":
+        yield from _confirm(turn, _do_replace, "replace")
+        return
     if step_name == "confirm_renew":
         yield from _confirm(turn, _do_renew, "renew")
         return
@@ -531,7 +535,7 @@ def _status_buttons(overview: ops.Overview) -> list[list[tuple[str, str]]]:
     rows: list[list[tuple[str, str]]] = []
     credential = overview.credential
     live = credential is not None and credential.state in ("requested", "pending_activation", "active")
-    if not live and not overview.ineligible:
+    if (not live and not overview.ineligible) or overview.replacement_possible:
         rows.append([("request", "menu:request")])
     if overview.renewal_possible:
         rows.append([("renew", "menu:renew")])
@@ -557,6 +561,8 @@ def _show_status(turn: Turn) -> Generator[ops.Op, Any, None]:
         lines.append(turn.t("status.active", valid_until=format_date(credential.valid_until)))
         if overview.renewal_possible and overview.renewal_until:
             lines.append(turn.t("status.renewal_possible", until=format_date(overview.renewal_until)))
+        if overview.replacement_possible and overview.replacement_until:
+            lines.append(turn.t("status.replacement_possible", until=format_date(overview.replacement_until)))
     elif credential.state == "requested":
         lines.append(turn.t("status.requested"))
     else:
@@ -602,8 +608,16 @@ def _offer_request(turn: Turn) -> Generator[ops.Op, Any, None]:
         turn.say_text(_ineligible_text(turn, overview.ineligible))
         return
     credential = overview.credential
+    if credential is not None and credential.state == "active" and overview.replacement_possible:
+        _offer_replace(turn, overview, credential)
+        return
     if credential is not None and credential.state in ("requested", "pending_activation", "active"):
-        turn.say(f"request.already_{credential.state}", [[("status", "menu:status"), ("revoke", "menu:revoke")]])
+        text = turn.t(f"request.already_{credential.state}")
+        if credential.state == "active" and turn.config.policy == "els":
+            # Not "revoke it first" alone: under the ELS policy a new application replaces it, and
+            # the student hears when that becomes possible.
+            text += "\n\n" + _els_situation(turn, overview, credential)
+        turn.say_text(text, [[("status", "menu:status"), ("revoke", "menu:revoke")]])
         return
     turn.state.step = "confirm_request"
     short_until = overview.short_validity_until
@@ -620,6 +634,50 @@ def _offer_request(turn: Turn) -> Generator[ops.Op, Any, None]:
     turn.say("request.confirm", buttons, email=overview.masked_email, days=turn.config.activation_window_days)
 
 
+def _offer_replace(turn: Turn, overview: ops.Overview, credential: ops.CredentialView) -> None:
+    """ELS policy: the same confirmation as a first application, saying that it replaces the active one."""
+    turn.state.step = "confirm_replace"
+    buttons = [[("confirm", f"{CONFIRM_YES}replace"), ("cancel", "confirm:no")]]
+    params = {"email": overview.masked_email, "valid_until": format_date(credential.valid_until),
+              "until": format_date(overview.replacement_until) if overview.replacement_until else ""}
+    if overview.replacement_activation_until is not None:
+        turn.say("request.confirm_replace_until", buttons, deadline=turn.when(overview.replacement_activation_until),
+                 **params)
+        return
+    turn.say("request.confirm_replace", buttons, days=turn.config.activation_window_days, **params)
+
+
+def _els_situation(turn: Turn, overview: ops.Overview, credential: ops.CredentialView | None) -> str:
+    """ELS policy: where the student stands on the way to the next semester's credential."""
+    reason = overview.replacement_reason
+    valid_until = format_date(credential.valid_until) if credential else ""
+    els_until = format_date(overview.els_valid_until) if overview.els_valid_until else ""
+    if overview.replacement_possible and overview.replacement_until:
+        return turn.t("renew.els_replace_now", els_valid_until=els_until,
+                      until=format_date(overview.replacement_until))
+    if credential is None or credential.state not in ("requested", "pending_activation", "active"):
+        return turn.t("renew.els_none")
+    if credential.state != "active":
+        return turn.t(f"request.already_{credential.state}")
+    if reason == "too_early" and overview.replacement_opens_on:
+        return turn.t("renew.els_too_early", valid_until=valid_until,
+                      opens_on=format_date(overview.replacement_opens_on))
+    if reason == "els_not_extended":
+        return turn.t("renew.els_not_extended", valid_until=valid_until, els_valid_until=els_until)
+    return turn.t("renew.not_eligible")
+
+
+def _explain_els_renewal(turn: Turn, overview: ops.Overview) -> None:
+    """/renew under the ELS policy: never renewed; a new application once the card is extended."""
+    credential = overview.credential
+    text = turn.t("renew.els_apply_again") + "\n\n" + _els_situation(turn, overview, credential)
+    live = credential is not None and credential.state in ("requested", "pending_activation", "active")
+    if overview.replacement_possible or not live:
+        turn.say_text(text, [[("request", "menu:request")], [("status", "menu:status")]])
+        return
+    turn.say_text(text, [[("status", "menu:status")]])
+
+
 def _offer_renew(turn: Turn) -> Generator[ops.Op, Any, None]:
     overview = yield from _overview(turn)
     if overview is None:
@@ -629,6 +687,9 @@ def _offer_renew(turn: Turn) -> Generator[ops.Op, Any, None]:
         # Not "apply if you have none": they may not have one at all, and hear why.
         turn.say_text(turn.t("renew.ineligible") + "\n\n" + _ineligible_text(turn, overview.ineligible),
                       [[("status", "menu:status")]])
+        return
+    if turn.config.policy == "els":
+        _explain_els_renewal(turn, overview)
         return
     if not overview.renewal_possible or overview.renewal_until is None:
         valid_until = format_date(overview.credential.valid_until) if overview.credential else ""
@@ -706,9 +767,27 @@ def _do_request(turn: Turn) -> Flow:
     return []
 
 
+def _do_replace(turn: Turn) -> Flow:
+    assert turn.state.student_id is not None
+    result = yield ops.RequestCredential(turn.state.student_id, turn.lang, replace=True)
+    if not result.ok or result.credential is None:
+        _service_error(turn, result)
+        return []
+    overview = yield ops.StudentOverview(turn.state.student_id)
+    deadline = result.credential.activation_deadline
+    turn.say("request.done_replace", [[("activation_help", "menu:help"), ("status", "menu:status")]],
+             email=overview.masked_email if overview else "", deadline=turn.when(deadline) if deadline else "",
+             valid_until=format_date(result.credential.valid_until))
+    return []
+
+
 def _do_renew(turn: Turn) -> Flow:
     assert turn.state.student_id is not None
     result = yield ops.RenewCredential(turn.state.student_id, turn.lang)
+    if result.error == "els_apply_again":
+        # A renewal confirmed before the ELS policy was in force: say what to do instead.
+        yield from _offer_renew(turn)
+        return []
     if not result.ok or result.credential is None:
         _service_error(turn, result)
         return []
@@ -830,7 +909,7 @@ def _prompt(turn: Turn) -> Generator[ops.Op, Any, None]:
         turn.say("identify.ask_code", [[("resend_code", "code:resend")]])
     elif state.step == "support_text":
         turn.say("support.ask")
-    elif state.step in ("confirm_request", "confirm_renew", "confirm_revoke", "confirm_support"):
+    elif state.step in ("confirm_request", "confirm_replace", "confirm_renew", "confirm_revoke", "confirm_support"):
         what = state.step.removeprefix("confirm_")
         turn.say("confirm.buttons", [[("confirm", f"{CONFIRM_YES}{what}"), ("cancel", "confirm:no")]])
     elif state.step == "confirm_forget":

@@ -146,6 +146,14 @@ class Overview:
     short_validity_until: date | None = None  # set when the ELS card would cut a new credential short
     # Set when the end of a new credential's validity would cut its activation window short.
     short_activation_until: datetime | None = None
+    # ELS policy: a new application replacing the active credential (core.credentials.replacement_check).
+    replacement_possible: bool = False
+    replacement_reason: str = "not_els"
+    replacement_until: date | None = None  # the new credential's end
+    replacement_opens_on: date | None = None  # the first day a new application may replace it
+    # Set when the new credential's end would cut its activation window short.
+    replacement_activation_until: datetime | None = None
+    els_valid_until: date | None = None
 
 
 @dataclass(frozen=True)
@@ -165,10 +173,12 @@ class ServiceResult:
 
 @dataclass(frozen=True)
 class RequestCredential:
-    """-> ServiceResult."""
+    """-> ServiceResult. `replace`: a new application replacing the active credential (ELS
+    policy), confirmed as such; without it an active credential refuses the application."""
 
     student_id: int
     language: str
+    replace: bool = False
 
 
 @dataclass(frozen=True)

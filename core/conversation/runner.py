@@ -247,18 +247,27 @@ class _Executor:
         eligibility = check_eligibility(student, policy, today)
         credential = credential_service.latest_credential(self.session, op.student_id)
         renewal = credential_service.renewal_check(self.ctx, student, credential)
-        short_activation_until = None
+        replacement = credential_service.replacement_check(self.ctx, student, credential)
+        now = self.ctx.clock.now()
+        short_activation_until = replacement_activation_until = None
         if eligibility.ok:
-            now = self.ctx.clock.now()
             window = credential_service.activation_window(self.ctx, validity_end(student, policy, today), now)
             if window < self.ctx.activation_window:
                 short_activation_until = now + window
+        if replacement.possible and replacement.new_valid_until is not None:
+            window = credential_service.activation_window(self.ctx, replacement.new_valid_until, now)
+            if window < self.ctx.activation_window:
+                replacement_activation_until = now + window
         return ops.Overview(
             first_name=student.first_name, masked_email=mask_email(student.email),
             ineligible=tuple(str(r) for r in eligibility.reasons), credential=_view(credential, student),
             renewal_possible=renewal.possible, renewal_reason=renewal.reason, renewal_until=renewal.new_valid_until,
             short_validity_until=short_els_validity(student, policy, today) if eligibility.ok else None,
             short_activation_until=short_activation_until,
+            replacement_possible=replacement.possible, replacement_reason=replacement.reason,
+            replacement_until=replacement.new_valid_until, replacement_opens_on=replacement.opens_on,
+            replacement_activation_until=replacement_activation_until,
+            els_valid_until=student.els_valid_until if policy is Policy.ELS else None,
         )
 
     def _actor(self) -> str:
@@ -268,6 +277,8 @@ class _Executor:
         student = self.session.get(Student, op.student_id)
         assert student is not None
         self._expire_overdue(op.student_id)
+        if op.replace:
+            return self._replace(student, op)
         try:
             with self.session.begin_nested():
                 credential = credential_service.request_credential(
@@ -279,12 +290,30 @@ class _Executor:
             return ops.ServiceResult(False, "already")
         return ops.ServiceResult(True, credential=_view(credential))
 
+    def _replace(self, student: Student, op: ops.RequestCredential) -> ops.ServiceResult:
+        """A new application replacing the active credential (ELS policy), as the student confirmed it."""
+        current = credential_service.live_credential(self.session, op.student_id)
+        if current is None:
+            return ops.ServiceResult(False, "replace_failed")
+        try:
+            with self.session.begin_nested():
+                credential = credential_service.replace_credential(
+                    self.ctx, self.session, student, current, channel=self.event.channel, actor=self._actor(),
+                    language=op.language)
+        except ConflictError:
+            # Nothing revoked: the savepoint took the whole replacement back.
+            return ops.ServiceResult(False, "replace_failed")
+        return ops.ServiceResult(True, credential=_view(credential))
+
     def _RenewCredential(self, op: ops.RenewCredential) -> ops.ServiceResult:
         self._expire_overdue(op.student_id)
         student = self.session.get(Student, op.student_id)
         credential = credential_service.live_credential(self.session, op.student_id)
         if student is None or credential is None:
             return ops.ServiceResult(False, "no_credential")
+        check = credential_service.renewal_check(self.ctx, student, credential)
+        if check.reason == credential_service.ELS_APPLY_AGAIN:
+            return ops.ServiceResult(False, check.reason)
         try:
             with self.session.begin_nested():
                 credential_service.renew(self.ctx, self.session, student, credential, channel=self.event.channel,

@@ -1,5 +1,9 @@
 """Reminders: validity ending, activation window closing, a new semester to renew in. Each once.
 
+What they advise follows the issuing policy: stand-alone, renew ("Renew"); under the ELS
+policy a credential is never renewed, so they advise a new application ("Apply") once the ELS
+card is extended (core.credentials.replacement_check), never "Renew".
+
 "Once per credential and kind" is a fact of the database: a ReminderLog row (unique
 credential_id, kind) is inserted in the same transaction as the outbox row, so a second
 run, a restart or another process gets a unique violation and sends nothing.
@@ -23,7 +27,7 @@ from sqlmodel import Session, col, select
 from core.clock import WARSAW
 from core.compose import format_date, format_datetime
 from core.context import AppContext
-from core.credentials import renewal_check
+from core.credentials import ELS_APPLY_AGAIN, renewal_check, replacement_check
 from core.db import unit_of_work
 from core.jobs.ledger import JobResult
 from core.jobs.notify import chat_links, email_language, email_languages, queue_chat, queue_email
@@ -112,10 +116,17 @@ def reminders(ctx: AppContext) -> JobResult:
             check = renewal_check(ctx, student, credential)
             if check.possible:
                 return Reminder(kind, "jobs.reminder.validity", params, [("jobs.button.renew", "menu:renew")])
-            if check.reason == "els_expired":
-                # ELS policy: the ID ends with the card; only a new application after the
-                # card is extended gives a new one. "Renew" would be refused.
-                return Reminder(kind, "jobs.reminder.validity_els", params, [("jobs.button.apply", "menu:request")])
+            if check.reason == ELS_APPLY_AGAIN:
+                # ELS policy: never renewed; a new application replaces it, once the card is extended.
+                replacement = replacement_check(ctx, student, credential)
+                if replacement.possible and replacement.new_valid_until is not None:
+                    return Reminder(kind, "jobs.reminder.validity_els_apply",
+                                    {**params, "new_valid_until": format_date(replacement.new_valid_until)},
+                                    [("jobs.button.apply", "menu:request")])
+                if replacement.reason == "els_not_extended":
+                    # The ID ends with the card: extend it, then apply.
+                    return Reminder(kind, "jobs.reminder.validity_els", params,
+                                    [("jobs.button.apply", "menu:request")])
             # Not eligible (or not yet renewable): no advice we can give that would work.
             return None
 
@@ -152,6 +163,17 @@ def reminders(ctx: AppContext) -> JobResult:
     if settings.semester_start and today >= start + timedelta(days=settings.semester_start_days_after):
         def semester(credential: Credential, student: Student) -> Reminder | None:
             check = renewal_check(ctx, student, credential)
+            if check.reason == ELS_APPLY_AGAIN:
+                # ELS policy: a new application once the card is extended for the new semester
+                # (whether it already is or not: the text says both), never "renew".
+                replacement = replacement_check(ctx, student, credential)
+                if replacement.reason not in ("ok", "els_not_extended"):
+                    return None
+                return Reminder(
+                    f"semester-start-{start.isoformat()}", "jobs.reminder.semester_start_els",
+                    {"valid_until": format_date(credential.valid_until)},
+                    [("jobs.button.apply", "menu:request")],
+                )
             if not check.possible or check.new_valid_until is None:
                 return None
             return Reminder(
@@ -161,7 +183,8 @@ def reminders(ctx: AppContext) -> JobResult:
                 [("jobs.button.renew", "menu:renew")],
             )
 
-        # renewal_check refuses anything ending later than the renewal window: do not even load it.
+        # renewal_check (replacement_check) refuses anything ending later than the renewal window:
+        # do not even load it.
         # A credential issued in this semester needs no "the semester has started" nudge.
         window = timedelta(days=ctx.settings.credential.renewal_window_days)
         started = datetime.combine(start, time(0), tzinfo=WARSAW)
