@@ -49,6 +49,9 @@ class EndReason(StrEnum):
     NOT_ELIGIBLE = "not_eligible"
     # ELS policy: a new application for the next semester took its place (core.credentials.replace_credential).
     REPLACED = "replaced"
+    # The register's university address changed: activation data sent to the old one is dead
+    # (core.email_change); the student applies again and gets it at the new address.
+    EMAIL_CHANGED = "email_changed"
 
 
 # After these the student cannot simply apply again (a graduate or a student removed from the

@@ -53,7 +53,10 @@ def test_header_only_sync_is_refused_unless_forced(
 
     forced = run(["registry", "import", empty, "--sync", "--allow-mass-removal", "--json"], cli_env)
     assert forced.returncode == 0, forced.stderr
-    assert json.loads(forced.stdout)["removed"] == sum(r["status"] != "removed" for r in rows)
+    # Only the active ones: a missing graduated or suspended student keeps that status.
+    forced_report = json.loads(forced.stdout)
+    assert forced_report["removed"] == sum(r["status"] == "active" for r in rows)
+    assert forced_report["kept_absent"] == sum(r["status"] in ("graduated", "suspended") for r in rows)
 
 
 def test_cut_off_export_is_refused(cli_env: dict[str, str], tmp_path: Path, rows: list[dict[str, str]]) -> None:

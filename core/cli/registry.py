@@ -10,21 +10,23 @@ import typer
 
 from core.cli.common import build_context, emit_json, friendly_errors
 from core.db import unit_of_work
-from core.errors import MassRemovalError, RegisterImportError
+from core.errors import MassRemovalError, MlegError, RegisterImportError
 from core.register import HEADER, ImportReport, import_register, parse_register
 
 app = typer.Typer(help="The student register (rejestr studentów).", no_args_is_help=True)
 
 
-def _refused_json(file: Path, exc: RegisterImportError | MassRemovalError) -> dict[str, Any]:
+def _refused_json(file: Path, exc: MlegError) -> dict[str, Any]:
     """What --json prints for a refused file: every problem as {line, message}."""
     problems: list[dict[str, Any]]
+    extra: dict[str, Any] = {}
     if isinstance(exc, MassRemovalError):
         problems = [{"line": None, "message": exc.reason}]
-        extra: dict[str, Any] = {"would_remove": exc.would_remove, "active": exc.active}
-    else:
+        extra = {"would_remove": exc.would_remove, "active": exc.active}
+    elif isinstance(exc, RegisterImportError):
         problems = [{"line": line or None, "message": message} for line, message in exc.problems]
-        extra = {}
+    else:  # the database refused the writes (RegisterWriteError): no line to name
+        problems = [{"line": None, "message": str(exc)}]
     return {"file": str(file), "ok": False, "refused": True, "changed": False, "problems": problems, **extra}
 
 
@@ -38,6 +40,14 @@ def _print_report(report: ImportReport, *, dry_run: bool, sync: bool) -> None:
         typer.echo(f"albums that would be marked removed ({len(report.albums_removed)}):")
         typer.echo(textwrap.fill(" ".join(report.albums_removed), width=100,
                                  initial_indent="  ", subsequent_indent="  "))
+    if report.kept_absent:
+        typer.echo(f"{report.kept_absent} graduated or suspended student(s) missing from the file kept as they are")
+    if report.pesel_moved:
+        typer.echo(f"{report.pesel_moved} PESEL(s) moved from an album missing from the file to a new one; "
+                   f"{report.credentials_moved} live credential(s) moved with them")
+    if report.email_changed:
+        typer.echo(f"{report.email_changed} e-mail address(es) changed: {report.activations_revoked} pending "
+                   f"activation(s) revoked, {report.mail_cancelled} unsent e-mail(s) to old addresses cancelled")
 
 
 @app.command("import")
@@ -46,7 +56,9 @@ def import_command(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
                                          help="CSV file, UTF-8, comma-separated.")],
     sync: Annotated[bool, typer.Option("--sync", help=(
-        "Also mark students missing from the file as removed (skreśleni) as of today."))] = False,
+        "Also mark active students missing from the file as removed (skreśleni) as of today "
+        "(graduated and suspended ones stay as they are); a PESEL of a missing album moves to "
+        "the album in the file that has it."))] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help=(
         "Validate and report (with --sync: the albums that would be marked removed); change nothing."))] = False,
     allow_mass_removal: Annotated[bool, typer.Option("--allow-mass-removal", help=(
@@ -69,11 +81,11 @@ def import_command(
             report = import_register(
                 session, rows, now=ctx.clock.now(), today=ctx.clock.today(), sync=sync,
                 actor="cli", source=str(file), max_removed_share=ctx.settings.registry.max_removed_share,
-                allow_mass_removal=allow_mass_removal or dry_run,
+                allow_mass_removal=allow_mass_removal or dry_run, ctx=ctx, dry_run=dry_run,
             )
             if dry_run:
                 session.rollback()
-    except (RegisterImportError, MassRemovalError) as exc:
+    except MlegError as exc:
         if not as_json:
             raise
         emit_json(_refused_json(file, exc))
@@ -85,6 +97,9 @@ def import_command(
         "file": str(file), "rows": report.total, "added": report.added, "updated": report.updated,
         "unchanged": report.unchanged, "removed": report.removed, "dry_run": dry_run,
         "albums_removed": report.albums_removed, "mass_removal": report.mass_removal, "ok": refused is None,
+        "kept_absent": report.kept_absent, "pesel_moved": report.pesel_moved,
+        "credentials_moved": report.credentials_moved, "email_changed": report.email_changed,
+        "activations_revoked": report.activations_revoked, "mail_cancelled": report.mail_cancelled,
     }
     if as_json:
         emit_json(summary)

@@ -1,9 +1,10 @@
 """Register sync on a schedule: the configured CSV, with the rules of `mleg registry import --sync`.
 
 A refused file changes nothing; the run is recorded as failed with the number of problems
-(never the lines themselves: they may quote a PESEL). A file that is empty or would mark more
-than MLEG_REGISTRY__MAX_REMOVED_SHARE of the active students removed is refused too: unattended,
-a cut-off export must not revoke the university. Only an operator may force that, by hand.
+(never the lines themselves: they may quote a PESEL; nor the database's message, which quotes
+rows). A file that is empty or would mark more than MLEG_REGISTRY__MAX_REMOVED_SHARE of the
+active students removed is refused too: unattended, a cut-off export must not revoke the
+university. Only an operator may force that, by hand.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from core.context import AppContext
 from core.db import unit_of_work
 from core.errors import MassRemovalError, RegisterImportError
 from core.jobs.ledger import JobResult
-from core.register import import_register, parse_register
+from core.register import RegisterWriteError, import_register, parse_register
 
 __all__ = ["sync_register"]
 
@@ -38,7 +39,7 @@ def sync_register(ctx: AppContext) -> JobResult:
             report = import_register(
                 session, rows, now=ctx.clock.now(), today=ctx.clock.today(), sync=True,
                 actor="jobs", source=str(path),
-                max_removed_share=ctx.settings.registry.max_removed_share, allow_mass_removal=False,
+                max_removed_share=ctx.settings.registry.max_removed_share, allow_mass_removal=False, ctx=ctx,
             )
     except MassRemovalError as exc:
         log.error("register sync: %s refused, the register is unchanged: %s", path.name, exc.reason)
@@ -52,7 +53,16 @@ def sync_register(ctx: AppContext) -> JobResult:
         log.error("register sync: %s refused, %d problem(s); the register is unchanged",
                   path.name, len(exc.problems))
         return {"ok": False, "file": path.name, "refused": True, "problems": len(exc.problems)}
-    return {
+    except RegisterWriteError as exc:
+        log.error("register sync: %s refused: %s", path.name, exc)
+        return {"ok": False, "file": path.name, "refused": True, "error": str(exc)}
+    result = {
         "file": path.name, "rows": report.total, "added": report.added, "updated": report.updated,
         "unchanged": report.unchanged, "removed": report.removed,
     }
+    # Said only when it happened, so a quiet night's ledger reads as before.
+    for name in ("kept_absent", "pesel_moved", "credentials_moved", "email_changed", "activations_revoked",
+                 "mail_cancelled"):
+        if getattr(report, name):
+            result[name] = getattr(report, name)
+    return result
