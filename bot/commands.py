@@ -2,7 +2,8 @@
 
 Registered for private chats only (BotCommandScopeAllPrivateChats), once per language
 and once without a language (the fallback Telegram shows to everyone else, in the
-university's default language). Descriptions come from the catalogs (bot.commands.*).
+university's default language). Descriptions come from the catalogs (bot.commands.*), worded
+for the issuing policy in force where it matters (bot.commands.renew_els).
 """
 
 from __future__ import annotations
@@ -21,16 +22,23 @@ COMMANDS = ("start", "request", "status", "renew", "revoke", "help", "support", 
             "forget")
 
 
-def command_list(catalog: Catalog, language: str) -> list[BotCommand]:
-    return [BotCommand(name, catalog.text(language, f"bot.commands.{name}")) for name in COMMANDS]
+def _description(catalog: Catalog, language: str, name: str, policy: str) -> str:
+    # `bot.commands.<name>_<policy>` where the issuing policy words it otherwise: under the
+    # ELS policy /renew renews nothing, it tells how to apply again (core.conversation.engine).
+    specific = f"bot.commands.{name}_{policy}"
+    return catalog.text(language, specific if catalog.has(language, specific) else f"bot.commands.{name}")
 
 
-async def register_commands(bot: Bot, catalog: Catalog, default_language: str) -> None:
+def command_list(catalog: Catalog, language: str, policy: str = "standalone") -> list[BotCommand]:
+    return [BotCommand(name, _description(catalog, language, name, policy)) for name in COMMANDS]
+
+
+async def register_commands(bot: Bot, catalog: Catalog, default_language: str, policy: str = "standalone") -> None:
     """Best effort: a bot without its menu still works, so a failure is logged, not raised."""
     scope = BotCommandScopeAllPrivateChats()
     try:
         for language in LANGUAGES:
-            await bot.set_my_commands(command_list(catalog, language), scope=scope, language_code=language)
-        await bot.set_my_commands(command_list(catalog, default_language), scope=scope)
+            await bot.set_my_commands(command_list(catalog, language, policy), scope=scope, language_code=language)
+        await bot.set_my_commands(command_list(catalog, default_language, policy), scope=scope)
     except TelegramError as exc:
         log.warning("setMyCommands failed: %s", exc.message)

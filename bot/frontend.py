@@ -59,7 +59,8 @@ class TelegramFrontend:
         await runtime.acquire()
         self.runtime = runtime
         settings = self.ctx.settings.telegram
-        await register_commands(runtime.bot, self.ctx.catalog, self.ctx.settings.default_language)
+        await register_commands(runtime.bot, self.ctx.catalog, self.ctx.settings.default_language,
+                                self.ctx.settings.policy)
         await runtime.app.start()
         if settings.webhook_url:
             assert runtime.app.updater is not None and settings.webhook_secret is not None

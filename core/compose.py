@@ -7,6 +7,7 @@ never chose one still reads the message.
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from datetime import date, datetime
 
 from core.catalog import Catalog
@@ -102,14 +103,28 @@ def activation_email(
 
 
 def notice_email(
-    catalog: Catalog, key: str, *, language: str, subject_key: str | None = None, **params: object
+    catalog: Catalog,
+    key: str,
+    *,
+    language: str,
+    subject_key: str | None = None,
+    catalog_params: Mapping[str, str] | None = None,
+    **params: object,
 ) -> OutgoingMessage:
-    """A plain notice in both languages (revocation, reminder, chat-binding code...)."""
+    """A plain notice in both languages (revocation, reminder, chat-binding code...).
+
+    `catalog_params`: placeholders whose value is itself a catalog text (name -> key, e.g.
+    reason -> "end_reason.new_phone"), put into each half in that half's language: a reason
+    rendered once would stand in Polish in the English half.
+    """
     subject_key = subject_key or f"{key}.subject"
-    texts = [catalog.text(lang, f"{key}.body", **params) for lang in (language, other_language(language))]
-    subject = " / ".join(
-        catalog.text(lang, subject_key, **params) for lang in (language, other_language(language))
-    )
+    languages = (language, other_language(language))
+    per_language = {
+        lang: {**params, **{name: catalog.text(lang, ref) for name, ref in (catalog_params or {}).items()}}
+        for lang in languages
+    }
+    texts = [catalog.text(lang, f"{key}.body", **per_language[lang]) for lang in languages]
+    subject = " / ".join(catalog.text(lang, subject_key, **per_language[lang]) for lang in languages)
     text = "\n\n----------\n\n".join(texts)
     return OutgoingMessage(
         subject=subject,

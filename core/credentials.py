@@ -39,6 +39,7 @@ __all__ = [
     "ReplacementCheck",
     "activate",
     "activation_window",
+    "effective_activation_deadline",
     "effective_valid_until",
     "expire_activation_window",
     "expire_overdue_activation",
@@ -93,6 +94,16 @@ def effective_valid_until(student: Student, credential: Credential) -> date:
     if student.status == StudentStatus.REMOVED and student.removed_on is not None:
         return min(credential.valid_until, removal_deadline(student.removed_on))
     return credential.valid_until
+
+
+def effective_activation_deadline(student: Student, credential: Credential) -> datetime | None:
+    """The last moment the credential's activation data can serve: its deadline, or sooner the
+    end of the credential's last day when a removal brings that end forward (data activating a
+    credential that has ended is of no use, and the student must not be told to wait for it)."""
+    deadline = credential.activation_deadline
+    if deadline is None:
+        return None
+    return min(deadline, end_of_day(effective_valid_until(student, credential)))
 
 
 def activation_window(ctx: AppContext, valid_until: date, now: datetime) -> timedelta:
@@ -476,7 +487,8 @@ def revoke(
             message=notice_email(
                 ctx.catalog, _ENDED_NOTICES.get(str(reason), "email.revoked"), language=language,
                 first_name=student.first_name,
-                reason=ctx.catalog.text(language, f"end_reason.{reason}"),
+                # Each half of the bilingual mail in its own language, not the student's twice.
+                catalog_params={"reason": f"end_reason.{reason}"},
                 university=ctx.settings.university.name,
             ),
             now=now, language=language, student_id=student.id, credential_id=credential.id,

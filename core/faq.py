@@ -157,6 +157,17 @@ class FaqEntry:
     action: str | None = None
     personal: bool = False
     topic: tuple[Phrase, ...] = ()  # one must be in the question, else the entry scores nothing
+    # Per issuing policy ("els", "standalone"): (policy, answer or None, action or None), from
+    # an optional `[entry.policy.<name>]` table; what it leaves out is the entry's own.
+    by_policy: tuple[tuple[str, str | None, str | None], ...] = ()
+
+    def answer_for(self, policy: str) -> str:
+        """The answer under the issuing policy in force (settings.policy)."""
+        return next((answer for name, answer, _ in self.by_policy if name == policy and answer), self.answer)
+
+    def action_for(self, policy: str) -> str | None:
+        """The chat button under the issuing policy in force."""
+        return next((action for name, _, action in self.by_policy if name == policy and action), self.action)
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,10 @@ def _phrases(keywords: list[str], language: str) -> tuple[Phrase, ...]:
 
 
 def _entry(item: dict[str, Any], default_topic: list[str], language: str) -> FaqEntry:
+    by_policy = tuple(
+        (str(name), (override.get("answer") or "").strip() or None, override.get("action") or None)
+        for name, override in item.get("policy", {}).items()
+    )
     return FaqEntry(
         id=item["id"],
         answer=item["answer"].strip(),
@@ -184,6 +199,7 @@ def _entry(item: dict[str, Any], default_topic: list[str], language: str) -> Faq
         action=item.get("action") or None,
         personal=bool(item.get("personal", False)),
         topic=_phrases(item.get("topic", default_topic), language),
+        by_policy=by_policy,
     )
 
 

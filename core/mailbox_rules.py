@@ -19,7 +19,12 @@ from sqlmodel import Session, col, select
 from core import outbox, support
 from core.compose import format_date, format_datetime
 from core.context import AppContext
-from core.credentials import effective_valid_until, expire_overdue_activation, latest_credential
+from core.credentials import (
+    effective_activation_deadline,
+    effective_valid_until,
+    expire_overdue_activation,
+    latest_credential,
+)
 from core.eligibility import Policy, check_eligibility
 from core.faq import Faq, detect_language
 from core.lifecycle import STUDIES_ENDED
@@ -221,9 +226,13 @@ def _status_text(ctx: AppContext, session: Session, student: Student, lang: str)
     if credential is None:
         lines.append(t(lang, "status.none"))
     elif credential.state == "pending_activation" and credential.activation_deadline:
+        # As the chat: a removal brings the end forward, and the activation deadline with it.
+        ends = effective_valid_until(student, credential)
+        deadline = effective_activation_deadline(student, credential) or credential.activation_deadline
         lines.append(t(lang, "status.pending_activation", email=student.email,
-                       deadline=format_datetime(credential.activation_deadline),
-                       valid_until=format_date(credential.valid_until)))
+                       deadline=format_datetime(deadline), valid_until=format_date(ends)))
+        if ends < credential.valid_until:
+            lines.append(t(lang, "status.ends_on_removal", until=format_date(ends)))
     elif credential.state == "active":
         ends = effective_valid_until(student, credential)
         lines.append(t(lang, "status.active", valid_until=format_date(ends)))
@@ -384,7 +393,7 @@ def handle_inbound(ctx: AppContext, session: Session, facts: InboundFacts, *, in
         if match.entry.personal and student is not None:
             body = _status_text(ctx, session, student, box.lang)
         else:
-            body = match.entry.answer
+            body = match.entry.answer_for(ctx.settings.policy)
         if box.answer(thread, f"faq-{match.entry.id}", body, recipient=recipient, kind="mail-answer"):
             return Outcome("processed", f"answered from the FAQ ({match.entry.id})", thread.id, True)
         support.escalate_thread(ctx, session, thread, text=box.body_for_staff(), key="capped")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -32,14 +33,27 @@ class StaffRevokeReason(StrEnum):
 
 
 
+def _effective(credential: Credential, student: Student | None) -> tuple[date, datetime | None]:
+    """The credential's real end and activation deadline: a removal from the student list brings
+    both forward (one month after it), as the chat and the e-mail answers tell the student."""
+    if student is None:
+        return credential.valid_until, credential.activation_deadline
+    return (service.effective_valid_until(student, credential),
+            service.effective_activation_deadline(student, credential))
+
+
 def _public(credential: Credential, student: Student | None) -> dict[str, Any]:
+    ends, deadline = _effective(credential, student)
     return {
         "id": credential.id,
         "public_id": credential.public_id,
         "state": credential.state,
         "policy": credential.policy,
         "valid_until": credential.valid_until,
+        # valid_until is the credential's own (semester or ELS) end; these are what is in force.
+        "effective_valid_until": ends,
         "activation_deadline": credential.activation_deadline,
+        "effective_activation_deadline": deadline,
         "created_at": credential.created_at,
         "activated_at": credential.activated_at,
         "ended_at": credential.ended_at,
@@ -77,12 +91,17 @@ def list_command(
         return
     print_table(
         ["id", "album", "student", "state", "valid_until", "activation_deadline"],
-        [
-            (c.id, s.album, f"{s.first_name} {s.last_name}", c.state, c.valid_until,
-             c.activation_deadline.date() if c.activation_deadline else "")
-            for c, s in rows
-        ],
+        [_row(c, s) for c, s in rows],
     )
+
+
+def _row(credential: Credential, student: Student) -> tuple[Any, ...]:
+    """A table row: the ends in force; one a removal brought forward is marked, with the credential's own."""
+    ends, deadline = _effective(credential, student)
+    valid_until = (str(ends) if ends == credential.valid_until
+                   else f"{ends} (removed; own {credential.valid_until})")
+    return (credential.id, student.album, f"{student.first_name} {student.last_name}", credential.state, valid_until,
+            deadline.date() if deadline else "")
 
 
 @app.command("show")

@@ -32,7 +32,7 @@ from core.conversation import ops
 from core.conversation.events import Event, Reply, ReplyButton
 from core.conversation.state import ConversationState
 from core.eligibility import normalize_els_number
-from core.faq import Faq, detect_language
+from core.faq import Faq, FaqMatch, detect_language
 from core.lifecycle import STUDIES_ENDED
 from core.pesel import check_pesel
 from core.redact import redact_personal
@@ -47,6 +47,9 @@ REVOKE_REASONS = ("lost_phone", "new_phone", "student_request")
 CONFIRM_YES = "confirm:yes:"
 # Digits in the one-time code e-mailed to bind a chat account (core.conversation.runner makes them).
 CHAT_CODE_LENGTH = 6
+# FAQ entries that, asked while the chat code is awaited, are about that code: no activation
+# data exists yet, /status is refused before binding, and the code lives minutes, not 30 days.
+CHAT_CODE_QUESTIONS = frozenset({"email_not_arrived", "code_expired"})
 BOUND_STEPS = {
     "menu", "confirm_request", "confirm_replace", "confirm_renew", "revoke_reason", "confirm_revoke",
     "help_steps", "support_text", "confirm_support", "confirm_forget",
@@ -100,6 +103,12 @@ class Turn:
 
     def say(self, key: str, buttons: list[list[tuple[str, str]]] | None = None, **params: Any) -> None:
         self.say_text(self.t(key, **params), buttons)
+
+    def policy_key(self, key: str) -> str:
+        """`key` as the issuing policy in force words it: `<key>_<policy>` when the catalog has one
+        (e.g. `intro_els`: under the ELS policy nothing is renewed), else `key` itself."""
+        specific = f"{key}_{self.config.policy}"
+        return specific if self.config.catalog.has(self.lang, specific) else key
 
     def say_text(self, text: str, buttons: list[list[tuple[str, str]]] | None = None) -> None:
         rows = [[ReplyButton(self.t(f"button.{label}"), data) for label, data in row] for row in buttons or []]
@@ -234,7 +243,7 @@ def _choose_language(turn: Turn, language: str) -> Generator[ops.Op, Any, None]:
         # link must follow, or reminders and e-mails keep the old language.
         yield ops.SetLanguage(language)
     if turn.state.step in ("new", "language"):
-        turn.say("intro")
+        turn.say(turn.policy_key("intro"))
         turn.state.step = "terms"
         _show_terms(turn)
         return
@@ -417,7 +426,12 @@ def _code_step(turn: Turn) -> Generator[ops.Op, Any, None]:
     if sum(ch.isdigit() for ch in turn.text) != CHAT_CODE_LENGTH:
         # Not a code at all ("abc", a question, a typo short of a digit): no guess to count.
         if _looks_like_question(turn.text):
-            _answer_faq(turn, allow_personal=False)
+            match = _faq_match(turn)
+            if match is not None and match.entry.id in CHAT_CODE_QUESTIONS and state.pending_student_id:
+                email = yield ops.MaskedEmail(state.pending_student_id)
+                turn.say("identify.code_help", email=email, minutes=turn.config.chat_code_ttl_minutes)
+            else:
+                _answer_faq(turn, allow_personal=False)
         turn.say("identify.code_format", [[("resend_code", "code:resend")]], length=CHAT_CODE_LENGTH)
         return
     student_key = f"student:{state.pending_student_id}" if state.pending_student_id else None
@@ -468,7 +482,7 @@ def _bound(turn: Turn) -> Generator[ops.Op, Any, None]:
     if command in ("help", "pomoc") or button == "menu:help":
         state.step = "menu"
         if command:  # the "How to activate" button asks only about activation
-            turn.say("help.commands")
+            turn.say(turn.policy_key("help.commands"))
         turn.say("help.choose", [[("steps_one", "help:step"), ("steps_all", "help:all")], [("menu", "menu:status")]])
         return
     if button == "help:all":
@@ -570,6 +584,9 @@ def _show_status(turn: Turn) -> Generator[ops.Op, Any, None]:
         reason = turn.t(f"end_reason.{end_reason}")
         if credential.state == "revoked" and end_reason in STUDIES_ENDED:
             lines.append(turn.t("status.revoked_studies_ended", reason=reason))
+        elif overview.ineligible:
+            # Not "you can apply again": the reasons below say why not (as core.mailbox_rules).
+            lines.append(turn.t(f"status.{credential.state}_ineligible", reason=reason))
         else:
             lines.append(turn.t(f"status.{credential.state}", reason=reason))
     if credential is not None and credential.ends_on_removal and credential.state in ("pending_activation", "active"):
@@ -867,14 +884,20 @@ def _cancel(turn: Turn) -> Generator[ops.Op, Any, None]:
     yield from _prompt(turn)
 
 
-def _answer_faq(turn: Turn, *, allow_personal: bool) -> bool:
+def _faq_match(turn: Turn) -> FaqMatch | None:
+    """The FAQ entry the student's text asks about, in the chat's language or the one typed."""
     if turn.event.kind != "text":
-        return False
+        return None
     match = turn.config.faq.match(turn.text, turn.lang)
     if match is None:
         other = detect_language(turn.text, turn.lang)
         if other != turn.lang:
             match = turn.config.faq.match(turn.text, other)
+    return match
+
+
+def _answer_faq(turn: Turn, *, allow_personal: bool) -> bool:
+    match = _faq_match(turn)
     if match is None:
         return False
     entry = match.entry
@@ -882,13 +905,15 @@ def _answer_faq(turn: Turn, *, allow_personal: bool) -> bool:
         turn.say("identify.first")
         return True
     buttons: list[list[tuple[str, str]]] = []
-    if allow_personal and entry.action in ("status", "request", "renew", "revoke", "help"):
+    # The answer and its button under the policy in force: under the ELS policy "renewal" is a new application.
+    action = entry.action_for(turn.config.policy)
+    if allow_personal and action in ("status", "request", "renew", "revoke", "help"):
         action_label = {"status": "status", "request": "request", "renew": "renew", "revoke": "revoke",
-                        "help": "activation_help"}[entry.action]
-        buttons.append([(action_label, f"menu:{entry.action}")])
+                        "help": "activation_help"}[action]
+        buttons.append([(action_label, f"menu:{action}")])
     if allow_personal:
         buttons.append([("support", "menu:support")])
-    turn.say_text(entry.answer, buttons or None)
+    turn.say_text(entry.answer_for(turn.config.policy), buttons or None)
     return True
 
 

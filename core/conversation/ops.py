@@ -18,6 +18,7 @@ __all__ = [
     "CredentialView",
     "ForgetAccount",
     "IdentifyKeys",
+    "MaskedEmail",
     "MatchStudent",
     "Op",
     "OpenSupportThread",
@@ -84,6 +85,13 @@ class SendBindingCode:
 
     student_id: int
     language: str
+
+
+@dataclass(frozen=True)
+class MaskedEmail:
+    """-> str: the student's register address masked, as SendBindingCode showed it ("" if gone)."""
+
+    student_id: int
 
 
 @dataclass(frozen=True)
@@ -214,7 +222,7 @@ class ForgetAccount:
 
 
 Op = (
-    CheckLocked | RecordWrongGuess | IdentifyKeys | MatchStudent | SendBindingCode | CheckResend
+    CheckLocked | RecordWrongGuess | IdentifyKeys | MatchStudent | SendBindingCode | MaskedEmail | CheckResend
     | VerifyBindingCode | BindAccount
     | SetLanguage | AcceptTerms | StudentOverview | RequestCredential | RenewCredential | RevokeCredential
     | OpenSupportThread | ForgetAccount

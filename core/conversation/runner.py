@@ -6,6 +6,7 @@ created and the replies queued in the outbox commit together or not at all.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import uuid
@@ -30,7 +31,7 @@ from core.faq import Faq
 from core.models import LIVE_STATES, BindingCode, ChatLink, Conversation, Credential, Student, TermsAcceptance
 from core.outgoing import Button, OutgoingMessage
 from core.secrets_box import mask_email
-from core.terms import load_terms
+from core.terms import Terms, TermsSource, load_terms
 
 __all__ = ["ConversationService", "engine_config"]
 
@@ -46,12 +47,13 @@ def _second_number(by: str, number: str) -> str:
     return normalize_els_number(number) if by == "els" else re.sub(r"\s+", "", number).upper()
 
 
-def engine_config(ctx: AppContext) -> EngineConfig:
+def engine_config(ctx: AppContext, terms: Terms | None = None) -> EngineConfig:
+    """The engine's texts and rules; `terms`: the version in force (else read from config/terms for today)."""
     settings = ctx.settings
     return EngineConfig(
         catalog=ctx.catalog,
         faq=Faq.load(settings.config_dir / "faq"),
-        terms=load_terms(settings.config_dir / "terms"),
+        terms=terms or load_terms(settings.config_dir / "terms", ctx.clock.today()),
         policy=settings.policy,
         pesel_hasher=ctx.box.pesel_hash,
         default_language=settings.default_language,
@@ -61,14 +63,16 @@ def engine_config(ctx: AppContext) -> EngineConfig:
 
 
 def _view(credential: Credential | None, student: Student | None = None) -> ops.CredentialView | None:
-    """What the engine sees of a credential; with the student, the end a removal brings forward."""
+    """What the engine sees of a credential; with the student, the end a removal brings forward,
+    and the activation deadline never after it (core.credentials.effective_activation_deadline)."""
     if credential is None:
         return None
-    valid_until = credential.valid_until
+    valid_until, deadline = credential.valid_until, credential.activation_deadline
     if student is not None:
         valid_until = credential_service.effective_valid_until(student, credential)
+        deadline = credential_service.effective_activation_deadline(student, credential)
     return ops.CredentialView(credential.public_id, credential.state, valid_until,
-                              credential.activation_deadline, credential.end_reason,
+                              deadline, credential.end_reason,
                               ends_on_removal=valid_until < credential.valid_until)
 
 
@@ -180,6 +184,10 @@ class _Executor:
                        recipient=student.email, kind="binding-code", message=message, now=now,
                        language=op.language, student_id=student.id)
         return mask_email(student.email)
+
+    def _MaskedEmail(self, op: ops.MaskedEmail) -> str:
+        student = self.session.get(Student, op.student_id)
+        return mask_email(student.email) if student is not None else ""
 
     def _VerifyBindingCode(self, op: ops.VerifyBindingCode) -> tuple[str, int | None]:
         now = self.ctx.clock.now()
@@ -354,7 +362,19 @@ class ConversationService:
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
-        self.config = engine_config(ctx)
+        # The terms are looked up again as the service runs: a new version placed in
+        # config/terms (or one whose date has come) is in force without a restart.
+        self.terms = TermsSource(ctx.settings.config_dir / "terms", today=ctx.clock.today())
+        self._terms_seen = self.terms.current(ctx.clock.today())
+        self.config = engine_config(ctx, self._terms_seen)
+
+    def _current_config(self) -> EngineConfig:
+        """The engine's config with the terms in force now (read again only when they changed)."""
+        terms = self.terms.current(self.ctx.clock.today())
+        if terms is not self._terms_seen:
+            self._terms_seen = terms
+            self.config = dataclasses.replace(self.config, terms=terms)
+        return self.config
 
     def handle(self, event: Event, *, queue_channel: str | None = None) -> list[Reply]:
         """Handle one event in one unit of work.
@@ -368,7 +388,7 @@ class ConversationService:
             if event.event_id and event.event_id in state.handled:
                 return []
             executor = _Executor(self.ctx, session, event)
-            flow = step(self.config, state, event, self.ctx.clock.now())
+            flow = step(self._current_config(), state, event, self.ctx.clock.now())
             try:
                 request = next(flow)
                 while True:
