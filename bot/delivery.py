@@ -5,7 +5,8 @@ idempotency key, so the sender itself guards against doubles and disorder:
 - a message longer than 4096 is sent in parts; the parts already sent are remembered, so
   a retry after a 429 in the middle continues instead of repeating;
 - a row waits while an older row to the same chat is still pending (its retry), so the
-  replies of one turn arrive in order even when one of them was rate-limited;
+  replies of one turn arrive in order even when one of them was rate-limited; waiting is
+  no failed attempt (it uses none of the row's attempts);
 - at most `messages_per_chat_per_second` to one chat (Telegram: about one a second).
 """
 
@@ -36,6 +37,10 @@ __all__ = ["ChatTarget", "Delivery", "retry_seconds"]
 
 log = logging.getLogger(__name__)
 ORDER_GAP = timedelta(milliseconds=50)
+# How soon a row behind an older one that is being sent (by another server: this one sends
+# a chat's rows in one chain) looks again. Not the older row's lease end: that is minutes
+# away, and the older row is usually sent within a second.
+SENDING_RECHECK = timedelta(seconds=2)
 
 
 @dataclass(frozen=True)
@@ -77,9 +82,15 @@ class Delivery:
         ).first()
 
     def wait_behind(self, older: OutboxMessage) -> DeliveryResult:
-        due = older.lease_until if older.status == OutboxStatus.SENDING and older.lease_until else older.next_attempt_at
-        delay = max(timedelta(0), due - self.ctx.clock.now()) + ORDER_GAP
-        return DeliveryResult(ok=False, retry_after=delay, error=f"waiting behind outbox row {older.id}")
+        now = self.ctx.clock.now()
+        if older.status == OutboxStatus.SENDING:
+            # In flight elsewhere; its lease end only bounds the wait (a dead sender's row is due then).
+            lease_left = older.lease_until - now if older.lease_until else SENDING_RECHECK
+            delay = min(SENDING_RECHECK, max(timedelta(0), lease_left))
+        else:
+            delay = max(timedelta(0), older.next_attempt_at - now)
+        return DeliveryResult(ok=False, retry_after=delay + ORDER_GAP, attempted=False,
+                              error=f"waiting behind outbox row {older.id}")
 
     @asynccontextmanager
     async def _paced(self, chat_id: int) -> AsyncIterator[None]:

@@ -11,6 +11,14 @@ The updates of one batch are handled concurrently across chats (up to `concurren
 a time) and one after another within a chat, so a student's turns keep their order
 while other students do not wait behind them; the batch is confirmed once all of it
 was handled.
+
+Telegram allows one getUpdates per bot token at a time; a second one ends the first with
+409 Conflict. Several `mleg serve` on one PostgreSQL therefore poll by turns: the one that
+holds the advisory lock TELEGRAM_POLLING_LOCK polls, the others only send (their outbox
+drainers run regardless) and try the lock now and then, so one takes over when the poller
+dies (PostgreSQL drops the lock with its connection). SQLite is one process: it just polls.
+A 409 that still comes (another installation with the same token, or a webhook set on it)
+is one ERROR naming the cause, and a long pause between tries, not a warning a second.
 """
 
 from __future__ import annotations
@@ -18,20 +26,101 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+import time
 from collections.abc import Hashable
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
 from telegram import Update
 from telegram.error import Conflict, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import Application
 
 from bot.delivery import retry_seconds
+from bot.runtime import runtime_of
+from core.context import AppContext
+from core.jobs.leader import advisory_key
+from core.serve import TELEGRAM_POLLING_LOCK
 
-__all__ = ["Poller"]
+__all__ = ["Poller", "PollingLock"]
 
 log = logging.getLogger(__name__)
 POLL_TIMEOUT_SECONDS = 25
 ERROR_PAUSE_SECONDS = (1.0, 2.0, 5.0, 10.0)
 CONCURRENCY = 32
+# A 409 means someone else holds the token's getUpdates: retrying every second would only take
+# turns with them at ending each other's polls.
+CONFLICT_PAUSE_SECONDS = 30.0
+# How often a server that does not poll tries the polling lock (a take-over waits at most this).
+LOCK_RETRY_SECONDS = 10.0
+# How often the poller proves it still holds the lock (a lost connection is a lost lock).
+LOCK_CHECK_SECONDS = 10.0
+
+
+class PollingLock:
+    """The session-level advisory lock of the one poller, on a connection of its own.
+
+    As core.jobs.leader.Leadership does for the jobs. Its calls run on worker threads and a
+    stop may come while one is under way, so they take turns, and after `release` nothing
+    is taken any more (a try that finished after the stop would keep the lock for good).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._key = advisory_key(TELEGRAM_POLLING_LOCK)
+        self._connection: Connection | None = None
+        self._turns = threading.Lock()
+        self._closed = False
+
+    def try_acquire(self) -> bool:
+        with self._turns:
+            if self._closed:
+                return False
+            if self._connection is not None:
+                try:
+                    self._connection.execute(sa.text("SELECT 1"))
+                    return True
+                except sa.exc.DBAPIError:
+                    log.warning("lost the connection holding the Telegram polling lock; trying to take it again")
+                    self._drop()
+            connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                got = bool(connection.execute(sa.text("SELECT pg_try_advisory_lock(:key)"),
+                                              {"key": self._key}).scalar())
+            except Exception:
+                connection.close()
+                raise
+            if not got:
+                connection.close()
+                return False
+            self._connection = connection
+            return True
+
+    def release(self) -> None:
+        with self._turns:
+            self._closed = True
+            if self._connection is None:
+                return
+            # A connection that is gone took the lock with it: nothing to unlock then.
+            with contextlib.suppress(sa.exc.DBAPIError):
+                self._connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+            self._drop()
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.invalidate()  # never hand a lock-holding connection back to the pool
+            finally:
+                connection.close()
+
+
+def _conflict_cause(message: str) -> str:
+    if "webhook" in message.lower():
+        return ("a webhook is set for this bot token (another installation in webhook mode?), and getUpdates "
+                "cannot be used while it is; remove it (deleteWebhook) or run this one in webhook mode too")
+    return ("another program is polling with this bot token: another installation, or a `mleg serve` on "
+            "another database; Telegram allows one poller per token, so stop it or give it its own token")
 
 
 def order_key(update: Update) -> Hashable:
@@ -44,17 +133,33 @@ def order_key(update: Update) -> Hashable:
 
 
 class Poller:
-    """getUpdates -> process each update in order -> confirm; until stopped."""
+    """getUpdates -> process each update in order -> confirm; until stopped.
 
-    def __init__(self, app: Application, *, timeout: int = POLL_TIMEOUT_SECONDS,  # type: ignore[type-arg]
-                 concurrency: int = CONCURRENCY) -> None:
+    `polling` says whether this server polls now (it holds the polling lock, or needs none);
+    `lock_tries` counts its tries of the lock.
+    """
+
+    def __init__(self, app: Application, *, ctx: AppContext | None = None,  # type: ignore[type-arg]
+                 timeout: int = POLL_TIMEOUT_SECONDS, concurrency: int = CONCURRENCY,
+                 lock_retry_seconds: float = LOCK_RETRY_SECONDS) -> None:
         self.app = app
         self.timeout = timeout
         self._slots = asyncio.Semaphore(concurrency)
         self.offset: int | None = None
         self._task: asyncio.Task[None] | None = None
+        if ctx is None:
+            runtime = runtime_of(app)
+            ctx = runtime.ctx if runtime is not None else None
+        self._engine = ctx.engine if ctx is not None and ctx.engine.dialect.name == "postgresql" else None
+        self._lock: PollingLock | None = None
+        self._lock_retry = lock_retry_seconds
+        self._lock_checked = 0.0
+        self.polling = False
+        self.lock_tries = 0
 
     def start(self) -> None:
+        if self._engine is not None:
+            self._lock = PollingLock(self._engine)
         self._task = asyncio.create_task(self._run(), name="telegram-polling")
 
     async def stop(self) -> None:
@@ -63,27 +168,81 @@ class Poller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self._release()
+
+    async def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        self.polling = False
+        if lock is not None:
+            await asyncio.to_thread(lock.release)
+            log.info("released the Telegram polling lock")
+
+    async def _lead(self) -> bool:
+        """Whether this server polls now; takes the polling lock when it is free."""
+        if self._lock is None:
+            self.polling = True
+            return True
+        if self.polling and time.monotonic() - self._lock_checked < LOCK_CHECK_SECONDS:
+            return True
+        try:
+            held = await asyncio.to_thread(self._lock.try_acquire)
+        except sa.exc.DBAPIError as exc:
+            log.warning("cannot reach the database for the Telegram polling lock: %s", type(exc).__name__)
+            held = False
+        self.lock_tries += 1
+        self._lock_checked = time.monotonic()
+        if held and not self.polling:
+            log.info("took the Telegram polling lock: this server polls Telegram")
+        elif not held and (self.polling or self.lock_tries == 1):
+            log.info("another server polls Telegram (it holds the polling lock): this one only sends, "
+                     "and takes over when that one stops")
+        self.polling = held
+        return held
 
     async def _run(self) -> None:
-        # A webhook left over from webhook mode would make getUpdates fail with 409.
-        await self.app.bot.delete_webhook(drop_pending_updates=False)
         failures = 0
+        in_conflict = False
+        webhook_checked = False
         while True:
+            if not await self._lead():
+                await asyncio.sleep(self._lock_retry)
+                continue
             try:
+                if not webhook_checked:
+                    # A webhook left over from webhook mode would make getUpdates fail with 409.
+                    await self.app.bot.delete_webhook(drop_pending_updates=False)
+                    webhook_checked = True
                 updates = await self.app.bot.get_updates(
                     offset=self.offset, timeout=self.timeout, allowed_updates=Update.ALL_TYPES)
             except InvalidToken:
                 log.error("the Telegram token was refused; polling stopped")
+                await self._release()
                 return
             except RetryAfter as exc:
                 await asyncio.sleep(retry_seconds(exc))
                 continue
-            except (Conflict, TelegramError) as exc:
+            except Conflict as exc:
+                if self._lock is not None:
+                    # Our lock's connection may have dropped and a sibling server taken over the
+                    # polling: then this is a hand-over, not someone else's poller.
+                    self._lock_checked = 0.0
+                    if not await self._lead():
+                        continue
+                if not in_conflict:  # once per episode: the cause does not change by the second
+                    log.error("Telegram refuses our getUpdates (409: %s): %s. Trying again every %.0f s.",
+                              exc.message, _conflict_cause(exc.message), CONFLICT_PAUSE_SECONDS)
+                    in_conflict = True
+                await asyncio.sleep(CONFLICT_PAUSE_SECONDS)
+                continue
+            except TelegramError as exc:
                 pause = ERROR_PAUSE_SECONDS[min(failures, len(ERROR_PAUSE_SECONDS) - 1)]
                 failures += 1
                 log.warning("getUpdates failed (%s); again in %.0fs", exc.message, pause)
                 await asyncio.sleep(pause)
                 continue
+            if in_conflict:
+                log.info("getUpdates works again: the other poller of this token is gone")
+                in_conflict = False
             failures = 0
             if updates:
                 await self._handle_batch(updates)

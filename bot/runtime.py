@@ -22,7 +22,7 @@ from core.context import AppContext
 if TYPE_CHECKING:
     from core.conversation import ConversationService
 
-__all__ = ["BotRuntime", "RuntimeUser", "build_application", "file_base_url", "runtime_for"]
+__all__ = ["BotRuntime", "RuntimeUser", "build_application", "file_base_url", "runtime_for", "runtime_of"]
 
 log = logging.getLogger(__name__)
 MEMBER_CACHE_SECONDS = 60.0
@@ -153,6 +153,11 @@ def runtime_for(ctx: AppContext) -> BotRuntime:
         runtime = BotRuntime(ctx)
         _RUNTIMES[id(ctx)] = runtime
     return runtime
+
+
+def runtime_of(app: Application) -> BotRuntime | None:  # type: ignore[type-arg]
+    """The runtime an Application belongs to (the poller is handed the Application alone)."""
+    return next((runtime for runtime in _RUNTIMES.values() if runtime.app is app), None)
 
 
 class RuntimeUser:

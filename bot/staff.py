@@ -144,16 +144,24 @@ class StaffRoom:
     async def _run(self, update: Update, thread_id: int, work: Callable[[Session], Any],
                    done: str | Callable[[Any], str]) -> Any:
         """The action and its acknowledgement in one commit, keyed by the update: a redelivered
-        update (after a crash) finds the acknowledgement and does not answer the student twice.
-        `done` is the acknowledgement, or makes it from what `work` returned."""
+        update (after a crash), or the same update polled by a second server, does nothing.
+        `done` is the acknowledgement, or makes it from what `work` returned.
+
+        The acknowledgement's row is inserted first and the action runs only if that insert
+        took the key: checking for it and then acting would let two servers both act (on
+        PostgreSQL the second insert waits for the first transaction, then finds the key)."""
         key = f"staff-ack:{update.update_id}"
 
         def unit() -> tuple[bool, Any]:
             with unit_of_work(self.ctx.engine) as session:
-                if session.exec(select(OutboxMessage).where(OutboxMessage.idempotency_key == key)).first():
+                ack = outbox.reserve(session, key=key, channel=STAFF_CHANNEL, recipient=str(self.chat_id),
+                                     kind="staff-ack", now=self.ctx.clock.now(), thread_id=thread_id)
+                if ack is None:
                     return False, None
                 result = work(session)
-                self._enqueue_ack(session, key, thread_id, done if isinstance(done, str) else done(result))
+                text = done if isinstance(done, str) else done(result)
+                outbox.set_body(self.ctx.box, ack, OutgoingMessage(text=text))
+                session.add(ack)
                 return True, result
 
         try:

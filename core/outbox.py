@@ -3,13 +3,23 @@
 A crash between "decided" and "sent" leaves a pending row, so nothing is lost; the
 idempotency key makes a second decision about the same thing a no-op, so nothing is
 decided twice. Bodies are encrypted at rest and wiped once sent.
+
+Several drainers (two `mleg serve` on one PostgreSQL) share the rows through leases: a
+claim sets `lease_until` and counts the attempt, and the pair (id, attempts) names that
+one lease. A drainer attempts a row only while its lease holds (`still_leased`, checked
+before each attempt: a row can wait in a batch or a chain while a slow delivery ahead of
+it uses up its lease, and meanwhile another drainer may have taken it), and records an
+outcome, or gives a row back, only over its own lease (`record`, `release`): a drainer
+whose lease ran out leaves the row to whoever holds it now.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -36,10 +46,21 @@ __all__ = [
     "open_body",
     "record",
     "release",
+    "reserve",
+    "set_body",
+    "still_leased",
 ]
+
+log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 12
 LEASE = timedelta(minutes=5)
+# A lease taken this recently (at most a tenth of LEASE ago) cannot have run out, so the
+# attempt goes ahead without asking the database: a chat reply is claimed and sent within
+# milliseconds, and gets no statement added to its path. A row that waited longer in its
+# batch or chain has its lease renewed first.
+TRUST_FRESH_LEASE = timedelta(seconds=30)
+_TABLE = OutboxMessage.__table__  # type: ignore[attr-defined]
 
 
 def enqueue(
@@ -127,6 +148,39 @@ def _insert_new_keys(session: Session) -> sa.Insert:
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
 
 
+def reserve(
+    session: Session,
+    *,
+    key: str,
+    channel: str,
+    recipient: str,
+    kind: str,
+    now: datetime,
+    language: str = "pl",
+    thread_id: int | None = None,
+) -> OutboxMessage | None:
+    """Insert the row for `key` (no body yet) first thing in the caller's unit; None if the key exists.
+
+    For work that must be done once per key by whichever process gets there first (one
+    Telegram update polled by two servers): the key is taken before the work, so the
+    loser does nothing. On PostgreSQL an insert of a key another open transaction has just
+    inserted waits for that transaction: None once it commits, the row once it rolls back.
+    The caller gives the row its body (`set_body`) before it commits.
+    """
+    lock_for_write(session)  # SQLite: the write lock for the whole unit, as the row lock on PostgreSQL
+    values = {"idempotency_key": key, "channel": channel, "recipient": recipient, "kind": kind,
+              "language": language, "body": None, "status": OutboxStatus.PENDING.value, "attempts": 0,
+              "next_attempt_at": now, "created_at": now, "thread_id": thread_id}
+    inserted = session.execute(
+        _insert_new_keys(session).values(values).returning(_TABLE.c.id)
+    ).scalar()
+    return None if inserted is None else session.get(OutboxMessage, inserted)
+
+
+def set_body(box: SecretBox, row: OutboxMessage, message: OutgoingMessage) -> None:
+    row.body = box.encrypt(message.to_json())
+
+
 def open_body(box: SecretBox, row: OutboxMessage) -> OutgoingMessage:
     if row.body is None:
         raise ValueError(f"outbox message {row.id} has no body (already sent and wiped)")
@@ -167,34 +221,42 @@ def claim_due(
     return rows
 
 
+def _sent(now: datetime, external_id: str | None) -> dict[str, Any]:
+    # The body goes: the clear code must not outlive its delivery.
+    return {"status": OutboxStatus.SENT, "sent_at": now, "body": None, "lease_until": None, "last_error": None,
+            "external_id": external_id}
+
+
+def _retry(attempts: int, now: datetime, error: str, delay: timedelta | None) -> dict[str, Any]:
+    if attempts >= MAX_ATTEMPTS:
+        return _failed(now, f"gave up after {attempts} attempts: {error}")
+    backoff = delay or timedelta(seconds=min(3600, 10 * 2 ** max(0, attempts - 1)))
+    return {"status": OutboxStatus.PENDING, "next_attempt_at": now + backoff, "lease_until": None,
+            "last_error": error[:2000]}
+
+
+def _failed(now: datetime, error: str) -> dict[str, Any]:
+    return {"status": OutboxStatus.FAILED, "lease_until": None, "body": None, "last_error": error[:2000],
+            "next_attempt_at": now}
+
+
+def _apply(row: OutboxMessage, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        setattr(row, name, value)
+
+
 def mark_sent(row: OutboxMessage, now: datetime, external_id: str | None = None) -> None:
-    row.status = OutboxStatus.SENT
-    row.sent_at = now
-    row.body = None  # the clear code must not outlive its delivery
-    row.lease_until = None
-    row.last_error = None
-    row.external_id = external_id
+    _apply(row, _sent(now, external_id))
 
 
 def mark_retry(row: OutboxMessage, now: datetime, error: str, delay: timedelta | None = None) -> None:
     """A temporary failure: back off exponentially; past MAX_ATTEMPTS it becomes permanent."""
-    if row.attempts >= MAX_ATTEMPTS:
-        mark_failed(row, now, f"gave up after {row.attempts} attempts: {error}")
-        return
-    backoff = delay or timedelta(seconds=min(3600, 10 * 2 ** max(0, row.attempts - 1)))
-    row.status = OutboxStatus.PENDING
-    row.next_attempt_at = now + backoff
-    row.lease_until = None
-    row.last_error = error[:2000]
+    _apply(row, _retry(row.attempts, now, error, delay))
 
 
 def mark_failed(row: OutboxMessage, now: datetime, error: str) -> None:
     """A permanent failure: kept (body wiped) and shown to staff, never retried."""
-    row.status = OutboxStatus.FAILED
-    row.lease_until = None
-    row.body = None
-    row.last_error = error[:2000]
-    row.next_attempt_at = now
+    _apply(row, _failed(now, error))
 
 
 @dataclass(frozen=True)
@@ -206,6 +268,9 @@ class DeliveryResult:
     error: str | None = None
     permanent: bool = False
     retry_after: timedelta | None = None
+    # False: the sender did not try (the row waits its turn behind an older one to the same
+    # recipient); the claim's attempt is given back, so waiting never uses up MAX_ATTEMPTS.
+    attempted: bool = True
 
 
 Deliver = Callable[[OutboxMessage, OutgoingMessage], Awaitable[DeliveryResult]]
@@ -219,16 +284,57 @@ def claim(engine: Engine, *, channel: str, now: datetime, limit: int = 50) -> li
     return rows
 
 
-def release(engine: Engine, row_ids: list[int]) -> None:
-    """Give claimed rows that were never attempted back to the outbox, due at once."""
+def _own_lease(row: OutboxMessage) -> Any:
+    """The row as this claimer leased it: a later claim (another drainer's) counted one more attempt."""
+    return sa.and_(_TABLE.c.id == row.id, _TABLE.c.status == OutboxStatus.SENDING.value,
+                   _TABLE.c.attempts == row.attempts)
+
+
+def release(engine: Engine, rows: list[OutboxMessage]) -> None:
+    """Give claimed rows that were never attempted back to the outbox, due at once.
+
+    Only rows still under this claimer's lease: one that ran out and was claimed again
+    belongs to the new claimer, which may be sending it right now.
+    """
+    if not rows:
+        return
     with Session(engine) as session:
         lock_for_write(session)
-        session.execute(
-            sa.update(OutboxMessage)
-            .where(col(OutboxMessage.id).in_(row_ids), col(OutboxMessage.status) == OutboxStatus.SENDING)
-            .values(status=OutboxStatus.PENDING, lease_until=None, attempts=OutboxMessage.attempts - 1)
+        for row in rows:
+            session.execute(
+                sa.update(_TABLE).where(_own_lease(row))
+                .values(status=OutboxStatus.PENDING.value, lease_until=None, attempts=row.attempts - 1)
+            )
+        session.commit()
+
+
+def lease_is_fresh(row: OutboxMessage, now: datetime) -> bool:
+    """Taken less than TRUST_FRESH_LEASE ago by this claimer: it holds, no need to ask the database."""
+    assert row.lease_until is not None, "for claimed rows"
+    return row.lease_until - now > LEASE - min(TRUST_FRESH_LEASE, LEASE / 10)
+
+
+def still_leased(engine: Engine, row: OutboxMessage, now: datetime) -> bool:
+    """Whether this claimer may attempt the row now: its lease holds, and is renewed if not fresh.
+
+    A lease taken less than TRUST_FRESH_LEASE ago holds without a look at the database.
+    An older one is renewed only if it has not run out (a lapsed lease may have been taken
+    by another drainer meanwhile, or will be: the row is theirs then, not attempted here).
+    """
+    if lease_is_fresh(row, now):
+        return True
+    renewed = now + LEASE
+    with Session(engine) as session:
+        lock_for_write(session)
+        result = session.execute(
+            sa.update(_TABLE).where(_own_lease(row), _TABLE.c.lease_until > now).values(lease_until=renewed)
         )
         session.commit()
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        log.info("outbox row %s: lease ran out before its attempt; left to the drainer holding it now", row.id)
+        return False
+    row.lease_until = renewed
+    return True
 
 
 async def attempt(box: SecretBox, row: OutboxMessage, deliver: Deliver) -> DeliveryResult:
@@ -243,21 +349,33 @@ async def attempt(box: SecretBox, row: OutboxMessage, deliver: Deliver) -> Deliv
         return DeliveryResult(ok=False, error=f"{type(exc).__name__}: {exc}")
 
 
-def record(engine: Engine, row_id: int | None, result: DeliveryResult, now: datetime) -> bool:
-    """Record one delivery's outcome in its own commit; False when the row is gone."""
-    with Session(engine, expire_on_commit=False) as session:
+def _outcome(row: OutboxMessage, result: DeliveryResult, now: datetime) -> dict[str, Any]:
+    if result.ok:
+        return _sent(now, result.external_id)
+    if result.permanent:
+        return _failed(now, result.error or "permanent failure")
+    if not result.attempted:
+        return {**_retry(0, now, result.error or "waiting", result.retry_after), "attempts": row.attempts - 1}
+    return _retry(row.attempts, now, result.error or "temporary failure", result.retry_after)
+
+
+def record(engine: Engine, row: OutboxMessage, result: DeliveryResult, now: datetime) -> bool:
+    """Record one delivery's outcome in its own commit, over this claimer's own lease only.
+
+    False when the row is gone or no longer this claimer's (its lease ran out and another
+    drainer claimed it, or it was cancelled meanwhile): then the row is left as it is, to
+    whoever holds it now; overwriting it could undo their "sent" and send it once more.
+    """
+    with Session(engine) as session:
         lock_for_write(session)
-        fresh = session.get(OutboxMessage, row_id)
-        if fresh is None:
-            return False
-        if result.ok:
-            mark_sent(fresh, now, result.external_id)
-        elif result.permanent:
-            mark_failed(fresh, now, result.error or "permanent failure")
-        else:
-            mark_retry(fresh, now, result.error or "temporary failure", result.retry_after)
-        session.add(fresh)
+        # One conditional UPDATE: the check and the write cannot be split by another drainer.
+        done = session.execute(sa.update(_TABLE).where(_own_lease(row)).values(_outcome(row, result, now)))
         session.commit()
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        log.warning("outbox row %s: outcome (%s) of attempt %s not recorded: the row is no longer under this "
+                    "drainer's lease (taken over after the lease ran out, or cancelled); left as it is", row.id,
+                    "sent" if result.ok else "not sent", row.attempts)
+        return False
     return True
 
 
@@ -270,11 +388,12 @@ async def drain_once(
     deliver: Deliver,
     limit: int = 50,
 ) -> int:
-    """Claim due rows (committed), deliver each, record each outcome in its own commit."""
+    """Claim due rows (committed), deliver each while its lease holds, record each outcome in its own commit."""
     delivered = 0
     for row in claim(engine, channel=channel, now=now(), limit=limit):
+        if not still_leased(engine, row, now()):
+            continue
         result = await attempt(box, row, deliver)
-        recorded = record(engine, row.id, result, now())
-        assert recorded, f"outbox row {row.id} vanished while it was leased"
+        record(engine, row, result, now())
         delivered += int(result.ok)
     return delivered

@@ -20,9 +20,13 @@ from core.context import AppContext
 from core.models import OutboxMessage
 from core.plugins import ChannelSender, Frontend, load_channels, load_frontends
 
-__all__ = ["Server"]
+__all__ = ["TELEGRAM_POLLING_LOCK", "Server"]
 
 log = logging.getLogger(__name__)
+# The PostgreSQL advisory lock (core.jobs.leader.advisory_key) the Telegram front-end holds
+# while it long-polls: Telegram allows one getUpdates per token, so of several servers on one
+# database one polls and the others only send. Named here, where `mleg status` can read it.
+TELEGRAM_POLLING_LOCK = "mleg:telegram-polling"
 IDLE_POLL_SECONDS = 1.0
 CLAIM_BATCH = 50
 # On stop, how long a delivery in flight may take to finish and be recorded.
@@ -32,10 +36,11 @@ STOP_GRACE_SECONDS = 10.0
 class _ByRecipient:
     """Claims due rows and hands them to per-recipient chains, at most `width` chains at a time.
 
-    A row is claimed (leased) before it is queued here, so no other drainer takes it; a
-    recipient with a chain running gets its new rows appended to that chain, never a
-    second chain, so its messages keep their order and the sender's "wait behind an older
-    row" check never sees its own predecessor still in flight.
+    A row is claimed (leased) before it is queued here, so no other drainer takes it while
+    the lease holds; one whose lease ran out while it waited in its chain is not attempted
+    (outbox.still_leased). A recipient with a chain running gets its new rows appended to
+    that chain, never a second chain, so its messages keep their order and the sender's
+    "wait behind an older row" check never sees its own predecessor still in flight.
     """
 
     def __init__(self, ctx: AppContext, channel: str, sender: ChannelSender, width: int) -> None:
@@ -80,8 +85,14 @@ class _ByRecipient:
             self.progress.set()
 
     async def _deliver_one(self, row: OutboxMessage) -> None:
+        now = self.ctx.clock.now()
+        # A row that waited in its chain behind slow deliveries may have lost its lease to
+        # another drainer; a fresh one (the usual chat reply) needs no database round trip.
+        if not outbox.lease_is_fresh(row, now) and not await self.ctx.in_database(
+                outbox.still_leased, self.ctx.engine, row, now):
+            return
         result = await outbox.attempt(self.ctx.box, row, self.sender.deliver)
-        await self.ctx.in_database(outbox.record, self.ctx.engine, row.id, result, self.ctx.clock.now())
+        await self.ctx.in_database(outbox.record, self.ctx.engine, row, result, self.ctx.clock.now())
 
     async def stop(self) -> None:
         """Finish the deliveries in flight (a message sent and not recorded would be sent
@@ -92,7 +103,7 @@ class _ByRecipient:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        waiting = [row.id for chain in self._chains.values() for row in chain if row.id is not None]
+        waiting = [row for chain in self._chains.values() for row in chain]
         self._chains.clear()
         if waiting:
             await self.ctx.in_database(outbox.release, self.ctx.engine, waiting)

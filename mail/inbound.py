@@ -5,6 +5,11 @@ a crash after storing loses nothing (the row waits as `new`), a crash while proc
 rolls back that one message's decisions and its answer, and the next run does it again,
 once. A message the rules cannot handle is quarantined: kept raw, visible to staff.
 
+Two servers on one PostgreSQL both read the mailbox and both process what is `new`: each
+mail is claimed in its processing transaction (SELECT ... FOR UPDATE SKIP LOCKED), so the
+other server passes over it, and the mail's status changes only from `new` (a conditional
+UPDATE, which is also what keeps a second SQLite process from recording it twice).
+
 The raw mail is kept only that long: it may carry a PESEL or an activation code in clear,
 so it is deleted in the commit that records the mail as processed or ignored (what staff
 need is in the support thread, masked). Quarantined mail keeps it for staff to inspect.
@@ -131,16 +136,38 @@ def _clear_wal(engine: Engine) -> None:
         log.warning("the SQLite WAL still holds forgotten raw mail (a reader was busy); retried next batch")
 
 
-def _quarantine(ctx: AppContext, inbound_id: int, error: str) -> None:
+_INBOUND = InboundMail.__table__  # type: ignore[attr-defined]
+
+
+def _finish(session: Session, inbound_id: int, **values: object) -> bool:
+    """Move a mail out of `new`; False when it is not `new` any more (another server did it)."""
+    result = session.execute(
+        sa.update(_INBOUND).where(_INBOUND.c.id == inbound_id, _INBOUND.c.status == "new").values(**values)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def _quarantine(ctx: AppContext, inbound_id: int, error: str) -> bool:
     with Session(ctx.engine) as session:
-        row = session.get(InboundMail, inbound_id)
-        if row is not None and row.status == "new":
-            row.status = "quarantined"
-            # An error message may quote the mail (a PESEL in a header it could not parse).
-            row.error = redact_personal(error[:2000])
-            row.processed_at = ctx.clock.now()
-            session.add(row)
-            session.commit()
+        # An error message may quote the mail (a PESEL in a header it could not parse).
+        done = _finish(session, inbound_id, status="quarantined", error=redact_personal(error[:2000]),
+                       processed_at=ctx.clock.now())
+        session.commit()
+    return done
+
+
+def _claim(session: Session, inbound_id: int) -> InboundMail | None:
+    """The mail if it is still `new` and no other server is processing it; locked until the commit.
+
+    PostgreSQL: the row lock is held by this processing transaction, and SKIP LOCKED passes
+    over a mail another server holds instead of waiting to do it again. SQLite is one writer
+    (one process by design): the status check suffices there, and the conditional UPDATE at
+    the end (`_finish`) still refuses a mail another process recorded meanwhile.
+    """
+    query = select(InboundMail).where(InboundMail.id == inbound_id, InboundMail.status == "new")
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return session.exec(query).first()
 
 
 def process_pending(ctx: AppContext, faq: Faq, *, limit: int = 200) -> list[ProcessedMail]:
@@ -154,8 +181,8 @@ def process_pending(ctx: AppContext, faq: Faq, *, limit: int = 200) -> list[Proc
     for inbound_id in ids:
         assert inbound_id is not None
         with Session(ctx.engine, expire_on_commit=False) as session:
-            row = session.get(InboundMail, inbound_id)
-            if row is None or row.status != "new":
+            row = _claim(session, inbound_id)
+            if row is None:
                 continue
             uid = row.uid
             try:
@@ -166,16 +193,19 @@ def process_pending(ctx: AppContext, faq: Faq, *, limit: int = 200) -> list[Proc
             except Exception as exc:
                 session.rollback()
                 # Only the type and the row: the message may carry a PESEL or a code.
-                log.exception("inbound mail %s quarantined", inbound_id)
-                _quarantine(ctx, inbound_id, f"{type(exc).__name__}: {exc}")
-                done.append(ProcessedMail(inbound_id, uid, "quarantined"))
+                if _quarantine(ctx, inbound_id, f"{type(exc).__name__}: {exc}"):
+                    log.exception("inbound mail %s quarantined", inbound_id)
+                    done.append(ProcessedMail(inbound_id, uid, "quarantined"))
+                else:
+                    log.info("inbound mail %s: handled by another server meanwhile (%s here)", inbound_id,
+                             type(exc).__name__)
                 continue
-            row.status = outcome.status
-            row.error = outcome.reason[:2000]
-            row.thread_id = outcome.thread_id
-            row.processed_at = ctx.clock.now()
-            session.add(row)
             # In the same commit: a crash before it leaves the mail `new` with its raw, to do again.
+            if not _finish(session, inbound_id, status=outcome.status, error=outcome.reason[:2000],
+                           thread_id=outcome.thread_id, processed_at=ctx.clock.now()):
+                session.rollback()  # another process recorded it first: its decisions stand, not ours
+                log.info("inbound mail %s: handled by another server meanwhile", inbound_id)
+                continue
             _forget_raw(session, inbound_id)
             session.commit()
         log.info("inbound mail %s: %s (%s)", inbound_id, outcome.status, outcome.reason)

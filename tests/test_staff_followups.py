@@ -282,7 +282,7 @@ def test_refused_answer_held_then_resent_once(ctx: AppContext) -> None:
         with unit_of_work(ctx.engine) as session:
             note = support.answer_undelivered(ctx, session, row, reason="bot was blocked by the user")
         assert note == support.HELD_NOTE
-        outbox.record(ctx.engine, row.id, DeliveryResult(ok=False, permanent=True, error=f"Forbidden: x; {note}"),
+        outbox.record(ctx.engine, row, DeliveryResult(ok=False, permanent=True, error=f"Forbidden: x; {note}"),
                       ctx.clock.now())
         return row.id or 0
 

@@ -1,20 +1,123 @@
-"""`mleg status`: what is configured and what the database holds, at a glance."""
+"""`mleg status`: what is configured, what the database holds, and how the servers are doing."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import sqlalchemy as sa
 import typer
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from core.cli.common import build_context, friendly_errors
-from core.models import Credential, InboundMail, OutboxMessage, Student, SupportThread
+from core.db import alembic_config, current_revision
+from core.jobs.leader import LIFECYCLE_LOCK, advisory_key
+from core.jobs.runner import JOBS
+from core.models import Credential, InboundMail, JobRun, OutboxMessage, OutboxStatus, Student, SupportThread
+from core.redact import redact_personal
+from core.serve import TELEGRAM_POLLING_LOCK
+
+LABEL = 16
+
+
+def _line(label: str, value: str) -> None:
+    typer.echo(f"{label:<{LABEL}}{value}")
+
+
+def _when(moment: datetime, now: datetime) -> str:
+    """`2026-10-05 09:00 UTC (3 h ago)`: the instant, and how far it is from now."""
+    delta = now - moment
+    seconds = abs(delta.total_seconds())
+    if seconds < 90:
+        span = f"{seconds:.0f} s"
+    elif seconds < 90 * 60:
+        span = f"{seconds / 60:.0f} min"
+    elif seconds < 48 * 3600:
+        span = f"{seconds / 3600:.0f} h"
+    else:
+        span = f"{seconds / 86400:.0f} days"
+    relative = f"{span} ago" if delta >= timedelta(0) else f"in {span}"
+    return f"{moment:%Y-%m-%d %H:%M} UTC ({relative})"
+
+
+def _schema(engine: Engine) -> str:
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    current = current_revision(engine)
+    if current is None:
+        return "not created (run `mleg db upgrade`)"
+    if current == head:
+        return f"{current} (head)"
+    return f"{current} (head is {head}: run `mleg db upgrade`)"
+
+
+def _lock_holder(session: Session, name: str, now: datetime, what: str) -> str:
+    """Who holds a session-level advisory lock (core.jobs.leader), as PostgreSQL's pg_locks tells it.
+
+    A bigint key shows in pg_locks split in two: its high half in classid, its low half in objid.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return f"not used on SQLite (one process: its `mleg serve` {what})"
+    key = advisory_key(name) & 0xFFFF_FFFF_FFFF_FFFF
+    holder = session.execute(sa.text(
+        "SELECT l.pid, a.client_addr, a.backend_start FROM pg_locks l "
+        "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND l.classid::bigint = :high AND l.objid::bigint = :low"
+    ), {"high": key >> 32, "low": key & 0xFFFF_FFFF}).first()
+    if holder is None:
+        return f"free: no server {what}"
+    pid, address, since = holder
+    where = f", {address}" if address else ""
+    started = f", connected {_when(since, now)}" if since else ""
+    return f"held by a server (database pid {pid}{where}{started})"
+
+
+def _job_lines(session: Session, now: datetime) -> None:
+    """The last run of each lifecycle job, from the ledger."""
+    for name in JOBS:
+        run = session.exec(
+            select(JobRun).where(JobRun.name == name).order_by(col(JobRun.started_at).desc()).limit(1)
+        ).first()
+        if run is None:
+            _line("job", f"{name}: never run")
+            continue
+        took = (f", took {(run.finished_at - run.started_at).total_seconds():.1f} s"
+                if run.finished_at else ", not finished")
+        detail = f": {run.detail[:160]}" if run.detail and run.detail != "{}" else ""
+        _line("job", f"{name}: {'ok' if run.ok else 'FAILED'}, started {_when(run.started_at, now)}{took}{detail}")
+
+
+def _outbox_lines(session: Session, now: datetime) -> None:
+    """The oldest message still waiting to go, and rows whose sender died with them leased."""
+    oldest = session.exec(
+        select(OutboxMessage).where(OutboxMessage.status == OutboxStatus.PENDING)
+        .order_by(col(OutboxMessage.created_at), col(OutboxMessage.id)).limit(1)
+    ).first()
+    if oldest is None:
+        _line("oldest pending", "none")
+    else:
+        # An SMTP or Telegram error may quote an address or what the student typed.
+        error = f": {redact_personal(oldest.last_error)[:160]}" if oldest.last_error else ""
+        queued, due = _when(oldest.created_at, now), _when(oldest.next_attempt_at, now)
+        _line("oldest pending", f"#{oldest.id} {oldest.channel} ({oldest.kind}), queued {queued}, "
+                                f"attempts {oldest.attempts}, next attempt {due}{error}")
+    sending = session.exec(
+        select(OutboxMessage.lease_until).where(OutboxMessage.status == OutboxStatus.SENDING)).all()
+    if sending:
+        lapsed = sum(1 for lease in sending if lease is None or lease <= now)
+        _line("outbox leases", f"{len(sending)} being sent, {lapsed} past their lease end "
+                               "(a server stopped while sending them: due again)")
 
 
 @friendly_errors
 def status_command() -> None:
-    """Show the configuration (secrets hidden) and counts of students, credentials, outbox."""
+    """Show the configuration (secrets hidden), counts of students, credentials, outbox, and runtime health:
+    schema revision, who holds the jobs and polling locks, the last job runs, the oldest pending message."""
     ctx = build_context()
     s = ctx.settings
+    now = ctx.clock.now()
     typer.echo(f"mode            {s.mode}")
     typer.echo(f"database        {ctx.engine.url.render_as_string()}")
     typer.echo(f"policy          {s.policy}")
@@ -25,6 +128,7 @@ def status_command() -> None:
     typer.echo(f"smtp            {smtp}")
     imap = f"{s.imap.host}:{s.imap.port} {s.imap.mailbox}" if s.imap.host else "not configured"
     typer.echo(f"support mailbox {imap}")
+    _line("schema", _schema(ctx.engine))
     with Session(ctx.engine) as session:
         def count(query: sa.Select[tuple[int]]) -> int:
             return int(session.exec(query).one())  # type: ignore[call-overload]
@@ -47,3 +151,8 @@ def status_command() -> None:
             select(sa.func.count()).select_from(InboundMail).where(InboundMail.status == "quarantined")
         )
         typer.echo(f"quarantined     {quarantined} support e-mail(s) kept raw for staff (mleg threads list)")
+        _outbox_lines(session, now)
+        _line("jobs lock", _lock_holder(session, LIFECYCLE_LOCK, now, "runs the lifecycle jobs"))
+        if s.telegram.token and not s.telegram.webhook_url:
+            _line("polling lock", _lock_holder(session, TELEGRAM_POLLING_LOCK, now, "polls Telegram"))
+        _job_lines(session, now)
