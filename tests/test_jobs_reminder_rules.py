@@ -270,3 +270,17 @@ def test_graduation_revocation_points_to_the_deans_office(ctx: AppContext) -> No
     text = _body(ctx, row).text
     assert "skontaktuj się z dziekanatem" in text and "contact the dean's office" in text
     assert "złóż nowy wniosek" not in text and "apply again in the chat" not in text
+
+
+def test_no_activation_reminder_to_a_student_removed_meanwhile(ctx: AppContext) -> None:
+    """Removed from the list, the credential ends a month after the removal, before its data
+    would: "activate by <the data's deadline>" would be untrue, and urging it pointless."""
+    at(ctx, "2026-11-05T10:00:00+01:00")
+    student_id, _ = issue(ctx)  # activation data until 5 December
+    at(ctx, "2026-11-28T10:00:00+01:00")
+    reminders(ctx)
+    assert [r.idempotency_key.rsplit(":", 1)[1] for r in _rows(ctx, "reminder")] == ["activation-7"]
+    _update_student(ctx, student_id, status="removed", removed_on=date(2026, 10, 30))  # ends 30 November
+    at(ctx, "2026-12-04T10:00:00+01:00")  # the 1-day reminder's day
+    reminders(ctx)
+    assert [r.idempotency_key.rsplit(":", 1)[1] for r in _rows(ctx, "reminder")] == ["activation-7"]

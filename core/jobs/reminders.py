@@ -27,7 +27,7 @@ from sqlmodel import Session, col, select
 from core.clock import WARSAW
 from core.compose import format_date, format_datetime
 from core.context import AppContext
-from core.credentials import ELS_APPLY_AGAIN, renewal_check, replacement_check
+from core.credentials import ELS_APPLY_AGAIN, effective_activation_deadline, renewal_check, replacement_check
 from core.db import unit_of_work
 from core.jobs.ledger import JobResult
 from core.jobs.notify import chat_links, email_language, email_languages, queue_chat, queue_email
@@ -143,6 +143,10 @@ def reminders(ctx: AppContext) -> JobResult:
         def activation(credential: Credential, student: Student) -> Reminder | None:
             deadline = credential.activation_deadline
             if deadline is None or deadline <= now:
+                return None
+            if effective_activation_deadline(student, credential) != deadline:
+                # Removed from the student list: the credential ends before its data would; we do
+                # not urge a student who is leaving to activate something about to end.
                 return None
             days = activation_due_days(activation_days, deadline, today, settings.send_from_hour)
             if days is None:
