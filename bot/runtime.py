@@ -29,6 +29,8 @@ MEMBER_CACHE_SECONDS = 60.0
 CONNECTION_POOL_SIZE = 64
 POOL_TIMEOUT_SECONDS = 10.0
 _RUNTIMES: dict[int, BotRuntime] = {}
+# Telegram: about 20 messages a minute into one group (the staff room is one).
+GROUP_SECONDS_PER_MESSAGE = 3.0
 
 # With max_retries=0 the limiter re-raises RetryAfter (we want it: the outbox row is
 # rescheduled instead of holding the drainer), but logs a full traceback first; our
@@ -44,20 +46,28 @@ def file_base_url(api_base_url: str) -> str:
     return base + "/file/bot"
 
 
+def rate_limiter(messages_per_second: float) -> AIORateLimiter:
+    """The bot's limiter: `messages_per_second` overall, Telegram's 20 a minute into a group.
+
+    One message per period, never "N per N periods": aiolimiter's bucket starts full, so
+    "30 per 1 s" sends a burst of 30 and then 30/s, up to 60 in one sliding second, and
+    "20 per 60 s" up to 40 in a sliding minute; Telegram answers 429 to both (seen on the
+    stand-in: the staff room, a group, got ten 429s in its first half minute).
+    """
+    rate = messages_per_second
+    return AIORateLimiter(
+        overall_max_rate=1 if rate > 0 else 0,
+        overall_time_period=1 / rate if rate > 0 else 0,
+        group_max_rate=1,
+        group_time_period=GROUP_SECONDS_PER_MESSAGE,
+        max_retries=0,
+    )
+
+
 def build_application(ctx: AppContext) -> Application:  # type: ignore[type-arg]
     telegram = ctx.settings.telegram
     assert telegram.token is not None
-    # One message per 1/rate seconds, not `rate` per second: aiolimiter's bucket holds
-    # `max_rate` tokens, so "30 per 1 s" sends a burst of 30 and then 30/s, which puts
-    # up to 60 into one sliding second, and Telegram answers 429 (seen on the stand-in).
-    rate = telegram.messages_per_second
-    limiter = AIORateLimiter(
-        overall_max_rate=1 if rate > 0 else 0,
-        overall_time_period=1 / rate if rate > 0 else 0,
-        group_max_rate=20,  # Telegram: about 20 messages a minute into one group
-        group_time_period=60,
-        max_retries=0,
-    )
+    limiter = rate_limiter(telegram.messages_per_second)
     return (
         ApplicationBuilder()
         .token(telegram.token.get_secret_value())
