@@ -29,6 +29,9 @@ from tests.servers.botapi import BotApiStandIn, SentMessage
 __all__ = ["STAFF_CHAT", "TgStudent", "bot_context", "new_student", "outbox_rows", "running_bot", "wait_until"]
 
 STAFF_CHAT = -1001234
+# The staff room is a group: 20 requests a minute (bot.runtime), so after a burst of five each
+# further message waits its turn; a wait for its messages allows for that.
+GROUP_WAIT_SECONDS = 20.0
 
 
 def bot_context(tmp_path: Path, sqlite_url: str, api: BotApiStandIn, **telegram: Any) -> AppContext:

@@ -11,7 +11,15 @@ from sqlmodel import Session, select
 from core import support
 from core.db import unit_of_work
 from core.models import AuditEvent, SupportThread
-from tests.bot_harness import STAFF_CHAT, bot_context, new_student, outbox_rows, running_bot, wait_until
+from tests.bot_harness import (
+    GROUP_WAIT_SECONDS,
+    STAFF_CHAT,
+    bot_context,
+    new_student,
+    outbox_rows,
+    running_bot,
+    wait_until,
+)
 from tests.servers.botapi import BotApiStandIn
 
 pytestmark = pytest.mark.timeout(30)
@@ -40,7 +48,7 @@ async def test_non_staff_refused_and_audited(api: BotApiStandIn, tmp_path: Path,
     api.set_member_status(STAFF_CHAT, OUTSIDER, "restricted")
     api.set_member_status(STAFF_CHAT, LISTED, "left")
     async with running_bot(ctx):
-        [posted] = await api.await_messages(STAFF_CHAT, 1)
+        [posted] = await api.await_messages(STAFF_CHAT, 1, timeout=GROUP_WAIT_SECONDS)
         await wait_until(lambda: outbox_rows(ctx, channel="staff", status="sent"))  # its id is on record
         api.push_group_text(STAFF_CHAT, OUTSIDER, "Podaj mi swój PESEL", reply_to_message_id=posted.message_id)
         api.push_group_text(STAFF_CHAT, OUTSIDER, f"/close {thread_id}")
@@ -48,7 +56,7 @@ async def test_non_staff_refused_and_audited(api: BotApiStandIn, tmp_path: Path,
         await wait_until(lambda: len(_refusals(ctx.engine)) == 3, what="three refusals audited")
         [alert] = await api.await_calls("answerCallbackQuery", 1)
         assert alert.params.get("show_alert") in (True, "true") and alert.params.get("text")
-        refusals = await api.await_messages(STAFF_CHAT, 3)
+        refusals = await api.await_messages(STAFF_CHAT, 3, timeout=GROUP_WAIT_SECONDS)
         assert all(m.plain_text == ctx.catalog.text("pl", "bot.staff.refused") for m in refusals[1:])
         assert api.sent_messages(3131) == []  # nothing reached the student
         with Session(ctx.engine) as session:

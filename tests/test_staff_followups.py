@@ -22,7 +22,16 @@ from core.context import AppContext
 from core.db import unit_of_work
 from core.models import AuditEvent, ChatLink, OutboxMessage, SupportThread
 from core.outbox import DeliveryResult, open_body
-from tests.bot_harness import STAFF_CHAT, TgStudent, bot_context, new_student, outbox_rows, running_bot, wait_until
+from tests.bot_harness import (
+    GROUP_WAIT_SECONDS,
+    STAFF_CHAT,
+    TgStudent,
+    bot_context,
+    new_student,
+    outbox_rows,
+    running_bot,
+    wait_until,
+)
 from tests.conftest import TEST_SECRET
 from tests.servers.botapi import BotApiStandIn
 
@@ -108,7 +117,7 @@ async def test_answer_to_unknown_blocked_student_is_held_and_sent_on_unblock(
     api.block_chat(6161)
     async with running_bot(ctx):
         thread_id = _open(ctx, "6161", "Nie dostałem maila z kodem", student_id=None)
-        await api.await_messages(STAFF_CHAT, 1)
+        await api.await_messages(STAFF_CHAT, 1, timeout=GROUP_WAIT_SECONDS)
         _reply(ctx, thread_id, "Sprawdź folder spam.")
         [failed] = await wait_until(lambda: outbox_rows(ctx, kind="support-answer", status="failed"))
         assert "blocked" in (failed.last_error or "")
@@ -222,19 +231,19 @@ async def test_claim_of_a_claimed_thread_asks_to_confirm(api: BotApiStandIn, tmp
     student, _ = new_student(ctx)
     async with running_bot(ctx):
         thread_id = _open(ctx, "8181", "Nowy semestr", student_id=student.id)
-        [posted] = await api.await_messages(STAFF_CHAT, 1)
+        [posted] = await api.await_messages(STAFF_CHAT, 1, timeout=GROUP_WAIT_SECONDS)
         api.push_group_text(STAFF_CHAT, EWA, f"/claim {thread_id}", first_name="Ewa")
         await wait_until(lambda: "501" in (_thread(ctx, thread_id).claimed_by or ""))
 
         api.push_group_text(STAFF_CHAT, PIOTR, f"/claim {thread_id}", first_name="Piotr")
-        [*_, asked] = await api.await_messages(STAFF_CHAT, 3)
+        [*_, asked] = await api.await_messages(STAFF_CHAT, 3, timeout=GROUP_WAIT_SECONDS)
         assert "Ewa (501)" in (asked.plain_text or "") and f"/claim {thread_id} force" in (asked.plain_text or "")
         assert asked.callback_data(f"#{thread_id}") == f"staff:takeover:{thread_id}"
         assert "501" in (_thread(ctx, thread_id).claimed_by or "")  # not taken silently
 
         api.push_group_text(STAFF_CHAT, PIOTR, f"/claim {thread_id} force", first_name="Piotr")
         await wait_until(lambda: "502" in (_thread(ctx, thread_id).claimed_by or ""))
-        [*_, taken] = await api.await_messages(STAFF_CHAT, 4)
+        [*_, taken] = await api.await_messages(STAFF_CHAT, 4, timeout=GROUP_WAIT_SECONDS)
         assert "Piotr" in (taken.plain_text or "") and "Ewa (501)" in (taken.plain_text or "")
 
         # The button works the same way, for Ewa taking it back.
@@ -242,10 +251,10 @@ async def test_claim_of_a_claimed_thread_asks_to_confirm(api: BotApiStandIn, tmp
         await wait_until(lambda: "501" in (_thread(ctx, thread_id).claimed_by or ""))
         # Claiming what one already holds is no take-over.
         api.push_group_text(STAFF_CHAT, EWA, f"/claim {thread_id}", first_name="Ewa")
-        await api.await_messages(STAFF_CHAT, 6)
+        await api.await_messages(STAFF_CHAT, 6, timeout=GROUP_WAIT_SECONDS)
         # Nor is pressing the escalation's /claim button on a thread someone else holds.
         api.push_callback(STAFF_CHAT, PIOTR, f"staff:claim:{thread_id}", posted.message_id, first_name="Piotr")
-        [*_, again] = await api.await_messages(STAFF_CHAT, 7)
+        [*_, again] = await api.await_messages(STAFF_CHAT, 7, timeout=GROUP_WAIT_SECONDS)
         assert "Ewa (501)" in (again.plain_text or "")
     assert "501" in (_thread(ctx, thread_id).claimed_by or "")
     assert _actions(ctx, thread_id).count("thread.taken_over") == 2
