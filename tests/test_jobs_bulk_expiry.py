@@ -78,3 +78,24 @@ def test_batches_cover_every_due_row_once_and_spare_the_rest(ctx: AppContext) ->
     assert sorted(states.values()).count("active") == 1
     assert [cid for cid, _ in events] == due
     assert sorted(f for _, f in events) == ["active"] * 7 + ["pending_activation"] * 3
+
+
+def test_batches_page_through_mixed_end_dates_in_index_order(ctx: AppContext) -> None:
+    """Each batch starts after the previous one's (valid_until, id): rows of several end dates,
+    inserted out of date order, are each moved once, whatever the batch boundaries."""
+    ends = [date(2027, 3, 31), date(2026, 10, 31), date(2027, 3, 30), date(2026, 10, 31), date(2027, 3, 31),
+            date(2027, 3, 30), date(2026, 3, 31)]
+    ids = []
+    with unit_of_work(ctx.engine) as session:
+        for end in ends:
+            student, _ = add_student(session, ctx.box)
+            row = Credential(student_id=student.id or 0, state="active", policy="standalone", valid_until=end,
+                             created_at=NOW, updated_at=NOW)
+            session.add(row)
+            session.flush()
+            ids.append(row.id or 0)
+    assert expire_validity(ctx.engine, now=NOW, today=date(2027, 4, 1), batch_size=2) == len(ends)
+    with Session(ctx.engine) as session:
+        events = session.exec(select(CredentialEvent.credential_id)).all()
+        states = set(session.exec(select(Credential.state)).all())
+    assert sorted(events) == sorted(ids) and states == {"expired"}
