@@ -31,7 +31,7 @@ import time
 from collections.abc import Hashable
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from telegram import Update
 from telegram.error import Conflict, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import Application
@@ -39,7 +39,7 @@ from telegram.ext import Application
 from bot.delivery import retry_seconds
 from bot.runtime import runtime_of
 from core.context import AppContext
-from core.jobs.leader import advisory_key
+from core.jobs.leader import Leadership
 from core.serve import TELEGRAM_POLLING_LOCK
 
 __all__ = ["Poller", "PollingLock"]
@@ -57,62 +57,27 @@ LOCK_RETRY_SECONDS = 10.0
 LOCK_CHECK_SECONDS = 10.0
 
 
-class PollingLock:
+class PollingLock(Leadership):
     """The session-level advisory lock of the one poller, on a connection of its own.
 
-    As core.jobs.leader.Leadership does for the jobs. Its calls run on worker threads and a
-    stop may come while one is under way, so they take turns, and after `release` nothing
-    is taken any more (a try that finished after the stop would keep the lock for good).
+    core.jobs.leader.Leadership, made safe for worker threads: its calls run on them and a stop
+    may come while one is under way, so they take turns, and after `release` nothing is taken
+    any more (a try that finished after the stop would keep the lock for good).
     """
 
     def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._key = advisory_key(TELEGRAM_POLLING_LOCK)
-        self._connection: Connection | None = None
+        super().__init__(engine, TELEGRAM_POLLING_LOCK, purpose="Telegram polling")
         self._turns = threading.Lock()
         self._closed = False
 
     def try_acquire(self) -> bool:
         with self._turns:
-            if self._closed:
-                return False
-            if self._connection is not None:
-                try:
-                    self._connection.execute(sa.text("SELECT 1"))
-                    return True
-                except sa.exc.DBAPIError:
-                    log.warning("lost the connection holding the Telegram polling lock; trying to take it again")
-                    self._drop()
-            connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            try:
-                got = bool(connection.execute(sa.text("SELECT pg_try_advisory_lock(:key)"),
-                                              {"key": self._key}).scalar())
-            except Exception:
-                connection.close()
-                raise
-            if not got:
-                connection.close()
-                return False
-            self._connection = connection
-            return True
+            return False if self._closed else super().try_acquire()
 
     def release(self) -> None:
         with self._turns:
             self._closed = True
-            if self._connection is None:
-                return
-            # A connection that is gone took the lock with it: nothing to unlock then.
-            with contextlib.suppress(sa.exc.DBAPIError):
-                self._connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
-            self._drop()
-
-    def _drop(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                connection.invalidate()  # never hand a lock-holding connection back to the pool
-            finally:
-                connection.close()
+            super().release()
 
 
 def _conflict_cause(message: str) -> str:

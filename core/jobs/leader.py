@@ -35,9 +35,10 @@ def advisory_key(name: str) -> int:
 class Leadership:
     """`try_acquire()` is cheap to call often: it also notices a lost connection (= lost lock)."""
 
-    def __init__(self, engine: Engine, name: str = LIFECYCLE_LOCK) -> None:
+    def __init__(self, engine: Engine, name: str = LIFECYCLE_LOCK, purpose: str = "lifecycle jobs") -> None:
         self._engine = engine
         self._key = advisory_key(name)
+        self._purpose = purpose
         self._connection: Connection | None = None
         self._single = engine.dialect.name != "postgresql"
 
@@ -53,7 +54,7 @@ class Leadership:
                 self._connection.execute(sa.text("SELECT 1"))
                 return True
             except sa.exc.DBAPIError:
-                log.warning("lost the connection holding the jobs lock; no longer the leader")
+                log.warning("lost the connection holding the %s lock; trying to take it again", self._purpose)
                 self._drop()
         connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
@@ -65,7 +66,7 @@ class Leadership:
             connection.close()
             return False
         self._connection = connection
-        log.info("took the lifecycle jobs lock: this process runs the jobs")
+        log.info("took the %s lock: this process does that work", self._purpose)
         return True
 
     def release(self) -> None:
@@ -75,7 +76,7 @@ class Leadership:
         with contextlib.suppress(sa.exc.DBAPIError):
             self._connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
         self._drop()
-        log.info("released the lifecycle jobs lock")
+        log.info("released the %s lock", self._purpose)
 
     def _drop(self) -> None:
         connection, self._connection = self._connection, None
