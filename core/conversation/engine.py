@@ -401,8 +401,14 @@ def _second_id_step(turn: Turn) -> Generator[ops.Op, Any, None]:
         return
     state.pesel_hash = None
     state.pending_student_id = student_id
-    masked = yield ops.SendBindingCode(student_id, turn.lang)
     state.step = "code"
+    # Identifying again (another account, after /forget) mails a code too: the same cap as the
+    # resend button, or knowing a PESEL and an album would be enough to flood the inbox.
+    until = yield ops.CheckResend(student_id)
+    if until is not None:
+        turn.say("identify.resend_limited", until=turn.when(until))
+        return
+    masked = yield ops.SendBindingCode(student_id, turn.lang)
     turn.say("identify.code_sent", email=masked, minutes=turn.config.chat_code_ttl_minutes,
              buttons=None)
 
