@@ -8,8 +8,9 @@ A sync marks the active students missing from the file removed (skreśleni) toda
 graduated or suspended student keeps that status. A PESEL may move to another album in
 one import: between albums both in the file, or, in a sync, from an album missing from
 the file to a new one (a student's second-cycle album); the student's live credential
-follows them when the new album may have one. A changed e-mail address kills whatever was
-meant for the old one (core.email_change).
+follows them when the new album may have one, and so do the chats bound to the old album unless
+a live credential stays behind on it. A changed e-mail address kills whatever was meant for the
+old one (core.email_change).
 """
 
 from __future__ import annotations
@@ -29,10 +30,20 @@ from sqlalchemy import exc as sa_exc
 from sqlmodel import Session, col, select
 
 from core import audit
+from core.conversation.state import ConversationState
 from core.eligibility import Policy, check_eligibility
 from core.email_change import EmailChange, apply_email_changes
 from core.errors import MassRemovalError, MlegError, RegisterImportError
-from core.models import LIVE_STATES, Credential, CredentialState, Student, StudentStatus, StudyLevel
+from core.models import (
+    LIVE_STATES,
+    ChatLink,
+    Conversation,
+    Credential,
+    CredentialState,
+    Student,
+    StudentStatus,
+    StudyLevel,
+)
 from core.pesel import PeselProblem, check_pesel, mask_pesel
 from core.redact import redact_personal
 from core.secrets_box import SecretBox
@@ -129,6 +140,8 @@ class ImportReport:
     # PESELs that moved, in a sync, from an album missing from the file to one in it.
     pesel_moved: int = 0
     credentials_moved: int = 0
+    # Chat accounts bound to such an album that followed the student to the new one.
+    chats_moved: int = 0
     # Students whose e-mail address changed, and what was meant for their old address.
     email_changed: int = 0
     activations_revoked: int = 0
@@ -562,6 +575,61 @@ def _follow_the_student(
     return moved, changes
 
 
+def _chats_follow_the_student(
+    session: Session,
+    released: list[tuple[RegisterRow, str]],
+    existing: dict[str, _Existing],
+    *,
+    now: datetime,
+    actor: str,
+) -> int:
+    """A PESEL moved from an album missing from the file to the student's new album: the chat
+    accounts bound to the old album are bound to the new one, and their conversations' state with
+    them, so the next /status shows the new album and not the removed one. Not while a live
+    credential stays behind on the old album (the new one may not have it, or has its own): it
+    ends there as a removed student's does, and its notices go to the chats bound to that album.
+    Returns the chat accounts moved."""
+    ids = dict(session.exec(
+        select(Student.album, Student.id).where(col(Student.album).in_([row.album for row, _ in released]))
+    ).all())
+    postgres = session.get_bind().dialect.name == "postgresql"
+    moved = 0
+    for row, holder in released:
+        old_id, new_id = existing[holder].id, ids[row.album]
+        assert new_id is not None
+        if _live_credential(session, old_id) is not None:
+            continue
+        links = list(session.exec(select(ChatLink).where(ChatLink.student_id == old_id)).all())
+        if not links:
+            continue
+        for link in links:
+            link.student_id = new_id
+            session.add(link)
+        query = select(Conversation).where(sa.or_(*(
+            sa.and_(col(Conversation.channel) == link.channel, col(Conversation.account_id) == link.account_id)
+            for link in links
+        )))
+        if postgres:
+            query = query.with_for_update()  # as the chat's own turn locks it (core.conversation.runner)
+        conversations = 0
+        for conversation in session.exec(query).all():
+            state = ConversationState.from_json(conversation.state)
+            if state.student_id != old_id:
+                continue
+            state.student_id = new_id
+            conversation.state, conversation.updated_at = state.to_json(), now
+            session.add(conversation)
+            conversations += 1
+        audit.record(
+            session, at=now, actor=actor, action="chat.moved", student_id=new_id, from_student_id=old_id,
+            chats=len(links), conversations=conversations,
+            reason="the student's PESEL moved to a new album in a register sync",
+        )
+        moved += len(links)
+    session.flush()
+    return moved
+
+
 def import_register(
     session: Session,
     rows: list[RegisterRow],
@@ -656,6 +724,8 @@ def import_register(
             audit.record(session, at=now, actor=actor, action="register.pesel_moved",
                          student_id=existing[holder].id, to_album=row.album, from_album=holder)
     handled = apply_email_changes(session, changes, now=now, actor=actor, ctx=ctx, dry_run=dry_run)
+    if released:  # after the address changes: a credential they revoked no longer holds the chat back
+        report.chats_moved = _chats_follow_the_student(session, released, existing, now=now, actor=actor)
     report.email_changed = handled.students
     report.activations_revoked = handled.credentials_revoked
     report.mail_cancelled = handled.mail_cancelled
@@ -664,7 +734,8 @@ def import_register(
         source=Path(source).name if source else "", added=report.added,
         updated=report.updated, unchanged=report.unchanged, removed=report.removed, sync=sync,
         kept_absent=report.kept_absent, pesel_moved=report.pesel_moved,
-        credentials_moved=report.credentials_moved, email_changed=report.email_changed,
+        credentials_moved=report.credentials_moved, chats_moved=report.chats_moved,
+        email_changed=report.email_changed,
         activations_revoked=report.activations_revoked, mail_cancelled=report.mail_cancelled,
     )
     return report

@@ -24,7 +24,7 @@ from core.email_change import NOTICE_KEY
 from core.errors import ActivationError, RegisterImportError
 from core.jobs import run_due
 from core.jobs.sweep import sweep
-from core.models import AuditEvent, BindingCode, Credential, OutboxMessage, Student
+from core.models import AuditEvent, BindingCode, ChatLink, Credential, OutboxMessage, Student
 from core.outbox import mark_sent, open_body
 from core.register import HEADER, MAX_LENGTHS, ImportReport, RegisterWriteError, import_register, parse_register
 from tests.chat_driver import ChatDriver
@@ -271,6 +271,29 @@ def test_new_album_takes_the_pesel_in_a_sync_and_the_credential_follows(ctx: App
     sweep(ctx)
     assert _credential(ctx, credential_id).state == "active"
     assert not _outbox(ctx, kind="revoked")
+
+
+def test_new_album_takes_the_pesel_in_a_sync_and_the_chat_follows(ctx: AppContext) -> None:
+    _import(ctx, _file(_line("1001", P1, "A", "B", f"a@{D}"), *_others()))
+    credential_id = _request(ctx, "1001")
+    activate(ctx, credential_id)
+    chat = ChatDriver(ctx)
+    chat.identify(P1, "1001", language="en")
+    old_id = _student(ctx, "1001").id
+    assert chat.service.state_of(chat.channel, chat.account).student_id == old_id
+    report = _import(ctx, _file(_line("5001", P1, "A", "B", f"a@{D}", level="second_cycle"), *_others()),
+                     sync=True)
+    assert report.credentials_moved == 1 and report.chats_moved == 1
+    new_id = _student(ctx, "5001").id
+    with Session(ctx.engine) as session:
+        [link] = session.exec(select(ChatLink).where(ChatLink.account_id == chat.account)).all()
+    assert link.student_id == new_id
+    assert chat.service.state_of(chat.channel, chat.account).student_id == new_id
+    [moved] = _audit(ctx, "chat.moved")
+    assert (moved.student_id, json.loads(moved.detail)["from_student_id"]) == (new_id, old_id)
+    chat.say("/status")
+    assert "Your mobile student ID is active" in chat.text and "removed" not in chat.text
+    assert _credential(ctx, credential_id).student_id == new_id
 
 
 def test_many_new_albums_are_not_a_mass_removal(ctx: AppContext) -> None:
