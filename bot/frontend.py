@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from telegram import Update
 from telegram.constants import ChatMemberStatus, ChatType
+from telegram.error import InvalidToken, NetworkError
 from telegram.ext import CallbackQueryHandler, ChatMemberHandler, ContextTypes
 
 from bot.channel import CHANNEL, chat_blocked, chat_came_back
@@ -24,6 +25,7 @@ from bot.staff import StaffRoom, staff_handlers
 from bot.staff_room import STAFF_CHANNEL
 from bot.student import StudentHandler, student_handlers
 from core.context import AppContext
+from core.errors import UnreachableError
 
 __all__ = ["TelegramFrontend"]
 
@@ -56,11 +58,20 @@ class TelegramFrontend:
     async def start(self) -> None:
         runtime = runtime_for(self.ctx)
         self._add_handlers(runtime)
-        await runtime.acquire()
-        self.runtime = runtime
         settings = self.ctx.settings.telegram
-        await register_commands(runtime.bot, self.ctx.catalog, self.ctx.settings.default_language,
-                                self.ctx.settings.policy)
+        try:
+            await runtime.acquire()
+            self.runtime = runtime
+            await register_commands(runtime.bot, self.ctx.catalog, self.ctx.settings.default_language,
+                                    self.ctx.settings.policy)
+        except InvalidToken as exc:
+            raise UnreachableError("Telegram refused the bot token: check MLEG_TELEGRAM__TOKEN") from exc
+        except NetworkError as exc:
+            # One line for the operator, not a traceback (the token stays out of it either way).
+            raise UnreachableError(
+                f"cannot reach the Telegram Bot API at {settings.api_base_url} ({exc.message}): check "
+                "MLEG_TELEGRAM__API_BASE_URL and the network; a service manager may restart `mleg serve`"
+            ) from exc
         await runtime.app.start()
         if settings.webhook_url:
             assert runtime.app.updater is not None and settings.webhook_secret is not None

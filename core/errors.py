@@ -26,6 +26,7 @@ __all__ = [
     "RateLimitedError",
     "RegisterImportError",
     "TransitionError",
+    "UnreachableError",
 ]
 
 
@@ -35,6 +36,10 @@ class MlegError(Exception):
 
 class ConfigurationError(MlegError):
     """A setting is missing, malformed or unsafe for this mode."""
+
+
+class UnreachableError(MlegError):
+    """A server the product needs at start (the Telegram Bot API) cannot be reached or refuses us."""
 
 
 class RegisterImportError(MlegError, ValueError):

@@ -235,6 +235,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_secret(self) -> Settings:
+        # In every mode: without it anyone who finds the URL can post updates as any student.
+        if self.telegram.webhook_url and not self.telegram.webhook_secret:
+            raise ConfigurationError(
+                "MLEG_TELEGRAM__WEBHOOK_URL is set but MLEG_TELEGRAM__WEBHOOK_SECRET is not: "
+                "webhook mode needs a secret token."
+            )
         secret = self.secret_key.get_secret_value() if self.secret_key else ""
         if self.mode == "demo":
             if not secret:
@@ -245,11 +251,6 @@ class Settings(BaseSettings):
                 "MLEG_SECRET_KEY is missing or a placeholder: set it to a random value of at "
                 "least 32 characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
                 " or run with MLEG_MODE=demo for a demonstration."
-            )
-        if self.telegram.webhook_url and not self.telegram.webhook_secret:
-            raise ConfigurationError(
-                "MLEG_TELEGRAM__WEBHOOK_URL is set but MLEG_TELEGRAM__WEBHOOK_SECRET is not: "
-                "webhook mode needs a secret token."
             )
         return self
 
