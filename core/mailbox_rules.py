@@ -9,6 +9,7 @@ escalate everything else to staff. Every answer is an outbox row, so it is sent 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,17 +18,14 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from core import outbox, support
-from core.compose import format_date, format_datetime
 from core.context import AppContext
+from core.conversation.status import credential_view, status_lines
 from core.credentials import (
-    effective_activation_deadline,
-    effective_valid_until,
     expire_overdue_activation,
     latest_credential,
 )
 from core.eligibility import Policy, check_eligibility
 from core.faq import Faq, detect_language
-from core.lifecycle import STUDIES_ENDED
 from core.mail_text import addressed, question_text
 from core.models import InboundMail, OutboxMessage, Student, SupportMessage, SupportThread
 from core.outgoing import OutgoingMessage
@@ -202,57 +200,14 @@ def _question_text(facts: InboundFacts) -> str:
     return question_text(facts.subject, facts.text)
 
 
-def _ineligible_text(ctx: AppContext, lang: str, reasons: tuple[str, ...]) -> str:
-    """Why the student may not have one now, as the chat lists it (core.conversation.engine)."""
-    t = ctx.catalog.text
-    items = [t(lang, f"eligibility.{reason}").rstrip(" ;.") for reason in reasons]
-    return t(lang, "eligibility.intro") + "\n" + ";\n".join(f"• {item}" for item in items) + "."
-
-
 def _status_text(ctx: AppContext, session: Session, student: Student, lang: str) -> str:
-    """The personal answer: where the student's credential is (never the activation code).
-
-    The chat's rule (core.conversation.engine._show_status): a credential revoked because the
-    studies ended points to the dean's office, and a student who may not have one now is never
-    told to apply again, but told why not.
-    """
-    t = ctx.catalog.text
-    lines: list[str] = []
+    """The personal answer: where the student's credential is (never the activation code), in
+    the chat's words (core.conversation.status)."""
     # As in the chat: dead activation data is expired now, not after the nightly sweep.
     expire_overdue_activation(ctx, session, student.id or 0)
-    credential = latest_credential(session, student.id or 0)
-    ineligible = tuple(str(r) for r in check_eligibility(
-        student, Policy(ctx.settings.policy), ctx.clock.today()).reasons)
-    if credential is None:
-        lines.append(t(lang, "status.none"))
-    elif credential.state == "pending_activation" and credential.activation_deadline:
-        # As the chat: a removal brings the end forward, and the activation deadline with it.
-        ends = effective_valid_until(student, credential)
-        deadline = effective_activation_deadline(student, credential) or credential.activation_deadline
-        lines.append(t(lang, "status.pending_activation", email=student.email,
-                       deadline=format_datetime(deadline), valid_until=format_date(ends)))
-        if ends < credential.valid_until:
-            lines.append(t(lang, "status.ends_on_removal", until=format_date(ends)))
-    elif credential.state == "active":
-        ends = effective_valid_until(student, credential)
-        lines.append(t(lang, "status.active", valid_until=format_date(ends)))
-        if ends < credential.valid_until:
-            lines.append(t(lang, "status.ends_on_removal", until=format_date(ends)))
-    elif credential.state == "requested":
-        lines.append(t(lang, "status.requested"))
-    else:
-        end_reason = credential.end_reason or "validity_ended"
-        reason_key = f"end_reason.{end_reason}"
-        reason = t(lang, reason_key) if ctx.catalog.has(lang, reason_key) else end_reason
-        if credential.state == "revoked" and end_reason in STUDIES_ENDED:
-            lines.append(t(lang, "status.revoked_studies_ended", reason=reason))
-        elif ineligible:
-            # Not "you can apply again": the reasons below say why not.
-            lines.append(t(lang, f"status.{credential.state}_ineligible", reason=reason))
-        else:
-            lines.append(t(lang, f"status.{credential.state}", reason=reason))
-    if ineligible:
-        lines.append(_ineligible_text(ctx, lang, ineligible))
+    view = credential_view(latest_credential(session, student.id or 0), student)
+    ineligible = [str(r) for r in check_eligibility(student, Policy(ctx.settings.policy), ctx.clock.today()).reasons]
+    lines = status_lines(functools.partial(ctx.catalog.text, lang), view, email=student.email, ineligible=ineligible)
     # Not the chat's "Cześć, Jan!": the mail already says "Dzień dobry,". In English the name
     # stays, so the student sees the answer is about them; Polish would need the vocative
     # ("Ewo", "Janie"), which a register name does not give reliably, so it goes without.

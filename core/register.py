@@ -31,14 +31,13 @@ from sqlmodel import Session, col, select
 
 from core import audit
 from core.conversation.state import ConversationState
+from core.credentials import live_credential
 from core.eligibility import Policy, check_eligibility
 from core.email_change import EmailChange, apply_email_changes
 from core.errors import MassRemovalError, MlegError, RegisterImportError
 from core.models import (
-    LIVE_STATES,
     ChatLink,
     Conversation,
-    Credential,
     CredentialState,
     Student,
     StudentStatus,
@@ -516,19 +515,19 @@ def _pesel_claims(
     return released, problems
 
 
-def _live_credential(session: Session, student_id: int) -> Credential | None:
-    return session.exec(
-        select(Credential).where(
-            Credential.student_id == student_id,
-            col(Credential.state).in_([state.value for state in LIVE_STATES]),
-        )
-    ).first()
+def _new_album_ids(session: Session, released: list[tuple[RegisterRow, str]]) -> dict[str, int]:
+    """The new albums' student ids, once written (both steps that follow the student need them)."""
+    ids = dict(session.exec(
+        select(Student.album, Student.id).where(col(Student.album).in_([row.album for row, _ in released]))
+    ).all())
+    return {album: student_id for album, student_id in ids.items() if student_id is not None}
 
 
 def _follow_the_student(
     session: Session,
     released: list[tuple[RegisterRow, str]],
     existing: dict[str, _Existing],
+    ids: dict[str, int],
     *,
     now: datetime,
     today: date,
@@ -542,25 +541,21 @@ def _follow_the_student(
     already has one, and when activation data is pending for an address that is no longer the
     student's: the address changed, so core.email_change revokes it instead.
     Returns (credentials moved, address changes to handle)."""
-    ids = dict(session.exec(
-        select(Student.album, Student.id).where(col(Student.album).in_([row.album for row, _ in released]))
-    ).all())
     moved, changes = 0, []
     for row, holder in released:
         old, new_id = existing[holder], ids[row.album]
-        assert new_id is not None
         email_changed = old.email.lower() != row.email.lower()
         if email_changed:
             changes.append(EmailChange(student_id=old.id, old_email=old.email, new_email=row.email,
                                        new_student_id=new_id))
-        credential = _live_credential(session, old.id)
+        credential = live_credential(session, old.id)
         if credential is None:
             continue
         student = session.get(Student, new_id)
         assert student is not None
         if credential.state != CredentialState.ACTIVE and email_changed:
             continue
-        if not check_eligibility(student, policy, today).ok or _live_credential(session, new_id) is not None:
+        if not check_eligibility(student, policy, today).ok or live_credential(session, new_id) is not None:
             continue
         credential.student_id = new_id
         credential.updated_at = now
@@ -579,6 +574,7 @@ def _chats_follow_the_student(
     session: Session,
     released: list[tuple[RegisterRow, str]],
     existing: dict[str, _Existing],
+    ids: dict[str, int],
     *,
     now: datetime,
     actor: str,
@@ -589,15 +585,11 @@ def _chats_follow_the_student(
     credential stays behind on the old album (the new one may not have it, or has its own): it
     ends there as a removed student's does, and its notices go to the chats bound to that album.
     Returns the chat accounts moved."""
-    ids = dict(session.exec(
-        select(Student.album, Student.id).where(col(Student.album).in_([row.album for row, _ in released]))
-    ).all())
     postgres = session.get_bind().dialect.name == "postgresql"
     moved = 0
     for row, holder in released:
         old_id, new_id = existing[holder].id, ids[row.album]
-        assert new_id is not None
-        if _live_credential(session, old_id) is not None:
+        if live_credential(session, old_id) is not None:
             continue
         links = list(session.exec(select(ChatLink).where(ChatLink.student_id == old_id)).all())
         if not links:
@@ -717,15 +709,16 @@ def import_register(
     if released:
         policy = Policy(ctx.settings.policy) if ctx is not None else Policy.STANDALONE
         report.pesel_moved = len(released)
+        new_ids = _new_album_ids(session, released)
         report.credentials_moved, more = _follow_the_student(
-            session, released, existing, now=now, today=today, actor=actor, policy=policy)
+            session, released, existing, new_ids, now=now, today=today, actor=actor, policy=policy)
         changes += more
         for row, holder in released:
             audit.record(session, at=now, actor=actor, action="register.pesel_moved",
                          student_id=existing[holder].id, to_album=row.album, from_album=holder)
     handled = apply_email_changes(session, changes, now=now, actor=actor, ctx=ctx, dry_run=dry_run)
     if released:  # after the address changes: a credential they revoked no longer holds the chat back
-        report.chats_moved = _chats_follow_the_student(session, released, existing, now=now, actor=actor)
+        report.chats_moved = _chats_follow_the_student(session, released, existing, new_ids, now=now, actor=actor)
     report.email_changed = handled.students
     report.activations_revoked = handled.credentials_revoked
     report.mail_cancelled = handled.mail_cancelled

@@ -31,9 +31,9 @@ from core.compose import format_date, format_datetime
 from core.conversation import ops
 from core.conversation.events import Event, Reply, ReplyButton
 from core.conversation.state import ConversationState
+from core.conversation.status import ineligible_text, status_lines
 from core.eligibility import normalize_els_number
 from core.faq import Faq, FaqMatch, detect_language
-from core.lifecycle import STUDIES_ENDED
 from core.pesel import check_pesel
 from core.redact import redact_personal
 from core.terms import Terms
@@ -569,44 +569,20 @@ def _show_status(turn: Turn) -> Generator[ops.Op, Any, None]:
     overview = yield from _overview(turn)
     if overview is None:
         return
-    lines = [turn.t("status.hello", first_name=overview.first_name)]
     credential = overview.credential
-    if credential is None:
-        lines.append(turn.t("status.none"))
-    elif credential.state == "pending_activation" and credential.activation_deadline:
-        lines.append(turn.t("status.pending_activation", email=overview.masked_email,
-                            deadline=turn.when(credential.activation_deadline),
-                            valid_until=format_date(credential.valid_until)))
-    elif credential.state == "active":
-        lines.append(turn.t("status.active", valid_until=format_date(credential.valid_until)))
-        if overview.renewal_possible and overview.renewal_until:
-            lines.append(turn.t("status.renewal_possible", until=format_date(overview.renewal_until)))
-        if overview.replacement_possible and overview.replacement_until:
-            lines.append(turn.t("status.replacement_possible", until=format_date(overview.replacement_until)))
-    elif credential.state == "requested":
-        lines.append(turn.t("status.requested"))
-    else:
-        end_reason = credential.end_reason or "validity_ended"
-        reason = turn.t(f"end_reason.{end_reason}")
-        if credential.state == "revoked" and end_reason in STUDIES_ENDED:
-            lines.append(turn.t("status.revoked_studies_ended", reason=reason))
-        elif overview.ineligible:
-            # Not "you can apply again": the reasons below say why not (as core.mailbox_rules).
-            lines.append(turn.t(f"status.{credential.state}_ineligible", reason=reason))
-        else:
-            lines.append(turn.t(f"status.{credential.state}", reason=reason))
-    if credential is not None and credential.ends_on_removal and credential.state in ("pending_activation", "active"):
-        lines.append(turn.t("status.ends_on_removal", until=format_date(credential.valid_until)))
-    if overview.ineligible:
-        lines.append(_ineligible_text(turn, overview.ineligible))
+    after_active = []
+    if overview.renewal_possible and overview.renewal_until:
+        after_active.append(turn.t("status.renewal_possible", until=format_date(overview.renewal_until)))
+    if overview.replacement_possible and overview.replacement_until:
+        after_active.append(turn.t("status.replacement_possible", until=format_date(overview.replacement_until)))
+    lines = [turn.t("status.hello", first_name=overview.first_name),
+             *status_lines(turn.t, credential, email=overview.masked_email, ineligible=overview.ineligible,
+                           after_active=after_active)]
     turn.say_text("\n\n".join(lines), _status_buttons(overview))
 
 
 def _ineligible_text(turn: Turn, reasons: tuple[str, ...]) -> str:
-    # The catalog holds bare phrases; the list punctuation ("a;", "b.") is added here, so a
-    # single reason ends with a full stop.
-    items = [turn.t(f"eligibility.{reason}").rstrip(" ;.") for reason in reasons]
-    return turn.t("eligibility.intro") + "\n" + ";\n".join(f"• {item}" for item in items) + "."
+    return ineligible_text(turn.t, reasons)
 
 
 def _overview(turn: Turn) -> Generator[ops.Op, Any, ops.Overview | None]:
@@ -776,32 +752,24 @@ def _service_error(turn: Turn, result: ops.ServiceResult) -> None:
         turn.say(f"error.{result.error or 'generic'}", [[("status", "menu:status")]])
 
 
-def _do_request(turn: Turn) -> Flow:
+def _do_request(turn: Turn, *, replace: bool = False) -> Flow:
+    """A new application; `replace` (ELS policy): it takes the place of the active credential."""
     assert turn.state.student_id is not None
-    result = yield ops.RequestCredential(turn.state.student_id, turn.lang)
+    result = yield ops.RequestCredential(turn.state.student_id, turn.lang, replace=replace)
     if not result.ok or result.credential is None:
         _service_error(turn, result)
         return []
     overview = yield ops.StudentOverview(turn.state.student_id)
     deadline = result.credential.activation_deadline
-    turn.say("request.done", [[("activation_help", "menu:help"), ("status", "menu:status")]],
+    turn.say("request.done_replace" if replace else "request.done",
+             [[("activation_help", "menu:help"), ("status", "menu:status")]],
              email=overview.masked_email if overview else "", deadline=turn.when(deadline) if deadline else "",
              valid_until=format_date(result.credential.valid_until))
     return []
 
 
 def _do_replace(turn: Turn) -> Flow:
-    assert turn.state.student_id is not None
-    result = yield ops.RequestCredential(turn.state.student_id, turn.lang, replace=True)
-    if not result.ok or result.credential is None:
-        _service_error(turn, result)
-        return []
-    overview = yield ops.StudentOverview(turn.state.student_id)
-    deadline = result.credential.activation_deadline
-    turn.say("request.done_replace", [[("activation_help", "menu:help"), ("status", "menu:status")]],
-             email=overview.masked_email if overview else "", deadline=turn.when(deadline) if deadline else "",
-             valid_until=format_date(result.credential.valid_until))
-    return []
+    return (yield from _do_request(turn, replace=True))
 
 
 def _do_renew(turn: Turn) -> Flow:

@@ -24,11 +24,12 @@ from core.conversation import ops
 from core.conversation.engine import CHAT_CODE_LENGTH, EngineConfig, step
 from core.conversation.events import Event, Reply, coalesce_replies
 from core.conversation.state import ConversationState
+from core.conversation.status import credential_view
 from core.db import lock_for_write, unit_of_work
 from core.eligibility import Policy, check_eligibility, normalize_els_number, short_els_validity, validity_end
 from core.errors import ConflictError, EligibilityError, RateLimitedError
 from core.faq import Faq
-from core.models import LIVE_STATES, BindingCode, ChatLink, Conversation, Credential, Student, TermsAcceptance
+from core.models import LIVE_STATES, BindingCode, ChatLink, Conversation, Student, TermsAcceptance
 from core.outgoing import Button, OutgoingMessage
 from core.secrets_box import mask_email
 from core.terms import Terms, TermsSource, load_terms
@@ -60,20 +61,6 @@ def engine_config(ctx: AppContext, terms: Terms | None = None) -> EngineConfig:
         chat_code_ttl_minutes=settings.limits.chat_code_ttl_minutes,
         activation_window_days=settings.credential.activation_window_days,
     )
-
-
-def _view(credential: Credential | None, student: Student | None = None) -> ops.CredentialView | None:
-    """What the engine sees of a credential; with the student, the end a removal brings forward,
-    and the activation deadline never after it (core.credentials.effective_activation_deadline)."""
-    if credential is None:
-        return None
-    valid_until, deadline = credential.valid_until, credential.activation_deadline
-    if student is not None:
-        valid_until = credential_service.effective_valid_until(student, credential)
-        deadline = credential_service.effective_activation_deadline(student, credential)
-    return ops.CredentialView(credential.public_id, credential.state, valid_until,
-                              deadline, credential.end_reason,
-                              ends_on_removal=valid_until < credential.valid_until)
 
 
 class _Executor:
@@ -268,7 +255,7 @@ class _Executor:
                 replacement_activation_until = now + window
         return ops.Overview(
             first_name=student.first_name, masked_email=mask_email(student.email),
-            ineligible=tuple(str(r) for r in eligibility.reasons), credential=_view(credential, student),
+            ineligible=tuple(str(r) for r in eligibility.reasons), credential=credential_view(credential, student),
             renewal_possible=renewal.possible, renewal_reason=renewal.reason, renewal_until=renewal.new_valid_until,
             short_validity_until=short_els_validity(student, policy, today) if eligibility.ok else None,
             short_activation_until=short_activation_until,
@@ -296,7 +283,7 @@ class _Executor:
             return ops.ServiceResult(False, "not_eligible", tuple(str(r) for r in refused.reasons))
         except ConflictError:
             return ops.ServiceResult(False, "already")
-        return ops.ServiceResult(True, credential=_view(credential))
+        return ops.ServiceResult(True, credential=credential_view(credential))
 
     def _replace(self, student: Student, op: ops.RequestCredential) -> ops.ServiceResult:
         """A new application replacing the active credential (ELS policy), as the student confirmed it."""
@@ -311,7 +298,7 @@ class _Executor:
         except ConflictError:
             # Nothing revoked: the savepoint took the whole replacement back.
             return ops.ServiceResult(False, "replace_failed")
-        return ops.ServiceResult(True, credential=_view(credential))
+        return ops.ServiceResult(True, credential=credential_view(credential))
 
     def _RenewCredential(self, op: ops.RenewCredential) -> ops.ServiceResult:
         self._expire_overdue(op.student_id)
@@ -328,7 +315,7 @@ class _Executor:
                                          actor=self._actor(), language=op.language)
         except ConflictError:
             return ops.ServiceResult(False, "renew_failed")
-        return ops.ServiceResult(True, credential=_view(credential))
+        return ops.ServiceResult(True, credential=credential_view(credential))
 
     def _RevokeCredential(self, op: ops.RevokeCredential) -> ops.ServiceResult:
         self._expire_overdue(op.student_id)
@@ -337,7 +324,7 @@ class _Executor:
             return ops.ServiceResult(False, "no_credential")
         credential_service.revoke(self.ctx, self.session, credential, reason=op.reason, actor=self._actor(),
                                   language=op.language)
-        return ops.ServiceResult(True, credential=_view(credential))
+        return ops.ServiceResult(True, credential=credential_view(credential))
 
     # --- support and forgetting ----------------------------------------------------------------
     def _OpenSupportThread(self, op: ops.OpenSupportThread) -> int:
