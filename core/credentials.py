@@ -1,6 +1,6 @@
 """Credential services: request, renew, replace, revoke, activate. One unit of work each, committed by the caller.
 
-Extending a credential for the next semester depends on the issuing policy (DOMAIN.md):
+Extending a credential for the next semester depends on the issuing policy (docs/domain.md):
 stand-alone, it is renewed (`renew`: the same credential, its validity moved on; mObywatel
 fetches the new student certificate by itself); under the ELS policy it is tied to the
 card's validity and is never renewed: the student applies again once the card is extended
@@ -284,7 +284,7 @@ def renewal_check(ctx: AppContext, student: Student, credential: Credential | No
     """Renewal (a new student certificate for the next semester) when the rules allow it.
 
     Stand-alone policy only. Under the ELS policy the credential is valid for one semester, up
-    to the card's date, and extending it needs a new application (DOMAIN.md): never possible,
+    to the card's date, and extending it needs a new application (docs/domain.md): never possible,
     reason ELS_APPLY_AGAIN; `replacement_check` says whether that new application is.
     """
     today = ctx.clock.today()

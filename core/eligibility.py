@@ -1,4 +1,4 @@
-"""Who may have a mobile student ID, under either issuing policy (DOMAIN.md)."""
+"""Who may have a mobile student ID, under either issuing policy (docs/domain.md)."""
 
 from __future__ import annotations
 

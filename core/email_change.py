@@ -1,7 +1,7 @@
 """A student's register e-mail address changed: what was meant for the old address must die.
 
 Activation data, and the chat's binding code, go ONLY to the student's university address
-from the register (DOMAIN.md). When an import changes that address, whatever was issued
+from the register (docs/domain.md). When an import changes that address, whatever was issued
 for the old one must stop working, or the old mailbox (a recycled alias, a typo the dean's
 office just corrected, someone else's box) keeps a working activation code or binding
 code. In the import's transaction, for each student whose address changed:

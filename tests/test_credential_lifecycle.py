@@ -184,7 +184,7 @@ def test_renewal_before_the_next_semester_begins_reaches_its_end(ctx: AppContext
 
 
 def test_els_policy_new_application_needs_a_later_card(tmp_path, db_url, clock) -> None:  # type: ignore[no-untyped-def]
-    """Under the ELS policy nothing is renewed (DOMAIN.md: extending needs a new application); the
+    """Under the ELS policy nothing is renewed (docs/domain.md: extending needs a new application); the
     new application that replaces the credential needs a card valid beyond it, and ends with the card."""
     from core.db import make_engine
     from core.models import Student

@@ -1,4 +1,4 @@
-"""Follow-ups of a domain audit (DOMAIN.md): what the chat, the e-mail answers, the CLI and the
+"""Follow-ups of a domain audit (docs/domain.md): what the chat, the e-mail answers, the CLI and the
 Telegram menu say must agree with each other and with the issuing policy in force.
 
 1. The e-mail status answer gives the end a removal brings forward, and the reasons a student

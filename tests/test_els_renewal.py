@@ -1,4 +1,4 @@
-"""Under the ELS policy a credential is never renewed: a new application replaces it (DOMAIN.md).
+"""Under the ELS policy a credential is never renewed: a new application replaces it (docs/domain.md).
 
 "ELS-based: the credential is issued only against a valid plastic ELS card, and is valid for
 one semester, up to the ELS validity date. Extending it needs a new application." So with a

@@ -144,7 +144,7 @@ def test_els_card_ending_email_in_both_languages(ctx: AppContext) -> None:
 
 
 def test_els_card_valid_longer_reminder_says_apply_for_a_new_one(ctx: AppContext) -> None:
-    """Under the ELS policy a card valid longer does not make the credential renewable (DOMAIN.md:
+    """Under the ELS policy a card valid longer does not make the credential renewable (docs/domain.md:
     extending needs a new application): the reminder says apply for a new one, never "Renew"."""
     ctx.settings.policy = "els"
     student_id, cid = _active(ctx, els_valid_until=date(2027, 9, 30))
