@@ -119,9 +119,12 @@ class _SaslCommand(aioimaplib.Command):
         self.challenges: list[bytes] = []
 
     def flush(self) -> None:
-        # aioimaplib calls this after it appended a "+" continuation line to the response.
-        self.challenges.append(bytes(self.response.lines[-1]) if self.response.lines else b"")
-        self._transport.write(b"\r\n")  # type: ignore[attr-defined]
+        # aioimaplib calls this after it appended a "+" continuation line, and at other times:
+        # answer each continuation once, or the server reads a stray empty command (BAD).
+        continuations = [bytes(line) for line in self.response.lines if bytes(line).startswith(b"+")]
+        for challenge in continuations[len(self.challenges):]:
+            self.challenges.append(challenge)
+            self._transport.write(b"\r\n")  # type: ignore[attr-defined]
 
 
 async def _authenticate_xoauth2(imap: aioimaplib.IMAP4, user: str, token: str) -> aioimaplib.Response:

@@ -199,7 +199,8 @@ class MicrosoftTokenSource(TokenSource):
             result = self._application().acquire_token_for_client(scopes=self.settings.scopes or [MICROSOFT_SCOPE])
         except ValueError as exc:
             # MSAL raises for a tenant it cannot discover (a wrong MLEG_MAIL_OAUTH__TENANT_ID).
-            raise TokenError(f"Microsoft Entra ID: {exc}") from exc
+            raise TokenError(f"Microsoft Entra ID: {exc} (MLEG_MAIL_OAUTH__TENANT_ID is "
+                             f"{self.settings.tenant_id!r})") from exc
         except Exception as exc:  # requests' connection errors and the like
             raise TokenError(f"Microsoft Entra ID unreachable: {type(exc).__name__}: {exc}") from exc
         return dict(result or {})

@@ -321,7 +321,10 @@ class DovecotServer:
             f"introspection_mode = post\nintrospection_url = {self.oauth2_introspection_url}\n"
             "username_attribute = username\nactive_attribute = active\nactive_value = true\n"
         )
-        return f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {ext}\n}}\n"
+        # Refusals are what these tests are about: no 2 s delay per refusal, no per-address penalty.
+        return ("auth_failure_delay = 0\n"
+                "service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}\n"
+                f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {ext}\n}}\n")
 
     def _prepare_dirs(self) -> None:
         self.mail_root.mkdir()
