@@ -8,6 +8,7 @@ let expire is one Dovecot really refuses.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from core.models import InboundMail, OutboxMessage
 from mail.channel import SmtpChannel
 from mail.frontend import MailFrontend
 from mail.oauth import MailLoginError, shared_token_source
+from tests.cli_helpers import cli_environment, run
 from tests.conftest import build_ctx, make_settings
 from tests.mail_samples.kit import sample
 from tests.servers.dovecot import DovecotServer
@@ -217,3 +219,44 @@ async def test_smtp_sends_with_xoauth2_and_replaces_a_refused_token_once(
     with Session(ctx.engine) as session:
         [row] = session.exec(select(OutboxMessage).where(OutboxMessage.status == "pending")).all()
     assert row.last_error is not None and "refused with a fresh token" in row.last_error
+
+
+async def test_mail_check_and_status_say_which_login_works_and_hide_the_secrets(
+    tmp_path: Path, sqlite_url: str, oauth: OAuthServer, dovecot_oauth: DovecotServer,
+    smtp_server_factory: SmtpServerFactory,
+) -> None:
+    mailbox = dovecot_oauth.new_user(prefix="support")
+    oauth.clients[CLIENT_ID] = (CLIENT_SECRET, mailbox)
+    relay = smtp_server_factory(relay=False, xoauth2=lambda user, token: token in oauth.tokens)
+    _question(dovecot_oauth, mailbox, 6)
+    env = cli_environment(
+        tmp_path, sqlite_url,
+        MLEG_IMAP__HOST=dovecot_oauth.host, MLEG_IMAP__PORT=str(dovecot_oauth.imap_port),
+        MLEG_IMAP__SECURITY="none", MLEG_IMAP__AUTH="xoauth2", MLEG_IMAP__USERNAME=mailbox,
+        MLEG_SMTP__HOST=relay.host, MLEG_SMTP__PORT=str(relay.port), MLEG_SMTP__SECURITY="none",
+        MLEG_SMTP__AUTH="xoauth2", MLEG_SMTP__USERNAME=mailbox, MLEG_SMTP__SENDER=mailbox,
+        MLEG_MAIL_OAUTH__PROVIDER="generic", MLEG_MAIL_OAUTH__TOKEN_URL=oauth.token_url,
+        MLEG_MAIL_OAUTH__CLIENT_ID=CLIENT_ID, MLEG_MAIL_OAUTH__CLIENT_SECRET=CLIENT_SECRET,
+    )
+
+    checked = await asyncio.to_thread(run, ["mail", "check"], env)
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    imap_line, smtp_line = checked.stdout.splitlines()
+    assert imap_line.startswith("imap  ok") and f"logged in as {mailbox}" in imap_line
+    assert "holds 1 message" in imap_line
+    assert smtp_line.startswith("smtp  ok") and "XOAUTH2" in smtp_line and relay.xoauth2_logins == [mailbox]
+    assert not relay.messages  # a check sends nothing
+    status = await asyncio.to_thread(run, ["status"], env)
+    assert "xoauth2 via generic" in status.stdout and "client secret ******" in status.stdout
+    assert "imap.login: ok" in status.stdout and "smtp.login: ok" in status.stdout
+    assert CLIENT_SECRET not in status.stdout + checked.stdout + checked.stderr + status.stderr
+
+    # The provider refuses the client: exit 1, the provider's words, and status remembers it.
+    env["MLEG_MAIL_OAUTH__CLIENT_SECRET"] = "not-the-secret"
+    failed = await asyncio.to_thread(run, ["mail", "check", "--json"], env)
+    assert failed.returncode == 1
+    results = {r["connection"]: r for r in json.loads(failed.stdout)}
+    assert results["imap"]["ok"] is False and "invalid_client" in results["imap"]["detail"]
+    status = await asyncio.to_thread(run, ["status"], env)
+    assert "imap.login: FAILING since" in status.stdout and "invalid_client" in status.stdout
