@@ -33,6 +33,7 @@ __all__ = [
     "OutboxMessage",
     "OutboxStatus",
     "ReminderLog",
+    "ServiceHealth",
     "Student",
     "StudentStatus",
     "StudyLevel",
@@ -409,3 +410,17 @@ class MailboxState(SQLModel, table=True):
     mailbox: str = Field(primary_key=True, max_length=255)
     uidvalidity: int
     last_uid: int = 0
+
+
+class ServiceHealth(SQLModel, table=True):
+    """The last known state of a connection a server keeps (e.g. the mailbox's login), for `mleg status`.
+
+    Written when the state changes, so a server that works writes nothing per message.
+    """
+
+    __tablename__ = "service_health"
+    name: str = Field(primary_key=True, max_length=64)
+    ok: bool
+    detail: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, default=""))
+    checked_at: datetime = _ts()
+    since: datetime = _ts()

@@ -1,12 +1,15 @@
 """How `mleg serve` and `mleg chat` find the front-ends without core importing them.
 
 Front-ends and channel senders register in `pyproject.toml` under the entry-point
-groups `mleg.frontends` and `mleg.channels`; core only knows these protocols.
+groups `mleg.frontends` and `mleg.channels`, and connection checks (`mleg mail check`) under
+`mleg.checks`; core only knows these protocols.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -16,7 +19,7 @@ if TYPE_CHECKING:
     from core.outbox import DeliveryResult
     from core.outgoing import OutgoingMessage
 
-__all__ = ["ChannelSender", "Frontend", "load_channels", "load_frontends"]
+__all__ = ["ChannelSender", "CheckResult", "Frontend", "load_channels", "load_check", "load_frontends"]
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +86,19 @@ def load_channels(ctx: AppContext, only: set[str] | None = None) -> dict[str, Ch
         if sender is not None:
             senders[sender.channel] = sender
     return senders
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One connection checked: ok True/False, or None when it is not configured."""
+
+    name: str
+    ok: bool | None
+    detail: str
+
+
+def load_check(name: str) -> Callable[[AppContext], Awaitable[list[CheckResult]]] | None:
+    """The check registered as `name` in `mleg.checks`, or None when it is not installed."""
+    for entry in entry_points(group="mleg.checks", name=name):
+        return _load(entry)  # type: ignore[no-any-return]
+    return None

@@ -30,6 +30,9 @@ DEFAULT_MAX_REMOVED_SHARE = 0.2
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "xxx", "todo", DEMO_SECRET}
 
 Security = Literal["none", "starttls", "tls"]
+# How a mail connection logs in: a password, or an OAuth2 access token (SASL XOAUTH2), which
+# Microsoft 365 requires and Google Workspace prefers.
+MailAuth = Literal["password", "xoauth2"]
 
 # A host name of two or more labels (RFC 1035 letters, digits, hyphens; no label starts or
 # ends with a hyphen). Mail to a single-label name is never delivered off the box.
@@ -89,6 +92,7 @@ class SmtpSettings(BaseModel):
     port: int = 587
     username: str | None = None
     password: SecretStr | None = None
+    auth: MailAuth = "password"
     security: Security = "starttls"
     sender: str = "mlegitymacja@example.edu.pl"
     reply_to: str | None = None
@@ -104,6 +108,7 @@ class ImapSettings(BaseModel):
     port: int = 993
     username: str | None = None
     password: SecretStr | None = None
+    auth: MailAuth = "password"
     security: Security = "tls"
     mailbox: str = "INBOX"
     processed_mailbox: str | None = None
@@ -112,6 +117,49 @@ class ImapSettings(BaseModel):
     max_message_bytes: int = 25 * 1024 * 1024
     auto_replies_per_sender_per_day: int = 3
     ca_file: str | None = None
+
+
+class MailOAuthSettings(BaseModel):
+    """Where the OAuth2 access tokens for `auth = "xoauth2"` mail connections come from.
+
+    microsoft: an Entra ID application's client credentials (secret or certificate) with the
+    IMAP.AccessAsApp / SMTP.SendAsApp permissions; google: a service account with domain-wide
+    delegation, impersonating the mailbox; generic: any token endpoint with client credentials.
+    """
+
+    provider: Literal["microsoft", "google", "generic"] | None = None
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    # PEM file holding the application's private key and its certificate (instead of a secret).
+    certificate_file: str | None = None
+    certificate_thumbprint: str | None = None
+    service_account_file: str | None = None
+    token_url: str | None = None
+    scopes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A token is replaced this long before it expires, so no login uses one about to die.
+    refresh_margin_seconds: float = Field(default=300.0, ge=0)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    _split = field_validator("scopes", mode="before")(_split_csv)
+
+    def missing(self) -> list[str]:
+        """The settings this provider still needs, by their environment names."""
+        prefix = "MLEG_MAIL_OAUTH__"
+        needed: dict[str, object] = {}
+        if self.provider == "microsoft":
+            needed = {"TENANT_ID": self.tenant_id, "CLIENT_ID": self.client_id,
+                      "CLIENT_SECRET or CERTIFICATE_FILE": self.client_secret or self.certificate_file}
+            if self.certificate_file and not self.client_secret:
+                needed["CERTIFICATE_THUMBPRINT"] = self.certificate_thumbprint
+        elif self.provider == "google":
+            needed = {"SERVICE_ACCOUNT_FILE": self.service_account_file}
+        elif self.provider == "generic":
+            needed = {"TOKEN_URL": self.token_url, "CLIENT_ID": self.client_id,
+                      "CLIENT_SECRET": self.client_secret}
+        else:
+            return [f"{prefix}PROVIDER (microsoft, google or generic)"]
+        return [prefix + name for name, value in needed.items() if not value]
 
 
 class UniversitySettings(BaseModel):
@@ -211,6 +259,7 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     imap: ImapSettings = Field(default_factory=ImapSettings)
+    mail_oauth: MailOAuthSettings = Field(default_factory=MailOAuthSettings)
     university: UniversitySettings = Field(default_factory=UniversitySettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     credential: CredentialSettings = Field(default_factory=CredentialSettings)
@@ -252,6 +301,22 @@ class Settings(BaseSettings):
                 "least 32 characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
                 " or run with MLEG_MODE=demo for a demonstration."
             )
+        return self
+
+    @model_validator(mode="after")
+    def _mail_oauth_complete(self) -> Settings:
+        users = [name for name, conn in (("MLEG_IMAP", self.imap), ("MLEG_SMTP", self.smtp))
+                 if conn.host and conn.auth == "xoauth2"]
+        if not users:
+            return self
+        missing = self.mail_oauth.missing()
+        if missing:
+            raise ConfigurationError(
+                f"{' and '.join(u + '__AUTH' for u in users)}=xoauth2 needs {', '.join(missing)}"
+            )
+        for name in users:
+            if not getattr(self, name.removeprefix("MLEG_").lower()).username:
+                raise ConfigurationError(f"{name}__AUTH=xoauth2 needs {name}__USERNAME (the mailbox's address)")
         return self
 
     @property

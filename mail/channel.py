@@ -1,7 +1,8 @@
 """The e-mail channel sender: outbox rows out over SMTP (aiosmtplib), or into a local Maildir.
 
-With `settings.smtp.host` set, mail goes to that server (none/STARTTLS/TLS, AUTH when a
-username is set). Without it (the demo, `mleg chat`), mail lands in the Maildir at
+With `settings.smtp.host` set, mail goes to that server (none/STARTTLS/TLS; AUTH with a
+password when a username and password are set, or SASL XOAUTH2 with an OAuth2 access token
+when `smtp.auth = "xoauth2"`, see mail.oauth). Without it (the demo, `mleg chat`), mail lands in the Maildir at
 `settings.maildir_path`, where any mail client or `cat` can read it.
 
 The Message-ID is derived from the outbox idempotency key, so a resend after a crash
@@ -17,12 +18,14 @@ import mailbox
 import os
 import ssl
 from datetime import timedelta
+from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
 
 from core.clock import Clock
 from core.context import AppContext
+from core.health import HealthRecorder
 from core.mailbox_rules import email_message_id
 from core.models import OutboxMessage
 from core.outbox import DeliveryResult
@@ -30,6 +33,7 @@ from core.outgoing import OutgoingMessage
 from core.secrets_box import SecretBox
 from core.settings import Settings
 from mail.mime import build_email
+from mail.oauth import MailLoginError, TokenError, shared_token_source
 
 __all__ = ["CHANNEL", "MaildirChannel", "SmtpChannel", "make_email_channel"]
 
@@ -60,6 +64,8 @@ class SmtpChannel:
         self.clock = clock
         self.box = SecretBox(settings.secret)
         self.rate_per_second = rate_per_second
+        # Set by make_email_channel: where the login's outcome is kept for `mleg status`.
+        self.health: HealthRecorder | None = None
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if self.settings.smtp.security == "none":
@@ -67,25 +73,11 @@ class SmtpChannel:
         return ssl.create_default_context(cafile=self.settings.smtp.ca_file)
 
     async def deliver(self, row: OutboxMessage, message: OutgoingMessage) -> DeliveryResult:
-        smtp = self.settings.smtp
         message_id = _message_id(self.settings, self.box, row, message)
         email = build_email(message, sender=_sender(self.settings), recipient=row.recipient,
                             message_id=message_id, date=self.clock.now(), reply_to=_reply_to(self.settings))
         try:
-            await aiosmtplib.send(
-                email,
-                sender=smtp.sender,
-                recipients=[row.recipient],
-                hostname=smtp.host,
-                port=smtp.port,
-                username=smtp.username,
-                password=smtp.password.get_secret_value() if smtp.password else None,
-                use_tls=smtp.security == "tls",
-                # False, not None: None would mean "upgrade if offered", and "none" means plain.
-                start_tls=smtp.security == "starttls",
-                tls_context=self._tls_context(),
-                timeout=smtp.timeout_seconds,
-            )
+            await self._send(email, row.recipient)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
@@ -94,11 +86,62 @@ class SmtpChannel:
         except aiosmtplib.SMTPResponseException as exc:
             # RFC 5321 4.2.1: 4yz is a transient negative reply, 5yz a permanent one.
             return self._failure(row, message_id, f"SMTP {exc.code} {exc.message}", permanent=exc.code >= 500)
+        except (TokenError, MailLoginError) as exc:
+            # The mailbox's credentials, not this message: retried until an operator fixes them.
+            self.record_login(False, str(exc))
+            return self._failure(row, message_id, f"{type(exc).__name__}: {exc}", permanent=False)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             # Connection refused, TLS trouble, timeouts, a dropped connection: all worth retrying.
             return self._failure(row, message_id, f"{type(exc).__name__}: {exc}", permanent=False)
         log.info("e-mail %s (outbox %s, %s) sent via SMTP", message_id, row.id, row.kind)
         return DeliveryResult(ok=True, external_id=message_id)
+
+    def client(self) -> aiosmtplib.SMTP:
+        smtp = self.settings.smtp
+        return aiosmtplib.SMTP(
+            hostname=smtp.host, port=smtp.port, use_tls=smtp.security == "tls",
+            # False, not None: None would mean "upgrade if offered", and "none" means plain.
+            start_tls=smtp.security == "starttls", tls_context=self._tls_context(), timeout=smtp.timeout_seconds)
+
+    async def _send(self, email: EmailMessage, recipient: str) -> None:
+        smtp = self.settings.smtp
+        client = self.client()
+        async with client:
+            await self.login(client)
+            await client.send_message(email, sender=smtp.sender, recipients=[recipient])
+
+    async def login(self, client: aiosmtplib.SMTP) -> str:
+        """Authenticate on a connected client as configured; returns how (for `mleg mail check`)."""
+        smtp = self.settings.smtp
+        if smtp.auth == "xoauth2":
+            return await self._login_xoauth2(client)
+        if smtp.username and smtp.password:
+            await client.login(smtp.username, smtp.password.get_secret_value())
+            return f"password as {smtp.username}"
+        return "no login (no MLEG_SMTP__USERNAME and PASSWORD)"
+
+    async def _login_xoauth2(self, client: aiosmtplib.SMTP) -> str:
+        """The cached token; refused (535), once more with a fresh one (RFC 4954 allows a new AUTH)."""
+        user = self.settings.smtp.username or ""
+        tokens = shared_token_source(self.settings.mail_oauth, self.clock)
+        token = await tokens.token(user)
+        try:
+            await client.auth_xoauth2(user, token.value)
+        except aiosmtplib.SMTPAuthenticationError:
+            log.warning("SMTP: XOAUTH2 login refused with the cached token; fetching a new one")
+            tokens.forget(user)
+            token = await tokens.token(user, fresh=True)
+            try:
+                await client.auth_xoauth2(user, token.value)
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                raise MailLoginError(f"SMTP XOAUTH2 login as {user} refused with a fresh token: {exc.code} "
+                                     f"{exc.message} (is the application allowed to send as this mailbox?)") from exc
+        self.record_login(True, f"XOAUTH2 as {user} ({tokens.provider})")
+        return f"XOAUTH2 as {user} ({tokens.provider} token valid until {token.expires_at:%Y-%m-%d %H:%M} UTC)"
+
+    def record_login(self, ok: bool, detail: str) -> None:
+        if self.health is not None:
+            self.health.record("smtp.login", ok, detail)
 
     def _failure(self, row: OutboxMessage, message_id: str, error: str, *, permanent: bool) -> DeliveryResult:
         log.warning("e-mail %s (outbox %s, %s) %s failure: %s", message_id, row.id, row.kind,
@@ -156,5 +199,7 @@ class MaildirChannel:
 def make_email_channel(ctx: AppContext) -> SmtpChannel | MaildirChannel:
     """The entry point `mleg.channels: email`: SMTP when configured, else the local Maildir."""
     if ctx.settings.smtp.host:
-        return SmtpChannel(ctx.settings, ctx.clock)
+        channel = SmtpChannel(ctx.settings, ctx.clock)
+        channel.health = HealthRecorder(ctx.engine, ctx.clock)
+        return channel
     return MaildirChannel(ctx.settings, ctx.clock)

@@ -7,6 +7,9 @@ them \\Seen (or move them to `imap.processed_mailbox`).
 
 `imap.security` picks the link: tls (TLS from the first byte), starttls (plain, upgraded
 before LOGIN; a server that does not offer STARTTLS is refused, never used in clear) or none.
+`imap.auth` picks the login: a password (LOGIN), or an OAuth2 access token (SASL XOAUTH2,
+mail.oauth). A session logged in with a token is renewed before the token expires, so a
+server that checks tokens during a session (Exchange Online) never drops us mid-IDLE.
 
 Between cycles it waits in IDLE when the server offers it, else it polls. A stalled IDLE
 (the connection dead without a FIN, a known aioimaplib trap: `wait_server_push` then waits
@@ -18,12 +21,14 @@ exponential backoff.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import re
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import aioimaplib
 from sqlmodel import Session, col, select
@@ -31,8 +36,10 @@ from sqlmodel import Session, col, select
 from core.context import AppContext
 from core.errors import ConfigurationError
 from core.faq import Faq
+from core.health import HealthRecorder
 from core.models import InboundMail
 from mail.inbound import ProcessedMail, mailbox_state, process_pending, store_raw
+from mail.oauth import AccessToken, MailLoginError, TokenError, TokenSource, shared_token_source
 
 __all__ = ["CycleReport", "MailFrontend"]
 
@@ -97,6 +104,39 @@ def _fail_fast_on_connection_loss(imap: aioimaplib.IMAP4) -> None:
     protocol.conn_lost_cb = lost
 
 
+class _SaslCommand(aioimaplib.Command):
+    """AUTHENTICATE with an initial response (RFC 4959), answering a server challenge with an empty line.
+
+    On a refused token the server sends a challenge carrying its JSON error and waits for the
+    client (RFC 7628 3.2.2); aioimaplib's own `xoauth2` never answers it and hangs until its
+    timeout, so a bad token would cost a minute per try.
+    """
+
+    def __init__(self, tag: str, mechanism: str, initial: str, transport: asyncio.BaseTransport,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__("AUTHENTICATE", tag, mechanism, initial, loop=loop)
+        self._transport = transport
+        self.challenges: list[bytes] = []
+
+    def flush(self) -> None:
+        # aioimaplib calls this after it appended a "+" continuation line, and at other times:
+        # answer each continuation once, or the server reads a stray empty command (BAD).
+        continuations = [bytes(line) for line in self.response.lines if bytes(line).startswith(b"+")]
+        for challenge in continuations[len(self.challenges):]:
+            self.challenges.append(challenge)
+            self._transport.write(b"\r\n")  # type: ignore[attr-defined]
+
+
+async def _authenticate_xoauth2(imap: aioimaplib.IMAP4, user: str, token: str) -> aioimaplib.Response:
+    protocol = imap.protocol
+    initial = base64.b64encode(f"user={user}\1auth=Bearer {token}\1\1".encode()).decode("ascii")
+    command = _SaslCommand(protocol.new_tag(), "XOAUTH2", initial, protocol.transport, protocol.loop)
+    response = await asyncio.wait_for(protocol.execute(command, scrub=initial), COMMAND_TIMEOUT)
+    if response.result == "OK":
+        protocol.state = aioimaplib.AUTH
+    return response
+
+
 def _close(imap: aioimaplib.IMAP4) -> None:
     """Drop a connection that failed before it was ready (no LOGOUT: nothing to end politely)."""
     imap._client_task.cancel()  # still connecting: stop (a finished task ignores this)
@@ -122,6 +162,9 @@ class MailFrontend:
         self._stopping = asyncio.Event()
         self._imap: aioimaplib.IMAP4 | None = None
         self.cycles = 0  # for tests and `mleg status`-like probes: cycles completed
+        self.health = HealthRecorder(ctx.engine, ctx.clock)
+        # The token the current session logged in with (XOAUTH2 only): renew the session before it dies.
+        self._session_token: AccessToken | None = None
 
     def enabled(self) -> bool:
         return bool(self.settings.host)
@@ -130,6 +173,10 @@ class MailFrontend:
 
     def _tls_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.settings.ca_file)
+
+    async def connect(self) -> aioimaplib.IMAP4:
+        """A logged-in connection (no mailbox selected): what `mleg mail check` uses."""
+        return await self._connect()
 
     async def _connect(self) -> aioimaplib.IMAP4:
         s = self.settings
@@ -158,8 +205,43 @@ class MailFrontend:
         await asyncio.wait_for(imap.wait_hello_from_server(), GREETING_TIMEOUT)
         if s.security == "starttls":
             await self._starttls(imap)
+        if s.auth == "xoauth2":
+            await self._login_xoauth2(imap)
+            return
         password = s.password.get_secret_value() if s.password else ""
         _ok(await imap.login(s.username or "", password), "LOGIN")
+
+    def _tokens(self) -> TokenSource:
+        return shared_token_source(self.ctx.settings.mail_oauth, self.ctx.clock)
+
+    async def _login_xoauth2(self, imap: aioimaplib.IMAP4) -> None:
+        """Log in with the cached token; refused, once more with a fresh one; refused again, give up."""
+        user = self.settings.username or ""
+        tokens = self._tokens()
+        try:
+            token = await tokens.token(user)
+            response = await _authenticate_xoauth2(imap, user, token.value)
+            if response.result != "OK":
+                log.warning("support mailbox: XOAUTH2 login refused with the cached token; fetching a new one")
+                tokens.forget(user)
+                token = await tokens.token(user, fresh=True)
+                response = await _authenticate_xoauth2(imap, user, token.value)
+        except TokenError as exc:
+            self.health.record("imap.login", False, f"token request failed: {exc}")
+            raise
+        if response.result != "OK":
+            detail = b" ".join(bytes(line) for line in response.lines if not bytes(line).startswith(b"+")).decode(
+                errors="replace")
+            self.health.record("imap.login", False, f"XOAUTH2 login refused: {detail[:300]}")
+            raise MailLoginError(f"XOAUTH2 login as {user} refused with a fresh token: {detail[:300]} "
+                                 "(is the application granted access to this mailbox?)")
+        self._session_token = token
+        self.health.record("imap.login", True, f"XOAUTH2 as {user} ({tokens.provider})")
+
+    def _session_renew_at(self) -> datetime | None:
+        if self._session_token is None:
+            return None
+        return self._tokens().renew_at(self._session_token)
 
     async def _starttls(self, imap: aioimaplib.IMAP4) -> None:
         """Upgrade the plain connection to TLS before any credential crosses it (RFC 3501 6.2.1, RFC 2595).
@@ -355,6 +437,10 @@ class MailFrontend:
                 await asyncio.wait_for(self._stopping.wait(), self.settings.poll_interval_seconds)
             return
         renew = self.settings.idle_timeout_seconds
+        renew_at = self._session_renew_at()
+        if renew_at is not None:
+            # Leave IDLE in time to log in again before the token expires.
+            renew = max(1.0, min(renew, (renew_at - self.ctx.clock.now()).total_seconds()))
         idle = await asyncio.wait_for(imap.idle_start(timeout=renew), COMMAND_TIMEOUT)
         try:
             stop = asyncio.ensure_future(self._stopping.wait())
@@ -380,6 +466,9 @@ class MailFrontend:
                 while not self._stopping.is_set():
                     await asyncio.wait_for(self._cycle(imap), COMMAND_TIMEOUT * 10)
                     backoff = 1.0
+                    if self._token_due():
+                        log.info("support mailbox: the session's access token is due for renewal; logging in again")
+                        break
                     await self._wait_for_mail(imap)
             except asyncio.CancelledError:
                 raise
@@ -396,6 +485,11 @@ class MailFrontend:
                 if imap is not None:
                     await self._logout(imap)
                 self._imap = None
+                self._session_token = None
+
+    def _token_due(self) -> bool:
+        renew_at = self._session_renew_at()
+        return renew_at is not None and renew_at <= self.ctx.clock.now()
 
     async def start(self) -> None:
         self._stopping.clear()

@@ -12,11 +12,13 @@ from sqlmodel import Session, col, select
 
 from core.cli.common import build_context, friendly_errors
 from core.db import alembic_config, current_revision
+from core.health import read_health
 from core.jobs.leader import LIFECYCLE_LOCK, advisory_key
 from core.jobs.runner import JOBS
 from core.models import Credential, InboundMail, JobRun, OutboxMessage, OutboxStatus, Student, SupportThread
 from core.redact import redact_personal
 from core.serve import TELEGRAM_POLLING_LOCK
+from core.settings import Settings
 
 LABEL = 16
 
@@ -111,6 +113,27 @@ def _outbox_lines(session: Session, now: datetime) -> None:
                                "(a server stopped while sending them: due again)")
 
 
+def _auth(s: Settings, auth: str) -> str:
+    return f"xoauth2 via {s.mail_oauth.provider}" if auth == "xoauth2" else "password"
+
+
+def _oauth_summary(s: Settings) -> str:
+    """Which provider and identity the tokens come from; secrets only as set / not set."""
+    o = s.mail_oauth
+    parts = [f"provider {o.provider}"]
+    if o.provider == "microsoft":
+        parts += [f"tenant {o.tenant_id}", f"client id {o.client_id}",
+                  "client secret ******" if o.client_secret else f"certificate {o.certificate_file}"]
+    elif o.provider == "google":
+        parts.append(f"service account file {o.service_account_file}")
+    elif o.provider == "generic":
+        parts += [f"token url {o.token_url}", f"client id {o.client_id}",
+                  f"client secret {'******' if o.client_secret else 'not set'}"]
+    if o.scopes:
+        parts.append(f"scopes {' '.join(o.scopes)}")
+    return ", ".join(parts)
+
+
 @friendly_errors
 def status_command() -> None:
     """Show the configuration (secrets hidden), counts of students, credentials, outbox, and runtime health:
@@ -123,11 +146,14 @@ def status_command() -> None:
     typer.echo(f"policy          {s.policy}")
     typer.echo(f"university      {s.university.name} ({', '.join(s.university.email_domains)})")
     typer.echo(f"telegram        {'configured' if s.telegram.token else 'not configured'}")
-    smtp = f"{s.smtp.host}:{s.smtp.port} ({s.smtp.security})" if s.smtp.host else (
+    smtp = f"{s.smtp.host}:{s.smtp.port} ({s.smtp.security}, {_auth(s, s.smtp.auth)})" if s.smtp.host else (
         f"not configured: e-mail goes to the local Maildir {s.maildir_path}")
     typer.echo(f"smtp            {smtp}")
-    imap = f"{s.imap.host}:{s.imap.port} {s.imap.mailbox}" if s.imap.host else "not configured"
+    imap = (f"{s.imap.host}:{s.imap.port} {s.imap.mailbox} ({s.imap.security}, {_auth(s, s.imap.auth)})"
+            if s.imap.host else "not configured")
     typer.echo(f"support mailbox {imap}")
+    if "xoauth2" in {s.smtp.auth if s.smtp.host else "", s.imap.auth if s.imap.host else ""}:
+        _line("mail oauth2", _oauth_summary(s))
     _line("schema", _schema(ctx.engine))
     with Session(ctx.engine) as session:
         def count(query: sa.Select[tuple[int]]) -> int:
@@ -156,3 +182,7 @@ def status_command() -> None:
         if s.telegram.token and not s.telegram.webhook_url:
             _line("polling lock", _lock_holder(session, TELEGRAM_POLLING_LOCK, now, "polls Telegram"))
         _job_lines(session, now)
+        for health in read_health(session):
+            state = "ok" if health.ok else f"FAILING since {_when(health.since, now)}"
+            _line("connection", f"{health.name}: {state}, last {_when(health.checked_at, now)}: "
+                                f"{redact_personal(health.detail)[:200]}")

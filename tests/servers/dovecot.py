@@ -94,7 +94,8 @@ class DovecotServer:
     """
 
     def __init__(
-        self, password: str = DEFAULT_PASSWORD, host: str = "127.0.0.1", tls: TlsCertificate | None = None
+        self, password: str = DEFAULT_PASSWORD, host: str = "127.0.0.1", tls: TlsCertificate | None = None,
+        oauth2_introspection_url: str | None = None,
     ) -> None:
         binary = find_dovecot()
         reason = unavailable_reason()
@@ -105,6 +106,9 @@ class DovecotServer:
         self.host: str = host
         self.password: str = password
         self.tls: TlsCertificate | None = tls
+        # With it, XOAUTH2 logins are checked at this RFC 7662 endpoint (the oauth2 passdb);
+        # the static password still works for PLAIN/LOGIN, so test helpers can read mail.
+        self.oauth2_introspection_url = oauth2_introspection_url
         self.imap_port: int = 0
         self.imaps_port: int = 0  # stays 0 without tls
         self.lmtp_port: int = 0
@@ -300,6 +304,28 @@ class DovecotServer:
             f"    port = {self.imaps_port}\n    ssl = yes\n  }}\n"
         )
 
+    def _oauth2_mechanisms(self) -> str:
+        return " xoauth2 oauthbearer" if self.oauth2_introspection_url else ""
+
+    def _static_mechanisms(self) -> str:
+        # A token must never pass as the static password.
+        return "\n  mechanisms = plain login" if self.oauth2_introspection_url else ""
+
+    def _oauth2_passdb(self) -> str:
+        if not self.oauth2_introspection_url:
+            return ""
+        if self.version >= (2, 4):
+            raise DovecotUnavailable("the oauth2 test set-up is written for Dovecot 2.3")
+        ext = self._dir / "dovecot-oauth2.conf.ext"
+        ext.write_text(
+            f"introspection_mode = post\nintrospection_url = {self.oauth2_introspection_url}\n"
+            "username_attribute = username\nactive_attribute = active\nactive_value = true\n"
+        )
+        # Refusals are what these tests are about: no 2 s delay per refusal, no per-address penalty.
+        return ("auth_failure_delay = 0\n"
+                "service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}\n"
+                f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {ext}\n}}\n")
+
     def _prepare_dirs(self) -> None:
         self.mail_root.mkdir()
         if os.geteuid() == 0:
@@ -370,15 +396,15 @@ log_path = {self.log_path}
 protocols = imap lmtp
 listen = {self.host}
 {self._ssl_config("ssl_cert", "ssl_key", "<")}disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{self._oauth2_mechanisms()}
 default_internal_user = {internal}
 default_internal_group = {gid}
 default_login_user = {login}
 first_valid_uid = 1
 postmaster_address = postmaster@example.test
-passdb {{
+{self._oauth2_passdb()}passdb {{
   driver = static
-  args = password={self.password}
+  args = password={self.password}{self._static_mechanisms()}
 }}
 userdb {{
   driver = static

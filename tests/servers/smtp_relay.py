@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import ipaddress
+import json
 import shutil
 import smtplib
 import ssl
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -209,6 +212,26 @@ class _Handler:
         return None
 
 
+class _XOAuth2Handler(_Handler):
+    """Also offers AUTH XOAUTH2, checking the bearer token with the relay's `xoauth2` callable."""
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        checker = self.relay.xoauth2
+        assert checker is not None
+        try:
+            fields = base64.b64decode(args[1]).decode().split("\x01")
+            user = next(f[5:] for f in fields if f.startswith("user="))
+            token = next(f[12:] for f in fields if f.startswith("auth=Bearer "))
+        except (IndexError, ValueError, StopIteration):
+            return AuthResult(success=False, handled=False)
+        if checker(user, token):
+            self.relay.xoauth2_logins.append(user)
+            return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
+        # RFC 7628 3.2.2 as Gmail and Exchange do it: an error challenge, then 535 after the client's empty line.
+        await server.challenge_auth(json.dumps({"status": "401", "schemes": "bearer"}))
+        return AuthResult(success=False, handled=False)
+
+
 class _Controller(Controller):
     """Controller whose SMTP allows AUTH without STARTTLS when asked to."""
 
@@ -244,12 +267,16 @@ class SmtpRelay:
         hostname: str = "localhost",
         data_size_limit: int = DEFAULT_DATA_SIZE_LIMIT,
         max_recorded: int = 1000,
+        xoauth2: Callable[[str, str], bool] | None = None,
     ) -> None:
         if security not in ("none", "starttls", "tls"):
             raise ValueError(f"unknown security {security!r}")
         self.dovecot = dovecot
         self.security: Security = security
         self.auth = auth
+        # With it, AUTH XOAUTH2 is offered and required; it says whether (user, token) may log in.
+        self.xoauth2 = xoauth2
+        self.xoauth2_logins: list[str] = []
         self.host = host
         self.port = port or free_port(host)
         self.hostname = hostname
@@ -298,11 +325,11 @@ class SmtpRelay:
         if self.security == "starttls":
             kwargs["tls_context"] = server_ctx
             kwargs["require_starttls"] = True
-        if self.auth is not None:
+        if self.auth is not None or self.xoauth2 is not None:
             kwargs["authenticator"] = self._authenticate
             kwargs["auth_required"] = True
         controller = _Controller(
-            _Handler(self),
+            _XOAuth2Handler(self) if self.xoauth2 is not None else _Handler(self),
             hostname=self.host,
             port=self.port,
             ssl_context=server_ctx if self.security == "tls" else None,
