@@ -243,8 +243,20 @@ class Settings(BaseSettings):
             )
         secret = self.secret_key.get_secret_value() if self.secret_key else ""
         if self.mode == "demo":
-            if not secret:
-                self.secret_key = SecretStr(DEMO_SECRET)
+            if secret and secret != DEMO_SECRET:
+                return self
+            # The demo secret is written in the repository: with it, anyone can compute the
+            # stored PESEL hashes and open queued mail. Fine for `make run` (console, Maildir),
+            # never for a service that real students reach.
+            channels = self.real_channels()
+            if channels:
+                raise ConfigurationError(
+                    f"MLEG_SECRET_KEY is not set, and {', '.join(channels)} "
+                    f"{'is' if len(channels) == 1 else 'are'} configured: demo mode's public secret "
+                    "is only for the local demo. Set MLEG_SECRET_KEY to a random value of at least "
+                    "32 characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)."
+                )
+            self.secret_key = SecretStr(DEMO_SECRET)
             return self
         if secret.strip().lower() in _PLACEHOLDERS or len(secret) < 32:
             raise ConfigurationError(
@@ -253,6 +265,15 @@ class Settings(BaseSettings):
                 " or run with MLEG_MODE=demo for a demonstration."
             )
         return self
+
+    def real_channels(self) -> list[str]:
+        """The settings that reach real people: a Telegram bot, an SMTP server, a mailbox."""
+        configured = [
+            ("MLEG_TELEGRAM__TOKEN", self.telegram.token is not None and bool(self.telegram.token.get_secret_value())),
+            ("MLEG_SMTP__HOST", bool(self.smtp.host)),
+            ("MLEG_IMAP__HOST", bool(self.imap.host)),
+        ]
+        return [name for name, present in configured if present]
 
     @property
     def secret(self) -> bytes:
