@@ -143,8 +143,23 @@ class UniversitySettings(BaseModel):
 
 class LimitsSettings(BaseModel):
     guesses_per_hour: int = 5
+    # Wrong identifications counted against one album (or ELS) number, from any account: higher
+    # than an account's limit, since anyone who knows the number can use it up, and the student
+    # whose number it is waits out the lock too (they are told by e-mail; staff can lift it with
+    # `mleg students unlock ALBUM`).
+    album_guesses_per_hour: int = 10
     guess_window_minutes: int = 60
     chat_code_ttl_minutes: int = 15
+
+    @model_validator(mode="after")
+    def _album_above_account(self) -> LimitsSettings:
+        if self.album_guesses_per_hour <= self.guesses_per_hour:
+            raise ValueError(
+                f"album_guesses_per_hour ({self.album_guesses_per_hour}) must be more than "
+                f"guesses_per_hour ({self.guesses_per_hour}): strangers must not lock a student out "
+                "as easily as one account locks itself"
+            )
+        return self
 
 
 class CredentialSettings(BaseModel):
