@@ -204,6 +204,29 @@ class JobsSettings(BaseModel):
     batch_size: int = 1000
 
 
+class RetentionSettings(BaseModel):
+    """How long each kind of personal data is kept; core.jobs.retention deletes what is older.
+
+    The first three default to `jobs.retention_days` (MLEG_JOBS__RETENTION_DAYS), their older
+    common setting. `mleg status` shows every rule in force.
+    """
+
+    # Support threads (their messages and raw e-mails): closed ones after this many days, and
+    # ones never closed after this many days without any activity.
+    threads_days: int | None = Field(default=None, ge=1)
+    # A chat's conversation state after this many days untouched.
+    conversations_days: int | None = Field(default=None, ge=1)
+    # Raw support e-mails of no thread (automatic replies ignored, quarantined ones).
+    inbound_mail_days: int | None = Field(default=None, ge=1)
+    # Sent and failed outbox rows (addresses, chat ids, the sender's last error); the body of a
+    # sent message is wiped at once. At least a day: the mailbox's daily per-sender cap counts them.
+    outbox_days: int = Field(default=30, ge=1)
+    # The audit trail (who did what to which student, credential or thread).
+    audit_days: int = Field(default=5 * 365, ge=1)
+    # Acceptances of the terms by chat accounts no longer linked to the service.
+    terms_acceptance_days: int = Field(default=5 * 365, ge=1)
+
+
 class Settings(BaseSettings):
     """Everything an operator configures. See README "Configuration"."""
 
@@ -232,6 +255,7 @@ class Settings(BaseSettings):
     reminders: ReminderSettings = Field(default_factory=ReminderSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @classmethod
     def settings_customise_sources(
