@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 from core.cli.common import build_context, friendly_errors
 from core.db import alembic_config, current_revision
 from core.jobs.leader import LIFECYCLE_LOCK, advisory_key
+from core.jobs.retention import rules as retention_rules
 from core.jobs.runner import JOBS
 from core.models import Credential, InboundMail, JobRun, OutboxMessage, OutboxStatus, Student, SupportThread
 from core.redact import redact_personal
@@ -128,6 +129,8 @@ def status_command() -> None:
     typer.echo(f"smtp            {smtp}")
     imap = f"{s.imap.host}:{s.imap.port} {s.imap.mailbox}" if s.imap.host else "not configured"
     typer.echo(f"support mailbox {imap}")
+    for what, kept in retention_rules(s):  # how long each kind of personal data is kept
+        _line("retention", f"{what}: {kept}")
     _line("schema", _schema(ctx.engine))
     with Session(ctx.engine) as session:
         def count(query: sa.Select[tuple[int]]) -> int:

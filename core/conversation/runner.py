@@ -28,6 +28,7 @@ from core.db import lock_for_write, unit_of_work
 from core.eligibility import Policy, check_eligibility, short_els_validity, validity_end
 from core.errors import ConflictError, EligibilityError, RateLimitedError
 from core.faq import Faq
+from core.forget import forget_account
 from core.models import LIVE_STATES, BindingCode, ChatLink, Conversation, Student, TermsAcceptance
 from core.outgoing import Button, OutgoingMessage
 from core.secrets_box import mask_email
@@ -375,12 +376,9 @@ class _Executor:
         return thread.id or 0
 
     def _ForgetAccount(self, op: ops.ForgetAccount) -> None:
-        channel, account = self.event.channel, self.event.account_id
-        for model in (ChatLink, BindingCode, Conversation):
-            self.session.execute(sa.delete(model).where(
-                model.channel == channel, model.account_id == account))  # type: ignore[attr-defined]
         # Wrong guesses stay: forgetting must not reset the guessing limits.
-        audit.record(self.session, at=self.ctx.clock.now(), actor=f"{channel}:{account}", action="chat.forgotten")
+        forget_account(self.session, channel=self.event.channel, account_id=self.event.account_id,
+                       now=self.ctx.clock.now())
 
 
 class ConversationService:
