@@ -225,6 +225,12 @@ class RetentionSettings(BaseModel):
     audit_days: int = Field(default=5 * 365, ge=1)
     # Acceptances of the terms by chat accounts no longer linked to the service.
     terms_acceptance_days: int = Field(default=5 * 365, ge=1)
+    # Ended (expired, revoked) credentials with their history, applications and reminder log,
+    # counted from the end.
+    ended_credentials_days: int = Field(default=5 * 365, ge=1)
+    # Former students (removed or graduated, no live credential): the register row and all
+    # that is theirs, counted from the removal or the last change of the row.
+    former_students_days: int = Field(default=5 * 365, ge=1)
 
 
 class Settings(BaseSettings):

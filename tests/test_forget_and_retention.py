@@ -3,7 +3,7 @@ data has a retention rule that the retention job enforces and `mleg status` show
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,14 @@ from core.db import make_engine, unit_of_work
 from core.forget import REMOVED_TEXT
 from core.jobs import retention
 from core.models import (
+    Application,
     AuditEvent,
     ChatLink,
+    Credential,
+    CredentialEvent,
     OutboxMessage,
     OutboxStatus,
+    ReminderLog,
     Student,
     SupportMessage,
     SupportThread,
@@ -162,5 +166,61 @@ def test_status_shows_every_retention_rule(tmp_path: Path, sqlite_url: str) -> N
     text = "\n".join(rules)
     for what in ("support threads: 200 days", "chat conversations: 200 days", "e-mails of no thread: 200 days",
                  "outbox: sent and failed rows 12 days", "audit trail: 1825 days", "terms acceptances: 1825 days",
-                 "failed guesses:", "chat codes:"):
+                 "ended credentials: 1825 days", "former students: 1825 days", "failed guesses:", "chat codes:"):
         assert what in text, text
+
+
+def _credential(session: Session, student: Student, state: str, ended: datetime | None) -> int:
+    credential = Credential(student_id=student.id or 0, state=state, policy="standalone",
+                            valid_until=date(2023, 3, 31), created_at=NOW - timedelta(days=2000),
+                            updated_at=ended or NOW, ended_at=ended)
+    session.add(credential)
+    session.flush()
+    session.add(CredentialEvent(credential_id=credential.id or 0, from_state=None, to_state=state, actor="x",
+                                reason="x", at=ended or NOW))
+    session.add(ReminderLog(credential_id=credential.id or 0, kind="validity-14", created_at=NOW))
+    session.add(Application(student_id=student.id or 0, kind="new", channel="telegram",
+                            credential_id=credential.id, created_at=NOW - timedelta(days=2000)))
+    return credential.id or 0
+
+
+def test_former_students_and_ended_credentials_go_after_their_periods(tmp_path: Path, sqlite_url: str,
+                                                                       clock: FixedClock) -> None:
+    settings = make_settings(tmp_path, database_url=sqlite_url,
+                             retention={"former_students_days": 400, "ended_credentials_days": 300})
+    ctx = build_ctx(settings, make_engine(sqlite_url), clock)
+    clock.set(NOW)
+    long_ago, lately = NOW - timedelta(days=401), NOW - timedelta(days=100)
+    with unit_of_work(ctx.engine) as session:
+        gone, _ = add_student(session, ctx.box, status="graduated", updated_at=long_ago)
+        removed_lately, _ = add_student(session, ctx.box, status="removed", removed_on=lately.date(),
+                                        updated_at=long_ago)
+        still_live, _ = add_student(session, ctx.box, status="graduated", updated_at=long_ago)
+        active, _ = add_student(session, ctx.box)
+        _credential(session, gone, "expired", long_ago)
+        session.add(ChatLink(channel="telegram", account_id="9", student_id=gone.id or 0, bound_at=long_ago))
+        session.add(TermsAcceptance(channel="telegram", account_id="9", student_id=gone.id, version="v",
+                                    accepted_at=long_ago))
+        thread = SupportThread(student_id=gone.id, channel="telegram", account_id="9", created_at=NOW,
+                               updated_at=NOW)
+        session.add(thread)
+        _credential(session, still_live, "active", None)
+        old_ended = _credential(session, active, "revoked", NOW - timedelta(days=301))
+        kept_ended = _credential(session, active, "revoked", NOW - timedelta(days=299))
+        ids = {name: s.id for name, s in (("gone", gone), ("removed_lately", removed_lately),
+                                           ("still_live", still_live), ("active", active))}
+
+    result = retention(ctx)
+
+    assert (result["students"], result["credentials"]) == (1, 2)
+    with Session(ctx.engine) as session:
+        assert set(session.exec(select(Student.id)).all()) == {ids["removed_lately"], ids["still_live"],
+                                                              ids["active"]}
+        left = set(session.exec(select(Credential.id).where(Credential.student_id == ids["active"])).all())
+        assert old_ended not in left and kept_ended in left
+        for model in (CredentialEvent, ReminderLog, Application):
+            assert {row.credential_id for row in session.exec(select(model)).all()} <= \
+                set(session.exec(select(Credential.id)).all())
+        assert session.exec(select(ChatLink)).all() == [] and session.exec(select(TermsAcceptance)).all() == []
+        assert session.exec(select(SupportThread)).one().student_id is None  # the ticket goes by its own rule
+    ctx.engine.dispose()

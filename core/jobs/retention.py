@@ -10,23 +10,30 @@ records past any rate-limit window and chat-binding codes that are used or expir
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from core.context import AppContext
 from core.db import checkpoint_wal, unit_of_work
 from core.jobs.ledger import JobResult
 from core.models import (
+    LIVE_STATES,
+    Application,
     AuditEvent,
     BindingCode,
     ChatLink,
     Conversation,
+    Credential,
+    CredentialEvent,
     GuessAttempt,
     InboundMail,
     OutboxMessage,
     OutboxStatus,
+    ReminderLog,
+    Student,
+    StudentStatus,
     SupportMessage,
     SupportThread,
     TermsAcceptance,
@@ -59,6 +66,11 @@ def rules(settings: Settings) -> list[tuple[str, str]]:
         ("audit trail", f"{r.audit_days} days (MLEG_RETENTION__AUDIT_DAYS)"),
         ("terms acceptances", f"{r.terms_acceptance_days} days, once the chat account is no longer linked "
                               "(MLEG_RETENTION__TERMS_ACCEPTANCE_DAYS)"),
+        ("ended credentials", f"{r.ended_credentials_days} days after they ended, with their history, "
+                              "applications and reminder log (MLEG_RETENTION__ENDED_CREDENTIALS_DAYS)"),
+        ("former students", f"{r.former_students_days} days after removal or graduation (no live credential): "
+                            "the register row, credentials, chat links, acceptances; their tickets go by "
+                            "their own rule (MLEG_RETENTION__FORMER_STUDENTS_DAYS)"),
         ("failed guesses", f"{guess_hours:g} h (the guess window and a day)"),
         ("chat codes", "deleted once used or expired"),
     ]
@@ -137,6 +149,7 @@ def retention(ctx: AppContext) -> JobResult:
         col(ChatLink.account_id) == col(TermsAcceptance.account_id))
     result["terms_acceptances"] = _delete_in_batches(ctx, TermsAcceptance, sa.select(col(TermsAcceptance.id)).where(
         col(TermsAcceptance.accepted_at) < cutoff, ~linked.exists()))
+    result["students"], result["credentials"] = _former_students_and_ended_credentials(ctx, now)
     guess_cutoff = now - timedelta(minutes=ctx.settings.limits.guess_window_minutes) - _GUESS_KEEP
     with unit_of_work(ctx.engine) as session:
         result["guess_attempts"] = session.execute(
@@ -150,3 +163,53 @@ def retention(ctx: AppContext) -> JobResult:
     # What was deleted must not linger in SQLite's write-ahead log (a no-op on PostgreSQL).
     checkpoint_wal(ctx.engine)
     return result
+
+
+def _delete_credentials(session: Session, ids: Sequence[int]) -> int:
+    """Credentials with every row that points at them."""
+    for model in (ReminderLog, CredentialEvent, Application):
+        session.execute(sa.delete(model).where(col(model.credential_id).in_(ids)))  # type: ignore[attr-defined]
+    return session.execute(sa.delete(Credential).where(col(Credential.id).in_(ids))).rowcount or 0
+
+
+def _former_students_and_ended_credentials(ctx: AppContext, now: datetime) -> tuple[int, int]:
+    """Former students past their period (and all that is theirs), then ended credentials past theirs."""
+    retention_settings, batch = ctx.settings.retention, ctx.settings.jobs.batch_size
+    cutoff = now - timedelta(days=retention_settings.former_students_days)
+    live = sa.select(col(Credential.id)).where(
+        col(Credential.student_id) == col(Student.id), col(Credential.state).in_(list(LIVE_STATES)))
+    students = credentials = 0
+    while True:
+        with unit_of_work(ctx.engine) as session:
+            ids: Sequence[int] = session.execute(
+                sa.select(col(Student.id))
+                .where(col(Student.status).in_([StudentStatus.REMOVED, StudentStatus.GRADUATED]))
+                .where(col(Student.updated_at) < cutoff)
+                .where(sa.or_(col(Student.removed_on).is_(None), col(Student.removed_on) < cutoff.date()))
+                .where(~live.exists())
+                .limit(batch)
+            ).scalars().all()
+            if not ids:
+                break
+            credential_ids = session.execute(
+                sa.select(col(Credential.id)).where(col(Credential.student_id).in_(ids))).scalars().all()
+            credentials += _delete_credentials(session, credential_ids)
+            for model in (Application, ChatLink, BindingCode, TermsAcceptance):
+                session.execute(sa.delete(model).where(col(model.student_id).in_(ids)))  # type: ignore[attr-defined]
+            # A ticket outlives the register row until its own period: it only loses the link.
+            session.execute(sa.update(SupportThread).where(col(SupportThread.student_id).in_(ids))
+                            .values(student_id=None))
+            students += session.execute(sa.delete(Student).where(col(Student.id).in_(ids))).rowcount or 0
+    cutoff = now - timedelta(days=retention_settings.ended_credentials_days)
+    while True:
+        with unit_of_work(ctx.engine) as session:
+            ids = session.execute(
+                sa.select(col(Credential.id))
+                .where(col(Credential.state).not_in(list(LIVE_STATES)))
+                .where(sa.func.coalesce(col(Credential.ended_at), col(Credential.updated_at)) < cutoff)
+                .limit(batch)
+            ).scalars().all()
+            if not ids:
+                break
+            credentials += _delete_credentials(session, ids)
+    return students, credentials
