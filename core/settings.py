@@ -147,12 +147,15 @@ class LimitsSettings(BaseModel):
     # than an account's limit, since anyone who knows the number can use it up, and the student
     # whose number it is waits out the lock too (they are told by e-mail; staff can lift it with
     # `mleg students unlock ALBUM`).
-    album_guesses_per_hour: int = 10
+    # Not set: twice guesses_per_hour (10), so an installation that raised that one still starts.
+    album_guesses_per_hour: int | None = None
     guess_window_minutes: int = 60
     chat_code_ttl_minutes: int = 15
 
     @model_validator(mode="after")
     def _album_above_account(self) -> LimitsSettings:
+        if self.album_guesses_per_hour is None:
+            self.album_guesses_per_hour = 2 * self.guesses_per_hour
         if self.album_guesses_per_hour <= self.guesses_per_hour:
             raise ValueError(
                 f"album_guesses_per_hour ({self.album_guesses_per_hour}) must be more than "
@@ -160,6 +163,11 @@ class LimitsSettings(BaseModel):
                 "as easily as one account locks itself"
             )
         return self
+
+    @property
+    def album_limit(self) -> int:
+        """album_guesses_per_hour as validated (never None then)."""
+        return self.album_guesses_per_hour or 2 * self.guesses_per_hour
 
 
 class CredentialSettings(BaseModel):

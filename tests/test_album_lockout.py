@@ -42,13 +42,13 @@ def _lock_notices(ctx: AppContext) -> list[OutboxMessage]:
 
 
 def _lock_album(ctx: AppContext, student: Student, pesel: str, prefix: str = "stranger") -> None:
-    for n, wrong in enumerate(_wrong_pesels(pesel, ctx.settings.limits.album_guesses_per_hour)):
+    for n, wrong in enumerate(_wrong_pesels(pesel, ctx.settings.limits.album_limit)):
         _try(ctx, f"{prefix}-{n}", wrong, student.album)
 
 
 def test_an_accounts_worth_of_failures_does_not_lock_the_album(sqlite_ctx: AppContext) -> None:
     limits = sqlite_ctx.settings.limits
-    assert limits.album_guesses_per_hour > limits.guesses_per_hour
+    assert limits.album_limit > limits.guesses_per_hour
     student, pesel = _student(sqlite_ctx)
     for n, wrong in enumerate(_wrong_pesels(pesel, limits.guesses_per_hour)):
         _try(sqlite_ctx, f"stranger-{n}", wrong, student.album)
@@ -80,7 +80,7 @@ def test_a_lock_by_the_pesel_tells_its_student_and_an_unknown_album_tells_nobody
     [notice] = _lock_notices(sqlite_ctx)
     assert notice.recipient == student.email
     _, other_pesel = _student(sqlite_ctx)
-    for n, wrong in enumerate(_wrong_pesels(other_pesel, sqlite_ctx.settings.limits.album_guesses_per_hour)):
+    for n, wrong in enumerate(_wrong_pesels(other_pesel, sqlite_ctx.settings.limits.album_limit)):
         _try(sqlite_ctx, f"u-{n}", wrong, "999777")  # nobody's album
     assert len(_lock_notices(sqlite_ctx)) == 1
 
@@ -110,3 +110,18 @@ def test_unlock_of_an_unknown_album_is_one_error_line(tmp_path: Path, sqlite_url
     result = run(["students", "unlock", "999999"], cli_environment(tmp_path, sqlite_url))
     assert result.returncode == 2
     assert result.stderr.strip() == "error: no student with album '999999' in the register"
+
+
+def test_the_album_limit_follows_the_account_limit_and_must_exceed_it(tmp_path: Path) -> None:
+    from core.errors import ConfigurationError
+    from tests.conftest import make_settings
+
+    assert make_settings(tmp_path).limits.album_limit == 10
+    # An installation that had raised the account limit still starts, the album's above it.
+    assert make_settings(tmp_path, limits={"guesses_per_hour": 12}).limits.album_limit == 24
+    try:
+        make_settings(tmp_path, limits={"album_guesses_per_hour": 5})
+    except ConfigurationError as refused:
+        assert "album_guesses_per_hour (5) must be more than guesses_per_hour (5)" in str(refused)
+    else:
+        raise AssertionError("an album limit no higher than an account's was accepted")

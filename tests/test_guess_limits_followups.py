@@ -20,7 +20,7 @@ from tests.chat_driver import ChatDriver
 from tests.conftest import _truncate_all, add_student, build_ctx, make_settings, student_pesel
 
 LOCKED_EN = "Too many failed attempts"
-# Failures against one album or ELS number before it locks (limits.album_guesses_per_hour's default).
+# Failures against one album or ELS number before it locks (by default twice an account's 5).
 ALBUM_LIMIT = 10
 NO_MATCH_EN = "does not match the student register"
 
@@ -172,7 +172,7 @@ def test_concurrent_guesses_from_many_accounts_stay_within_the_limit(pg_ctx: App
     assert not errors, errors
     # One typed PESEL (wrong albums) locks at an account's limit; one album (wrong PESELs) at its own.
     limits = pg_ctx.settings.limits
-    limit = limits.guesses_per_hour if guess == "wrong_album" else limits.album_guesses_per_hour
+    limit = limits.guesses_per_hour if guess == "wrong_album" else limits.album_limit
     evaluated = sum(NO_MATCH_EN in text for text in texts)
     assert evaluated <= limit, texts
     assert all(NO_MATCH_EN in text or LOCKED_EN in text for text in texts), texts

@@ -84,7 +84,7 @@ class _Executor:
 
     def _limits(self, op: ops.CheckLocked | ops.RecordWrongGuess) -> dict[tuple[str, str], int]:
         # The album (or ELS) number's own limit, higher than an account's: anyone may know it.
-        album = self.ctx.settings.limits.album_guesses_per_hour
+        album = self.ctx.settings.limits.album_limit
         return {("student", key): album for key in op.also} if op.kind == "identify" else {}
 
     def _locked_until(self, kind: str, scopes: list[tuple[str, str]],
