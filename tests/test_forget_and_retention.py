@@ -67,9 +67,9 @@ def _sent(ctx: AppContext) -> None:
             session.add(row)
 
 
-def test_forget_unlinks_the_account_everywhere_and_keeps_a_pseudonymous_audit(sqlite_ctx: AppContext) -> None:
-    student, pesel = _student(sqlite_ctx)
-    chat = ChatDriver(sqlite_ctx, account=ACCOUNT)
+def test_forget_unlinks_the_account_everywhere_and_keeps_a_pseudonymous_audit(ctx: AppContext) -> None:
+    student, pesel = _student(ctx)
+    chat = ChatDriver(ctx, account=ACCOUNT)
     chat.start_in("pl")
     chat.say(pesel)
     chat.say("000000")  # a wrong try: its audit row names the account
@@ -78,21 +78,21 @@ def test_forget_unlinks_the_account_everywhere_and_keeps_a_pseudonymous_audit(sq
     chat.say(chat.binding_code())
     chat.say(QUESTION)
     chat.press("confirm:yes:support")
-    with unit_of_work(sqlite_ctx.engine) as session:
+    with unit_of_work(ctx.engine) as session:
         thread = session.exec(select(SupportThread)).one()
-        staff_reply(sqlite_ctx, session, thread.id or 0, text="Nie, Zuzanno, jedna na telefon.", staff="anna")
-    _sent(sqlite_ctx)
-    assert _rows_holding(sqlite_ctx, ACCOUNT)  # before: link, terms, audit, thread, outbox
+        staff_reply(ctx, session, thread.id or 0, text="Nie, Zuzanno, jedna na telefon.", staff="anna")
+    _sent(ctx)
+    assert _rows_holding(ctx, ACCOUNT)  # before: link, terms, audit, thread, outbox
 
     chat.say("/forget")
     chat.press("forget:yes")
 
     # Nothing keeps the chat account, except the wrong-guess counts (kept so /forget resets no lock;
     # they go with the guess window).
-    left = [(table, row) for table, row in _rows_holding(sqlite_ctx, ACCOUNT) if table != "guess_attempt"]
+    left = [(table, row) for table, row in _rows_holding(ctx, ACCOUNT) if table != "guess_attempt"]
     assert left == []
-    assert _rows_holding(sqlite_ctx, "Zuzann") == []  # the ticket's texts, the student's and staff's
-    with Session(sqlite_ctx.engine) as session:
+    assert _rows_holding(ctx, "Zuzann") == []  # the ticket's texts, the student's and staff's
+    with Session(ctx.engine) as session:
         assert session.exec(select(ChatLink)).all() == []
         [bound] = session.exec(select(AuditEvent).where(AuditEvent.action == "chat.bound")).all()
         [forgotten] = session.exec(select(AuditEvent).where(AuditEvent.action == "chat.forgotten")).all()
