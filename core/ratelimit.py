@@ -9,7 +9,7 @@ all read "under the limit" at once and every one of them gets its guess.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from core.errors import RateLimitedError
 from core.models import GuessAttempt
 
-__all__ = ["advisory_key", "check_allowed", "record", "record_failure"]
+__all__ = ["advisory_key", "check_allowed", "locked_scopes", "record", "record_failure"]
 
 Scope = tuple[str, str]  # ("account", "telegram:42") or ("student", "17")
 
@@ -38,6 +38,37 @@ def _serialise(session: Session, kind: str, scopes: list[Scope]) -> None:
         session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(kind, scope, key)})
 
 
+def locked_scopes(
+    session: Session,
+    kind: str,
+    scopes: Iterable[Scope],
+    *,
+    now: datetime,
+    limit: int,
+    window: timedelta,
+    limits: Mapping[Scope, int] | None = None,
+) -> dict[Scope, datetime]:
+    """The scopes that used up their attempts, each with when its lock lifts.
+
+    `limits`: a limit of its own for some scopes (the album's is higher than an account's).
+    """
+    since = now - window
+    locked: dict[Scope, datetime] = {}
+    for scope in dict.fromkeys(scopes):
+        own = (limits or {}).get(scope, limit)
+        times = session.exec(
+            select(GuessAttempt.at)
+            .where(GuessAttempt.kind == kind, GuessAttempt.scope == scope[0], GuessAttempt.key == scope[1])
+            .where(col(GuessAttempt.at) > since)
+            .order_by(sa.desc(col(GuessAttempt.at)))
+            .limit(own)
+        ).all()
+        if len(times) >= own:
+            # The lock lifts when the oldest of the last `own` attempts leaves the window.
+            locked[scope] = min(times) + window
+    return locked
+
+
 def check_allowed(
     session: Session,
     kind: str,
@@ -46,6 +77,7 @@ def check_allowed(
     now: datetime,
     limit: int,
     window: timedelta,
+    limits: Mapping[Scope, int] | None = None,
 ) -> None:
     """Raise RateLimitedError (with when the last lock lifts) if any scope used up its attempts.
 
@@ -54,23 +86,10 @@ def check_allowed(
     """
     scopes = list(scopes)
     _serialise(session, kind, scopes)
-    since = now - window
-    until: datetime | None = None
-    for scope, key in scopes:
-        times = session.exec(
-            select(GuessAttempt.at)
-            .where(GuessAttempt.kind == kind, GuessAttempt.scope == scope, GuessAttempt.key == key)
-            .where(col(GuessAttempt.at) > since)
-            .order_by(sa.desc(col(GuessAttempt.at)))
-            .limit(limit)
-        ).all()
-        if len(times) >= limit:
-            # The lock lifts when the oldest of the last `limit` attempts leaves the window;
-            # with several scopes locked, the student can try again only when all have lifted.
-            lifts = min(times) + window
-            until = lifts if until is None else max(until, lifts)
-    if until is not None:
-        raise RateLimitedError(until)
+    locked = locked_scopes(session, kind, scopes, now=now, limit=limit, window=window, limits=limits)
+    if locked:
+        # With several scopes locked, the student can try again only when all have lifted.
+        raise RateLimitedError(max(locked.values()))
 
 
 def record(session: Session, kind: str, scopes: Iterable[Scope], *, now: datetime) -> None:

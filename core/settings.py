@@ -191,8 +191,31 @@ class UniversitySettings(BaseModel):
 
 class LimitsSettings(BaseModel):
     guesses_per_hour: int = 5
+    # Wrong identifications counted against one album (or ELS) number, from any account: higher
+    # than an account's limit, since anyone who knows the number can use it up, and the student
+    # whose number it is waits out the lock too (they are told by e-mail; staff can lift it with
+    # `mleg students unlock ALBUM`).
+    # Not set: twice guesses_per_hour (10), so an installation that raised that one still starts.
+    album_guesses_per_hour: int | None = None
     guess_window_minutes: int = 60
     chat_code_ttl_minutes: int = 15
+
+    @model_validator(mode="after")
+    def _album_above_account(self) -> LimitsSettings:
+        if self.album_guesses_per_hour is None:
+            self.album_guesses_per_hour = 2 * self.guesses_per_hour
+        if self.album_guesses_per_hour <= self.guesses_per_hour:
+            raise ValueError(
+                f"album_guesses_per_hour ({self.album_guesses_per_hour}) must be more than "
+                f"guesses_per_hour ({self.guesses_per_hour}): strangers must not lock a student out "
+                "as easily as one account locks itself"
+            )
+        return self
+
+    @property
+    def album_limit(self) -> int:
+        """album_guesses_per_hour as validated (never None then)."""
+        return self.album_guesses_per_hour or 2 * self.guesses_per_hour
 
 
 class CredentialSettings(BaseModel):
@@ -237,6 +260,35 @@ class JobsSettings(BaseModel):
     batch_size: int = 1000
 
 
+class RetentionSettings(BaseModel):
+    """How long each kind of personal data is kept; core.jobs.retention deletes what is older.
+
+    The first three default to `jobs.retention_days` (MLEG_JOBS__RETENTION_DAYS), their older
+    common setting. `mleg status` shows every rule in force.
+    """
+
+    # Support threads (their messages and raw e-mails): closed ones after this many days, and
+    # ones never closed after this many days without any activity.
+    threads_days: int | None = Field(default=None, ge=1)
+    # A chat's conversation state after this many days untouched.
+    conversations_days: int | None = Field(default=None, ge=1)
+    # Raw support e-mails of no thread (automatic replies ignored, quarantined ones).
+    inbound_mail_days: int | None = Field(default=None, ge=1)
+    # Sent and failed outbox rows (addresses, chat ids, the sender's last error); the body of a
+    # sent message is wiped at once. At least a day: the mailbox's daily per-sender cap counts them.
+    outbox_days: int = Field(default=30, ge=1)
+    # The audit trail (who did what to which student, credential or thread).
+    audit_days: int = Field(default=5 * 365, ge=1)
+    # Acceptances of the terms by chat accounts no longer linked to the service.
+    terms_acceptance_days: int = Field(default=5 * 365, ge=1)
+    # Ended (expired, revoked) credentials with their history, applications and reminder log,
+    # counted from the end.
+    ended_credentials_days: int = Field(default=5 * 365, ge=1)
+    # Former students (removed or graduated, no live credential): the register row and all
+    # that is theirs, counted from the removal or the last change of the row.
+    former_students_days: int = Field(default=5 * 365, ge=1)
+
+
 class Settings(BaseSettings):
     """Everything an operator configures. See README "Configuration"."""
 
@@ -266,6 +318,7 @@ class Settings(BaseSettings):
     reminders: ReminderSettings = Field(default_factory=ReminderSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -292,8 +345,20 @@ class Settings(BaseSettings):
             )
         secret = self.secret_key.get_secret_value() if self.secret_key else ""
         if self.mode == "demo":
-            if not secret:
-                self.secret_key = SecretStr(DEMO_SECRET)
+            if secret and secret != DEMO_SECRET:
+                return self
+            # The demo secret is written in the repository: with it, anyone can compute the
+            # stored PESEL hashes and open queued mail. Fine for `make run` (console, Maildir),
+            # never for a service that real students reach.
+            channels = self.real_channels()
+            if channels:
+                raise ConfigurationError(
+                    f"MLEG_SECRET_KEY is not set, and {', '.join(channels)} "
+                    f"{'is' if len(channels) == 1 else 'are'} configured: demo mode's public secret "
+                    "is only for the local demo. Set MLEG_SECRET_KEY to a random value of at least "
+                    "32 characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)."
+                )
+            self.secret_key = SecretStr(DEMO_SECRET)
             return self
         if secret.strip().lower() in _PLACEHOLDERS or len(secret) < 32:
             raise ConfigurationError(
@@ -318,6 +383,14 @@ class Settings(BaseSettings):
             if not getattr(self, name.removeprefix("MLEG_").lower()).username:
                 raise ConfigurationError(f"{name}__AUTH=xoauth2 needs {name}__USERNAME (the mailbox's address)")
         return self
+    def real_channels(self) -> list[str]:
+        """The settings that reach real people: a Telegram bot, an SMTP server, a mailbox."""
+        configured = [
+            ("MLEG_TELEGRAM__TOKEN", self.telegram.token is not None and bool(self.telegram.token.get_secret_value())),
+            ("MLEG_SMTP__HOST", bool(self.smtp.host)),
+            ("MLEG_IMAP__HOST", bool(self.imap.host)),
+        ]
+        return [name for name, present in configured if present]
 
     @property
     def secret(self) -> bytes:

@@ -166,6 +166,8 @@ class MaildirChannel:
         self.path = path or settings.maildir_path
 
     def _write(self, name: str, data: bytes) -> Path:
+        # mailbox.Maildir makes only the last folder of its path; the var dir above it may be new.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         box = mailbox.Maildir(self.path, create=True)  # creates tmp/ new/ cur/ when missing
         for folder in ("new", "cur"):
             for existing in (self.path / folder).glob(name + "*"):
@@ -187,6 +189,9 @@ class MaildirChannel:
         try:
             path = await asyncio.to_thread(self._write, name, email.as_bytes())
         except OSError as exc:
+            # Said, not only kept in the row: the student was told a mail is on its way.
+            log.warning("e-mail %s (outbox %s, %s) could not be written to the Maildir %s: %s",
+                        message_id, row.id, row.kind, self.path, exc)
             return DeliveryResult(ok=False, error=f"Maildir {self.path}: {exc}",
                                   retry_after=timedelta(seconds=30))
         log.info("e-mail %s (outbox %s, %s) written to %s", message_id, row.id, row.kind, path)

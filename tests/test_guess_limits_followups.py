@@ -20,6 +20,8 @@ from tests.chat_driver import ChatDriver
 from tests.conftest import _truncate_all, add_student, build_ctx, make_settings, student_pesel
 
 LOCKED_EN = "Too many failed attempts"
+# Failures against one album or ELS number before it locks (by default twice an account's 5).
+ALBUM_LIMIT = 10
 NO_MATCH_EN = "does not match the student register"
 
 
@@ -48,7 +50,7 @@ def _try(ctx: AppContext, account: str, pesel: str, second: str, language: str =
 
 def test_wrong_pesels_against_one_album_from_many_accounts_lock_that_student(sqlite_ctx: AppContext) -> None:
     student, pesel = _student(sqlite_ctx)
-    for n, wrong in enumerate(_wrong_pesels(pesel, 5)):  # a new account each time: no account is locked
+    for n, wrong in enumerate(_wrong_pesels(pesel, ALBUM_LIMIT)):  # a new account each time: no account locked
         attacker = _try(sqlite_ctx, f"attacker-{n}", wrong, student.album)
         assert "one-time code" not in attacker.text
     # The right PESEL from yet another account now waits too, and so does the owner.
@@ -62,8 +64,8 @@ def test_wrong_pesels_against_one_album_from_many_accounts_lock_that_student(sql
 
 def test_the_album_is_matched_as_typed_spaces_and_case_aside(sqlite_ctx: AppContext) -> None:
     _, pesel = _student(sqlite_ctx, album="ab500123")
-    forms = ["AB500123", "ab 500123", "Ab500 123", "AB 500 123", "ab500123"]
-    for n, (wrong, typed) in enumerate(zip(_wrong_pesels(pesel, 5), forms, strict=True)):
+    forms = ["AB500123", "ab 500123", "Ab500 123", "AB 500 123", "ab500123"] * 2
+    for n, (wrong, typed) in enumerate(zip(_wrong_pesels(pesel, ALBUM_LIMIT), forms, strict=True)):
         _try(sqlite_ctx, f"attacker-{n}", wrong, typed)
     assert LOCKED_EN in _try(sqlite_ctx, "owner", pesel, "AB500123").text
 
@@ -72,8 +74,8 @@ def test_wrong_pesels_against_an_els_number_lock_that_student(tmp_path: Path, sq
                                                              clock: FixedClock) -> None:
     ctx = build_ctx(make_settings(tmp_path, database_url=sqlite_url, policy="els"), make_engine(sqlite_url), clock)
     _, pesel = _student(ctx, els_number="ELS-77001234")
-    forms = ["ELS-77001234", "els 77001234", "77001234", "ELS77001234", "77 00 12 34"]
-    for n, (wrong, typed) in enumerate(zip(_wrong_pesels(pesel, 5), forms, strict=True)):
+    forms = ["ELS-77001234", "els 77001234", "77001234", "ELS77001234", "77 00 12 34"] * 2
+    for n, (wrong, typed) in enumerate(zip(_wrong_pesels(pesel, ALBUM_LIMIT), forms, strict=True)):
         _try(ctx, f"attacker-{n}", wrong, typed)
     assert LOCKED_EN in _try(ctx, "owner", pesel, "ELS-77001234").text
     ctx.engine.dispose()
@@ -83,7 +85,7 @@ def test_failures_by_the_pesel_and_by_the_album_add_up_for_one_student(sqlite_ct
     student, pesel = _student(sqlite_ctx)
     for n in range(3):  # the right PESEL, wrong albums
         _try(sqlite_ctx, f"a-{n}", pesel, f"9{n:05d}")
-    for n, wrong in enumerate(_wrong_pesels(pesel, 2)):  # wrong PESELs, the right album
+    for n, wrong in enumerate(_wrong_pesels(pesel, ALBUM_LIMIT - 3)):  # wrong PESELs, the right album
         _try(sqlite_ctx, f"b-{n}", wrong, student.album)
     assert LOCKED_EN in _try(sqlite_ctx, "owner", pesel, student.album).text
 
@@ -95,11 +97,11 @@ def test_a_known_and_an_unknown_album_answer_alike(sqlite_ctx: AppContext) -> No
     with Session(sqlite_ctx.engine) as session:
         assert session.exec(select(Student).where(Student.album == unknown_album)).first() is None
     known_texts, unknown_texts = [], []
-    for n, wrong in enumerate(_wrong_pesels(pesel, 7)):
+    for n, wrong in enumerate(_wrong_pesels(pesel, ALBUM_LIMIT + 2)):
         known_texts.append(_try(sqlite_ctx, f"k-{n}", wrong, student.album).text)
         unknown_texts.append(_try(sqlite_ctx, f"u-{n}", wrong, unknown_album).text)
     assert known_texts == unknown_texts
-    assert LOCKED_EN not in known_texts[3] and LOCKED_EN in known_texts[4]
+    assert LOCKED_EN not in known_texts[ALBUM_LIMIT - 2] and LOCKED_EN in known_texts[ALBUM_LIMIT - 1]
     assert all("@" not in text for text in known_texts)
 
 
@@ -168,7 +170,9 @@ def test_concurrent_guesses_from_many_accounts_stay_within_the_limit(pg_ctx: App
     for thread in threads:
         thread.join()
     assert not errors, errors
-    limit = pg_ctx.settings.limits.guesses_per_hour
+    # One typed PESEL (wrong albums) locks at an account's limit; one album (wrong PESELs) at its own.
+    limits = pg_ctx.settings.limits
+    limit = limits.guesses_per_hour if guess == "wrong_album" else limits.album_limit
     evaluated = sum(NO_MATCH_EN in text for text in texts)
     assert evaluated <= limit, texts
     assert all(NO_MATCH_EN in text or LOCKED_EN in text for text in texts), texts

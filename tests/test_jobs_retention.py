@@ -51,7 +51,8 @@ def test_old_closed_threads_and_idle_conversations_are_deleted(ctx: AppContext) 
     old, recent = NOW - timedelta(days=400), NOW - timedelta(days=10)
     with unit_of_work(ctx.engine) as session:
         gone = _thread(session, "closed", old)
-        kept_open = _thread(session, "open", old)
+        _thread(session, "open", old)  # never closed, and nobody touched it for the whole period
+        kept_open = _thread(session, "escalated", recent)
         kept_recent = _thread(session, "closed", recent)
         session.add(Conversation(channel="telegram", account_id="1", created_at=old, updated_at=old))
         session.add(Conversation(channel="telegram", account_id="2", created_at=old, updated_at=recent))
@@ -63,8 +64,9 @@ def test_old_closed_threads_and_idle_conversations_are_deleted(ctx: AppContext) 
             session.add(BindingCode(channel="telegram", account_id="1", student_id=student.id or 0, code_hash="h",
                                     created_at=NOW, expires_at=expires, used_at=used))
     at(ctx, NOW.isoformat())
-    assert retention(ctx) == {"threads": 1, "support_messages": 1, "inbound_mails": 1, "conversations": 1,
-                              "guess_attempts": 1, "binding_codes": 2}
+    assert retention(ctx) == {"threads": 2, "support_messages": 2, "inbound_mails": 2, "conversations": 1,
+                              "guess_attempts": 1, "binding_codes": 2, "outbox": 0, "audit_events": 0,
+                              "terms_acceptances": 0, "students": 0, "credentials": 0}
     with Session(ctx.engine) as session:
         assert {t.id for t in session.exec(select(SupportThread)).all()} == {kept_open, kept_recent}
         assert [c.account_id for c in session.exec(select(Conversation)).all()] == ["2"]

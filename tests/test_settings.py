@@ -26,6 +26,8 @@ def test_environment_overrides_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("MLEG_TELEGRAM__STAFF_CHAT_ID", "-1001234")
     monkeypatch.setenv("MLEG_UNIVERSITY__EMAIL_DOMAINS", "student.uni.pl, Uni.pl")
     monkeypatch.setenv("MLEG_DATABASE_URL", "postgresql://u@h/db")
+    # An SMTP host is a real channel: the demo's public secret is refused with it.
+    monkeypatch.setenv("MLEG_SECRET_KEY", "a-secret-of-its-own-long-enough-0123456789")
     settings = load_settings()
     assert settings.policy == "els"
     assert (settings.smtp.host, settings.smtp.port, settings.smtp.security) == ("smtp.a", 2525, "tls")

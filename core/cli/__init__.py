@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from core.cli import credentials, db, jobs, mail, registry, threads
+from core.cli import credentials, db, jobs, mail, registry, students, threads
 from core.cli.chat import chat_command
 from core.cli.serve import serve_command
 from core.cli.status import status_command
@@ -23,6 +23,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(threads.app, name="threads")
 app.add_typer(mail.app, name="mail")
+app.add_typer(students.app, name="students")
 app.command("status")(status_command)
 app.command("chat")(chat_command)
 app.command("serve")(serve_command)

@@ -96,6 +96,10 @@ class ConsoleChat:
                 result = await sender.deliver(row, message)
                 if result.ok:
                     self.write(f"   (e-mail \"{message.subject}\" delivered: {result.external_id})")
+                else:
+                    # The chat may just have said "I sent a code": the operator must see it did not go.
+                    self.write(f"   (e-mail \"{message.subject}\" NOT delivered: {result.error}; "
+                               "it stays in the outbox and is tried again)")
                 return result
 
             await outbox.drain_once(self.ctx.engine, self.ctx.box, channel="email", now=self.ctx.clock.now,

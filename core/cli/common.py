@@ -21,7 +21,8 @@ from core.errors import ConfigurationError, MlegError
 from core.logging_setup import configure_logging
 from core.settings import Settings, load_settings
 
-__all__ = ["build_context", "emit_json", "friendly_errors", "masked_url", "open_database", "print_table"]
+__all__ = ["build_context", "emit_json", "friendly_errors", "make_var_dir", "masked_url", "open_database",
+           "print_table"]
 
 _URL_EXAMPLES = "e.g. sqlite:///var/mleg.db or postgresql://user@host:5432/mleg"
 # Failures of the database connection itself (server down, wrong role or password, network);
@@ -86,10 +87,19 @@ def open_database(settings: Settings) -> Engine:
     return engine
 
 
+def make_var_dir(settings: Settings) -> None:
+    """The folder the product writes into (SQLite file, Maildir), made when it is new."""
+    try:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"MLEG_VAR_DIR {settings.var_dir}: cannot create it ({exc.strerror})") from exc
+
+
 def build_context(now: datetime | None = None) -> AppContext:
     """Settings -> engine -> context. A fresh SQLite file is migrated on the spot."""
     settings = load_settings()
     configure_logging(settings.log_level)
+    make_var_dir(settings)
     engine = open_database(settings)
     sqlite = engine.dialect.name == "sqlite"
     clock: Clock | None = FixedClock(now) if now else None

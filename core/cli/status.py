@@ -14,6 +14,7 @@ from core.cli.common import build_context, friendly_errors
 from core.db import alembic_config, current_revision
 from core.health import read_health
 from core.jobs.leader import LIFECYCLE_LOCK, advisory_key
+from core.jobs.retention import rules as retention_rules
 from core.jobs.runner import JOBS
 from core.models import Credential, InboundMail, JobRun, OutboxMessage, OutboxStatus, Student, SupportThread
 from core.redact import redact_personal
@@ -154,6 +155,8 @@ def status_command() -> None:
     typer.echo(f"support mailbox {imap}")
     if "xoauth2" in {s.smtp.auth if s.smtp.host else "", s.imap.auth if s.imap.host else ""}:
         _line("mail oauth2", _oauth_summary(s))
+    for what, kept in retention_rules(s):  # how long each kind of personal data is kept
+        _line("retention", f"{what}: {kept}")
     _line("schema", _schema(ctx.engine))
     with Session(ctx.engine) as session:
         def count(query: sa.Select[tuple[int]]) -> int:

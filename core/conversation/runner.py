@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from core import audit, outbox, ratelimit, support
+from core import audit, lockout, outbox, ratelimit, support
 from core import credentials as credential_service
 from core.compose import notice_email
 from core.context import AppContext
@@ -26,9 +25,10 @@ from core.conversation.events import Event, Reply, coalesce_replies
 from core.conversation.state import ConversationState
 from core.conversation.status import credential_view
 from core.db import lock_for_write, unit_of_work
-from core.eligibility import Policy, check_eligibility, normalize_els_number, short_els_validity, validity_end
+from core.eligibility import Policy, check_eligibility, short_els_validity, validity_end
 from core.errors import ConflictError, EligibilityError, RateLimitedError
 from core.faq import Faq
+from core.forget import forget_account
 from core.models import LIVE_STATES, BindingCode, ChatLink, Conversation, Student, TermsAcceptance
 from core.outgoing import Button, OutgoingMessage
 from core.secrets_box import mask_email
@@ -43,9 +43,7 @@ BINDING_CODE_DIGITS = "0123456789"
 CODE_MAILS_PER_WINDOW = 3
 
 
-def _second_number(by: str, number: str) -> str:
-    """An ELS or album number as compared: typed and register forms alike."""
-    return normalize_els_number(number) if by == "els" else re.sub(r"\s+", "", number).upper()
+_second_number = lockout.second_number
 
 
 def engine_config(ctx: AppContext, terms: Terms | None = None) -> EngineConfig:
@@ -71,6 +69,9 @@ class _Executor:
         self.session = session
         self.event = event
         self.account_scope = ("account", f"{event.channel}:{event.account_id}")
+        # What IdentifyKeys saw this turn: the typed number (by, number) and the typed PESEL's student.
+        self._typed: tuple[str, str] | None = None
+        self._pesel_owner: Student | None = None
 
     def run(self, op: ops.Op) -> Any:
         handler = getattr(self, f"_{type(op).__name__}")
@@ -81,37 +82,76 @@ class _Executor:
         keys = dict.fromkeys(key for key in student_keys if key)  # once each, in order
         return [self.account_scope] + [("student", key) for key in keys]
 
-    def _locked_until(self, kind: str, scopes: list[tuple[str, str]]) -> Any:
-        limits = self.ctx.settings.limits
+    def _limits(self, op: ops.CheckLocked | ops.RecordWrongGuess) -> dict[tuple[str, str], int]:
+        # The album (or ELS) number's own limit, higher than an account's: anyone may know it.
+        album = self.ctx.settings.limits.album_limit
+        return {("student", key): album for key in op.also} if op.kind == "identify" else {}
+
+    def _locked_until(self, kind: str, scopes: list[tuple[str, str]],
+                      limits: dict[tuple[str, str], int] | None = None) -> Any:
+        settings = self.ctx.settings.limits
         try:
             ratelimit.check_allowed(
                 self.session, kind, scopes, now=self.ctx.clock.now(),
-                limit=limits.guesses_per_hour, window=timedelta(minutes=limits.guess_window_minutes),
+                limit=settings.guesses_per_hour, window=timedelta(minutes=settings.guess_window_minutes),
+                limits=limits,
             )
         except RateLimitedError as locked:
             return locked.until
         return None
 
     def _CheckLocked(self, op: ops.CheckLocked) -> Any:
-        return self._locked_until(op.kind, self._scopes(op.student_key, *op.also))
+        return self._locked_until(op.kind, self._scopes(op.student_key, *op.also), self._limits(op))
 
     def _RecordWrongGuess(self, op: ops.RecordWrongGuess) -> Any:
         scopes = self._scopes(op.student_key, *op.also)
-        ratelimit.record_failure(self.session, op.kind, scopes, now=self.ctx.clock.now())
-        audit.record(self.session, at=self.ctx.clock.now(), actor=f"{self.event.channel}:{self.event.account_id}",
+        now = self.ctx.clock.now()
+        ratelimit.record_failure(self.session, op.kind, scopes, now=now)
+        audit.record(self.session, at=now, actor=f"{self.event.channel}:{self.event.account_id}",
                      action=f"guess.wrong.{op.kind}")
-        return self._locked_until(op.kind, scopes)
+        if op.kind == "identify":
+            self._tell_locked_students(scopes, self._limits(op))
+        return self._locked_until(op.kind, scopes, self._limits(op))
+
+    def _tell_locked_students(self, scopes: list[tuple[str, str]], limits: dict[tuple[str, str], int]) -> None:
+        """The students whose identification this guess has just locked hear of it at their register address.
+
+        A scope can be at its limit only through this guess: the check before it refused otherwise.
+        """
+        settings = self.ctx.settings.limits
+        now = self.ctx.clock.now()
+        locked = ratelimit.locked_scopes(
+            self.session, "identify", [scope for scope in scopes if scope[0] == "student"], now=now,
+            limit=settings.guesses_per_hour, window=timedelta(minutes=settings.guess_window_minutes), limits=limits)
+        if not locked:
+            return
+        by, typed = self._typed or ("album", "")
+        owner = self._pesel_owner
+        owner_keys: set[str | None] = set()
+        if owner is not None:  # the typed PESEL's student: its PESEL's count and its own number's
+            owner_keys = {owner.pesel_hash, self._number_key(by, owner.els_number if by == "els" else owner.album)}
+        typed_key = self._number_key(by, typed)
+        students: dict[int, tuple[Student, Any]] = {}
+        for scope, until in locked.items():
+            student = owner if scope[1] in owner_keys else None
+            if student is None and scope[1] == typed_key:  # the typed number's student, if anyone's
+                student = lockout.student_by_number(self.session, by, typed)
+            if student is not None and student.id is not None:
+                previous = students.get(student.id)
+                students[student.id] = (student, until if previous is None else max(previous[1], until))
+        for student, until in students.values():
+            lockout.notify_locked(self.ctx, self.session, student, until, now=now)
 
     def _number_key(self, by: str, number: str | None) -> str | None:
         # Keyed, as the PESEL's: the table of counts holds no album or ELS number in clear.
-        normalized = _second_number(by, number or "")
-        return self.ctx.box.keyed_hash(f"identify-{by}", normalized) if normalized else None
+        return lockout.number_key(self.ctx.box, by, number)
 
     def _IdentifyKeys(self, op: ops.IdentifyKeys) -> tuple[str, ...]:
         # The typed number's key whether or not anyone holds it: a key only for numbers in the
         # register would lock only those, and the lock would tell which albums exist.
         keys = [self._number_key(op.by, op.second)]
         student = self.session.exec(select(Student).where(Student.pesel_hash == op.pesel_hash)).first()
+        self._typed, self._pesel_owner = (op.by, op.second), student
         if student is not None:
             keys.append(self._number_key(op.by, student.els_number if op.by == "els" else student.album))
         return tuple(dict.fromkeys(key for key in keys if key))
@@ -336,12 +376,9 @@ class _Executor:
         return thread.id or 0
 
     def _ForgetAccount(self, op: ops.ForgetAccount) -> None:
-        channel, account = self.event.channel, self.event.account_id
-        for model in (ChatLink, BindingCode, Conversation):
-            self.session.execute(sa.delete(model).where(
-                model.channel == channel, model.account_id == account))  # type: ignore[attr-defined]
         # Wrong guesses stay: forgetting must not reset the guessing limits.
-        audit.record(self.session, at=self.ctx.clock.now(), actor=f"{channel}:{account}", action="chat.forgotten")
+        forget_account(self.session, channel=self.event.channel, account_id=self.event.account_id,
+                       now=self.ctx.clock.now())
 
 
 class ConversationService:
