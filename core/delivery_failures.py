@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -174,8 +174,7 @@ class FailingDeliveries:
                 "oldest": self.oldest.isoformat(), "last_error": self.last_error}
 
 
-def _grouped(session: Session, condition: sa.ColumnElement[bool], since_column: sa.ColumnElement[datetime]
-             ) -> list[FailingDeliveries]:
+def _grouped(session: Session, condition: sa.ColumnElement[bool], since_column: Any) -> list[FailingDeliveries]:
     groups = session.execute(
         sa.select(col(OutboxMessage.channel), col(OutboxMessage.kind), sa.func.count(), sa.func.min(since_column),
                   sa.func.max(col(OutboxMessage.id)))

@@ -284,7 +284,8 @@ async def test_transport_errors_retry_fast_defects_slowly_with_one_traceback_per
             raise ConnectionRefusedError("server down")
         if message.text == "m3":
             raise ValueError("another bug")
-        return {}["missing"]  # type: ignore[no-any-return]  # a KeyError, the same place for m1 and m2
+        results: dict[str, outbox.DeliveryResult] = {}
+        return results[message.text + "-missing"]  # a KeyError, raised at the same place for m1 and m2
 
     await outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver)
     rows = [_row(ctx, row_id or 0) for row_id in row_ids]
