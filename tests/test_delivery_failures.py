@@ -220,11 +220,11 @@ async def test_email_failing_is_logged_shown_and_the_staff_room_is_told_once(
     assert _status_json(tmp_path, sqlite_url)["failing_deliveries"] == []
 
 
-def _alert_ctx(tmp_path: Path, sqlite_url: str, clock: FixedClock) -> AppContext:
-    settings = make_settings(tmp_path, database_url=sqlite_url,
+def _alert_ctx(tmp_path: Path, db_url: str, clock: FixedClock) -> AppContext:
+    settings = make_settings(tmp_path, database_url=db_url,
                              telegram={"token": "123456:" + "A" * 35, "staff_chat_id": STAFF_CHAT},
                              operations={"alert_email": "ops@uni.example.test"})
-    return build_ctx(settings, make_engine(sqlite_url), clock)
+    return build_ctx(settings, make_engine(db_url), clock)
 
 
 def _failed_row(ctx: AppContext, channel: str, kind: str, key: str) -> OutboxMessage:
@@ -244,9 +244,10 @@ def _alerts(ctx: AppContext) -> list[tuple[str, str]]:
 
 
 def test_alerts_at_most_once_per_interval_and_never_about_the_last_resort(
-    tmp_path: Path, sqlite_url: str, clock: FixedClock,
+    tmp_path: Path, db_url: str, clock: FixedClock,
 ) -> None:
-    ctx = _alert_ctx(tmp_path, sqlite_url, clock)
+    """On SQLite and PostgreSQL: the alerts read the failing rows back (core.delivery_failures.failing)."""
+    ctx = _alert_ctx(tmp_path, db_url, clock)
     failure = outbox.DeliveryResult(ok=False, error="NetworkError: down")
     staff_row = _failed_row(ctx, "staff", "escalation", "s1")
     alert_on_error(ctx, staff_row, failure, clock.now())
@@ -269,10 +270,9 @@ def test_alerts_at_most_once_per_interval_and_never_about_the_last_resort(
 
 
 async def test_transport_errors_retry_fast_defects_slowly_with_one_traceback_per_kind(
-    sqlite_ctx: AppContext, caplog: pytest.LogCaptureFixture,
+    ctx: AppContext, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    ctx = sqlite_ctx
     with unit_of_work(ctx.engine) as session:
         ids = [outbox.enqueue(session, ctx.box, key=f"k{n}", channel="email", kind="activation", recipient="x",
                               now=ctx.clock.now(), message=OutgoingMessage(text=f"m{n}")) for n in range(4)]
