@@ -8,11 +8,13 @@ configured, and both send through the Bot of `bot.runtime`, shared with the fron
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import sqlalchemy as sa
 from sqlmodel import Session, col
+from telegram.error import TelegramError
 
-from bot.delivery import ChatTarget, Delivery
+from bot.delivery import ChatTarget, Delivery, transport_failure
 from bot.runtime import RuntimeUser
 from bot.staff_room import StaffSender
 from core import support
@@ -79,16 +81,21 @@ class TelegramSender(RuntimeUser):
             chat_id = int(row.recipient)
         except ValueError:
             return DeliveryResult(ok=False, permanent=True, error="recipient is not a Telegram chat id")
-        runtime = await self.ready()
+        try:
+            runtime = await self.ready()
+        except TelegramError as exc:  # the Bot API away while the Bot starts
+            return transport_failure(exc)
         result = await self.delivery.send(runtime.bot, row, message, ChatTarget(chat_id))
         if result.permanent and (result.error or "").startswith("Forbidden"):
+            # The student's own choice: logged, but nothing for an operator to fix.
+            result = replace(result, recipient_refused=True)
             annotation = await self.ctx.in_database(self._refused, row, result.error or "Forbidden")
             log.info("telegram chat blocked the bot; outbox row %s not retried", row.id)
             if annotation is not None:
                 # Staff read the row's error in `mleg threads show`: it says where the answer went.
                 for channel in (support.STAFF_CHANNEL, support.EMAIL_CHANNEL):
                     self.ctx.outbox_changed(channel)
-                return DeliveryResult(ok=False, permanent=True, error=f"{result.error}; {annotation}")
+                return replace(result, error=f"{result.error}; {annotation}")
         elif result.ok and away:
             resent = await self.ctx.in_database(chat_came_back, self.ctx, row.recipient)
             for channel in (CHANNEL, support.STAFF_CHANNEL) if resent else ():

@@ -33,7 +33,7 @@ from core.models import OutboxMessage, OutboxStatus
 from core.outbox import DeliveryResult
 from core.outgoing import OutgoingMessage
 
-__all__ = ["ChatTarget", "Delivery", "retry_seconds"]
+__all__ = ["ChatTarget", "Delivery", "retry_seconds", "transport_failure"]
 
 log = logging.getLogger(__name__)
 ORDER_GAP = timedelta(milliseconds=50)
@@ -55,6 +55,15 @@ class ChatTarget:
 def retry_seconds(exc: RetryAfter) -> float:
     value: Any = exc.retry_after  # an int in v22, a timedelta later; accept both
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def transport_failure(exc: TelegramError) -> DeliveryResult:
+    """A Telegram error met outside `Delivery.send` (starting the Bot, a lookup before sending): retried,
+    at Telegram's pace after a flood wait. Not a defect: the Bot API was away or said no for now."""
+    if isinstance(exc, RetryAfter):
+        seconds = retry_seconds(exc)
+        return DeliveryResult(ok=False, retry_after=timedelta(seconds=seconds), error=f"RetryAfter {seconds:.0f}s")
+    return DeliveryResult(ok=False, error=f"{type(exc).__name__}: {exc.message}")
 
 
 class Delivery:
@@ -139,8 +148,9 @@ class Delivery:
                 done.append(result.message_id)
         except RetryAfter as exc:
             seconds = retry_seconds(exc)
-            log.warning("telegram flood wait %.0fs on outbox row %s (%d part(s) already sent)",
-                        seconds, row_id, len(done))
+            # INFO: the outbox logs the failed attempt itself, once, at WARNING.
+            log.info("telegram flood wait %.0fs on outbox row %s (%d part(s) already sent)",
+                     seconds, row_id, len(done))
             return DeliveryResult(ok=False, retry_after=timedelta(seconds=seconds), error=f"RetryAfter {seconds:.0f}s")
         except Forbidden as exc:
             self._parts_done.pop(row_id, None)

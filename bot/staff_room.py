@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 
 from sqlmodel import Session
-from telegram.error import BadRequest, Forbidden
+from telegram.error import BadRequest, Forbidden, TelegramError
 
-from bot.delivery import ChatTarget, Delivery
+from bot.delivery import ChatTarget, Delivery, transport_failure
 from bot.runtime import BotRuntime, RuntimeUser
 from core.context import AppContext
 from core.db import unit_of_work
@@ -48,11 +48,14 @@ class StaffSender(RuntimeUser):
             chat_id = int(row.recipient)
         except ValueError:
             return DeliveryResult(ok=False, permanent=True, error="recipient is not a Telegram chat id")
-        runtime = await self.ready()
         thread = self._thread(row.thread_id)
         target = ChatTarget(chat_id)
-        if thread is not None:
-            target = await self._target_for(runtime, chat_id, thread)
+        try:
+            runtime = await self.ready()
+            if thread is not None:
+                target = await self._target_for(runtime, chat_id, thread)
+        except TelegramError as exc:  # the Bot API away while the Bot starts, or while a topic is made
+            return transport_failure(exc)
         result = await self.delivery.send(runtime.bot, row, message, target)
         if result.ok and thread is not None and target.topic_id is None and not thread.staff_message_ref:
             self._remember(thread.id or 0, message_ref=(result.external_id or "").partition(":")[2] or None)

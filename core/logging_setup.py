@@ -7,13 +7,22 @@ import re
 
 from core.redact import redact_personal
 
-__all__ = ["RedactingFilter", "configure_logging"]
+__all__ = ["RedactingFilter", "configure_logging", "redact_log_text"]
 
 # Not inside a longer token: a hex Message-ID or a Maildir file name has digit runs that are no PESEL,
 # and masking them sent operators looking for files that do not exist.
 _PESEL_SHAPED = re.compile(r"(?<![0-9A-Za-z])(\d{2})\d{7}(\d{2})(?![0-9A-Za-z])")
 # Message-IDs, addresses and paths: left to the mask above, which keeps their digit runs whole.
 _IDENTIFIER = re.compile(r"(\S*[@/]\S*)")
+
+
+def redact_log_text(message: str) -> str:
+    """What the filter below does to a log line: for text a caller logs it cannot vouch for
+    (an exception's message, a traceback), masked before it reaches any handler."""
+    return "".join(
+        part if index % 2 else redact_personal(part)
+        for index, part in enumerate(_IDENTIFIER.split(_PESEL_SHAPED.sub(r"\1*******\2", message)))
+    )
 
 
 class RedactingFilter(logging.Filter):
@@ -25,10 +34,7 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = "".join(
-            part if index % 2 else redact_personal(part)
-            for index, part in enumerate(_IDENTIFIER.split(_PESEL_SHAPED.sub(r"\1*******\2", message)))
-        )
+        masked = redact_log_text(message)
         if masked != message:
             record.msg, record.args = masked, None
         return True

@@ -11,28 +11,35 @@ before each attempt: a row can wait in a batch or a chain while a slow delivery 
 it uses up its lease, and meanwhile another drainer may have taken it), and records an
 outcome, or gives a row back, only over its own lease (`record`, `release`): a drainer
 whose lease ran out leaves the row to whoever holds it now.
+
+A failed attempt is never silent: `record` hands it to a core.delivery_failures reporter
+(a WARNING per attempt, an ERROR once a row keeps failing or is given up). An exception
+that escapes a sender is a defect unless it is a transport error (`TRANSPORT_ERRORS`):
+retried at a slow pace, its traceback logged once.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
 from core.db import lock_for_write
+from core.delivery_failures import Defect, FailureReporter, defect_backoff, defect_of
 from core.models import OutboxMessage, OutboxStatus
 from core.outgoing import OutgoingMessage
 from core.secrets_box import SecretBox
 
 __all__ = [
+    "TRANSPORT_ERRORS",
     "DeliveryResult",
     "attempt",
     "claim",
@@ -61,6 +68,10 @@ LEASE = timedelta(minutes=5)
 # batch or chain has its lease renewed first.
 TRUST_FRESH_LEASE = timedelta(seconds=30)
 _TABLE = OutboxMessage.__table__  # type: ignore[attr-defined]
+# Escaping a sender, these are the network or the database being away for a moment, retried
+# at the usual pace; anything else a sender did not catch is a defect.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, OperationalError)
+_DEFAULT_REPORTER = FailureReporter()
 
 
 def enqueue(
@@ -227,10 +238,13 @@ def _sent(now: datetime, external_id: str | None) -> dict[str, Any]:
             "external_id": external_id}
 
 
-def _retry(attempts: int, now: datetime, error: str, delay: timedelta | None) -> dict[str, Any]:
+def _retry(attempts: int, now: datetime, error: str, delay: timedelta | None, *, defect: bool = False
+           ) -> dict[str, Any]:
     if attempts >= MAX_ATTEMPTS:
         return _failed(now, f"gave up after {attempts} attempts: {error}")
     backoff = delay or timedelta(seconds=min(3600, 10 * 2 ** max(0, attempts - 1)))
+    if defect:
+        backoff = defect_backoff(attempts, backoff)
     return {"status": OutboxStatus.PENDING, "next_attempt_at": now + backoff, "lease_until": None,
             "last_error": error[:2000]}
 
@@ -271,6 +285,12 @@ class DeliveryResult:
     # False: the sender did not try (the row waits its turn behind an older one to the same
     # recipient); the claim's attempt is given back, so waiting never uses up MAX_ATTEMPTS.
     attempted: bool = True
+    # The error's class when `error` does not start with it (e.g. "SMTPResponseException").
+    error_class: str | None = None
+    # Permanent by the recipient's own choice (a student blocked the bot): logged, no one's error.
+    recipient_refused: bool = False
+    # The sender raised what it did not expect (see `attempt`).
+    defect: Defect | None = field(default=None, compare=False)
 
 
 Deliver = Callable[[OutboxMessage, OutgoingMessage], Awaitable[DeliveryResult]]
@@ -345,8 +365,10 @@ async def attempt(box: SecretBox, row: OutboxMessage, deliver: Deliver) -> Deliv
         return DeliveryResult(ok=False, error=f"cannot open body: {exc}", permanent=True)
     try:
         return await deliver(row, message)
-    except Exception as exc:
+    except TRANSPORT_ERRORS as exc:
         return DeliveryResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:
+        return DeliveryResult(ok=False, error=f"{type(exc).__name__}: {exc}", defect=defect_of(exc))
 
 
 def _outcome(row: OutboxMessage, result: DeliveryResult, now: datetime) -> dict[str, Any]:
@@ -356,26 +378,34 @@ def _outcome(row: OutboxMessage, result: DeliveryResult, now: datetime) -> dict[
         return _failed(now, result.error or "permanent failure")
     if not result.attempted:
         return {**_retry(0, now, result.error or "waiting", result.retry_after), "attempts": row.attempts - 1}
-    return _retry(row.attempts, now, result.error or "temporary failure", result.retry_after)
+    return _retry(row.attempts, now, result.error or "temporary failure", result.retry_after,
+                  defect=result.defect is not None)
 
 
-def record(engine: Engine, row: OutboxMessage, result: DeliveryResult, now: datetime) -> bool:
+def record(engine: Engine, row: OutboxMessage, result: DeliveryResult, now: datetime,
+           report: FailureReporter | None = None) -> bool:
     """Record one delivery's outcome in its own commit, over this claimer's own lease only.
 
     False when the row is gone or no longer this claimer's (its lease ran out and another
     drainer claimed it, or it was cancelled meanwhile): then the row is left as it is, to
     whoever holds it now; overwriting it could undo their "sent" and send it once more.
+    A failed attempt that was recorded is reported (logged) once, by `report`.
     """
+    outcome = _outcome(row, result, now)
     with Session(engine) as session:
         lock_for_write(session)
         # One conditional UPDATE: the check and the write cannot be split by another drainer.
-        done = session.execute(sa.update(_TABLE).where(_own_lease(row)).values(_outcome(row, result, now)))
+        done = session.execute(sa.update(_TABLE).where(_own_lease(row)).values(outcome))
         session.commit()
     if done.rowcount != 1:  # type: ignore[attr-defined]
         log.warning("outbox row %s: outcome (%s) of attempt %s not recorded: the row is no longer under this "
                     "drainer's lease (taken over after the lease ran out, or cancelled); left as it is", row.id,
                     "sent" if result.ok else "not sent", row.attempts)
         return False
+    if not result.ok:
+        gave_up = outcome["status"] == OutboxStatus.FAILED
+        (report or _DEFAULT_REPORTER)(row, result, now, gave_up=gave_up,
+                                      next_attempt_at=None if gave_up else outcome.get("next_attempt_at"))
     return True
 
 
@@ -387,6 +417,7 @@ async def drain_once(
     now: Callable[[], datetime],
     deliver: Deliver,
     limit: int = 50,
+    report: FailureReporter | None = None,
 ) -> int:
     """Claim due rows (committed), deliver each while its lease holds, record each outcome in its own commit."""
     delivered = 0
@@ -394,6 +425,6 @@ async def drain_once(
         if not still_leased(engine, row, now()):
             continue
         result = await attempt(box, row, deliver)
-        record(engine, row, result, now())
+        record(engine, row, result, now(), report)
         delivered += int(result.ok)
     return delivered

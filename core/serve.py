@@ -17,6 +17,8 @@ from collections import deque
 
 from core import outbox
 from core.context import AppContext
+from core.delivery_alerts import reporter_for
+from core.delivery_failures import FailureReporter
 from core.models import OutboxMessage
 from core.plugins import ChannelSender, Frontend, load_channels, load_frontends
 
@@ -43,8 +45,10 @@ class _ByRecipient:
     "wait behind an older row" check never sees its own predecessor still in flight.
     """
 
-    def __init__(self, ctx: AppContext, channel: str, sender: ChannelSender, width: int) -> None:
+    def __init__(self, ctx: AppContext, channel: str, sender: ChannelSender, width: int,
+                 report: FailureReporter | None = None) -> None:
         self.ctx, self.channel, self.sender, self.width = ctx, channel, sender, width
+        self.report = report
         self._chains: dict[str, deque[OutboxMessage]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -92,7 +96,7 @@ class _ByRecipient:
                 outbox.still_leased, self.ctx.engine, row, now):
             return
         result = await outbox.attempt(self.ctx.box, row, self.sender.deliver)
-        await self.ctx.in_database(outbox.record, self.ctx.engine, row, result, self.ctx.clock.now())
+        await self.ctx.in_database(outbox.record, self.ctx.engine, row, result, self.ctx.clock.now(), self.report)
 
     async def stop(self) -> None:
         """Finish the deliveries in flight (a message sent and not recorded would be sent
@@ -121,6 +125,8 @@ class Server:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._jobs: object | None = None
+        # Failed deliveries logged, and alerts queued when they keep failing (core.delivery_alerts).
+        self.report = reporter_for(ctx)
 
     def _on_outbox(self, channel: str) -> None:
         event = self._wake.get(channel)
@@ -137,7 +143,7 @@ class Server:
         while not self._stopping.is_set():
             try:
                 sent = await outbox.drain_once(self.ctx.engine, self.ctx.box, channel=channel,
-                                               now=self.ctx.clock.now, deliver=sender.deliver)
+                                               now=self.ctx.clock.now, deliver=sender.deliver, report=self.report)
             except Exception:
                 log.exception("outbox drain of %s failed; retrying", channel)
                 sent = 0
@@ -149,7 +155,7 @@ class Server:
 
     async def _drain_by_recipient(self, channel: str, sender: ChannelSender, width: int) -> None:
         wake = self._wake[channel]
-        drainer = _ByRecipient(self.ctx, channel, sender, width)
+        drainer = _ByRecipient(self.ctx, channel, sender, width, self.report)
         try:
             while not self._stopping.is_set():
                 wake.clear()

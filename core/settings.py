@@ -289,6 +289,18 @@ class RetentionSettings(BaseModel):
     former_students_days: int = Field(default=5 * 365, ge=1)
 
 
+class OperationsSettings(BaseModel):
+    # Told by e-mail when the staff room cannot be reached (core.delivery_alerts); unset: only the log says it.
+    alert_email: str | None = None
+    # A delivery failing this many attempts in a row is logged at ERROR (once) and may raise an alert;
+    # at most the outbox's 12 attempts (core.outbox.MAX_ATTEMPTS), after which a row is given up anyway.
+    error_after_attempts: int = Field(default=4, ge=1, le=12)
+    # At most one alert of each sort (staff room, operators' e-mail) in this many minutes.
+    alert_interval_minutes: int = Field(default=60, ge=1)
+
+    _alert_email = field_validator("alert_email")(_check_optional_address)
+
+
 class Settings(BaseSettings):
     """Everything an operator configures. See README "Configuration"."""
 
@@ -319,6 +331,7 @@ class Settings(BaseSettings):
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    operations: OperationsSettings = Field(default_factory=OperationsSettings)
 
     @classmethod
     def settings_customise_sources(

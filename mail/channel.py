@@ -82,17 +82,20 @@ class SmtpChannel:
             codes = [r.code for r in exc.recipients]
             detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
             return self._failure(row, message_id, f"recipient refused: {detail}",
-                                 permanent=all(c >= 500 for c in codes))
+                                 permanent=all(c >= 500 for c in codes), error_class=type(exc).__name__)
         except aiosmtplib.SMTPResponseException as exc:
             # RFC 5321 4.2.1: 4yz is a transient negative reply, 5yz a permanent one.
-            return self._failure(row, message_id, f"SMTP {exc.code} {exc.message}", permanent=exc.code >= 500)
+            return self._failure(row, message_id, f"SMTP {exc.code} {exc.message}", permanent=exc.code >= 500,
+                                 error_class=type(exc).__name__)
         except (TokenError, MailLoginError) as exc:
             # The mailbox's credentials, not this message: retried until an operator fixes them.
             self.record_login(False, str(exc))
-            return self._failure(row, message_id, f"{type(exc).__name__}: {exc}", permanent=False)
+            return self._failure(row, message_id, f"{type(exc).__name__}: {exc}", permanent=False,
+                                 error_class=type(exc).__name__)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             # Connection refused, TLS trouble, timeouts, a dropped connection: all worth retrying.
-            return self._failure(row, message_id, f"{type(exc).__name__}: {exc}", permanent=False)
+            return self._failure(row, message_id, f"{type(exc).__name__}: {exc}", permanent=False,
+                                 error_class=type(exc).__name__)
         log.info("e-mail %s (outbox %s, %s) sent via SMTP", message_id, row.id, row.kind)
         return DeliveryResult(ok=True, external_id=message_id)
 
@@ -143,11 +146,13 @@ class SmtpChannel:
         if self.health is not None:
             self.health.record("smtp.login", ok, detail)
 
-    def _failure(self, row: OutboxMessage, message_id: str, error: str, *, permanent: bool) -> DeliveryResult:
-        log.warning("e-mail %s (outbox %s, %s) %s failure: %s", message_id, row.id, row.kind,
-                    "permanent" if permanent else "temporary", error)
+    def _failure(self, row: OutboxMessage, message_id: str, error: str, *, permanent: bool,
+                 error_class: str) -> DeliveryResult:
+        # DEBUG: the outbox logs every failed attempt once, at WARNING (core.delivery_failures).
+        log.debug("e-mail %s (outbox %s, %s) %s failure: %s", message_id, row.id, row.kind,
+                  "permanent" if permanent else "temporary", error)
         # No retry_after: the outbox's exponential backoff is the right pace for a busy server.
-        return DeliveryResult(ok=False, error=error[:1000], permanent=permanent)
+        return DeliveryResult(ok=False, error=error[:1000], permanent=permanent, error_class=error_class)
 
     async def close(self) -> None:
         return None
@@ -189,10 +194,7 @@ class MaildirChannel:
         try:
             path = await asyncio.to_thread(self._write, name, email.as_bytes())
         except OSError as exc:
-            # Said, not only kept in the row: the student was told a mail is on its way.
-            log.warning("e-mail %s (outbox %s, %s) could not be written to the Maildir %s: %s",
-                        message_id, row.id, row.kind, self.path, exc)
-            return DeliveryResult(ok=False, error=f"Maildir {self.path}: {exc}",
+            return DeliveryResult(ok=False, error=f"Maildir {self.path}: {exc}", error_class=type(exc).__name__,
                                   retry_after=timedelta(seconds=30))
         log.info("e-mail %s (outbox %s, %s) written to %s", message_id, row.id, row.kind, path)
         return DeliveryResult(ok=True, external_id=str(path))

@@ -1,8 +1,14 @@
-"""`mleg status`: what is configured, what the database holds, and how the servers are doing."""
+"""`mleg status`: what is configured, what the database holds, and how the servers are doing.
+
+`--json` prints the same for a monitoring check: above all the failing deliveries, by channel
+and kind (core.delivery_failures).
+"""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 import typer
@@ -12,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from core.cli.common import build_context, friendly_errors
 from core.db import alembic_config, current_revision
+from core.delivery_failures import FailingDeliveries, failing, given_up
 from core.health import read_health
 from core.jobs.leader import LIFECYCLE_LOCK, advisory_key
 from core.jobs.retention import rules as retention_rules
@@ -22,6 +29,8 @@ from core.serve import TELEGRAM_POLLING_LOCK
 from core.settings import Settings
 
 LABEL = 16
+# Given-up deliveries are shown for this long: they are never retried, and old ones are history.
+GIVEN_UP_SHOWN = timedelta(days=7)
 
 
 def _line(label: str, value: str) -> None:
@@ -133,15 +142,63 @@ def _oauth_summary(s: Settings) -> str:
     if o.scopes:
         parts.append(f"scopes {' '.join(o.scopes)}")
     return ", ".join(parts)
+def _failure_lines(session: Session, now: datetime) -> None:
+    """Deliveries that failed and are retried, and those given up lately, by channel and kind."""
+    groups = failing(session)
+    if not groups:
+        _line("failing", "none")
+    for group in groups:
+        _line("failing", f"{group.channel} ({group.kind}): {group.count} message(s) not sent, oldest queued "
+                         f"{_when(group.oldest, now)}, last error: {group.last_error[:160]}")
+    for group in given_up(session, since=now - GIVEN_UP_SHOWN):
+        _line("given up", f"{group.channel} ({group.kind}): {group.count} in the last {GIVEN_UP_SHOWN.days} days, "
+                          f"first {_when(group.oldest, now)}, last error: {group.last_error[:160]}")
+
+
+def _status_json(session: Session, engine: Engine, now: datetime) -> dict[str, Any]:
+    def groups(found: list[FailingDeliveries]) -> list[dict[str, object]]:
+        return [group.as_json() for group in found]
+
+    def counts(column: Any) -> dict[str, int]:
+        rows = session.execute(sa.select(column, sa.func.count()).group_by(column)).all()
+        return {str(name): int(number) for name, number in rows}
+
+    oldest = session.exec(
+        select(OutboxMessage).where(OutboxMessage.status == OutboxStatus.PENDING)
+        .order_by(col(OutboxMessage.created_at), col(OutboxMessage.id)).limit(1)
+    ).first()
+    return {
+        "now": now.isoformat(),
+        "schema": current_revision(engine),
+        "students": int(session.execute(sa.select(sa.func.count()).select_from(Student)).scalar_one()),
+        "credentials": counts(col(Credential.state)),
+        "outbox": counts(col(OutboxMessage.status)),
+        "oldest_pending": None if oldest is None else {
+            "id": oldest.id, "channel": oldest.channel, "kind": oldest.kind, "attempts": oldest.attempts,
+            "queued": oldest.created_at.isoformat(), "next_attempt": oldest.next_attempt_at.isoformat()},
+        "failing_deliveries": groups(failing(session)),
+        "given_up_deliveries": groups(given_up(session, since=now - GIVEN_UP_SHOWN)),
+        "given_up_since": (now - GIVEN_UP_SHOWN).isoformat(),
+        "connections": {h.name: {"ok": h.ok, "since": h.since.isoformat(), "checked": h.checked_at.isoformat(),
+                                 "detail": redact_personal(h.detail)[:200]} for h in read_health(session)},
+    }
 
 
 @friendly_errors
-def status_command() -> None:
+def status_command(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object for a monitoring check: the "
+                                 "outbox, and the failing and given-up deliveries by channel and kind."),
+) -> None:
     """Show the configuration (secrets hidden), counts of students, credentials, outbox, and runtime health:
-    schema revision, who holds the jobs and polling locks, the last job runs, the oldest pending message."""
+    schema revision, who holds the jobs and polling locks, the last job runs, the oldest pending message,
+    failing deliveries by channel and kind."""
     ctx = build_context()
     s = ctx.settings
     now = ctx.clock.now()
+    if as_json:
+        with Session(ctx.engine) as session:
+            typer.echo(json.dumps(_status_json(session, ctx.engine, now), ensure_ascii=False, indent=2))
+        return
     typer.echo(f"mode            {s.mode}")
     typer.echo(f"database        {ctx.engine.url.render_as_string()}")
     typer.echo(f"policy          {s.policy}")
@@ -181,6 +238,7 @@ def status_command() -> None:
         )
         typer.echo(f"quarantined     {quarantined} support e-mail(s) kept raw for staff (mleg threads list)")
         _outbox_lines(session, now)
+        _failure_lines(session, now)
         _line("jobs lock", _lock_holder(session, LIFECYCLE_LOCK, now, "runs the lifecycle jobs"))
         if s.telegram.token and not s.telegram.webhook_url:
             _line("polling lock", _lock_holder(session, TELEGRAM_POLLING_LOCK, now, "polls Telegram"))

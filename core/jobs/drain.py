@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col
 
 from core.context import AppContext
+from core.delivery_alerts import reporter_for
 from core.models import OutboxMessage, OutboxStatus
 from core.outbox import DeliveryResult, drain_once
 from core.outgoing import OutgoingMessage
@@ -64,6 +65,7 @@ async def drain_all(
     own = senders is None
     active: Mapping[str, ChannelSender] = load_channels(ctx) if senders is None else senders
     delivered: dict[str, int] = {}
+    report = reporter_for(ctx)
     try:
         for channel in sorted(waiting_channels(ctx) - set(active) - _warned):
             _warned.add(channel)
@@ -71,6 +73,7 @@ async def drain_all(
         for channel, sender in active.items():
             delivered[channel] = await drain_once(
                 ctx.engine, ctx.box, channel=channel, now=ctx.clock.now, deliver=_Paced(sender), limit=limit,
+                report=report,
             )
     finally:
         if own:

@@ -762,6 +762,7 @@ class BotApiStandIn:
         self._global_send_times: deque[float] = deque()
         self._rate_limited: dict[int | None, int] = {}
         self._answers_lost = 0
+        self._full_chat_fields: dict[int, dict[str, Any]] = {}
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -911,6 +912,12 @@ class BotApiStandIn:
                 self._blocked.add(chat_id)
             else:
                 self._blocked.discard(chat_id)
+
+    def set_full_chat_fields(self, chat_id: int, **fields: Any) -> None:
+        """getChat(chat_id) answers with these fields in place of (or besides) its own: e.g. a
+        newer Bot API's shape of ``accepted_gift_types`` that the installed library cannot read."""
+        with self._cond:
+            self._full_chat_fields.setdefault(chat_id, {}).update(fields)
 
     def set_member_status(self, chat_id: int, user_id: int, status: str) -> None:
         """getChatMember(chat_id, user_id) answers with this status."""
@@ -2006,6 +2013,7 @@ def _api_getChat(s: BotApiStandIn, p: Params, f: Files, token: str) -> Any:
                 "premium_subscription": False,
                 "gifts_from_channels": False,
             },
+            **s._full_chat_fields.get(chat["id"], {}),
         }
 
 
