@@ -356,6 +356,11 @@ class SupportThread(SQLModel, table=True):
     created_at: datetime = _ts()
     updated_at: datetime = _ts(index=True)
     closed_at: datetime | None = _ts(nullable=True)
+    # E-mail only (None elsewhere): whether the receiving server proved the From address
+    # (core.mail_sender). An unproven thread is one a stranger may have opened in a student's name.
+    sender_verified: bool | None = None
+    # Why its escalation was kept from the staff room (a per-sender or per-domain cap), or None.
+    escalation_held: str | None = Field(default=None, max_length=120)
 
 
 class SupportMessage(SQLModel, table=True):
@@ -369,6 +374,8 @@ class SupportMessage(SQLModel, table=True):
     body: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     email_message_id: str | None = Field(default=None, max_length=255, index=True)
     created_at: datetime = _ts()
+    # An inbound e-mail's (None for other messages): was its From address proven (core.mail_sender)?
+    sender_verified: bool | None = None
 
 
 class InboundMail(SQLModel, table=True):
