@@ -201,6 +201,12 @@ def _notify_staff(ctx: AppContext, session: Session, thread: SupportThread, text
                              student_id=thread.student_id, thread_id=thread.id, reason=held.partition(":")[0])
             thread.escalation_held = held[:120]
             session.add(thread)
+            # One word to the staff room a day that something waits elsewhere (not one per mail:
+            # that would be the flood again). A repeated outbox key is not queued twice.
+            text = ctx.catalog.text(ctx.settings.default_language, "staff.escalations_held", reason=held)
+            outbox.enqueue(session, ctx.box, key=f"staff-held:{now:%Y-%m-%d}", channel=STAFF_CHANNEL,
+                           recipient=str(ctx.settings.telegram.staff_chat_id), kind="staff-note",
+                           message=OutgoingMessage(text=text), now=now)
             return
         thread.escalation_held = None
         session.add(thread)

@@ -74,8 +74,12 @@ def test_escalations_per_sender_count_plus_tags_and_case_as_one(sqlite_desk: App
         ["victim@example.org", "Victim+1@example.org", "victim+2@EXAMPLE.org", "victim+3@example.org"])]
     posted = _escalations(desk)
     assert posted == [outcomes[0].thread_id, outcomes[1].thread_id]
-    # The excess is kept, listed, and not posted.
+    # The excess is kept, listed, and not posted; staff are told once that something is held.
     assert _held(desk) == [outcomes[2].thread_id, outcomes[3].thread_id]
+    with Session(desk.engine) as session:
+        notes = session.exec(select(OutboxMessage).where(OutboxMessage.channel == "staff",
+                                                         OutboxMessage.kind == "staff-note")).all()
+    assert len(notes) == 1 and notes[0].thread_id is None
     listed = json.loads(invoke(runner, "threads", "list", "--json"))
     held = {t["id"]: t["escalation_held"] for t in listed["threads"]}
     assert held[outcomes[3].thread_id].startswith("sender cap")
