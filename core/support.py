@@ -35,9 +35,11 @@ __all__ = [
     "ANSWER_KIND",
     "EMAIL_CHANNEL",
     "HELD_NOTE",
+    "NOTE_DIRECTION",
     "STAFF_CHANNEL",
     "ThreadClaimed",
     "add_message",
+    "add_note",
     "answer_undelivered",
     "claim_thread",
     "close_thread",
@@ -56,6 +58,8 @@ __all__ = [
 ]
 
 STAFF_CHANNEL = "staff"
+# SupportMessage.direction of staff's internal notes ("in": the student's, "out": to the student).
+NOTE_DIRECTION = "note"
 EMAIL_CHANNEL = "email"
 ANSWER_KIND = "support-answer"
 PREVIEW = 1500
@@ -313,6 +317,21 @@ def add_message(
             thread.closed_at = None
         _notify_staff(ctx, session, thread, text, now, f"msg{message.id}")
     session.add(thread)
+    return message
+
+
+def add_note(ctx: AppContext, session: Session, thread_id: int, *, text: str, staff: str) -> SupportMessage:
+    """An internal note of staff on the thread (`/note` in the staff room): kept with the thread
+    (`mleg threads show`), never sent to the student, and the thread's status stays as it is."""
+    thread = get_thread(session, thread_id)
+    now = ctx.clock.now()
+    # Masked like a student's text: staff may paste what the student wrote.
+    message = SupportMessage(thread_id=thread.id or 0, direction=NOTE_DIRECTION, author=f"staff:{staff}",
+                             body=redact_personal(text), created_at=now)
+    session.add(message)
+    session.flush()
+    audit.record(session, at=now, actor=f"staff:{staff}", action="thread.noted", thread_id=thread.id,
+                 student_id=thread.student_id)
     return message
 
 
