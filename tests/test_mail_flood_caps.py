@@ -86,6 +86,7 @@ def test_escalations_per_sender_count_plus_tags_and_case_as_one(sqlite_desk: App
     assert held[outcomes[0].thread_id] is None
     table = invoke(runner, "threads", "list")
     assert "escalated (held)" in table and f"#{outcomes[3].thread_id}" in table
+    assert "held            2 escalation(s)" in invoke(runner, "status")
 
     # Another sender is not held back by this one; the next day the victim is posted again.
     other = _mail(desk, "someone@example.net", 10)

@@ -59,10 +59,15 @@ def test_what_proves_a_sender(headers: list[str], verified: bool) -> None:
     assert check.verified is verified, check.reason
 
 
-def test_without_an_authserv_id_nobody_is_proven() -> None:
+def test_without_an_authserv_id_nobody_is_proven(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     headers = [f"{OURS}; dmarc=pass header.from=student.example.edu.pl"]
     check = check_sender(FROM, headers, None)
     assert not check.verified and "MLEG_IMAP__AUTHSERV_ID" in check.reason
+    # `mleg status` says so, and what it means.
+    monkeypatch.setenv("MLEG_IMAP__HOST", "imap.example.edu.pl")
+    assert "sender proof    off: MLEG_IMAP__AUTHSERV_ID is not set" in invoke(runner, "status")
+    monkeypatch.setenv("MLEG_IMAP__AUTHSERV_ID", "MX.example.edu.pl")
+    assert "sender proof    Authentication-Results of mx.example.edu.pl" in invoke(runner, "status")
 
 
 def test_address_key_ignores_case_and_plus_tags() -> None:
