@@ -42,6 +42,7 @@ _COMMAND = re.compile(r"^/(claim|close)(?:@\w+)?(?:\s+(.*?))?\s*$", re.IGNORECAS
 # /note [N] text: an internal note (N needed outside the thread's topic or a reply to it).
 _NOTE = re.compile(r"^/note(?:@\w+)?(?:\s+(.*?))?\s*$", re.IGNORECASE | re.DOTALL)
 _NOTE_NUMBER = re.compile(r"#?(\d{1,18})\s+(\S.*)$", re.DOTALL)
+_ADDRESSED = re.compile(r"^/\w+@(\w+)")
 _HELP = re.compile(r"^/(help|start)(?:@\w+)?\s*$", re.IGNORECASE)
 # Staff chatter the bot never passes on: "# ..." (and "/" commands it does not know).
 INTERNAL_PREFIX = "#"
@@ -95,6 +96,9 @@ class StaffRoom:
         if text.startswith(INTERNAL_PREFIX):
             return  # said among staff, on purpose never to a student
         if text.startswith("/") and not _COMMAND.match(text):
+            addressed = _ADDRESSED.match(text)
+            if addressed and addressed.group(1).lower() != (context.bot.username or "").lower():
+                return  # another bot's command in the room: not ours, and never the student's
             await self.other_command(update, message, text)
             return
         command = _COMMAND.match(text)

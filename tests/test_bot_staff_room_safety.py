@@ -119,13 +119,18 @@ async def test_notes_and_hash_chatter_stay_internal(api: BotApiStandIn, tmp_path
         api.push_group_text(STAFF_CHAT, STAFF, "/note dzwonił też na infolinię", message_thread_id=topic)
         api.push_group_text(STAFF_CHAT, STAFF, "/help", message_thread_id=topic)
         api.push_group_text(STAFF_CHAT, STAFF, "/status", message_thread_id=topic)
+        api.push_group_text(STAFF_CHAT, STAFF, "/poll@some_other_bot Kto dyżuruje?", message_thread_id=topic)
         api.push_group_text(STAFF_CHAT, STAFF, f"/note {thread_id} drugi wpis spoza wątku")
         # What staff meant for the student still goes to the student, after all that.
         api.push_group_text(STAFF_CHAT, STAFF, "Unieważnij ją komendą /revoke.", message_thread_id=topic)
         [answer] = await api.await_messages(9292, 1)
         assert "/revoke" in (answer.plain_text or "")
 
-        texts = [m.plain_text or "" for m in await api.await_messages(STAFF_CHAT, 6, timeout=GROUP_WAIT_SECONDS)]
+        await api.await_messages(STAFF_CHAT, 6, timeout=GROUP_WAIT_SECONDS)
+        await wait_until(lambda: all(r.status == "sent" for r in outbox_rows(ctx, channel="staff")),
+                         timeout=GROUP_WAIT_SECONDS, what="every staff-room row sent")
+        texts = [m.plain_text or "" for m in api.sent_messages(STAFF_CHAT)]
+        assert len(texts) == 6  # the escalation, /help, one usage (for /status), two notes, "answered"
         assert ctx.catalog.text("pl", "bot.staff.help") in texts
         assert ctx.catalog.text("pl", "bot.staff.usage") in texts
         assert texts.count(ctx.catalog.text("pl", "bot.staff.noted", thread=thread_id)) == 2
