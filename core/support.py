@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -135,7 +136,7 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def same_sender(column: sa.ColumnElement[str], address: str) -> sa.ColumnElement[bool]:
+def same_sender(column: Any, address: str) -> sa.ColumnElement[bool]:
     """SQL: `column` holds `address` or a `+tag` variant of it, in any case (core.mail_sender.address_key)."""
     key = address_key(address)
     local, _, domain = key.rpartition("@")
@@ -174,7 +175,8 @@ def _escalation_cap(ctx: AppContext, session: Session, thread: SupportThread, no
     own = domain in ctx.settings.university.email_domains
     if not limits.escalations_per_domain_per_day or (own and thread.sender_verified):
         return None
-    conditions = [sa.func.lower(col(SupportThread.account_id)).like(f"%@{_like_escape(domain)}", escape="\\")]
+    conditions: list[sa.ColumnElement[bool]] = [
+        sa.func.lower(col(SupportThread.account_id)).like(f"%@{_like_escape(domain)}", escape="\\")]
     if own:
         conditions.append(sa.or_(col(SupportThread.sender_verified).is_(None),
                                  col(SupportThread.sender_verified).is_(False)))
