@@ -7,7 +7,8 @@ Create Date: 2026-12-06 08:52:59.788885
 support_thread and support_message record whether an e-mail's From address was proven by
 the receiving server (core.mail_sender); support_thread records why an escalation was kept
 from the staff room (the per-sender and per-domain caps). Nullable: rows from before are
-"not known", and shown so.
+"not known", and shown so. ix_outbox_channel_created serves those caps: they count one
+channel's last day of the outbox, matching addresses by pattern (`+tag` variants).
 """
 
 from collections.abc import Sequence
@@ -27,9 +28,11 @@ def upgrade() -> None:
     op.add_column('support_message', sa.Column('sender_verified', sa.Boolean(), nullable=True))
     op.add_column('support_thread', sa.Column('sender_verified', sa.Boolean(), nullable=True))
     op.add_column('support_thread', sa.Column('escalation_held', sa.String(length=120), nullable=True))
+    op.create_index('ix_outbox_channel_created', 'outbox', ['channel', 'created_at'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_outbox_channel_created', table_name='outbox')
     op.drop_column('support_thread', 'escalation_held')
     op.drop_column('support_thread', 'sender_verified')
     op.drop_column('support_message', 'sender_verified')
