@@ -33,6 +33,7 @@ __all__ = ["STAFF_CHANNEL", "StaffSender"]
 log = logging.getLogger(__name__)
 STAFF_CHANNEL = "staff"
 TOPIC_TITLE_MAX = 128
+UNVERIFIED_MARK = "⚠"
 # How often a refused (public) staff chat is looked at again.
 REFUSED_RETRY = timedelta(minutes=5)
 
@@ -89,7 +90,10 @@ class StaffSender(RuntimeUser):
         if await runtime.staff_is_forum():
             topic_id = thread.staff_topic_id
             if topic_id is None:
-                title = f"#{thread.id} {thread.subject or ''}".strip()[:TOPIC_TITLE_MAX]
+                title = f"#{thread.id} {thread.subject or ''}".strip()
+                if thread.sender_verified is False:  # an e-mail whose From the mail server did not prove
+                    title = f"{UNVERIFIED_MARK} {title}"
+                title = title[:TOPIC_TITLE_MAX]
                 try:
                     topic = await runtime.bot.create_forum_topic(chat_id, title)
                 except (BadRequest, Forbidden) as exc:

@@ -140,3 +140,22 @@ async def test_notes_and_hash_chatter_stay_internal(api: BotApiStandIn, tmp_path
                                                           SupportMessage.direction == "note")).all()
     assert [n.body for n in notes] == ["dzwonił też na infolinię", "drugi wpis spoza wątku"]
     assert all("501" in n.author for n in notes)
+
+
+async def test_an_unproven_mail_is_marked_in_the_staff_room(api: BotApiStandIn, tmp_path: Path,
+                                                            sqlite_url: str) -> None:
+    """A mail in a student's name that the mail server did not prove: its topic and post say so."""
+    ctx = bot_context(tmp_path, sqlite_url, api)
+    api.make_forum(STAFF_CHAT)
+    student, _ = new_student(ctx)
+    with unit_of_work(ctx.engine) as session:
+        thread = support.open_thread(ctx, session, student_id=student.id, channel="email", account_id=student.email,
+                                     text="Proszę unieważnić moją legitymację.", language="pl",
+                                     subject="Unieważnienie", sender_verified=False)
+    async with running_bot(ctx):
+        ctx.outbox_changed("staff")
+        [posted] = await api.await_messages(STAFF_CHAT, 1, timeout=GROUP_WAIT_SECONDS)
+    [topic] = api.forum_topics(STAFF_CHAT).values()
+    assert topic["name"] == f"⚠ #{thread.id} Unieważnienie"
+    text = posted.plain_text or ""
+    assert text.index("NADAWCA NIEPOTWIERDZONY") < text.index("Proszę unieważnić") and student.email in text
