@@ -128,7 +128,7 @@ class ImapSettings(BaseModel):
         if value is None or not value.strip():
             return None
         word = value.strip().lower()
-        if any(ch.isspace() or ch == ";" for ch in word):
+        if any(ch.isspace() or ch in ";=()" for ch in word):
             raise ValueError(f"{value!r} is not an authserv-id (one word, e.g. mx.example.edu.pl)")
         return word
 

@@ -17,10 +17,12 @@ from typer.testing import CliRunner
 from core import support
 from core.context import AppContext
 from core.db import unit_of_work
+from core.errors import ConfigurationError
 from core.mail_sender import address_key, check_sender
 from core.mailbox_rules import InboundFacts
 from core.models import OutboxMessage, SupportMessage, SupportThread
 from core.outgoing import OutgoingMessage
+from core.settings import load_settings
 from tests.conftest import add_student
 from tests.test_mail_inbound import AUTHSERV_ID, Desk, desk  # noqa: F401  (desk: the fixture)
 from tests.test_mail_privacy import handle
@@ -173,3 +175,12 @@ def test_threads_list_and_show_mark_an_unproven_sender(sqlite_ctx: AppContext, r
     assert "UNVERIFIED" not in invoke(runner, "threads", "show", str(proven.thread_id))
     with Session(sqlite_ctx.engine) as session:
         assert session.get(SupportThread, proven.thread_id).status == "escalated"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("value", ["mx.example.edu.pl; dkim=pass", "spf=pass", "two words"])
+def test_an_authserv_id_that_is_not_one_word_is_refused(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Microsoft 365 writes its results without an authserv-id (`spf=pass ...`): such a value
+    would name a word any sender can write, so it is refused, naming the setting."""
+    monkeypatch.setenv("MLEG_IMAP__AUTHSERV_ID", value)
+    with pytest.raises(ConfigurationError, match="MLEG_IMAP__AUTHSERV_ID"):
+        load_settings(mode="demo")
