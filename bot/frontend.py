@@ -53,6 +53,7 @@ class TelegramFrontend:
         router = _CallbackRouter(staff, GroupRefusal(runtime), StudentHandler(runtime))
         app.add_handler(CallbackQueryHandler(router.route))
         app.add_handler(ChatMemberHandler(_ChatMembership(self.ctx).on_change, ChatMemberHandler.MY_CHAT_MEMBER))
+        app.add_handler(ChatMemberHandler(staff.on_member_change, ChatMemberHandler.CHAT_MEMBER))
         app.add_error_handler(_log_error)
 
     async def start(self) -> None:

@@ -25,7 +25,10 @@ if TYPE_CHECKING:
 __all__ = ["BotRuntime", "RuntimeUser", "build_application", "file_base_url", "runtime_for", "runtime_of"]
 
 log = logging.getLogger(__name__)
-MEMBER_CACHE_SECONDS = 60.0
+# How long a staff member's status in the staff chat is trusted without asking Telegram again.
+# Short, because a removed member keeps acting for that long when no update tells us sooner
+# (bot.frontend forgets a member at once on a chat_member update or a "left" service message).
+MEMBER_CACHE_SECONDS = 10.0
 CONNECTION_POOL_SIZE = 64
 POOL_TIMEOUT_SECONDS = 10.0
 _RUNTIMES: dict[int, BotRuntime] = {}
@@ -97,6 +100,7 @@ class BotRuntime:
         self._initialized = False
         self._service: ConversationService | None = None
         self._staff_is_forum: bool | None = None
+        self._staff_public: str | None = None  # the staff chat's @username when it is public
         self._members: dict[int, tuple[float, str]] = {}
 
     @property
@@ -130,7 +134,8 @@ class BotRuntime:
                 await self.app.shutdown()
 
     # --- staff room lookups, cached because every staff action would otherwise ask Telegram ---
-    async def staff_is_forum(self) -> bool:
+    async def _look_up_staff_chat(self) -> bool:
+        """Ask Telegram what the staff chat is (forum? public?); False when it cannot be asked now."""
         chat_id = self.ctx.settings.telegram.staff_chat_id
         if chat_id is None:
             return False
@@ -142,10 +147,36 @@ class BotRuntime:
                 log.warning("cannot look up the staff chat: %s", exc.message)
                 return False
             self._staff_is_forum = bool(chat.is_forum)
-        return self._staff_is_forum
+            self._staff_public = chat.username or None
+        return True
+
+    async def staff_is_forum(self) -> bool:
+        return await self._look_up_staff_chat() and bool(self._staff_is_forum)
+
+    async def staff_chat_refusal(self) -> str | None:
+        """Why nothing may be posted to the staff chat, or None.
+
+        A chat with a public @username (a public group or channel) can be read by anyone who
+        finds it; escalations carry students' names, albums and questions. Asked again after a
+        refusal, so making the group private lets the waiting escalations out.
+        """
+        if not await self._look_up_staff_chat() or self._staff_public is None:
+            return None
+        public = self._staff_public
+        self.forget_forum()
+        return (f"the staff chat is public (@{public}): refusing to post escalations there; make it a private "
+                "group (remove its public link) or set MLEG_TELEGRAM__STAFF_CHAT_ID to a private one")
 
     def forget_forum(self) -> None:
         self._staff_is_forum = None
+        self._staff_public = None
+
+    def forget_member(self, user_id: int | None = None) -> None:
+        """Ask Telegram again next time: the member's status changed (None: everyone's)."""
+        if user_id is None:
+            self._members.clear()
+        else:
+            self._members.pop(user_id, None)
 
     async def member_status(self, user_id: int) -> str:
         """The user's status in the staff chat (creator, administrator, member, left, ...)."""

@@ -1,11 +1,15 @@
-"""The staff room's handler: answers to escalations, /claim N, /close N and their buttons.
+"""The staff room's handler: answers to escalations, /claim N, /close N, /note, /help and buttons.
 
 A staff member answers a thread by replying to any message the bot posted about it, or
 by writing in the thread's forum topic; the answer goes through core.support.staff_reply,
-which queues it on the channel the student used. /claim of a thread a colleague holds is
-not done: the bot names the holder and offers `/claim N force` (or a button) to take it
-over. Only members of the staff chat (creator, administrator, member) or ids listed in
-MLEG_TELEGRAM__STAFF_USER_IDS may act; anyone else is refused, and the refusal is audited.
+which queues it on the channel the student used. What must not reach the student stays
+in the room: a message starting with `#` is ignored by the bot, `/note ...` keeps an
+internal note on the thread (`mleg threads show`), and any other /command gets the usage.
+/claim of a thread a colleague holds is not done: the bot names the holder and offers
+`/claim N force` (or a button) to take it over. Only members of the staff chat (creator,
+administrator, member) or ids listed in MLEG_TELEGRAM__STAFF_USER_IDS may act; anyone else
+is refused, and the refusal is audited. A member's status is cached briefly and forgotten
+at once when Telegram reports a change (chat_member updates, join/leave service messages).
 """
 
 from __future__ import annotations
@@ -35,6 +39,13 @@ STAFF_STATUSES = ("creator", "administrator", "member")
 # Anything after the command is taken as the thread number (then "force" for /claim):
 # "/claim abc" gets the usage, not silence.
 _COMMAND = re.compile(r"^/(claim|close)(?:@\w+)?(?:\s+(.*?))?\s*$", re.IGNORECASE | re.DOTALL)
+# /note [N] text: an internal note (N needed outside the thread's topic or a reply to it).
+_NOTE = re.compile(r"^/note(?:@\w+)?(?:\s+(.*?))?\s*$", re.IGNORECASE | re.DOTALL)
+_NOTE_NUMBER = re.compile(r"#?(\d{1,18})\s+(\S.*)$", re.DOTALL)
+_ADDRESSED = re.compile(r"^/\w+@(\w+)")
+_HELP = re.compile(r"^/(help|start)(?:@\w+)?\s*$", re.IGNORECASE)
+# Staff chatter the bot never passes on: "# ..." (and "/" commands it does not know).
+INTERNAL_PREFIX = "#"
 _THREAD_NUMBER = re.compile(r"#?(\d{1,18})")
 FORCE = "force"
 _BUTTON_ACTIONS = ("claim", "close", "takeover")
@@ -61,11 +72,36 @@ class StaffRoom:
             return True
         return await self.runtime.member_status(user.id) in STAFF_STATUSES
 
+    async def on_member_change(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A chat_member update of the staff chat: that member's cached status is stale now."""
+        change = update.chat_member
+        if change is None or self.chat_id is None or change.chat.id != self.chat_id:
+            return
+        self.runtime.forget_member(change.new_chat_member.user.id)
+
+    def _membership_changed(self, message: Message) -> bool:
+        """A join/leave service message: forget the members it names (Telegram sends these even
+        when the bot is no administrator, which chat_member updates need)."""
+        changed = [*(message.new_chat_members or ()), *([message.left_chat_member] if message.left_chat_member
+                                                       else [])]
+        for user in changed:
+            self.runtime.forget_member(user.id)
+        return bool(changed)
+
     async def on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
-        if message is None or message.text is None:
+        if message is None or self._membership_changed(message) or message.text is None:
             return
-        command = _COMMAND.match(message.text.strip())
+        text = message.text.strip()
+        if text.startswith(INTERNAL_PREFIX):
+            return  # said among staff, on purpose never to a student
+        if text.startswith("/") and not _COMMAND.match(text):
+            addressed = _ADDRESSED.match(text)
+            if addressed and addressed.group(1).lower() != (context.bot.username or "").lower():
+                return  # another bot's command in the room: not ours, and never the student's
+            await self.other_command(update, message, text)
+            return
+        command = _COMMAND.match(text)
         arguments = (command.group(2) or "").split() if command else []
         force = (command is not None and command.group(1).lower() == "claim"
                  and [word.lower() for word in arguments[-1:]] == [FORCE])
@@ -91,6 +127,34 @@ class StaffRoom:
             return
         assert thread_id is not None
         await self.answer(update, thread_id, message.text, user)
+
+    async def other_command(self, update: Update, message: Message, text: str) -> None:
+        """/note, /help, and any other /command: never an answer to the student."""
+        user = update.effective_user
+        note, wants_help = _NOTE.match(text), _HELP.match(text)
+        thread_id = await asyncio.to_thread(self.thread_of, message)
+        if not await self.authorized(user):
+            await self.refuse(update, user, thread_id, "note" if note else "command")
+            return
+        assert user is not None
+        if wants_help:
+            await self.ack(update, None, self.t("help"))
+            return
+        if note is None:
+            await self.ack(update, None, self.t("usage"))
+            return
+        body = (note.group(1) or "").strip()
+        numbered = _NOTE_NUMBER.match(body)
+        if thread_id is None and numbered is not None:
+            thread_id, body = int(numbered.group(1)), numbered.group(2).strip()
+        if thread_id is None or not body:
+            await self.ack(update, None, self.t("note_usage"))
+            return
+        noted_thread = thread_id
+        await self._run(update, noted_thread,
+                        lambda session: support.add_note(self.ctx, session, noted_thread, text=body,
+                                                         staff=staff_label(user)),
+                        self.t("noted", thread=noted_thread))
 
     async def on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query

@@ -6,11 +6,16 @@ the thread goes there. Otherwise each escalation is a message with the thread nu
 the first one's id kept on SupportThread.staff_message_ref; later notices reply to it.
 Every posted message's id is the outbox row's external_id ("chat:message"), which is how
 a staff member's reply to any of them finds its thread (bot.staff).
+
+Nothing is posted to a staff chat that is public (has an @username): escalations carry
+students' names and questions. The rows wait, and the reason is logged and kept as their
+last error, until the chat is made private.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from sqlmodel import Session
 from telegram.error import BadRequest, Forbidden, TelegramError
@@ -28,6 +33,9 @@ __all__ = ["STAFF_CHANNEL", "StaffSender"]
 log = logging.getLogger(__name__)
 STAFF_CHANNEL = "staff"
 TOPIC_TITLE_MAX = 128
+UNVERIFIED_MARK = "⚠"
+# How often a refused (public) staff chat is looked at again.
+REFUSED_RETRY = timedelta(minutes=5)
 
 
 class StaffSender(RuntimeUser):
@@ -39,6 +47,7 @@ class StaffSender(RuntimeUser):
         super().__init__(ctx)
         self.rate_per_second = ctx.settings.telegram.messages_per_second
         self.delivery = Delivery(ctx, STAFF_CHANNEL)
+        self._refused: str | None = None  # logged once, not at every retry
 
     async def deliver(self, row: OutboxMessage, message: OutgoingMessage) -> DeliveryResult:
         older = self.delivery.older_row_waiting(row)
@@ -48,13 +57,24 @@ class StaffSender(RuntimeUser):
             chat_id = int(row.recipient)
         except ValueError:
             return DeliveryResult(ok=False, permanent=True, error="recipient is not a Telegram chat id")
+        try:  # the Bot API away while the Bot starts
+            runtime = await self.ready()
+            refusal = await runtime.staff_chat_refusal()
+        except TelegramError as exc:
+            return transport_failure(exc)
+        if refusal is not None:
+            # Not a failure that uses up attempts: once the group is private, the waiting rows go out.
+            if refusal != self._refused:
+                log.error("%s", refusal)
+            self._refused = refusal
+            return DeliveryResult(ok=False, error=refusal, attempted=False, retry_after=REFUSED_RETRY)
+        self._refused = None
         thread = self._thread(row.thread_id)
         target = ChatTarget(chat_id)
         try:
-            runtime = await self.ready()
             if thread is not None:
                 target = await self._target_for(runtime, chat_id, thread)
-        except TelegramError as exc:  # the Bot API away while the Bot starts, or while a topic is made
+        except TelegramError as exc:  # the Bot API away while a topic is made
             return transport_failure(exc)
         result = await self.delivery.send(runtime.bot, row, message, target)
         if result.ok and thread is not None and target.topic_id is None and not thread.staff_message_ref:
@@ -76,7 +96,10 @@ class StaffSender(RuntimeUser):
         if await runtime.staff_is_forum():
             topic_id = thread.staff_topic_id
             if topic_id is None:
-                title = f"#{thread.id} {thread.subject or ''}".strip()[:TOPIC_TITLE_MAX]
+                title = f"#{thread.id} {thread.subject or ''}".strip()
+                if thread.sender_verified is False:  # an e-mail whose From the mail server did not prove
+                    title = f"{UNVERIFIED_MARK} {title}"
+                title = title[:TOPIC_TITLE_MAX]
                 try:
                     topic = await runtime.bot.create_forum_topic(chat_id, title)
                 except (BadRequest, Forbidden) as exc:

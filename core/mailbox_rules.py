@@ -10,6 +10,7 @@ escalate everything else to staff. Every answer is an outbox row, so it is sent 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -26,6 +27,7 @@ from core.credentials import (
 )
 from core.eligibility import Policy, check_eligibility
 from core.faq import Faq, detect_language
+from core.mail_sender import SenderCheck, check_sender
 from core.mail_text import addressed, question_text
 from core.models import InboundMail, OutboxMessage, Student, SupportMessage, SupportThread
 from core.outgoing import OutgoingMessage
@@ -44,6 +46,7 @@ __all__ = [
     "thread_by_headers",
 ]
 
+log = logging.getLogger(__name__)
 CHANNEL = "email"
 AUTO_ANSWER_KINDS = ("mail-answer", "mail-notice")
 MAX_STORED_TEXT = 20_000
@@ -97,6 +100,8 @@ class InboundFacts:
     attachments: list[str] = field(default_factory=list)
     # Those of AUTO_HEADERS the mail carries, lower-case name -> value (mail.parse reads them).
     auto_headers: dict[str, str] = field(default_factory=dict)
+    # The Authentication-Results header values, top first (core.mail_sender reads only ours).
+    authentication_results: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -183,12 +188,14 @@ def find_thread(session: Session, facts: InboundFacts) -> SupportThread | None:
 
 
 def _auto_answers_today(session: Session, sender: str, ctx: AppContext) -> int:
+    """Automatic answers to this address in 24 hours, counting its `+tag` and upper-case
+    variants as the same mailbox: `victim+1@`, `victim+2@`, ... must not each get their three."""
     since = ctx.clock.now() - timedelta(days=1)
     return int(session.exec(
         select(sa.func.count()).select_from(OutboxMessage).where(
             OutboxMessage.channel == CHANNEL,
             col(OutboxMessage.kind).in_(AUTO_ANSWER_KINDS),
-            OutboxMessage.recipient == sender,
+            support.same_sender(col(OutboxMessage.recipient), sender),
             col(OutboxMessage.created_at) >= since,
         )
     ).one())
@@ -225,10 +232,12 @@ def _megabytes(size: int, lang: str) -> str:
 class _Mailbox:
     """One e-mail's handling: the facts, the context, and the helpers that answer it."""
 
-    def __init__(self, ctx: AppContext, session: Session, facts: InboundFacts, inbound_id: int) -> None:
+    def __init__(self, ctx: AppContext, session: Session, facts: InboundFacts, inbound_id: int,
+                 sender: SenderCheck) -> None:
         self.ctx = ctx
         self.session = session
         self.facts = facts
+        self.sender = sender
         self.inbound_id = inbound_id
         inbound = session.get(InboundMail, inbound_id)  # in the session already: no query
         if inbound is None:
@@ -289,7 +298,7 @@ class _Mailbox:
             self.ctx, self.session, student_id=student.id if student else None, channel=CHANNEL,
             account_id=facts.sender, text=self.body_for_staff(), language=self.lang,
             subject=facts.subject or "", email_message_id=facts.message_id,
-            author=self.author(), escalate=escalate,
+            author=self.author(), escalate=escalate, sender_verified=self.sender.verified,
         )
 
     def author(self) -> str:
@@ -303,18 +312,27 @@ def handle_inbound(ctx: AppContext, session: Session, facts: InboundFacts, *, in
     own = {ctx.settings.smtp.sender.lower(), ctx.settings.university.help_desk_email.lower()}
     if ctx.settings.imap.username and "@" in ctx.settings.imap.username:
         own.add(ctx.settings.imap.username.lower())
-    thread = find_thread(session, facts)
+    sender = check_sender(facts.sender, facts.authentication_results, ctx.settings.imap.authserv_id)
+    if not sender.verified:
+        log.info("inbound mail %s: sender not verified (%s)", inbound_id, redact_personal(sender.reason))
+    claimed = find_thread(session, facts)
+    # Only a proven sender continues a ticket: a From header and a [MLEG-n] tag are easy to
+    # forge, and a forged mail in a student's ticket is read by staff as the student's.
+    thread = claimed if sender.verified else None
     reason = automatic_reason(facts, own)
     if reason is not None:
         return Outcome("ignored", reason, thread.id if thread else None)
-    box = _Mailbox(ctx, session, facts, inbound_id)
+    box = _Mailbox(ctx, session, facts, inbound_id, sender)
     if thread is not None:
         # A reply to our answer or to staff: a person reads it; no automatic answer to a follow-up.
         support.add_message(ctx, session, thread, text=box.body_for_staff(), author=facts.sender,
-                            email_message_id=facts.message_id)
+                            email_message_id=facts.message_id, sender_verified=True)
         return Outcome("processed", "follow-up escalated", thread.id)
     referred = thread_by_headers(session, facts)
-    if referred is not None:
+    if claimed is not None:
+        box.notes.append(f"[names ticket {claimed.id} of this address; not added to it, as the sender is not "
+                         "proven]")
+    elif referred is not None:
         # Someone else's thread: a new one for this sender, and staff told where it came from.
         box.notes.append(f"[a reply to a message in ticket {referred.id}, which belongs to another address]")
     student = session.exec(

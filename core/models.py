@@ -312,6 +312,9 @@ class OutboxMessage(SQLModel, table=True):
         sa.Index("ix_outbox_due", "status", "channel", "next_attempt_at"),
         # The mailbox's per-sender daily cap on automatic answers counts by recipient and day.
         sa.Index("ix_outbox_recipient_created", "recipient", "created_at"),
+        # The daily caps that count an address's `+tag` variants too (automatic answers) and the
+        # staff room's escalations per sender and domain: one channel's last day, not the table.
+        sa.Index("ix_outbox_channel_created", "channel", "created_at"),
     )
 
 
@@ -357,6 +360,11 @@ class SupportThread(SQLModel, table=True):
     created_at: datetime = _ts()
     updated_at: datetime = _ts(index=True)
     closed_at: datetime | None = _ts(nullable=True)
+    # E-mail only (None elsewhere): whether the receiving server proved the From address
+    # (core.mail_sender). An unproven thread is one a stranger may have opened in a student's name.
+    sender_verified: bool | None = None
+    # Why its escalation was kept from the staff room (a per-sender or per-domain cap), or None.
+    escalation_held: str | None = Field(default=None, max_length=120)
 
 
 class SupportMessage(SQLModel, table=True):
@@ -370,6 +378,8 @@ class SupportMessage(SQLModel, table=True):
     body: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     email_message_id: str | None = Field(default=None, max_length=255, index=True)
     created_at: datetime = _ts()
+    # An inbound e-mail's (None for other messages): was its From address proven (core.mail_sender)?
+    sender_verified: bool | None = None
 
 
 class InboundMail(SQLModel, table=True):

@@ -117,6 +117,25 @@ class ImapSettings(BaseModel):
     max_message_bytes: int = 25 * 1024 * 1024
     auto_replies_per_sender_per_day: int = 3
     ca_file: str | None = None
+    # The authserv-id (first word) of the Authentication-Results header the receiving mail
+    # server writes: only its DKIM/DMARC results prove a sender (core.mail_sender). Unset:
+    # no sender is proven, so no mail joins an existing ticket.
+    authserv_id: str | None = None
+    # Escalations to the staff room per sender (address without +tag) and per sender domain
+    # in 24 hours; the excess is kept as held threads (`mleg threads list`), not posted. 0: no cap.
+    # Proven senders from university.email_domains are not counted against the domain cap.
+    escalations_per_sender_per_day: int = Field(default=5, ge=0)
+    escalations_per_domain_per_day: int = Field(default=50, ge=0)
+
+    @field_validator("authserv_id")
+    @classmethod
+    def _authserv_id(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        word = value.strip().lower()
+        if any(ch.isspace() or ch in ";=()" for ch in word):
+            raise ValueError(f"{value!r} is not an authserv-id (one word, e.g. mx.example.edu.pl)")
+        return word
 
 
 class MailOAuthSettings(BaseModel):

@@ -7,7 +7,8 @@ asked, or an e-mail threaded onto the student's message.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -16,6 +17,7 @@ from core import audit, outbox
 from core.context import AppContext
 from core.db import lock_for_write
 from core.errors import ConflictError, NotFoundError
+from core.mail_sender import address_key, domain_of
 from core.models import (
     AuditEvent,
     ChatLink,
@@ -34,9 +36,11 @@ __all__ = [
     "ANSWER_KIND",
     "EMAIL_CHANNEL",
     "HELD_NOTE",
+    "NOTE_DIRECTION",
     "STAFF_CHANNEL",
     "ThreadClaimed",
     "add_message",
+    "add_note",
     "answer_undelivered",
     "claim_thread",
     "close_thread",
@@ -47,6 +51,7 @@ __all__ = [
     "open_thread",
     "reply_subject",
     "resend_held_answers",
+    "same_sender",
     "staff_reply",
     "thread_history",
     "thread_messages",
@@ -54,6 +59,8 @@ __all__ = [
 ]
 
 STAFF_CHANNEL = "staff"
+# SupportMessage.direction of staff's internal notes ("in": the student's, "out": to the student).
+NOTE_DIRECTION = "note"
 EMAIL_CHANNEL = "email"
 ANSWER_KIND = "support-answer"
 PREVIEW = 1500
@@ -121,10 +128,67 @@ def _student_label(session: Session, student_id: int | None) -> str:
     return f"{student.first_name} {student.last_name} (album {student.album})"
 
 
+def _staff_room_configured(ctx: AppContext) -> bool:
+    return ctx.settings.telegram.staff_chat_id is not None and bool(ctx.settings.telegram.token)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def same_sender(column: Any, address: str) -> sa.ColumnElement[bool]:
+    """SQL: `column` holds `address` or a `+tag` variant of it, in any case (core.mail_sender.address_key)."""
+    key = address_key(address)
+    local, _, domain = key.rpartition("@")
+    lowered = sa.func.lower(column)
+    return sa.or_(lowered == key,
+                  lowered.like(f"{_like_escape(local)}+%@{_like_escape(domain)}", escape="\\"))
+
+
+def _escalations_today(session: Session, now: datetime, *conditions: sa.ColumnElement[bool]) -> int:
+    """Escalations of e-mail threads posted to the staff room in the last 24 hours, matching `conditions`."""
+    return int(session.exec(
+        select(sa.func.count()).select_from(OutboxMessage)
+        .join(SupportThread, col(OutboxMessage.thread_id) == col(SupportThread.id))
+        .where(OutboxMessage.channel == STAFF_CHANNEL, OutboxMessage.kind == "escalation",
+               col(OutboxMessage.created_at) >= now - timedelta(days=1),
+               SupportThread.channel == EMAIL_CHANNEL, *conditions)
+    ).one())
+
+
+def _escalation_cap(ctx: AppContext, session: Session, thread: SupportThread, now: datetime) -> str | None:
+    """Why this e-mail thread's escalation must not be posted now, or None.
+
+    A flood of mail (a thousand spam mails, or one address with a thousand `+tag` variants)
+    would bury real escalations and make a forum topic each; the excess waits in
+    `mleg threads list` instead. Proven senders of the university's own domains are not
+    counted against their domain: a flood forged in their name must not hold them back.
+    """
+    if thread.channel != EMAIL_CHANNEL or not thread.account_id:
+        return None
+    limits = ctx.settings.imap
+    key = address_key(thread.account_id)
+    if limits.escalations_per_sender_per_day and _escalations_today(
+            session, now, same_sender(col(SupportThread.account_id), key)) >= limits.escalations_per_sender_per_day:
+        return f"sender cap: {limits.escalations_per_sender_per_day} escalations from {key} in 24 h"
+    domain = domain_of(key)
+    own = domain in ctx.settings.university.email_domains
+    if not limits.escalations_per_domain_per_day or (own and thread.sender_verified):
+        return None
+    conditions: list[sa.ColumnElement[bool]] = [
+        sa.func.lower(col(SupportThread.account_id)).like(f"%@{_like_escape(domain)}", escape="\\")]
+    if own:
+        conditions.append(sa.or_(col(SupportThread.sender_verified).is_(None),
+                                 col(SupportThread.sender_verified).is_(False)))
+    if _escalations_today(session, now, *conditions) >= limits.escalations_per_domain_per_day:
+        return f"domain cap: {limits.escalations_per_domain_per_day} escalations from @{domain} in 24 h"
+    return None
+
+
 def _post_to_staff(ctx: AppContext, session: Session, thread: SupportThread, message: OutgoingMessage,
                    now: datetime, key_suffix: str, kind: str) -> None:
     """A message into the staff room, if one is configured; the CLI always lists threads."""
-    if ctx.settings.telegram.staff_chat_id is None or not ctx.settings.telegram.token:
+    if not _staff_room_configured(ctx):
         return
     outbox.enqueue(
         session, ctx.box, key=f"{_row_key('staff', thread.id, thread.created_at)}:{key_suffix}",
@@ -135,6 +199,27 @@ def _post_to_staff(ctx: AppContext, session: Session, thread: SupportThread, mes
 
 def _notify_staff(ctx: AppContext, session: Session, thread: SupportThread, text: str, now: datetime,
                   key_suffix: str) -> None:
+    if _staff_room_configured(ctx):
+        held = _escalation_cap(ctx, session, thread, now)
+        if held is not None:
+            if thread.escalation_held is None:
+                audit.record(session, at=now, actor="email", action="thread.escalation_held",
+                             student_id=thread.student_id, thread_id=thread.id, reason=held.partition(":")[0])
+            thread.escalation_held = held[:120]
+            session.add(thread)
+            # One word to the staff room a day that something waits elsewhere (not one per mail:
+            # that would be the flood again). A repeated outbox key is not queued twice.
+            text = ctx.catalog.text(ctx.settings.default_language, "staff.escalations_held", reason=held)
+            outbox.enqueue(session, ctx.box, key=f"staff-held:{now:%Y-%m-%d}", channel=STAFF_CHANNEL,
+                           recipient=str(ctx.settings.telegram.staff_chat_id), kind="staff-note",
+                           message=OutgoingMessage(text=text), now=now)
+            return
+        thread.escalation_held = None
+        session.add(thread)
+    if thread.sender_verified is False:
+        # Staff must not act on it (a revocation, a changed address) as if the student wrote it.
+        text = ctx.catalog.text(ctx.settings.default_language, "staff.unverified_sender",
+                                address=thread.account_id) + "\n\n" + text
     body = ctx.catalog.text(
         ctx.settings.default_language, "staff.escalation", thread=thread.id,
         student=_student_label(session, thread.student_id), channel=thread.channel,
@@ -164,6 +249,7 @@ def open_thread(
     email_message_id: str | None = None,
     author: str | None = None,
     escalate: bool = True,
+    sender_verified: bool | None = None,
 ) -> SupportThread:
     """A new thread with the student's text as its first message, escalated to staff unless told not to.
 
@@ -178,12 +264,13 @@ def open_thread(
         student_id=student_id, channel=channel, account_id=account_id, subject=subject[:255],
         language=language, status=ThreadStatus.ESCALATED if escalate else ThreadStatus.ANSWERED,
         created_at=now, updated_at=now,
-        last_email_message_id=email_message_id,
+        last_email_message_id=email_message_id, sender_verified=sender_verified,
     )
     session.add(thread)
     session.flush()
     session.add(SupportMessage(thread_id=thread.id or 0, direction="in", author=author or account_id,
-                               body=text, email_message_id=email_message_id, created_at=now))
+                               body=text, email_message_id=email_message_id, created_at=now,
+                               sender_verified=sender_verified))
     audit.record(session, at=now, actor=f"{channel}:{account_id}" if channel != "email" else "email",
                  action="thread.escalated" if escalate else "thread.auto_answered",
                  student_id=student_id, thread_id=thread.id)
@@ -213,13 +300,14 @@ def add_message(
     author: str,
     direction: str = "in",
     email_message_id: str | None = None,
+    sender_verified: bool | None = None,
 ) -> SupportMessage:
     """A follow-up from the student: the thread is open to staff again."""
     if direction == "in":
         text = redact_personal(text)
     now = ctx.clock.now()
     message = SupportMessage(thread_id=thread.id or 0, direction=direction, author=author, body=text,
-                             email_message_id=email_message_id, created_at=now)
+                             email_message_id=email_message_id, created_at=now, sender_verified=sender_verified)
     session.add(message)
     session.flush()
     thread.updated_at = now
@@ -231,6 +319,21 @@ def add_message(
             thread.closed_at = None
         _notify_staff(ctx, session, thread, text, now, f"msg{message.id}")
     session.add(thread)
+    return message
+
+
+def add_note(ctx: AppContext, session: Session, thread_id: int, *, text: str, staff: str) -> SupportMessage:
+    """An internal note of staff on the thread (`/note` in the staff room): kept with the thread
+    (`mleg threads show`), never sent to the student, and the thread's status stays as it is."""
+    thread = get_thread(session, thread_id)
+    now = ctx.clock.now()
+    # Masked like a student's text: staff may paste what the student wrote.
+    message = SupportMessage(thread_id=thread.id or 0, direction=NOTE_DIRECTION, author=f"staff:{staff}",
+                             body=redact_personal(text), created_at=now)
+    session.add(message)
+    session.flush()
+    audit.record(session, at=now, actor=f"staff:{staff}", action="thread.noted", thread_id=thread.id,
+                 student_id=thread.student_id)
     return message
 
 

@@ -492,6 +492,9 @@ class MailFrontend:
         return renew_at is not None and renew_at <= self.ctx.clock.now()
 
     async def start(self) -> None:
+        if not self.settings.authserv_id:
+            log.warning("MLEG_IMAP__AUTHSERV_ID is not set: no support-mail sender can be proven, so no mail "
+                        "joins an earlier ticket (each opens its own, marked unverified for staff)")
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="mail-frontend")
 

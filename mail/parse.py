@@ -20,6 +20,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses
 
+from core.mail_sender import MAX_RESULTS_CHARS, MAX_RESULTS_HEADERS
 from core.mailbox_rules import AUTO_HEADERS, InboundFacts
 
 __all__ = ["decode_text", "identity", "parse_inbound", "skeleton"]
@@ -238,6 +239,15 @@ def _auto_headers(message: Message) -> dict[str, str]:
     return found
 
 
+def _authentication_results(message: Message) -> list[str]:
+    """The Authentication-Results values, top first, raw and unfolded (core.mail_sender decides)."""
+    found: list[str] = []
+    for name, value in message.raw_items():  # raw: the policy's header parsing is not needed
+        if name.lower() == "authentication-results" and len(found) < MAX_RESULTS_HEADERS:
+            found.append(_repair(" ".join(str(value)[:MAX_RESULTS_CHARS].split())))
+    return found
+
+
 def parse_inbound(raw: bytes, *, size: int | None = None, oversize: bool = False) -> InboundFacts:
     """Facts for the rules; `raw` may be only the head of an over-size message."""
     message = BytesParser(policy=policy.default).parsebytes(skeleton(raw) if len(raw) > SKELETON_ABOVE else raw)
@@ -265,4 +275,5 @@ def parse_inbound(raw: bytes, *, size: int | None = None, oversize: bool = False
         oversize=oversize,
         attachments=_attachment_names(message),
         auto_headers=_auto_headers(message),
+        authentication_results=_authentication_results(message),
     )

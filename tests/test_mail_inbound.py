@@ -26,6 +26,8 @@ from tests.servers.dovecot import DovecotServer
 from tests.servers.smtp_relay import SmtpRelay
 
 _n = itertools.count(1)
+# The authserv-id our (pretend) receiving server writes into Authentication-Results.
+AUTHSERV_ID = "mx.example.test"
 
 
 @dataclass
@@ -38,10 +40,17 @@ class Desk:
     address: str
     frontend: MailFrontend
 
-    def deliver(self, name: str, *, mail_from: str = "student@example.org", **values: str) -> bytes:
+    def deliver(self, name: str, *, mail_from: str = "student@example.org", proven: bool = False,
+                **values: str) -> bytes:
+        """A sample mail into the support mailbox; `proven`: as our receiving server marks a mail
+        whose DKIM signature and DMARC check passed for its From domain (core.mail_sender)."""
         values.setdefault("support", self.address)
         values.setdefault("n", str(next(_n)))
         raw = sample(name, **values)
+        if proven:
+            domain = values["sender"].rpartition("@")[2]
+            raw = (f"Authentication-Results: {AUTHSERV_ID};\r\n\tdkim=pass header.d={domain} header.s=s1;\r\n"
+                   f"\tdmarc=pass (p=reject) header.from={domain}\r\n").encode() + raw
         self.dovecot.deliver(self.address, raw, mail_from=mail_from)
         return raw
 
@@ -87,7 +96,8 @@ def desk(tmp_path: Path, sqlite_url: str, clock: FixedClock, dovecot: DovecotSer
     ctx = mail_ctx(
         tmp_path, sqlite_url, clock,
         imap={"host": dovecot.host, "port": dovecot.imap_port, "security": "none", "username": address,
-              "password": dovecot.password, "idle_timeout_seconds": 2, "poll_interval_seconds": 0.5},
+              "password": dovecot.password, "idle_timeout_seconds": 2, "poll_interval_seconds": 0.5,
+              "authserv_id": AUTHSERV_ID},
         smtp={"host": smtp_server.host, "port": smtp_server.port, "security": "none", "sender": address},
         university={"help_desk_email": address},
     )
@@ -163,7 +173,7 @@ async def test_windows_1250_question_answered_in_polish_and_threaded(desk: Desk)
 
     # The student answers the answer: same thread, to staff, and no second automatic answer.
     desk.deliver("reply_to_answer.eml", sender=student, thread=str(thread.id), parent=answer["Message-ID"],
-                 references=f"{thread.last_email_message_id} {answer['Message-ID']}")
+                 references=f"{thread.last_email_message_id} {answer['Message-ID']}", proven=True)
     report = await desk.frontend.process_once()
     assert report.processed[0].outcome is not None and report.processed[0].outcome.thread_id == thread.id
     [thread] = desk.threads()
@@ -182,9 +192,10 @@ async def test_subject_tag_alone_does_not_merge_another_senders_mail(desk: Desk)
     await desk.frontend.process_once()
     assert len(desk.threads()) == 2
 
-    desk.deliver("reply_to_answer.eml", sender=student, thread=str(thread.id), parent="<lost@x>", references="")
+    desk.deliver("reply_to_answer.eml", sender=student, thread=str(thread.id), parent="<lost@x>", references="",
+                 proven=True)
     await desk.frontend.process_once()
-    assert len(desk.threads()) == 2  # the tag from the thread's own address threads it
+    assert len(desk.threads()) == 2  # the tag from the thread's own (proven) address threads it
 
 
 async def test_reply_headers_from_another_address_open_a_thread_of_its_own(desk: Desk) -> None:

@@ -67,6 +67,9 @@ def _sent_subjects(ctx: AppContext, recipient: str) -> list[str | None]:
 
 
 def test_foreign_tags_do_not_pile_up_and_every_tag_threads(sqlite_ctx: AppContext) -> None:
+    # Only a proven sender's mail joins a ticket (test_mail_sender): these are proven by our server.
+    sqlite_ctx.settings.imap.authserv_id = "mx.example.edu.pl"
+    proven = ["mx.example.edu.pl; dkim=pass header.d=example.org; dmarc=pass header.from=example.org"]
     first = handle(sqlite_ctx, InboundFacts(sender="ola@example.org", subject="code", text="Pytanie o kod?",
                                             message_id="<t1@example.org>"))
     # Someone else replies to Ola's (forwarded) answer: a thread of their own, under one tag.
@@ -78,7 +81,7 @@ def test_foreign_tags_do_not_pile_up_and_every_tag_threads(sqlite_ctx: AppContex
     # Jan's reply keeps both tags (as our old subjects did) and no headers: the tag of his thread wins.
     third = handle(sqlite_ctx, InboundFacts(
         sender="jan@example.org", subject=f"Re: code [MLEG-{first.thread_id}] [MLEG-{second.thread_id}]",
-        text="Nadal nie działa.", message_id="<t3@example.org>"))
+        text="Nadal nie działa.", message_id="<t3@example.org>", authentication_results=proven))
     assert third.thread_id == second.thread_id and third.reason == "follow-up escalated"
 
 

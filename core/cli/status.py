@@ -214,6 +214,10 @@ def status_command(
         _line("mail oauth2", _oauth_summary(s))
     for what, kept in retention_rules(s):  # how long each kind of personal data is kept
         _line("retention", f"{what}: {kept}")
+    if s.imap.host:
+        _line("sender proof", f"Authentication-Results of {s.imap.authserv_id} (DMARC or aligned DKIM pass)"
+              if s.imap.authserv_id else "off: MLEG_IMAP__AUTHSERV_ID is not set, so no e-mail sender is proven "
+              "and no mail joins an earlier ticket")
     _line("schema", _schema(ctx.engine))
     with Session(ctx.engine) as session:
         def count(query: sa.Select[tuple[int]]) -> int:
@@ -233,6 +237,10 @@ def status_command(
             select(sa.func.count()).select_from(SupportThread).where(SupportThread.status != "closed")
         )
         typer.echo(f"open threads    {open_threads}")
+        held = count(select(sa.func.count()).select_from(SupportThread).where(
+            col(SupportThread.escalation_held).is_not(None), SupportThread.status != "closed"))
+        if held:
+            _line("held", f"{held} escalation(s) kept from the staff room by the flood caps (mleg threads list)")
         quarantined = count(
             select(sa.func.count()).select_from(InboundMail).where(InboundMail.status == "quarantined")
         )

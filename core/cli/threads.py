@@ -36,12 +36,21 @@ class ThreadFilter(StrEnum):
     CLOSED = "closed"
 
 
+def _sender(verified: bool | None) -> str:
+    """How an e-mail sender's proof reads: "verified", "UNVERIFIED" (From not proven), or "" (not e-mail)."""
+    return "" if verified is None else ("verified" if verified else "UNVERIFIED")
+
+
 def _public(thread: SupportThread) -> dict[str, Any]:
     return {
         "id": thread.id, "tag": support.thread_tag(thread.id or 0), "status": thread.status,
         "channel": thread.channel, "account": thread.account_id, "student_id": thread.student_id,
         "subject": thread.subject, "language": thread.language, "claimed_by": thread.claimed_by,
         "created_at": thread.created_at, "updated_at": thread.updated_at, "closed_at": thread.closed_at,
+        # E-mail: whether the receiving server proved the From address (None: not e-mail, or from before).
+        "sender_verified": thread.sender_verified,
+        # Why the escalation was not posted to the staff room (a flood cap), or None.
+        "escalation_held": thread.escalation_held,
     }
 
 
@@ -70,9 +79,18 @@ def list_command(
     if as_json:
         emit_json({"threads": [_public(t) for t in threads], **problems})
         return
-    print_table(["id", "status", "channel", "account", "subject", "updated"],
-                [(t.id, t.status, t.channel, t.account_id, (t.subject or "")[:50], f"{t.updated_at:%Y-%m-%d %H:%M}")
+    print_table(["id", "status", "channel", "account", "sender", "subject", "updated"],
+                [(t.id, f"{t.status} (held)" if t.escalation_held else t.status, t.channel, t.account_id,
+                  _sender(t.sender_verified), (t.subject or "")[:50], f"{t.updated_at:%Y-%m-%d %H:%M}")
                  for t in threads])
+    held = [t for t in threads if t.escalation_held]
+    if held:
+        typer.echo(f"\nheld: {len(held)} escalation(s) not posted to the staff room (flood caps, "
+                   "MLEG_IMAP__ESCALATIONS_PER_SENDER_PER_DAY / _PER_DOMAIN_PER_DAY): "
+                   + ", ".join(f"#{t.id}" for t in held[:20]) + ("..." if len(held) > 20 else ""))
+    if any(t.sender_verified is False for t in threads):
+        typer.echo("\nUNVERIFIED: the mail server did not prove the From address of these threads' mail; "
+                   "anyone can write it. Confirm with the student before acting on them.")
     if problems["quarantined_mail"] or problems["failed_deliveries"]:
         typer.echo(f"\nattention: {problems['quarantined_mail']} quarantined inbound mail, "
                    f"{problems['failed_deliveries']} failed deliveries (see `mleg status`)")
@@ -95,7 +113,8 @@ def show_command(
         history = support.thread_history(session, thread_id)
     data = _public(thread)
     data["messages"] = [{"id": m.id, "at": m.created_at, "direction": m.direction, "author": m.author,
-                         "text": m.body, "email_message_id": m.email_message_id} for m in messages]
+                         "text": m.body, "email_message_id": m.email_message_id,
+                         "sender_verified": m.sender_verified} for m in messages]
     data["deliveries"] = [{"id": d.id, "channel": d.channel, "recipient": d.recipient, "kind": d.kind,
                            "status": d.status, "attempts": d.attempts, "error": d.last_error,
                            "external_id": d.external_id} for d in deliveries]
@@ -106,9 +125,17 @@ def show_command(
         return
     for key in ("tag", "status", "channel", "account", "subject", "language", "claimed_by", "created_at"):
         typer.echo(f"{key:12} {'' if data[key] is None else data[key]}")
+    if thread.sender_verified is False:
+        typer.echo(f"{'sender':12} UNVERIFIED: the mail server did not prove that {thread.account_id} wrote "
+                   "this; confirm with the student before acting on it")
+    elif thread.sender_verified:
+        typer.echo(f"{'sender':12} verified by the receiving mail server")
+    if thread.escalation_held:
+        typer.echo(f"{'held':12} not posted to the staff room: {thread.escalation_held}")
     for message in data["messages"]:
-        arrow = "<-" if message["direction"] == "in" else "->"
-        typer.echo(f"\n{arrow} {message['at']:%Y-%m-%d %H:%M} {message['author']}\n{message['text']}")
+        arrow = {"in": "<-", "note": "##"}.get(message["direction"], "->")
+        mark = " [UNVERIFIED sender]" if message["sender_verified"] is False else ""
+        typer.echo(f"\n{arrow} {message['at']:%Y-%m-%d %H:%M} {message['author']}{mark}\n{message['text']}")
     if data["deliveries"]:
         typer.echo("\ndeliveries:")
         for d in data["deliveries"]:

@@ -1,6 +1,6 @@
 """service health
 
-Revision ID: 0003_h20
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-06 09:10:00
 
@@ -15,7 +15,7 @@ from alembic import op
 
 from core.models import UTCDateTime
 
-revision: str = '0003_h20'
+revision: str = '0003'
 down_revision: str | None = '0002'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

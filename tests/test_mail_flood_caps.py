@@ -1,0 +1,124 @@
+"""A flood of mail must not bury the staff room, nor reflect automatic answers onto a victim.
+
+Escalations are capped per sender (address without `+tag`, any case) and per domain in 24
+hours; the excess stays as held threads in `mleg threads list`. The per-sender cap of
+automatic answers counts `victim+N@` variants as one address.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from pydantic import SecretStr
+from sqlmodel import Session, select
+from typer.testing import CliRunner
+
+from core.context import AppContext
+from core.mailbox_rules import InboundFacts, Outcome
+from core.models import OutboxMessage, SupportThread
+from tests.test_mail_privacy import handle
+from tests.test_mail_threads_cli import invoke, runner  # noqa: F401  (runner: the fixture)
+
+OURS = "mx.example.edu.pl"
+QUESTION = "Czy mogę przyjść osobiście w sobotę?"  # no FAQ answer: escalated to staff
+
+
+def _configure(ctx: AppContext) -> AppContext:
+    settings = ctx.settings
+    settings.telegram.token = SecretStr("123:staff-room-configured")
+    settings.telegram.staff_chat_id = -100500
+    settings.imap.authserv_id = OURS
+    settings.imap.escalations_per_sender_per_day = 2
+    settings.imap.escalations_per_domain_per_day = 3
+    return ctx
+
+
+@pytest.fixture
+def desk(ctx: AppContext) -> AppContext:
+    """SQLite and PostgreSQL: the caps are counted in SQL (lower case, LIKE on `+tag`s)."""
+    return _configure(ctx)
+
+
+@pytest.fixture
+def sqlite_desk(sqlite_ctx: AppContext) -> AppContext:
+    """The one `mleg threads` (the `runner` fixture) reads."""
+    return _configure(sqlite_ctx)
+
+
+def _mail(ctx: AppContext, sender: str, n: int, *, proven: bool = False, text: str = QUESTION) -> Outcome:
+    domain = sender.rpartition("@")[2]
+    results = [f"{OURS}; dkim=pass header.d={domain}; dmarc=pass header.from={domain}"] if proven else []
+    return handle(ctx, InboundFacts(sender=sender.lower(), subject=f"Pytanie {n}", text=text,
+                                    message_id=f"<flood-{n}-{sender}>", authentication_results=results))
+
+
+def _escalations(ctx: AppContext) -> list[int | None]:
+    with Session(ctx.engine) as session:
+        rows = session.exec(select(OutboxMessage).where(OutboxMessage.channel == "staff",
+                                                        OutboxMessage.kind == "escalation")).all()
+        return [row.thread_id for row in rows]
+
+
+def _held(ctx: AppContext) -> list[int | None]:
+    with Session(ctx.engine) as session:
+        return [t.id for t in session.exec(select(SupportThread).where(
+            SupportThread.escalation_held.is_not(None))).all()]  # type: ignore[union-attr]
+
+
+def test_escalations_per_sender_count_plus_tags_and_case_as_one(sqlite_desk: AppContext,
+                                                                 runner: CliRunner) -> None:  # noqa: F811
+    desk = sqlite_desk
+    outcomes = [_mail(desk, sender, n) for n, sender in enumerate(
+        ["victim@example.org", "Victim+1@example.org", "victim+2@EXAMPLE.org", "victim+3@example.org"])]
+    posted = _escalations(desk)
+    assert posted == [outcomes[0].thread_id, outcomes[1].thread_id]
+    # The excess is kept, listed, and not posted; staff are told once that something is held.
+    assert _held(desk) == [outcomes[2].thread_id, outcomes[3].thread_id]
+    with Session(desk.engine) as session:
+        notes = session.exec(select(OutboxMessage).where(OutboxMessage.channel == "staff",
+                                                         OutboxMessage.kind == "staff-note")).all()
+    assert len(notes) == 1 and notes[0].thread_id is None
+    listed = json.loads(invoke(runner, "threads", "list", "--json"))
+    held = {t["id"]: t["escalation_held"] for t in listed["threads"]}
+    assert held[outcomes[3].thread_id].startswith("sender cap")
+    assert held[outcomes[0].thread_id] is None
+    table = invoke(runner, "threads", "list")
+    assert "escalated (held)" in table and f"#{outcomes[3].thread_id}" in table
+    assert "held            2 escalation(s)" in invoke(runner, "status")
+
+    # Another sender is not held back by this one; the next day the victim is posted again.
+    other = _mail(desk, "someone@example.net", 10)
+    assert _escalations(desk)[-1] == other.thread_id
+    desk.clock.advance(timedelta(days=1, minutes=1))  # type: ignore[attr-defined]
+    again = _mail(desk, "victim+9@example.org", 11)
+    assert _escalations(desk)[-1] == again.thread_id
+
+
+def test_escalations_per_domain_and_a_proven_student_still_gets_through(desk: AppContext) -> None:
+    spam = [_mail(desk, f"bot{n}@spam.example", n) for n in range(5)]
+    assert _escalations(desk) == [o.thread_id for o in spam[:3]]
+    assert _held(desk) == [o.thread_id for o in spam[3:]]
+
+    # A flood forged in the university's domain: capped too...
+    forged = [_mail(desk, f"s{n}@student.example.edu.pl", 20 + n) for n in range(4)]
+    assert forged[3].thread_id in _held(desk)
+    # ...but a student proven by our server is posted: the flood must not silence students.
+    real = _mail(desk, "anna.nowak@student.example.edu.pl", 30, proven=True)
+    assert _escalations(desk)[-1] == real.thread_id
+
+
+def _auto_answers(ctx: AppContext) -> list[str]:
+    with Session(ctx.engine) as session:
+        rows = session.exec(select(OutboxMessage).where(OutboxMessage.channel == "email")).all()
+        return [row.recipient for row in rows]
+
+
+def test_auto_answer_cap_counts_plus_tag_variants_as_one_address(desk: AppContext) -> None:
+    desk.settings.imap.escalations_per_sender_per_day = 0  # only the answer cap in play here
+    limit = desk.settings.imap.auto_replies_per_sender_per_day
+    for n in range(limit + 3):
+        _mail(desk, f"Victim+{n}@example.org", 40 + n, text="Nie dostałem maila z kodem aktywacyjnym.")
+    answered = _auto_answers(desk)
+    assert len(answered) == limit, answered
