@@ -112,6 +112,8 @@ class ImapSettings(BaseModel):
     max_message_bytes: int = 25 * 1024 * 1024
     auto_replies_per_sender_per_day: int = 3
     ca_file: str | None = None
+    # The most one mail may take to be read (MIME, HTML, its text); past it, it is quarantined.
+    parse_timeout_seconds: float = Field(default=30.0, gt=0)
 
 
 class UniversitySettings(BaseModel):
