@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from core import support
 from core.cli.common import build_context, emit_json, friendly_errors, print_table
+from core.control_chars import strip_controls
 from core.db import unit_of_work
 from core.errors import ConflictError
 from core.models import InboundMail, OutboxMessage, OutboxStatus, SupportThread
@@ -43,6 +44,12 @@ def _public(thread: SupportThread) -> dict[str, Any]:
         "subject": thread.subject, "language": thread.language, "claimed_by": thread.claimed_by,
         "created_at": thread.created_at, "updated_at": thread.updated_at, "closed_at": thread.closed_at,
     }
+
+
+def _echo(text: str) -> None:
+    """Print stored text: what strangers wrote never steers the operator's terminal (ESC
+    sequences), even in rows stored before inbound text was cleaned at parse time."""
+    typer.echo(strip_controls(text))
 
 
 def _problems(session: Session) -> dict[str, int]:
@@ -71,7 +78,8 @@ def list_command(
         emit_json({"threads": [_public(t) for t in threads], **problems})
         return
     print_table(["id", "status", "channel", "account", "subject", "updated"],
-                [(t.id, t.status, t.channel, t.account_id, (t.subject or "")[:50], f"{t.updated_at:%Y-%m-%d %H:%M}")
+                [(t.id, t.status, t.channel, strip_controls(t.account_id or ""),
+                  strip_controls(t.subject or "")[:50], f"{t.updated_at:%Y-%m-%d %H:%M}")
                  for t in threads])
     if problems["quarantined_mail"] or problems["failed_deliveries"]:
         typer.echo(f"\nattention: {problems['quarantined_mail']} quarantined inbound mail, "
@@ -105,20 +113,20 @@ def show_command(
         emit_json(data)
         return
     for key in ("tag", "status", "channel", "account", "subject", "language", "claimed_by", "created_at"):
-        typer.echo(f"{key:12} {'' if data[key] is None else data[key]}")
+        _echo(f"{key:12} {'' if data[key] is None else data[key]}")
     for message in data["messages"]:
         arrow = "<-" if message["direction"] == "in" else "->"
-        typer.echo(f"\n{arrow} {message['at']:%Y-%m-%d %H:%M} {message['author']}\n{message['text']}")
+        _echo(f"\n{arrow} {message['at']:%Y-%m-%d %H:%M} {message['author']}\n{message['text']}")
     if data["deliveries"]:
-        typer.echo("\ndeliveries:")
+        _echo("\ndeliveries:")
         for d in data["deliveries"]:
-            typer.echo(f"  #{d['id']} {d['kind']} to {d['recipient']}: {d['status']}"
+            _echo(f"  #{d['id']} {d['kind']} to {d['recipient']}: {d['status']}"
                        + (f" ({d['error']})" if d["error"] else ""))
     if data["history"]:
-        typer.echo("\nhistory:")
+        _echo("\nhistory:")
         for event in data["history"]:
             detail = ", ".join(f"{k}={v}" for k, v in event["detail"].items())
-            typer.echo(f"  {event['at']:%Y-%m-%d %H:%M} {event['action']} by {event['actor']}"
+            _echo(f"  {event['at']:%Y-%m-%d %H:%M} {event['action']} by {event['actor']}"
                        + (f" ({detail})" if detail else ""))
 
 
