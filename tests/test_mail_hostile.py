@@ -62,7 +62,7 @@ def _rows(ctx: AppContext) -> dict[int, InboundMail]:
 # --- linear, bounded text ------------------------------------------------------------------
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("unit", ["<style", "<", "<script<!--", "<title "])
+@pytest.mark.parametrize("unit", ["<style", "<", "<a", "<title "])
 def test_a_megabyte_of_hostile_html_is_read_and_its_words_kept(unit: str) -> None:
     raw = html_bomb("ola@example.org", "pomoc@example.edu.pl", "T1", size=MB, unit=unit)
     facts = parse.parse_inbound(raw)
