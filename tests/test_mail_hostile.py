@@ -74,8 +74,8 @@ def test_a_megabyte_of_hostile_html_is_read_and_its_words_kept(unit: str) -> Non
 def test_html_text_keeps_words_and_drops_css_scripts_comments_after_a_hostile_run() -> None:
     markup = ("<html><head><title>Tytuł</title><style>p { color: red }</style></head><body>"
               "<p>Nie dostałem</p><script>alert(1)</script><!-- ukryte --><div>maila&nbsp;z kodem</div>"
-              "a&lt;b<br/>koniec <> i < samotny" + "<" * 300_000 + ">zostaje")
-    assert parse._html_text(markup) == "Nie dostałem\nmaila z kodem\na<b\nkoniec <> i zostaje"
+              'a&lt;b<br class="x">koniec <> i' + "<" * 300_000 + " zostaje")
+    assert parse._html_text(markup) == "Nie dostałem\nmaila z kodem\na<b\nkoniec <> i" + "<" * 300_000 + " zostaje"
 
 
 @pytest.mark.timeout(60)
