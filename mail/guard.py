@@ -63,11 +63,11 @@ def _started() -> ProcessPool:
 def stop_worker() -> None:
     """Stop the worker process (at exit; tests). The next mail starts a new one."""
     global _pool
-    with _lock:
-        if _pool is not None:
-            _pool.stop()
-            _pool.join(timeout=10)
-            _pool = None
+    # Not under the lock: a mail being read would hold it; stopping ends that wait too.
+    pool, _pool = _pool, None
+    if pool is not None:
+        pool.stop()
+        pool.join(timeout=10)
 
 
 atexit.register(stop_worker)  # a live worker would keep the interpreter from exiting

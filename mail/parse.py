@@ -33,7 +33,8 @@ from core.mailbox_rules import AUTO_HEADERS, InboundFacts
 
 __all__ = ["decode_text", "identity", "parse_inbound", "skeleton"]
 
-_MSGID = re.compile(r"<[^<>\s]+>")
+# No control characters inside (an ESC sequence is not an id, and ids are shown to staff).
+_MSGID = re.compile(r"<[^<>\s\x00-\x1f\x7f-\x9f]+>")
 # A tag's name, read from its first characters only (a tag may be a megabyte long).
 _TAG_NAME = re.compile(r"(/?)([a-zA-Z][a-zA-Z0-9]{0,15})")
 _TAG_NAME_CHARS = 20

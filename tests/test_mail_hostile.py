@@ -221,7 +221,7 @@ def test_generated_pathological_mime_is_read_bounded_and_clean(runs: list[tuple[
 
 def test_control_characters_are_stripped_from_every_field_at_parse_time() -> None:
     facts = parse.parse_inbound(escapes("ola@example.org", "pomoc@example.edu.pl", "T3"))
-    for value in (facts.sender_name, facts.subject, facts.text):
+    for value in (facts.sender_name, facts.subject, facts.text, facts.in_reply_to or ""):
         assert not CONTROLS.search(value), repr(value)
     assert facts.sender_name == "Jan[2J[8mhidden[0m]0;pwned31m"  # the visible rest stays for staff
     assert facts.subject.startswith("Pytanie T3")

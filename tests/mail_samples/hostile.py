@@ -46,6 +46,6 @@ def many_lines(sender: str, to: str, token: str, lines: int = 50_000, size: int 
 def escapes(sender: str, to: str, token: str) -> bytes:
     """ESC sequences in the display name, the subject (raw 8-bit UTF-8) and the body."""
     return (f'From: "Jan{ESCAPES}" <{sender}>\r\nTo: {to}\r\nSubject: Pytanie {token}{ESCAPES}\r\n'
-            f"Message-ID: <esc-{token}@example.org>\r\nMIME-Version: 1.0\r\n"
+            f"Message-ID: <esc-{token}@example.org>\r\nIn-Reply-To: <old\x1b[2J@example.org>\r\nMIME-Version: 1.0\r\n"
             "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
             f"Nie dostałem maila z kodem.{ESCAPES}\r\nDruga linia\tz tabulatorem.\x00\r\n").encode()
