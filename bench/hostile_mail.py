@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import textwrap
 import time
 from collections.abc import Callable
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"{'body':18}" + "".join(f"{size:>12,}" for size in sizes) + f"{'ratio':>8}")
     for name, make in BODIES.items():
-        times = [_best(lambda raw=make(size): _read(raw), args.repeat) for size in sizes]
+        times = [_best(functools.partial(_read, make(size)), args.repeat) for size in sizes]
         ratio = times[-1] / times[0] if times[0] else float("nan")
         print(f"{name:18}" + "".join(f"{t * 1000:>10.1f}ms" for t in times) + f"{ratio:>8.1f}")
     raw = BODIES["html <style run"](sizes[-1])

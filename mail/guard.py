@@ -8,19 +8,23 @@ cannot be stopped. So the serving process hands the raw bytes to one worker proc
 and waits for the facts with the GIL released. Past `imap.parse_timeout_seconds` of the
 worker's own time (its start-up is not counted) the worker is killed and replaced, and the
 caller gets `MailUnreadable` with the reason; a worker that dies (out of memory, a crash)
-gives the same. mail/inbound.py quarantines the mail with that reason, once: it is not
-retried, so a restart does not meet it again.
+gives the same. A worker that cannot even start is not the mail's fault: the mail is then
+read in the serving process (logged as an error), as it was before the worker existed.
+mail/inbound.py quarantines a mail that gave MailUnreadable, with the reason, once: it is
+not retried, so a restart does not meet it again.
 
-One worker, one mail at a time (a lock): every caller in the process waits its turn, so a
-second processing pass can never run the same mail beside the first.
+One worker, one mail at a time (a lock): every caller in the process waits its turn (a
+second processing pass never reads beside the first; mail/frontend.py runs only one anyway).
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import multiprocessing
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 
 from pebble import ProcessExpired, ProcessPool
 
@@ -30,6 +34,8 @@ from core.mailbox_rules import InboundFacts
 from mail.parse import parse_inbound
 
 __all__ = ["MailUnreadable", "read_inbound", "stop_worker"]
+
+log = logging.getLogger(__name__)
 
 # The worker is replaced after this many mails, so a big mail's memory does not stay with it.
 MAX_MAILS_PER_WORKER = 500
@@ -76,8 +82,8 @@ atexit.register(stop_worker)  # a live worker would keep the interpreter from ex
 def read_inbound(raw: bytes, *, size: int | None, oversize: bool, timeout: float) -> InboundFacts:
     """`parse_inbound` in the worker, limited to `timeout` seconds; MailUnreadable when it fails so."""
     with _lock:
-        future = _started().schedule(_read, args=(raw, size, oversize), timeout=timeout)
         try:
+            future = _started().schedule(_read, args=(raw, size, oversize), timeout=timeout)
             return future.result(timeout=timeout + START_ALLOWANCE_SECONDS)
         except FutureTimeout:
             future.cancel()  # the pool kills the worker running it, and starts another
@@ -86,3 +92,10 @@ def read_inbound(raw: bytes, *, size: int | None, oversize: bool, timeout: float
         except ProcessExpired as exc:
             raise MailUnreadable(f"the process reading the mail died (exit code {exc.exitcode}); "
                                  "too big or broken for the parser?") from None
+        except BrokenProcessPool:
+            # No worker could be started (not the mail's fault: it must not be quarantined for
+            # it). Read it here, as before the worker existed: every step is linear anyway
+            # (mail/parse.py, core/mail_text.py); only the time limit is lost.
+            stop_worker()
+            log.error("no worker process could be started to read mail; reading it in this process")
+            return _read(raw, size, oversize)

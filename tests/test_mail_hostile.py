@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,17 @@ def test_a_mail_past_the_limit_is_quarantined_with_its_reason_once_and_serve_goe
     assert "died (exit code 9)" in (rows[dying].error or "")
     assert during > 50  # the spinning mail held another process, not this one (3 s of it here)
     assert process_pending(ctx, Faq.load(ctx.settings.config_dir / "faq")) == []  # never retried
+
+
+def test_a_worker_that_cannot_start_does_not_quarantine_the_mail(ctx: AppContext,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_worker() -> Any:
+        raise BrokenProcessPool("cannot start a process here")
+
+    monkeypatch.setattr(guard, "_started", no_worker)
+    ordinary = _store(ctx, _plain("ordinary"), 1)
+    [done] = process_pending(ctx, Faq.load(ctx.settings.config_dir / "faq"))
+    assert (done.inbound_id, done.status) == (ordinary, "processed")  # read in this process instead
 
 
 async def test_a_cycle_cut_off_by_its_deadline_does_not_start_a_second_pass(
