@@ -135,6 +135,7 @@ async def test_hostile_mails_do_not_stall_the_chat_and_the_question_behind_them_
 
     rows = _mails(ctx)
     print(f"\nreply gaps (s): {' '.join(f'{g:.2f}' for g in gaps)}")
+    print("\n".join(f"{m}: {rows[m].status} ({rows[m].error})" for m in sorted(wanted) if m in rows))
     assert len(gaps) >= MIN_EXCHANGES and max(gaps) < MAX_GAP, gaps
     assert wanted <= set(rows), sorted(rows)
     question = rows["<win1250-Q1@poczta.example.pl>"]
