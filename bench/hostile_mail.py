@@ -43,7 +43,7 @@ BODIES: dict[str, Callable[[int], bytes]] = {
     "html <!--<x run": lambda n: _mail("<!--<x" * (n // 6)),
     "html many tags": lambda n: _mail("<b>x</b>" * (n // 8)),
     "short lines": lambda n: _mail("a\n" * (n // 2), "plain"),
-    "one huge line": lambda n: _mail("Regards" + " " * n + "x", "plain"),
+    "one huge line": lambda n: _mail("Regards" + " " * n + "1", "plain"),
     "digit groups": lambda n: _mail("12 " * (n // 3), "plain"),
 }
 
