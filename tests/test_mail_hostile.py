@@ -148,7 +148,7 @@ def test_a_mail_past_the_limit_is_quarantined_with_its_reason_once_and_serve_goe
     rows = _rows(ctx)
     assert "longer than 3 s" in (rows[spinning].error or "")
     assert "died (exit code 9)" in (rows[dying].error or "")
-    assert during > 50  # the spinning mail held another process, not this one (3 s of it here)
+    assert during > 10  # the spinning mail held another process, not this one (3 s of it here)
     assert process_pending(ctx, Faq.load(ctx.settings.config_dir / "faq")) == []  # never retried
 
 
