@@ -27,6 +27,7 @@ from telegram.ext import BaseHandler, ContextTypes, MessageHandler, filters
 from bot.runtime import BotRuntime
 from bot.staff_room import STAFF_CHANNEL
 from core import audit, outbox, support
+from core.control_chars import strip_controls
 from core.db import unit_of_work
 from core.errors import ConflictError, NotFoundError
 from core.models import OutboxMessage, SupportThread
@@ -53,7 +54,7 @@ _BUTTON_ACTIONS = ("claim", "close", "takeover")
 
 def staff_label(user: User) -> str:
     """How a staff member is named on the thread and in the audit trail."""
-    return f"{user.username or user.full_name} ({user.id})"[:56]
+    return strip_controls(f"{user.username or user.full_name} ({user.id})")[:56]
 
 
 class StaffRoom:
@@ -126,7 +127,7 @@ class StaffRoom:
             await self.act(update, command.group(1).lower(), thread_id, user, force=force)
             return
         assert thread_id is not None
-        await self.answer(update, thread_id, message.text, user)
+        await self.answer(update, thread_id, strip_controls(message.text), user)
 
     async def other_command(self, update: Update, message: Message, text: str) -> None:
         """/note, /help, and any other /command: never an answer to the student."""

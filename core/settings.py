@@ -126,6 +126,8 @@ class ImapSettings(BaseModel):
     # Proven senders from university.email_domains are not counted against the domain cap.
     escalations_per_sender_per_day: int = Field(default=5, ge=0)
     escalations_per_domain_per_day: int = Field(default=50, ge=0)
+    # The most one mail may take to be read (MIME, HTML, its text); past it, it is quarantined.
+    parse_timeout_seconds: float = Field(default=30.0, gt=0)
 
     @field_validator("authserv_id")
     @classmethod

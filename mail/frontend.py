@@ -161,6 +161,7 @@ class MailFrontend:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._imap: aioimaplib.IMAP4 | None = None
+        self._processing: asyncio.Future[list[ProcessedMail]] | None = None
         self.cycles = 0  # for tests and `mleg status`-like probes: cycles completed
         self.health = HealthRecorder(ctx.engine, ctx.clock)
         # The token the current session logged in with (XOAUTH2 only): renew the session before it dies.
@@ -410,7 +411,7 @@ class MailFrontend:
                 duplicates.append(uid)
             else:
                 report.stored += 1
-        report.processed = await asyncio.to_thread(process_pending, self.ctx, self.faq)
+        report.processed = await self._process_stored()
         # Flags only after the commits above: a crash before this line leaves them unseen,
         # and the next cycle finds them handled in the database and flags them then.
         pending = await self._unflagged_done(imap, uidvalidity, mailbox_state(self.ctx, mailbox, uidvalidity))
@@ -419,6 +420,20 @@ class MailFrontend:
         report.flagged = to_flag
         self.cycles += 1
         return report
+
+    async def _process_stored(self) -> list[ProcessedMail]:
+        """process_pending in a thread, never two at once.
+
+        A cycle cut off by its deadline cannot stop its thread: it runs on. The next cycle
+        waits for it instead of starting a second pass over the same mail beside it. The
+        shield keeps the running pass's future pending (not cancelled) until it really ends.
+        """
+        running = self._processing
+        if running is not None and not running.done():
+            with contextlib.suppress(Exception):  # its mails are recorded; its report was the cut cycle's
+                await asyncio.shield(running)
+        self._processing = asyncio.ensure_future(asyncio.to_thread(process_pending, self.ctx, self.faq))
+        return await asyncio.shield(self._processing)
 
     async def process_once(self) -> CycleReport:
         """Connect, run one cycle, log out: what a test or a cron-like caller uses."""

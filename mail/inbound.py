@@ -35,7 +35,8 @@ from core.faq import Faq
 from core.mailbox_rules import Outcome, handle_inbound
 from core.models import InboundMail, InboundMailRaw, MailboxState
 from core.redact import redact_personal
-from mail.parse import identity, parse_inbound
+from mail.guard import read_inbound
+from mail.parse import identity
 
 __all__ = ["StoreResult", "mailbox_state", "process_pending", "store_raw", "stored_raw"]
 
@@ -187,7 +188,10 @@ def process_pending(ctx: AppContext, faq: Faq, *, limit: int = 200) -> list[Proc
             uid = row.uid
             try:
                 raw = stored_raw(session, inbound_id) or b""
-                facts = parse_inbound(raw, size=row.size, oversize=row.size > max_bytes)
+                # In a worker process with a time limit (mail/guard.py): a hostile mail is
+                # quarantined with the reason (MailUnreadable, below), the rest of serve runs on.
+                facts = read_inbound(raw, size=row.size, oversize=row.size > max_bytes,
+                                     timeout=ctx.settings.imap.parse_timeout_seconds)
                 del raw
                 outcome = handle_inbound(ctx, session, facts, inbound_id=inbound_id, faq=faq)
             except Exception as exc:

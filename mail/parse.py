@@ -7,6 +7,14 @@ replacement), so a message is always readable by a person.
 
 Only text parts are decoded; attachments are listed by name and never decoded, so a big
 attachment costs no extra copies beyond the parsed tree.
+
+A stranger writes the input, so every transformation of its text is linear and bounded:
+an HTML body is cut to MAX_HTML_CHARS before it is read, and its tags are found by a single
+left-to-right scan (str.find), not by regular expressions (`<[^>]+>` over `<<<<...` or
+`<style<style...` was quadratic: a 200 KB body held the interpreter for half a minute).
+Control characters (ESC sequences for the operator's terminal) are stripped from every
+field (core.control_chars). mail/guard.py runs all of this in a worker process with a time
+limit, for what the stdlib's MIME parser might still do with a hostile mail.
 """
 
 from __future__ import annotations
@@ -20,23 +28,32 @@ from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses
 
+from core.control_chars import strip_controls
 from core.mail_sender import MAX_RESULTS_CHARS, MAX_RESULTS_HEADERS
 from core.mailbox_rules import AUTO_HEADERS, InboundFacts
 
 __all__ = ["decode_text", "identity", "parse_inbound", "skeleton"]
 
-_MSGID = re.compile(r"<[^<>\s]+>")
-_TAGS = re.compile(r"<[^>]+>")
-_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
-# The element and its content; an unclosed one (cut-off mail) runs to the end.
-_INVISIBLE = re.compile(r"<(style|script|head|title)\b[^>]*>.*?(?:</\1\s*>|$)", re.IGNORECASE | re.DOTALL)
-_BREAKS = re.compile(r"<br\s*/?>|</p\s*>|</div\s*>|</tr\s*>|</li\s*>|</h[1-6]\s*>", re.IGNORECASE)
+# No control characters inside (an ESC sequence is not an id, and ids are shown to staff).
+_MSGID = re.compile(r"<[^<>\s\x00-\x1f\x7f-\x9f]+>")
+# A tag's name, read from its first characters only (a tag may be a megabyte long).
+_TAG_NAME = re.compile(r"(/?)([a-zA-Z][a-zA-Z0-9]{0,15})")
+_TAG_NAME_CHARS = 20
+# Elements whose content is not words (CSS, scripts, the page title); an unclosed one
+# (a cut-off mail) runs to the end.
+_INVISIBLE = frozenset({"style", "script", "head", "title"})
+_INVISIBLE_END = {name: re.compile(rf"</{name}\s*>", re.IGNORECASE) for name in _INVISIBLE}
+# Tags that end a line: <br>, and the end of a paragraph, block, row, item or heading.
+_LINE_BREAK = frozenset({"br"})
+_LINE_END = frozenset({"p", "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6"})
 _CHARSET_ALIASES = {
     # Labels seen in the wild that Python does not know, mapped to what they mean.
     "x-unknown": "utf-8", "unknown-8bit": "utf-8", "cp-1250": "cp1250", "win-1250": "cp1250",
     "iso8859-2": "iso-8859-2", "latin2": "iso-8859-2", "utf8": "utf-8",
 }
 MAX_TEXT_CHARS = 100_000
+# HTML is read up to this much (Outlook's markup is often ten times its text).
+MAX_HTML_CHARS = 10 * MAX_TEXT_CHARS
 MAX_HEADER_BYTES = 2 * 1024 * 1024
 # Mails above this size are parsed from their skeleton (big attachments cut short).
 SKELETON_ABOVE = 1024 * 1024
@@ -80,7 +97,7 @@ def _header(message: Message, name: str) -> str | None:
         text = str(value)
     except Exception:
         text = repr(value)
-    return _repair(" ".join(text.split()))
+    return strip_controls(_repair(" ".join(text.split())))
 
 
 def _message_ids(value: str | None) -> list[str]:
@@ -203,15 +220,53 @@ def _body_text(message: EmailMessage) -> str:
             return ""
     text = _text_of(body)
     if body.get_content_subtype() == "html":
-        text = _html_text(text)
-    return text[:MAX_TEXT_CHARS]
+        text = _html_text(text[:MAX_HTML_CHARS])
+    return strip_controls(text[:MAX_TEXT_CHARS])
 
 
 def _html_text(markup: str) -> str:
-    """Readable text of an HTML part: no tags, and no CSS or scripts, which are not words."""
-    # Outlook puts pages of CSS in <head><style>; stripping only the tags would leave it as text.
-    markup = _INVISIBLE.sub(" ", _COMMENT.sub(" ", markup))
-    text = html.unescape(_TAGS.sub(" ", _BREAKS.sub("\n", markup)))
+    """Readable text of an HTML part: no tags, and no CSS or scripts, which are not words.
+
+    One scan from left to right; every step moves past what it has read, and each search
+    (str.find, or a pattern that starts with `</name`) starts where the last one ended, so the
+    cost is linear in the markup whatever it holds. Outlook puts pages of CSS in
+    <head><style>: stripping only the tags would leave it as text.
+    """
+    out: list[str] = []
+    pos, end = 0, len(markup)
+    while pos < end:
+        lt = markup.find("<", pos)
+        if lt < 0:
+            out.append(markup[pos:])
+            break
+        out.append(markup[pos:lt])
+        if markup.startswith("<!--", lt):  # a comment; an unclosed one runs to the end
+            close = markup.find("-->", lt + 4)
+            out.append(" ")
+            pos = end if close < 0 else close + 3
+            continue
+        gt = markup.find(">", lt + 1)
+        if gt < 0:  # no tag can end after here: the rest is text, `<` and all
+            out.append(markup[lt:])
+            break
+        if gt == lt + 1:  # "<>" is not a tag
+            out.append("<>")
+            pos = gt + 1
+            continue
+        pos = gt + 1
+        named = _TAG_NAME.match(markup, lt + 1, min(gt, lt + 1 + _TAG_NAME_CHARS))
+        name = named.group(2).lower() if named else ""
+        closing = bool(named and named.group(1))
+        if name in _INVISIBLE and not closing:
+            if markup[gt - 1] != "/":  # <title/> has no content to skip
+                found = _INVISIBLE_END[name].search(markup, pos)
+                pos = end if found is None else found.end()
+            out.append(" ")
+        elif name in _LINE_BREAK or (closing and name in _LINE_END):
+            out.append("\n")
+        else:
+            out.append(" ")
+    text = html.unescape("".join(out))
     return "\n".join(" ".join(line.split()) for line in text.splitlines()).strip()
 
 
@@ -225,7 +280,7 @@ def _attachment_names(message: EmailMessage) -> list[str]:
         except Exception:
             filename = None
         if filename or part.get_content_disposition() == "attachment":
-            names.append(_repair(str(filename or "(no name)"))[:200])
+            names.append(strip_controls(_repair(str(filename or "(no name)")))[:200])
     return names
 
 
@@ -235,7 +290,7 @@ def _auto_headers(message: Message) -> dict[str, str]:
     for name, value in message.raw_items():  # raw: no header parsing for a yes/no question
         key = name.lower()
         if key in AUTO_HEADERS and key not in found:
-            found[key] = _repair(" ".join(str(value).split()))[:200]
+            found[key] = strip_controls(_repair(" ".join(str(value).split())))[:200]
     return found
 
 
@@ -259,7 +314,7 @@ def parse_inbound(raw: bytes, *, size: int | None = None, oversize: bool = False
     return_path = _header(message, "Return-Path")
     return InboundFacts(
         sender=address,
-        sender_name=_repair(name)[:120],
+        sender_name=strip_controls(_repair(name))[:120],
         subject=(_header(message, "Subject") or "")[:255],
         text=_body_text(message),
         message_id=next(iter(_message_ids(_header(message, "Message-ID"))), None),

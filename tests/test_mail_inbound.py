@@ -385,7 +385,7 @@ async def test_unprocessable_mail_is_quarantined_not_lost(desk: Desk, monkeypatc
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ValueError("cannot make sense of it")
 
-    monkeypatch.setattr(inbound, "parse_inbound", broken)
+    monkeypatch.setattr(inbound, "read_inbound", broken)
     await desk.frontend.process_once()
 
     [row] = desk.rows()

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from core import support
 from core.cli.common import build_context, emit_json, friendly_errors, print_table
+from core.control_chars import strip_controls
 from core.db import unit_of_work
 from core.errors import ConflictError
 from core.models import InboundMail, OutboxMessage, OutboxStatus, SupportThread
@@ -54,6 +55,12 @@ def _public(thread: SupportThread) -> dict[str, Any]:
     }
 
 
+def _echo(text: str) -> None:
+    """Print stored text: what strangers wrote never steers the operator's terminal (ESC
+    sequences), even in rows stored before inbound text was cleaned at parse time."""
+    typer.echo(strip_controls(text))
+
+
 def _problems(session: Session) -> dict[str, int]:
     quarantined = session.exec(
         select(sa.func.count()).select_from(InboundMail).where(InboundMail.status == "quarantined")).one()
@@ -80,8 +87,9 @@ def list_command(
         emit_json({"threads": [_public(t) for t in threads], **problems})
         return
     print_table(["id", "status", "channel", "account", "sender", "subject", "updated"],
-                [(t.id, f"{t.status} (held)" if t.escalation_held else t.status, t.channel, t.account_id,
-                  _sender(t.sender_verified), (t.subject or "")[:50], f"{t.updated_at:%Y-%m-%d %H:%M}")
+                [(t.id, f"{t.status} (held)" if t.escalation_held else t.status, t.channel,
+                  strip_controls(t.account_id or ""), _sender(t.sender_verified),
+                  strip_controls(t.subject or "")[:50], f"{t.updated_at:%Y-%m-%d %H:%M}")
                  for t in threads])
     held = [t for t in threads if t.escalation_held]
     if held:
@@ -124,28 +132,28 @@ def show_command(
         emit_json(data)
         return
     for key in ("tag", "status", "channel", "account", "subject", "language", "claimed_by", "created_at"):
-        typer.echo(f"{key:12} {'' if data[key] is None else data[key]}")
+        _echo(f"{key:12} {'' if data[key] is None else data[key]}")
     if thread.sender_verified is False:
-        typer.echo(f"{'sender':12} UNVERIFIED: the mail server did not prove that {thread.account_id} wrote "
-                   "this; confirm with the student before acting on it")
+        _echo(f"{'sender':12} UNVERIFIED: the mail server did not prove that {thread.account_id} wrote "
+              "this; confirm with the student before acting on it")
     elif thread.sender_verified:
-        typer.echo(f"{'sender':12} verified by the receiving mail server")
+        _echo(f"{'sender':12} verified by the receiving mail server")
     if thread.escalation_held:
-        typer.echo(f"{'held':12} not posted to the staff room: {thread.escalation_held}")
+        _echo(f"{'held':12} not posted to the staff room: {thread.escalation_held}")
     for message in data["messages"]:
         arrow = {"in": "<-", "note": "##"}.get(message["direction"], "->")
         mark = " [UNVERIFIED sender]" if message["sender_verified"] is False else ""
-        typer.echo(f"\n{arrow} {message['at']:%Y-%m-%d %H:%M} {message['author']}{mark}\n{message['text']}")
+        _echo(f"\n{arrow} {message['at']:%Y-%m-%d %H:%M} {message['author']}{mark}\n{message['text']}")
     if data["deliveries"]:
-        typer.echo("\ndeliveries:")
+        _echo("\ndeliveries:")
         for d in data["deliveries"]:
-            typer.echo(f"  #{d['id']} {d['kind']} to {d['recipient']}: {d['status']}"
+            _echo(f"  #{d['id']} {d['kind']} to {d['recipient']}: {d['status']}"
                        + (f" ({d['error']})" if d["error"] else ""))
     if data["history"]:
-        typer.echo("\nhistory:")
+        _echo("\nhistory:")
         for event in data["history"]:
             detail = ", ".join(f"{k}={v}" for k, v in event["detail"].items())
-            typer.echo(f"  {event['at']:%Y-%m-%d %H:%M} {event['action']} by {event['actor']}"
+            _echo(f"  {event['at']:%Y-%m-%d %H:%M} {event['action']} by {event['actor']}"
                        + (f" ({detail})" if detail else ""))
 
 

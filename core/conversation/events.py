@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from core.control_chars import strip_controls
+
 __all__ = ["MESSAGE_TEXT_LIMIT", "Event", "Reply", "ReplyButton", "coalesce_replies"]
 
 EventKind = Literal["text", "button", "command", "unsupported"]
@@ -24,6 +26,10 @@ class Event:
     text: str = ""
     event_id: str | None = None
     language_hint: str | None = None  # e.g. Telegram's language_code, used before a choice is made
+
+    def __post_init__(self) -> None:
+        # Every channel's input passes here: no ESC sequence reaches the state, a thread or a terminal.
+        object.__setattr__(self, "text", strip_controls(self.text))
 
     @classmethod
     def text_message(cls, channel: str, account_id: str, text: str, **kw: str | None) -> Event:

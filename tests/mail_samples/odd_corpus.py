@@ -227,6 +227,21 @@ def corpus(support: str) -> list[OddMail]:
             return raw.replace(b"Subject: Pytanie", b"Subject: Pyt\0anie") if i % 2 else raw
         b.add("null-bytes", nulls)
 
+    # --- hostile bodies (issue 13): quadratic for a naive reader; ESC sequences ------------
+    def _b64(text: str) -> bytes:
+        data = base64.b64encode(text.encode())
+        return CRLF.join(data[i:i + 76] for i in range(0, len(data), 76)) + CRLF
+
+    for unit in ("<style", "<", "<a ", "<!--<title"):
+        b.add("html-bomb", lambda t, unit=unit: _msg(
+            b.base(t, Content_Type="text/html; charset=utf-8", Content_Transfer_Encoding="base64"),
+            _b64(f"<p>{_question(t)}</p>" + unit * (200_000 // len(unit)))))
+    b.add("short-lines-50000", lambda t: _msg(b.base(t, Content_Transfer_Encoding="base64"),
+                                              _b64(_question(t) + "a\n" * 50_000)))
+    b.add("escape-sequences", lambda t: _msg(
+        b.base(t, From=f'"Jan\x1b[8m\x9b2J" <esc{t[4:8]}@example.org>', Subject=f"Pytanie {t}\x1b]0;x\x07\x1b[2J"),
+        _question(t) + "\x1b[2J\x1b[8mukryte\r\n"))
+
     # --- look like our own answers -----------------------------------------------------
     own = [
         {"From": support, "Auto_Submitted": "auto-replied"},
