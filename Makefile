@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The source tree keeps its data in ./var (an installed service uses MLEG_VAR_DIR, systemd's
+# STATE_DIRECTORY or the user's data directory); a value set by the caller wins.
+export MLEG_VAR_DIR ?= $(CURDIR)/var
 
 .PHONY: run test lint bench system-deps clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
