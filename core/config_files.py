@@ -171,10 +171,10 @@ def check_files(settings: Settings) -> None:
             where = exc.filename or layer
             raise ConfigurationError(f"{where}: cannot read it ({exc.strerror}); from {setting}") from exc
     _check_var_dir(settings)
-    for path, setting in _named_files(settings):
-        if not Path(path).is_file():
-            raise ConfigurationError(f"{setting} {path}: no such file")
-        _check_readable(Path(path), setting)
+    for named, setting in _named_files(settings):
+        if not Path(named).is_file():
+            raise ConfigurationError(f"{setting} {named}: no such file")
+        _check_readable(Path(named), setting)
 
 
 def _named_files(settings: Settings) -> list[tuple[str, str]]:
