@@ -50,6 +50,9 @@ SHIPPED = f"the files shipped in the package ({SHIPPED_PACKAGE}: reinstall mleg,
 Layers = Path | Sequence[Path]
 # Python files that make the shipped folder a package; never texts.
 _NOT_CONFIG = {"__init__.py", "__pycache__"}
+# The kinds of file the product reads from a config folder. Anything else there is not ours
+# (/etc/mleg/mleg.env holds the secrets, readable by root alone) and is never opened.
+CONFIG_SUFFIXES = (".toml", ".md", ".csv")
 
 
 def shipped_dir() -> Path:
@@ -120,7 +123,7 @@ def _config_files(layer: Path) -> Iterator[tuple[str, Path]]:
     for directory, folders, names in os.walk(layer, onerror=_raise):
         folders[:] = sorted(f for f in folders if f not in _NOT_CONFIG and not f.startswith("."))
         for name in sorted(names):
-            if name in _NOT_CONFIG or name.startswith(".") or name.endswith((".pyc", "~")):
+            if name.startswith(".") or not name.endswith(CONFIG_SUFFIXES):
                 continue
             path = Path(directory) / name
             yield path.relative_to(layer).as_posix(), path
@@ -133,11 +136,9 @@ def _raise(exc: OSError) -> None:
 def _check_readable(path: Path, setting: str) -> None:
     """Read it as the product will: TOML parsed, text decoded as UTF-8."""
     try:
-        data = path.read_bytes()
-        if path.suffix in (".toml", ".md", ".csv", ".txt"):
-            text = data.decode("utf-8")
-            if path.suffix == ".toml":
-                tomllib.loads(text)
+        text = path.read_bytes().decode("utf-8")
+        if path.suffix == ".toml":
+            tomllib.loads(text)
     except OSError as exc:
         raise ConfigurationError(f"{path}: cannot read it ({exc.strerror}); from {setting}") from exc
     except UnicodeDecodeError as exc:

@@ -117,6 +117,15 @@ def test_an_unreadable_override_is_one_line_naming_file_and_setting(breakage: st
     assert str(target) in message and "MLEG_CONFIG_DIR" in message
 
 
+def test_files_the_product_does_not_read_are_left_alone(tmp_path: Path, installed: Path) -> None:
+    # /etc/mleg also holds the unit's environment file (secrets, root only): never opened.
+    (installed / "mleg.env").symlink_to(tmp_path / "root-only")
+    (installed / "README").write_bytes(b"\xff\xfe")
+    (installed / "faq").mkdir()
+    (installed / "faq" / ".pl.toml.swp").write_bytes(b"\xff")
+    check_files(load_settings())
+
+
 def test_a_config_dir_that_does_not_exist_is_named(tmp_path: Path) -> None:
     message = _problem(tmp_path, tmp_path / "etc-mlge")
     assert f"MLEG_CONFIG_DIR {tmp_path / 'etc-mlge'}: no such folder" in message
