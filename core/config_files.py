@@ -57,7 +57,13 @@ CONFIG_SUFFIXES = (".toml", ".md", ".csv")
 
 def shipped_dir() -> Path:
     """The shipped folder. pip unpacks a wheel, so it is a real folder (terms are watched for changes)."""
-    root = files(SHIPPED_PACKAGE)
+    try:
+        root = files(SHIPPED_PACKAGE)
+    except ModuleNotFoundError as exc:
+        # An editable install made before config/ became a package does not map it yet.
+        raise ConfigurationError(
+            f"the package's texts ({SHIPPED_PACKAGE}) are not installed: reinstall mleg "
+            "(in a source checkout: `make`, or `pip install -e .`)") from exc
     if not isinstance(root, Path):
         raise ConfigurationError(
             f"the package's texts ({SHIPPED_PACKAGE}) are not in a folder ({root}): install the wheel with pip")
