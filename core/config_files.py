@@ -48,8 +48,8 @@ SHIPPED_PACKAGE = "core._config"
 SHIPPED = f"the files shipped in the package ({SHIPPED_PACKAGE}: reinstall mleg, or put the file in MLEG_CONFIG_DIR)"
 # One folder, or folders searched in order (the installation's first, then the shipped ones).
 Layers = Path | Sequence[Path]
-# Python files that make the shipped folder a package; never texts.
-_NOT_CONFIG = {"__init__.py", "__pycache__"}
+# Python's byte-code beside config/__init__.py (which makes the shipped folder a package).
+_SKIPPED_FOLDERS = {"__pycache__"}
 # The kinds of file the product reads from a config folder. Anything else there is not ours
 # (/etc/mleg/mleg.env holds the secrets, readable by root alone) and is never opened.
 CONFIG_SUFFIXES = (".toml", ".md", ".csv")
@@ -127,7 +127,7 @@ def _same(a: Path, b: Path) -> bool:
 def _config_files(layer: Path) -> Iterator[tuple[str, Path]]:
     """(relative name, path) of every file under `layer` the product may read."""
     for directory, folders, names in os.walk(layer, onerror=_raise):
-        folders[:] = sorted(f for f in folders if f not in _NOT_CONFIG and not f.startswith("."))
+        folders[:] = sorted(f for f in folders if f not in _SKIPPED_FOLDERS and not f.startswith("."))
         for name in sorted(names):
             if name.startswith(".") or not name.endswith(CONFIG_SUFFIXES):
                 continue
