@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The source tree keeps its data in ./var (an installed service uses MLEG_VAR_DIR, systemd's
+# STATE_DIRECTORY or the user's data directory); a value set by the caller wins.
+export MLEG_VAR_DIR ?= $(CURDIR)/var
 
-.PHONY: run test lint bench system-deps clean
+.PHONY: run test lint bench system-deps smoke clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -25,8 +28,13 @@ lint: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest
 
+# The wheel as an operator installs it (part of `make test` too): built, installed into a fresh
+# venv outside the tree, and the demo journey, status, serve and the systemd unit checked there.
+smoke: $(STAMP) system-deps
+	$(BIN)/pytest -q tests/test_installed_wheel.py
+
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var dist build *.egg-info .pytest_cache .ruff_cache

@@ -1,7 +1,8 @@
 """Message catalogs: every text a student reads, in Polish and English, from `config/messages/`.
 
 Each language is a folder of TOML files (`config/messages/pl/*.toml`); the files are one
-namespace, split only so that each part of the product keeps its texts in its own file.
+namespace, split only so that each part of the product keeps its texts in its own file. An
+installation's file of the same name (MLEG_CONFIG_DIR) replaces a shipped one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from string import Formatter
 from typing import Any
+
+from core.config_files import Layers, glob
 
 __all__ = ["LANGUAGES", "Catalog"]
 
@@ -29,11 +32,13 @@ class Catalog:
         self._tables = tables
 
     @classmethod
-    def load(cls, directory: Path) -> Catalog:
+    def load(cls, directory: Layers) -> Catalog:
+        """`directory`: the messages folder, or such folders searched in order (see core.config_files)."""
+        layers = [directory] if isinstance(directory, Path) else directory
         tables: dict[str, dict[str, str]] = {}
         for language in LANGUAGES:
             tables[language] = {}
-            for path in sorted((directory / language).glob("*.toml")):
+            for path in glob([layer / language for layer in layers], "*.toml"):
                 with path.open("rb") as handle:
                     part = _flatten(tomllib.load(handle))
                 clash = part.keys() & tables[language].keys()

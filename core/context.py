@@ -41,7 +41,7 @@ class AppContext:
 
     def __post_init__(self) -> None:
         self.box = SecretBox(self.settings.secret)
-        self.catalog = Catalog.load(self.settings.config_dir / "messages")
+        self.catalog = Catalog.load(self.settings.config_layers("messages"))
         self.issuer = LocalIssuer(self.box, self.random)
 
     @classmethod

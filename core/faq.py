@@ -12,8 +12,9 @@ import re
 import tomllib
 import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from core.config_files import Layers, find
 
 __all__ = ["Faq", "FaqEntry", "FaqMatch", "Phrase", "detect_language", "fold", "stem"]
 
@@ -213,11 +214,12 @@ class Faq:
                            for lang, items in entries.items()}
 
     @classmethod
-    def load(cls, directory: Path) -> Faq:
+    def load(cls, directory: Layers) -> Faq:
+        """`directory`: the faq folder, or such folders searched in order (see core.config_files)."""
         entries: dict[str, list[FaqEntry]] = {}
         off_topic: dict[str, tuple[Phrase, ...]] = {}
         for language in ("pl", "en"):
-            with (directory / f"{language}.toml").open("rb") as handle:
+            with find(directory, f"{language}.toml").open("rb") as handle:
                 data = tomllib.load(handle)
             default_topic = list(data.get("topic", []))
             entries[language] = [_entry(item, default_topic, language) for item in data.get("entry", [])]

@@ -1,4 +1,7 @@
-"""Settings: `config/mleg.toml`, then `MLEG_*` environment variables (`__` nests).
+"""Settings: `MLEG_*` environment variables (`__` nests) over the settings file `mleg.toml`.
+
+The settings file is MLEG_CONFIG_FILE when set, else `mleg.toml` in MLEG_CONFIG_DIR when it
+has one, else the one shipped in the package (core/config_files.py).
 
 Built once in the entry point and passed down; nothing here runs at import time.
 """
@@ -20,10 +23,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from core.config_files import default_var_dir, find, layers_of, shipped_dir
 from core.errors import ConfigurationError
 
 __all__ = ["DEFAULT_MAX_REMOVED_SHARE", "PROJECT_ROOT", "Settings", "load_settings"]
 
+# The source tree (tests and tools use it); the product reads nothing relative to it.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_SECRET = "demo-only-secret-do-not-use-in-production-0000"
 DEFAULT_MAX_REMOVED_SHARE = 0.2
@@ -337,8 +342,11 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     policy: Literal["els", "standalone"] = "standalone"
     default_language: Literal["pl", "en"] = "pl"
-    var_dir: Path = PROJECT_ROOT / "var"
-    config_dir: Path = PROJECT_ROOT / "config"
+    # Data: MLEG_VAR_DIR, else systemd's STATE_DIRECTORY, else the user's data dir (never the package).
+    var_dir: Path = Field(default_factory=default_var_dir)
+    # MLEG_CONFIG_DIR: the installation's texts and defaults, each file read instead of the shipped
+    # one of the same name (see config_layers); unset, the shipped folder itself.
+    config_dir: Path = Field(default_factory=shipped_dir)
     log_level: str = "INFO"
 
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
@@ -441,29 +449,39 @@ class Settings(BaseSettings):
     def maildir_path(self) -> Path:
         return self.var_dir / "maildir"
 
+    def config_layers(self, folder: str = "") -> list[Path]:
+        """Where to read `folder`'s files: MLEG_CONFIG_DIR's first, then the shipped ones."""
+        return layers_of(self.config_dir, folder)
+
 
 def _config_file() -> Path | None:
     """The TOML file to read, checked readable and well-formed; None when there is none to read.
 
-    The shipped `config/mleg.toml` may be absent (settings from the environment only), but a
-    file named in MLEG_CONFIG_FILE must exist: silently running without it would start the
-    service on defaults the operator did not choose.
+    The default `mleg.toml` (MLEG_CONFIG_DIR's, else the shipped one) may be absent (settings
+    from the environment only), but a file named in MLEG_CONFIG_FILE must exist: silently
+    running without it would start the service on defaults the operator did not choose.
     """
     named = os.environ.get("MLEG_CONFIG_FILE", "").strip()
-    path = Path(named) if named else PROJECT_ROOT / "config" / "mleg.toml"
-    if not named and not path.is_file():
-        return None
-    if not path.is_file():
-        raise ConfigurationError(f"MLEG_CONFIG_FILE {path}: no such file")
+    if named:
+        path, setting = Path(named), "MLEG_CONFIG_FILE"
+        if not path.is_file():
+            raise ConfigurationError(f"MLEG_CONFIG_FILE {path}: no such file")
+    else:
+        installed = os.environ.get("MLEG_CONFIG_DIR", "").strip()
+        path = find(layers_of(Path(installed) if installed else None), "mleg.toml")
+        own = installed and path.parent == Path(installed)
+        setting = "MLEG_CONFIG_DIR" if own else "the package's own settings file"
+        if not path.is_file():
+            return None
     try:
         tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigurationError(f"config file {path}: cannot read it ({exc.strerror})") from exc
+        raise ConfigurationError(f"config file {path}: cannot read it ({exc.strerror}); from {setting}") from exc
     except UnicodeDecodeError as exc:
-        raise ConfigurationError(f"config file {path}: not UTF-8 (byte offset {exc.start})") from exc
+        raise ConfigurationError(f"config file {path}: not UTF-8 (byte offset {exc.start}); from {setting}") from exc
     except tomllib.TOMLDecodeError as exc:
         # The decoder's message names line and column only, never the offending text.
-        raise ConfigurationError(f"config file {path} is not valid TOML: {exc}") from exc
+        raise ConfigurationError(f"config file {path} is not valid TOML: {exc}; from {setting}") from exc
     return path
 
 

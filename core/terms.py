@@ -6,6 +6,9 @@ date (its first 10 characters, YYYY-MM-DD) comes into force on that date (Europe
 so a new version can be put in place ahead of time. A version must have both a Polish and
 an English text to count.
 
+The files are read from layers (core.config_files): an installation's terms (MLEG_CONFIG_DIR)
+besides the shipped ones, its file replacing a shipped one of the same name.
+
 A running service sees a new file without a restart: `TermsSource` looks at the directory
 (one `scandir` of a few small entries) at most every `TERMS_CHECK_SECONDS`, and reads the
 files again only when their names, sizes or modification times changed, or the day did.
@@ -13,6 +16,7 @@ files again only when their names, sizes or modification times changed, or the d
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -20,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+
+from core.config_files import Layers, glob
 
 __all__ = ["TERMS_CHECK_SECONDS", "Terms", "TermsSource", "load_terms"]
 
@@ -46,10 +52,10 @@ def _in_force_from(version: str) -> date | None:
         return None
 
 
-def load_terms(directory: Path, today: date | None = None) -> Terms:
+def load_terms(directory: Layers, today: date | None = None) -> Terms:
     """The terms in force: the newest complete version, leaving out, given `today`, those dated after it."""
     versions: dict[str, dict[str, str]] = {}
-    for path in directory.glob("*.md"):
+    for path in glob(directory, "*.md"):
         version, _, language = path.stem.rpartition(".")
         if not version or language not in ("pl", "en"):
             continue
@@ -58,7 +64,8 @@ def load_terms(directory: Path, today: date | None = None) -> Terms:
     if today is not None:
         complete = [v for v in complete if (starts := _in_force_from(v)) is None or starts <= today]
     if not complete:
-        raise FileNotFoundError(f"no terms in force with both pl and en texts in {directory}")
+        where = directory if isinstance(directory, Path) else directory[-1]  # the shipped layer
+        raise FileNotFoundError(errno.ENOENT, "no terms in force with both pl and en texts", str(where))
     current = complete[-1]
     summary: dict[str, str] = {}
     full: dict[str, str] = {}
@@ -69,13 +76,19 @@ def load_terms(directory: Path, today: date | None = None) -> Terms:
     return Terms(current, summary, full)
 
 
-def _signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
-    """What changes when a terms file is added, removed, renamed or rewritten."""
-    with os.scandir(directory) as entries:
-        return tuple(sorted(
-            (entry.name, (stat := entry.stat()).st_mtime_ns, stat.st_size)
-            for entry in entries if entry.name.endswith(".md")
-        ))
+def _signature(directory: Layers) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a terms file is added, removed, renamed or rewritten (in any layer)."""
+    found: list[tuple[str, int, int]] = []
+    layers = [directory] if isinstance(directory, Path) else directory
+    for layer in layers:
+        if layer is not layers[-1] and not layer.is_dir():
+            continue  # an installation need not add terms; the last (shipped) layer must be there
+        with os.scandir(layer) as entries:
+            found.extend(
+                (os.path.join(layer, entry.name), (stat := entry.stat()).st_mtime_ns, stat.st_size)
+                for entry in entries if entry.name.endswith(".md")
+            )
+    return tuple(sorted(found))
 
 
 class TermsSource:
@@ -86,7 +99,7 @@ class TermsSource:
     language not yet there) keeps the version in force: the service never runs without terms.
     """
 
-    def __init__(self, directory: Path, *, today: date | None = None, check_every: float | None = None,
+    def __init__(self, directory: Layers, *, today: date | None = None, check_every: float | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.directory = directory
         self.check_every = TERMS_CHECK_SECONDS if check_every is None else check_every

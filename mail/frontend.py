@@ -157,7 +157,7 @@ class MailFrontend:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self.settings = ctx.settings.imap
-        self.faq = Faq.load(ctx.settings.config_dir / "faq")
+        self.faq = Faq.load(ctx.settings.config_layers("faq"))
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._imap: aioimaplib.IMAP4 | None = None

@@ -13,7 +13,8 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     help="mLegitymacja front-end: Telegram bot, support mailbox and lifecycle jobs for the "
-    "mobile student ID. Settings: config/mleg.toml, then MLEG_* environment variables.",
+    "mobile student ID. Settings: MLEG_* environment variables over mleg.toml (MLEG_CONFIG_FILE, "
+    "else MLEG_CONFIG_DIR's, else the shipped one).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )

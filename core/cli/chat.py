@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 
 from core import outbox
 from core.cli.common import build_context, friendly_errors
+from core.config_files import find
 from core.context import AppContext
 from core.conversation import ConversationService, Event, Reply
 from core.models import OutboxMessage, OutboxStatus
@@ -25,7 +26,7 @@ CHANNEL = "console"
 
 def _demo_hint(ctx: AppContext) -> str:
     """In demo mode, a few generated students a person can try to be."""
-    path = ctx.settings.config_dir / "demo-register.csv"
+    path = find(ctx.settings.config_layers(), "demo-register.csv")
     if ctx.settings.mode != "demo" or not path.is_file():
         return ""
     with path.open(encoding="utf-8") as handle:

@@ -15,13 +15,14 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 
 from core.clock import Clock, FixedClock
+from core.config_files import check_files, problem_with
 from core.context import AppContext
 from core.db import alembic_config, current_revision, make_engine
 from core.errors import ConfigurationError, MlegError
 from core.logging_setup import configure_logging
 from core.settings import Settings, load_settings
 
-__all__ = ["build_context", "emit_json", "friendly_errors", "make_var_dir", "masked_url", "open_database",
+__all__ = ["build_context", "emit_json", "friendly_errors", "masked_url", "open_database",
            "print_table"]
 
 _URL_EXAMPLES = "e.g. sqlite:///var/mleg.db or postgresql://user@host:5432/mleg"
@@ -87,19 +88,11 @@ def open_database(settings: Settings) -> Engine:
     return engine
 
 
-def make_var_dir(settings: Settings) -> None:
-    """The folder the product writes into (SQLite file, Maildir), made when it is new."""
-    try:
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigurationError(f"MLEG_VAR_DIR {settings.var_dir}: cannot create it ({exc.strerror})") from exc
-
-
 def build_context(now: datetime | None = None) -> AppContext:
-    """Settings -> engine -> context. A fresh SQLite file is migrated on the spot."""
+    """Settings -> files checked -> engine -> context. A fresh SQLite file is migrated on the spot."""
     settings = load_settings()
     configure_logging(settings.log_level)
-    make_var_dir(settings)
+    check_files(settings)  # the config files, and the data folder made when new
     engine = open_database(settings)
     sqlite = engine.dialect.name == "sqlite"
     clock: Clock | None = FixedClock(now) if now else None
@@ -127,8 +120,23 @@ def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
             # The connection broke during the command (server restarted, network gone).
             typer.echo(f"error: lost the database connection: {_connection_problem(exc, '')}", err=True)
             raise typer.Exit(2) from exc
+        except OSError as exc:
+            # A config file or the data folder gone or unreadable after the checks at start.
+            problem = _file_problem(exc)
+            if problem is None:
+                raise
+            typer.echo(f"error: {problem}", err=True)
+            raise typer.Exit(2) from exc
 
     return wrapper
+
+
+def _file_problem(exc: OSError) -> ConfigurationError | None:
+    """The failed file as one line naming the setting behind it; None when it is none of ours (a defect)."""
+    try:
+        return problem_with(load_settings(), exc)
+    except MlegError:
+        return None
 
 
 def _default(value: Any) -> Any:

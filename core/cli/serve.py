@@ -19,13 +19,13 @@ def check_email_delivery(settings: Settings) -> None:
     """In production e-mail must leave over SMTP: the local Maildir is the demo's mailbox.
 
     Without MLEG_SMTP__HOST the e-mail sender (mail.channel.make_email_channel) writes every
-    message into var/maildir and records it as sent: activation codes and QR codes in clear
+    message into the local Maildir (in the data folder) and records it as sent: activation codes and QR codes in clear
     in a folder on the server, and students waiting for a mail that never leaves it.
     """
     if settings.mode == "production" and not settings.smtp.host:
         raise ConfigurationError(
             "MLEG_SMTP__HOST is not set: in production e-mail (activation codes) must go out over SMTP, "
-            "not into var/maildir. Set MLEG_SMTP__HOST (see README \"Configuration\"), "
+            f"not into the local Maildir {settings.maildir_path}. Set MLEG_SMTP__HOST (see README \"Configuration\"), "
             "or run with MLEG_MODE=demo for a demonstration."
         )
 
@@ -38,7 +38,7 @@ def serve_command(
 
     Telegram starts when MLEG_TELEGRAM__TOKEN is set, the support mailbox when MLEG_IMAP__HOST is
     set; e-mail goes out over SMTP (MLEG_SMTP__HOST, required in production; in demo mode without
-    it, into var/maildir).
+    it, into the Maildir in the data folder).
     """
     # Before the database is opened (or a fresh one created): a refused start changes nothing.
     check_email_delivery(load_settings())

@@ -51,8 +51,8 @@ def engine_config(ctx: AppContext, terms: Terms | None = None) -> EngineConfig:
     settings = ctx.settings
     return EngineConfig(
         catalog=ctx.catalog,
-        faq=Faq.load(settings.config_dir / "faq"),
-        terms=terms or load_terms(settings.config_dir / "terms", ctx.clock.today()),
+        faq=Faq.load(settings.config_layers("faq")),
+        terms=terms or load_terms(settings.config_layers("terms"), ctx.clock.today()),
         policy=settings.policy,
         pesel_hasher=ctx.box.pesel_hash,
         default_language=settings.default_language,
@@ -388,7 +388,7 @@ class ConversationService:
         self.ctx = ctx
         # The terms are looked up again as the service runs: a new version placed in
         # config/terms (or one whose date has come) is in force without a restart.
-        self.terms = TermsSource(ctx.settings.config_dir / "terms", today=ctx.clock.today())
+        self.terms = TermsSource(ctx.settings.config_layers("terms"), today=ctx.clock.today())
         self._terms_seen = self.terms.current(ctx.clock.today())
         self.config = engine_config(ctx, self._terms_seen)
 
