@@ -16,6 +16,7 @@ from tests.bot_harness import TgStudent, bot_context, running_bot
 from tests.servers.botapi import BotApiStandIn, post_update_to_webhook
 
 pytestmark = pytest.mark.timeout(30)
+SECRET = "s3cret-token-for-tests_0123456789abcdef"
 
 
 @pytest.fixture
@@ -40,10 +41,10 @@ def _update(update_id: int, chat_id: int, text: str) -> dict[str, object]:
 async def test_forged_update_without_secret_refused(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/telegram/hook"
-    ctx = bot_context(tmp_path, sqlite_url, api, webhook_url=url, webhook_secret="s3cret-token-for-tests",
+    ctx = bot_context(tmp_path, sqlite_url, api, webhook_url=url, webhook_secret=SECRET,
                       webhook_listen="127.0.0.1", webhook_port=port)
     async with running_bot(ctx):
-        assert api.webhook["url"] == url and api.webhook["secret_token"] == "s3cret-token-for-tests"
+        assert api.webhook["url"] == url and api.webhook["secret_token"] == SECRET
         # Telegram (the stand-in) delivers with the secret: served.
         chat = TgStudent(api, ctx, 2121)
         await chat.say("/start")
