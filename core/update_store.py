@@ -89,8 +89,8 @@ def store(engine: Engine, box: SecretBox, *, channel: str, update_id: int, raw: 
     with unit_of_work(engine) as session:
         statement = _insert(session, StoredUpdate).values(
             channel=channel, update_id=update_id, payload=box.encrypt(raw), received_at=now,
-        ).on_conflict_do_nothing(index_elements=["channel", "update_id"])
-        return bool(session.execute(statement).rowcount)
+        ).on_conflict_do_nothing(index_elements=["channel", "update_id"]).returning(col(StoredUpdate.id))
+        return session.execute(statement).scalar() is not None
 
 
 def waiting(engine: Engine, *, channel: str, limit: int) -> list[Waiting]:

@@ -1,18 +1,22 @@
-"""Webhook mode: PTB's webhook server takes only requests carrying the secret token."""
+"""Webhook mode: only requests carrying the secret token are taken, each update is handled once."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from sqlmodel import Session, select
+from telegram import Update
+from telegram.ext import Application
 
 from core.models import Conversation
-from tests.bot_harness import TgStudent, bot_context, running_bot
+from tests.bot_harness import TgStudent, bot_context, outbox_rows, running_bot
 from tests.servers.botapi import BotApiStandIn, post_update_to_webhook
 
 pytestmark = pytest.mark.timeout(30)
@@ -58,3 +62,53 @@ async def test_forged_update_without_secret_refused(api: BotApiStandIn, tmp_path
     with Session(ctx.engine) as session:
         accounts = [c.account_id for c in session.exec(select(Conversation)).all()]
     assert accounts == ["2121"]  # the forged update never reached the engine
+
+
+async def test_retried_update_is_handled_once(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:
+    """Telegram sends an update again when our answer did not reach it: twice at once, and once more later."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/telegram/hook"
+    ctx = bot_context(tmp_path, sqlite_url, api, webhook_url=url, webhook_secret=SECRET,
+                      webhook_listen="127.0.0.1", webhook_port=port)
+    handled: list[int] = []
+    process_update = Application.process_update
+
+    async def counting(app: Application, update: object) -> None:  # type: ignore[type-arg]
+        if isinstance(update, Update):
+            handled.append(update.update_id)
+        await process_update(app, update)
+
+    with mock.patch.object(Application, "process_update", counting):
+        async with running_bot(ctx):
+            update = _update(4242, 3131, "/start")
+            statuses = await asyncio.gather(*(asyncio.to_thread(post_update_to_webhook, update, url, SECRET)
+                                              for _ in range(2)))
+            assert statuses == [200, 200]
+            first = TgStudent(api, ctx, 3131)
+            await first.replies()
+            assert await asyncio.to_thread(post_update_to_webhook, update, url, SECRET) == 200
+            # A later update of another student: once it is answered, a retry before it would have been too.
+            assert await asyncio.to_thread(post_update_to_webhook, _update(4243, 3132, "/start"), url, SECRET) == 200
+            await TgStudent(api, ctx, 3132).replies()
+    assert handled.count(4242) == 1 and handled.count(4243) == 1
+    assert len(api.sent_messages(3131)) == len(first.last)
+
+
+async def test_stored_updates_go_before_polling(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:
+    """Back from webhook mode to long polling: what the webhook stored and nobody handled goes first."""
+    from core import update_store
+    from core.models import StoredUpdate
+
+    ctx = bot_context(tmp_path, sqlite_url, api)
+    stored = _update(77, 5151, "/start")
+    update_store.store(ctx.engine, ctx.box, channel="telegram", update_id=77, raw=json.dumps(stored).encode(),
+                       now=ctx.clock.now())
+    api.push_command(5152, 5152, "/start")  # newer, waiting at Telegram for getUpdates
+    async with running_bot(ctx):
+        await TgStudent(api, ctx, 5151).replies()
+        await TgStudent(api, ctx, 5152).replies()
+    rows = outbox_rows(ctx, channel="telegram")
+    assert rows[0].recipient == "5151"
+    with Session(ctx.engine) as session:
+        [row] = session.exec(select(StoredUpdate)).all()
+    assert row.handled_at is not None and row.payload is None  # marked, and what was typed wiped

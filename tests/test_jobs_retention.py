@@ -64,7 +64,7 @@ def test_old_closed_threads_and_idle_conversations_are_deleted(ctx: AppContext) 
                                     created_at=NOW, expires_at=expires, used_at=used))
     at(ctx, NOW.isoformat())
     assert retention(ctx) == {"threads": 1, "support_messages": 1, "inbound_mails": 1, "conversations": 1,
-                              "guess_attempts": 1, "binding_codes": 2}
+                              "guess_attempts": 1, "binding_codes": 2, "stored_updates": 0}
     with Session(ctx.engine) as session:
         assert {t.id for t in session.exec(select(SupportThread)).all()} == {kept_open, kept_recent}
         assert [c.account_id for c in session.exec(select(Conversation)).all()] == ["2"]

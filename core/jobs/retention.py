@@ -1,8 +1,10 @@
 """Retention: closed support threads, idle conversations and mails of no thread older than
 `jobs.retention_days` go.
 
-The audit trail stays. Also cleared: wrong-guess records past any rate-limit window and
-chat-binding codes that are used or expired.
+The audit trail stays. Also cleared: wrong-guess records past any rate-limit window,
+chat-binding codes that are used or expired, and webhook updates handled more than
+core.update_store.HANDLED_KEEP ago (their payload, what the student typed, went when they were
+handled; one not handled yet is work still to do and stays).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from sqlmodel import col
 from core.context import AppContext
 from core.db import checkpoint_wal, unit_of_work
 from core.jobs.ledger import JobResult
+from core.update_store import HANDLED_KEEP
 from core.models import (
     BindingCode,
     Conversation,
     GuessAttempt,
     InboundMail,
+    StoredUpdate,
     SupportMessage,
     SupportThread,
     ThreadStatus,
@@ -92,6 +96,10 @@ def retention(ctx: AppContext) -> JobResult:
             sa.delete(BindingCode).where(
                 sa.or_(col(BindingCode.used_at).is_not(None), col(BindingCode.expires_at) < now)
             )
+        ).rowcount
+    with unit_of_work(ctx.engine) as session:
+        result["stored_updates"] = session.execute(
+            sa.delete(StoredUpdate).where(col(StoredUpdate.handled_at) < now - HANDLED_KEEP)
         ).rowcount
     # What was deleted must not linger in SQLite's write-ahead log (a no-op on PostgreSQL).
     checkpoint_wal(ctx.engine)
