@@ -16,7 +16,8 @@ from telegram import Update
 from telegram.ext import Application
 
 from core.models import Conversation
-from tests.bot_harness import TgStudent, bot_context, outbox_rows, running_bot
+from tests.bot_harness import TgStudent, bot_context, outbox_rows, running_bot, wait_until
+from tests.cli_helpers import cli_environment, run
 from tests.servers.botapi import BotApiStandIn, post_update_to_webhook
 
 pytestmark = pytest.mark.timeout(30)
@@ -112,3 +113,40 @@ async def test_stored_updates_go_before_polling(api: BotApiStandIn, tmp_path: Pa
     with Session(ctx.engine) as session:
         [row] = session.exec(select(StoredUpdate)).all()
     assert row.handled_at is not None and row.payload is None  # marked, and what was typed wiped
+
+
+async def test_status_shows_waiting_updates_and_the_webhooks_health(api: BotApiStandIn, tmp_path: Path,
+                                                                     sqlite_url: str) -> None:
+    from bot import webhook
+    from core import update_store
+    from core.models import WebhookState
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/telegram/hook"
+    ctx = bot_context(tmp_path, sqlite_url, api, webhook_url=url, webhook_secret=SECRET,
+                      webhook_listen="127.0.0.1", webhook_port=port)
+
+    def telegram_error_recorded() -> bool:
+        with Session(ctx.engine) as session:
+            state = session.get(WebhookState, "telegram")
+            return state is not None and bool(state.info_error)
+
+    with mock.patch.object(webhook, "INFO_CHECK_SECONDS", 0.05):
+        async with running_bot(ctx):
+            api._webhook_error = (int(time.time()), "Wrong response from the webhook: 502 Bad Gateway")
+            assert await asyncio.to_thread(post_update_to_webhook, _update(610, 6161, "/start"), url, SECRET) == 200
+            await TgStudent(api, ctx, 6161).replies()
+            await wait_until(telegram_error_recorded, what="getWebhookInfo's error recorded")
+    # Acknowledged by a server that died before handling it:
+    update_store.store(ctx.engine, ctx.box, channel="telegram", update_id=611, raw=b"{}", now=ctx.clock.now())
+    env = cli_environment(tmp_path, sqlite_url, MLEG_TELEGRAM__TOKEN=api.token, MLEG_TELEGRAM__WEBHOOK_URL=url,
+                          MLEG_TELEGRAM__WEBHOOK_SECRET=SECRET, MLEG_TELEGRAM__WEBHOOK_PORT=str(port))
+    result = await asyncio.to_thread(run, ["status"], env)
+    assert result.returncode == 0, result.stderr
+    lines = {line[:16].strip(): line[16:] for line in result.stdout.splitlines()}
+    assert lines["stored updates"].startswith("1 not handled yet, the oldest (update 611) received ")
+    assert lines["webhook"].startswith(url)
+    assert lines["last update"].startswith("received ")
+    assert lines["setWebhook"].startswith("ok, ") and url in lines["setWebhook"]
+    assert "last delivery error" in lines["Telegram says"] and "502 Bad Gateway" in lines["Telegram says"]
+    assert lines["updates lock"].startswith("not used on SQLite")

@@ -18,7 +18,6 @@ from sqlmodel import col
 from core.context import AppContext
 from core.db import checkpoint_wal, unit_of_work
 from core.jobs.ledger import JobResult
-from core.update_store import HANDLED_KEEP
 from core.models import (
     BindingCode,
     Conversation,
@@ -29,6 +28,7 @@ from core.models import (
     SupportThread,
     ThreadStatus,
 )
+from core.update_store import HANDLED_KEEP
 
 __all__ = ["retention"]
 
