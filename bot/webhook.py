@@ -234,8 +234,11 @@ class UpdateWorker:
         self.handling = held
         return held
 
-    async def _pause(self, seconds: float) -> None:
-        self._wake.clear()
+    async def _pause(self, seconds: float, *, clear: bool = False) -> None:
+        # Not cleared by default: a wake that came since the last read of the table means
+        # something was stored after it, and must not be slept through.
+        if clear:
+            self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
@@ -244,7 +247,7 @@ class UpdateWorker:
             if not await self._lead():
                 if self.until_empty:
                     return  # the server that handles updates finishes them
-                await self._pause(self._lock_retry)
+                await self._pause(self._lock_retry, clear=True)  # what this one stores, the holder handles
                 continue
             try:
                 self._wake.clear()
@@ -255,7 +258,13 @@ class UpdateWorker:
                 await self._pause(IDLE_SECONDS)
                 continue
             if rows:
-                await self._handle_batch(rows)
+                try:
+                    await self._handle_batch(rows)
+                except Exception:
+                    # The database went away while marking: what is not marked is handled again
+                    # (a student's turn remembers its update, so it queues nothing twice).
+                    log.exception("handling stored Telegram updates failed; trying again")
+                    await self._pause(IDLE_SECONDS, clear=True)
                 continue
             if self.until_empty:
                 return
