@@ -150,3 +150,31 @@ async def test_status_shows_waiting_updates_and_the_webhooks_health(api: BotApiS
     assert lines["setWebhook"].startswith("ok, ") and url in lines["setWebhook"]
     assert "last delivery error" in lines["Telegram says"] and "502 Bad Gateway" in lines["Telegram says"]
     assert lines["updates lock"].startswith("not used on SQLite")
+
+
+async def test_updates_that_are_no_turn_are_marked_handled_too(api: BotApiStandIn, tmp_path: Path,
+                                                               sqlite_url: str) -> None:
+    """An edit, a message in a group: no engine turn marks them, the worker does once their handler returned."""
+    from core.models import StoredUpdate
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/telegram/hook"
+    ctx = bot_context(tmp_path, sqlite_url, api, webhook_url=url, webhook_secret=SECRET,
+                      webhook_listen="127.0.0.1", webhook_port=port)
+    edit = _update(701, 7171, "poprawka")
+    edit["edited_message"] = {**edit.pop("message"), "edit_date": int(time.time())}
+    group = _update(702, -100777, "hej")
+    group["message"]["chat"] = {"id": -100777, "type": "group", "title": "Rok 1"}
+
+    def all_handled() -> bool:
+        with Session(ctx.engine) as session:
+            rows = session.exec(select(StoredUpdate)).all()
+        return len(rows) == 2 and all(r.handled_at is not None and r.payload is None for r in rows)
+
+    async with running_bot(ctx):
+        for update in (edit, group):
+            assert await asyncio.to_thread(post_update_to_webhook, update, url, SECRET) == 200
+        await wait_until(all_handled, what="both stored updates marked handled")
+        student = TgStudent(api, ctx, 7171)
+        await student.replies()  # "send it anew", once
+    assert len(api.sent_messages(7171)) == 1
