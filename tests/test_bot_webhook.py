@@ -178,3 +178,21 @@ async def test_updates_that_are_no_turn_are_marked_handled_too(api: BotApiStandI
         student = TgStudent(api, ctx, 7171)
         await student.replies()  # "send it anew", once
     assert len(api.sent_messages(7171)) == 1
+
+
+def test_a_refused_set_webhook_is_one_error_line_and_shown_by_status(api: BotApiStandIn, tmp_path: Path,
+                                                                     sqlite_url: str) -> None:
+    port = _free_port()
+    url = f"ftp://bot.example.edu.pl:{port}/telegram/hook"  # Telegram: "Webhook can be set up only on HTTPS"
+    env = cli_environment(tmp_path, sqlite_url, MLEG_TELEGRAM__TOKEN=api.token,
+                          MLEG_TELEGRAM__API_BASE_URL=api.base_url, MLEG_TELEGRAM__WEBHOOK_URL=url,
+                          MLEG_TELEGRAM__WEBHOOK_SECRET=SECRET, MLEG_TELEGRAM__WEBHOOK_PORT=str(port),
+                          MLEG_SMTP__HOST="127.0.0.1", MLEG_SMTP__SECURITY="none")
+    served = run(["serve", "--no-jobs"], env)
+    assert served.returncode == 2, served.stderr[-2000:]
+    errors = [line for line in served.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Telegram refused the webhook" in errors[0] and "https" in errors[0].lower()
+    assert "Traceback" not in served.stderr and SECRET not in served.stderr
+    status = run(["status"], env)
+    [line] = [line for line in status.stdout.splitlines() if line.startswith("setWebhook")]
+    assert "FAILED" in line and "https" in line.lower()
