@@ -227,9 +227,8 @@ class UpdateWorker:
             log.warning("cannot reach the database for the Telegram updates lock: %s", type(exc).__name__)
             held = False
         self._lock_checked = time.monotonic()
-        if held and not self.handling:
-            log.info("took the Telegram updates lock: this server handles the stored updates")
-        elif not held and self.handling:
+        # Taking it is logged by Leadership itself ("took the Telegram updates lock").
+        if not held and self.handling:
             log.warning("lost the Telegram updates lock: another server handles the stored updates now")
         self.handling = held
         return held
