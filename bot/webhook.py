@@ -17,7 +17,9 @@ restart, before anything newer (the oldest update_id goes first).
 Several `mleg serve` behind one webhook URL on PostgreSQL: every one stores what reaches it;
 one of them, the holder of the advisory lock TELEGRAM_UPDATES_LOCK, handles them all, so a
 chat's turns never run side by side on two servers; when it dies PostgreSQL frees the lock
-and another takes over within LOCK_RETRY_SECONDS. On SQLite (one process) the worker just runs.
+and another takes over within LOCK_RETRY_SECONDS. A store on PostgreSQL NOTIFYs, and the worker
+LISTENs, so an update stored by another server is handled at once. On SQLite (one process)
+the worker just runs.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import contextlib
 import hmac
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +69,9 @@ LOCK_CHECK_SECONDS = 10.0
 # How often the handling server asks Telegram how its deliveries to us go (getWebhookInfo).
 INFO_CHECK_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0
+# The listener checks this often whether it is to stop; after a failure it tries again after the other.
+LISTEN_POLL_SECONDS = 1.0
+LISTEN_RETRY_SECONDS = 5.0
 
 
 class _Hook(tornado.web.RequestHandler):
@@ -162,6 +168,55 @@ async def set_webhook(ctx: AppContext, app: Application, *, url: str, secret: st
                           now=ctx.clock.now())
 
 
+class _StoredListener:
+    """PostgreSQL: LISTEN for updates stored by any server and wake the worker, on a thread of its own.
+
+    Without it an update stored by another server waits for the worker's next look (IDLE_SECONDS).
+    """
+
+    def __init__(self, engine: sa.Engine, wake: Callable[[], None]) -> None:
+        self._engine, self._wake = engine, wake
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mleg-stored-updates-listen", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=LISTEN_POLL_SECONDS * 5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                raw = self._engine.raw_connection()
+            except Exception as exc:
+                log.warning("cannot listen for stored updates (%s); looking every %.0f s meanwhile",
+                            type(exc).__name__, IDLE_SECONDS)
+                self._stop.wait(LISTEN_RETRY_SECONDS)
+                continue
+            try:
+                connection = raw.driver_connection
+                connection.rollback()  # out of the pool's ping transaction: autocommit needs none open
+                connection.autocommit = True
+                connection.execute(f"LISTEN {update_store.NOTIFY_CHANNEL}")
+                self._wake()  # what was stored before we listened
+                while not self._stop.is_set():
+                    for _ in connection.notifies(timeout=LISTEN_POLL_SECONDS, stop_after=1):
+                        self._wake()
+            except Exception as exc:
+                log.warning("listening for stored updates stopped (%s); again in %.0f s",
+                            type(exc).__name__, LISTEN_RETRY_SECONDS)
+                self._stop.wait(LISTEN_RETRY_SECONDS)
+            finally:
+                with contextlib.suppress(Exception):
+                    raw.invalidate()  # a LISTENing connection never goes back to the pool
+                    raw.close()
+
+
 class UpdateWorker:
     """Stored updates -> process_update in order per chat -> marked handled; until stopped.
 
@@ -185,10 +240,16 @@ class UpdateWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self._listener: _StoredListener | None = None
         self.handling = False
         self.handled = 0
 
     def start(self) -> None:
+        if self._lock is not None and not self.until_empty:
+            loop = asyncio.get_running_loop()
+            self._listener = _StoredListener(self.ctx.engine, lambda: loop.call_soon_threadsafe(self._wake.set))
+            self._listener.start()
         self._task = asyncio.create_task(self._run(), name="telegram-stored-updates")
 
     def wake(self) -> None:
@@ -201,7 +262,11 @@ class UpdateWorker:
 
     async def stop(self) -> None:
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await asyncio.to_thread(listener.stop)
         task, self._task = self._task, None
         if task is not None:
             # The batch under way finishes (its turns would be rolled back and done again anyway).
@@ -246,7 +311,9 @@ class UpdateWorker:
             if not await self._lead():
                 if self.until_empty:
                     return  # the server that handles updates finishes them
-                await self._pause(self._lock_retry, clear=True)  # what this one stores, the holder handles
+                # Not woken by what is stored (the holder of the lock handles it): only a stop ends the wait.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), self._lock_retry)
                 continue
             try:
                 self._wake.clear()

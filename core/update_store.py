@@ -32,6 +32,7 @@ from core.secrets_box import SecretBox
 
 __all__ = [
     "HANDLED_KEEP",
+    "NOTIFY_CHANNEL",
     "Pending",
     "StoredRef",
     "Waiting",
@@ -48,6 +49,8 @@ __all__ = [
 # Telegram keeps an unacknowledged update for 24 hours and retries it within them: a handled
 # row kept for two days recognises every retry.
 HANDLED_KEEP = timedelta(days=2)
+# PostgreSQL's LISTEN/NOTIFY channel that says "an update was stored" (payload: its channel).
+NOTIFY_CHANNEL = "mleg_stored_update"
 
 
 @dataclass
@@ -85,12 +88,19 @@ def _insert(session: Session, model: Any) -> Any:
 
 
 def store(engine: Engine, box: SecretBox, *, channel: str, update_id: int, raw: bytes, now: datetime) -> bool:
-    """Store one received update, committed when this returns; False if it was stored before."""
+    """Store one received update, committed when this returns; False if it was stored before.
+
+    On PostgreSQL the commit also notifies NOTIFY_CHANNEL: the server that handles the updates
+    may be another one, and it hears of the new row at once instead of at its next look.
+    """
     with unit_of_work(engine) as session:
         statement = _insert(session, StoredUpdate).values(
             channel=channel, update_id=update_id, payload=box.encrypt(raw), received_at=now,
         ).on_conflict_do_nothing(index_elements=["channel", "update_id"]).returning(col(StoredUpdate.id))
-        return session.execute(statement).scalar() is not None
+        new = session.execute(statement).scalar() is not None
+        if new and session.get_bind().dialect.name == "postgresql":
+            session.execute(sa.text("SELECT pg_notify(:name, :channel)"), {"name": NOTIFY_CHANNEL, "channel": channel})
+        return new
 
 
 def waiting(engine: Engine, *, channel: str, limit: int) -> list[Waiting]:

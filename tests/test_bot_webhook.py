@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 from telegram import Update
 from telegram.ext import Application
 
+from core.context import AppContext
 from core.models import Conversation
 from tests.bot_harness import TgStudent, bot_context, outbox_rows, running_bot, wait_until
 from tests.cli_helpers import cli_environment, run
@@ -196,3 +197,41 @@ def test_a_refused_set_webhook_is_one_error_line_and_shown_by_status(api: BotApi
     status = run(["status"], env)
     [line] = [line for line in status.stdout.splitlines() if line.startswith("setWebhook")]
     assert "FAILED" in line and "https" in line.lower()
+
+
+@pytest.mark.postgres
+async def test_an_update_another_server_stored_is_handled_at_once(api: BotApiStandIn, tmp_path: Path,
+                                                                  postgres_database: str) -> None:
+    """PostgreSQL: the server handling updates hears of one stored elsewhere (NOTIFY), not at its next look."""
+    from bot import webhook
+    from core import update_store
+    from core.db import make_engine as engine_for
+    from tests.conftest import _truncate_all
+
+    engine = engine_for(postgres_database)
+    _truncate_all(engine)
+    engine.dispose()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/telegram/hook"
+    ctx = bot_context(tmp_path, postgres_database, api, webhook_url=url, webhook_secret=SECRET,
+                      webhook_listen="127.0.0.1", webhook_port=port)
+    # Its own look at the table comes only after an hour: only the notification can wake it.
+    with mock.patch.object(webhook, "IDLE_SECONDS", 3600.0):
+        async with running_bot(ctx):
+            await wait_until(lambda: _listening_for_stored_updates(ctx), what="the worker listens")
+            await asyncio.sleep(0)  # let the worker reach its long wait
+            other = bot_context(tmp_path, postgres_database, api)  # another server, same database
+            update_store.store(other.engine, other.box, channel="telegram", update_id=880,
+                               raw=json.dumps(_update(880, 8181, "/start")).encode(), now=other.clock.now())
+            other.engine.dispose()
+            await TgStudent(api, ctx, 8181).replies(timeout=10)
+    ctx.engine.dispose()
+
+
+def _listening_for_stored_updates(ctx: AppContext) -> bool:
+    import sqlalchemy as sa
+
+    with ctx.engine.connect() as connection:
+        return bool(connection.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query LIKE 'LISTEN mleg_stored_update%'")).scalar())
