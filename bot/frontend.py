@@ -1,9 +1,9 @@
 """The Telegram front-end `mleg serve` starts (entry point `mleg.frontends`: telegram).
 
 Long polling by default (bot.polling: an update is confirmed only once handled); webhook
-mode when MLEG_TELEGRAM__WEBHOOK_URL is set, with PTB's webhook server checking the
-secret token Telegram sends in X-Telegram-Bot-Api-Secret-Token. The Application is the
-one in bot.runtime, shared with the outbox senders.
+mode when MLEG_TELEGRAM__WEBHOOK_URL is set (bot.webhook: an update is stored before it is
+acknowledged, then handled by the worker). The Application is the one in bot.runtime,
+shared with the outbox senders.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from bot.runtime import BotRuntime, runtime_for
 from bot.staff import StaffRoom, staff_handlers
 from bot.staff_room import STAFF_CHANNEL
 from bot.student import StudentHandler, student_handlers
+from bot.webhook import UpdateWorker, WebhookEndpoint, set_webhook
 from core.context import AppContext
 from core.errors import UnreachableError
 
@@ -39,6 +40,8 @@ class TelegramFrontend:
         self.ctx = ctx
         self.runtime: BotRuntime | None = None
         self.poller: Poller | None = None
+        self.worker: UpdateWorker | None = None
+        self.endpoint: WebhookEndpoint | None = None
         self.webhook = False
 
     def enabled(self) -> bool:
@@ -74,17 +77,22 @@ class TelegramFrontend:
                 "MLEG_TELEGRAM__API_BASE_URL and the network; a service manager may restart `mleg serve`"
             ) from exc
         await runtime.app.start()
+        # Whatever a webhook stored and nobody handled yet goes first (oldest update_id first).
+        self.worker = UpdateWorker(runtime.app, self.ctx, until_empty=not settings.webhook_url)
+        self.worker.start()
         if settings.webhook_url:
-            assert runtime.app.updater is not None and settings.webhook_secret is not None
-            path = urlsplit(settings.webhook_url).path.lstrip("/")
-            await runtime.app.updater.start_webhook(
-                listen=settings.webhook_listen, port=settings.webhook_port, url_path=path,
-                webhook_url=settings.webhook_url, secret_token=settings.webhook_secret.get_secret_value(),
-                allowed_updates=Update.ALL_TYPES,
-            )
+            assert settings.webhook_secret is not None
+            secret = settings.webhook_secret.get_secret_value()
+            self.endpoint = WebhookEndpoint(self.ctx, secret=secret, on_stored=self.worker.wake)
+            await self.endpoint.start(listen=settings.webhook_listen, port=settings.webhook_port,
+                                      path=urlsplit(settings.webhook_url).path)
+            await set_webhook(self.ctx, runtime.app, url=settings.webhook_url, secret=secret)
             self.webhook = True
             log.info("telegram: webhook mode on %s:%s", settings.webhook_listen, settings.webhook_port)
         else:
+            await self.worker.wait()  # before getUpdates: the stored ones are older
+            await self.worker.stop()
+            self.worker = None
             self.poller = Poller(runtime.app)
             self.poller.start()
             log.info("telegram: long polling")
@@ -96,8 +104,12 @@ class TelegramFrontend:
         if self.poller is not None:
             await self.poller.stop()
             self.poller = None
-        if self.webhook and runtime.app.updater is not None and runtime.app.updater.running:
-            await runtime.app.updater.stop()
+        if self.endpoint is not None:
+            await self.endpoint.stop()  # nothing new stored; Telegram retries what it could not POST
+            self.endpoint = None
+        if self.worker is not None:
+            await self.worker.stop()
+            self.worker = None
         if runtime.app.running:
             await runtime.app.stop()
         await runtime.release()

@@ -65,8 +65,8 @@ class PollingLock(Leadership):
     any more (a try that finished after the stop would keep the lock for good).
     """
 
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine, TELEGRAM_POLLING_LOCK, purpose="Telegram polling")
+    def __init__(self, engine: Engine, name: str = TELEGRAM_POLLING_LOCK, *, purpose: str = "Telegram polling") -> None:
+        super().__init__(engine, name, purpose=purpose)
         self._turns = threading.Lock()
         self._closed = False
 

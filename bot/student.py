@@ -21,7 +21,7 @@ from telegram.ext import BaseHandler, ContextTypes, MessageHandler, filters
 from bot.events import CHANNEL, event_from_update, language_hint
 from bot.render import escape
 from bot.runtime import BotRuntime
-from core import outbox
+from core import outbox, update_store
 from core.conversation import Event
 from core.db import unit_of_work
 from core.outgoing import OutgoingMessage
@@ -57,9 +57,12 @@ class StudentHandler:
         await self.run(event, update)
 
     async def run(self, event: Event, update: Update) -> None:
+        # A webhook update (bot.webhook) is marked handled in the turn's own commit.
+        stored = update_store.handling.get()
         for attempt in range(ATTEMPTS):
             try:
-                await self.ctx.in_database(self.runtime.service.handle, event, queue_channel=CHANNEL)
+                await self.ctx.in_database(self.runtime.service.handle, event, queue_channel=CHANNEL,
+                                           stored_update=stored.row_id if stored is not None else None)
             except TRANSIENT as exc:
                 # The driver's own words ("database is locked"), never the statement and its parameters.
                 reason = getattr(exc, "orig", None) or exc
@@ -76,6 +79,8 @@ class StudentHandler:
                 await self.apologise(update)
                 return
             else:
+                if stored is not None:
+                    stored.marked = True
                 self.ctx.outbox_changed(CHANNEL)
                 return
 

@@ -34,6 +34,7 @@ __all__ = [
     "OutboxStatus",
     "ReminderLog",
     "ServiceHealth",
+    "StoredUpdate",
     "Student",
     "StudentStatus",
     "StudyLevel",
@@ -41,6 +42,7 @@ __all__ = [
     "SupportThread",
     "TermsAcceptance",
     "ThreadStatus",
+    "WebhookState",
 ]
 
 
@@ -434,3 +436,39 @@ class ServiceHealth(SQLModel, table=True):
     detail: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, default=""))
     checked_at: datetime = _ts()
     since: datetime = _ts()
+
+
+class StoredUpdate(SQLModel, table=True):
+    """An update a chat platform POSTed to our webhook, stored before it was acknowledged.
+
+    The payload (what the student typed) is encrypted and wiped once the update is handled;
+    the row stays a while longer so a retry of the same update_id is recognised (core.update_store).
+    """
+
+    __tablename__ = "stored_update"
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)
+    update_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    payload: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary, nullable=True))
+    received_at: datetime = _ts()
+    handled_at: datetime | None = _ts(nullable=True)
+
+    __table_args__ = (
+        sa.UniqueConstraint("channel", "update_id", name="uq_stored_update"),
+        sa.Index("ix_stored_update_waiting", "channel", "handled_at", "update_id"),
+    )
+
+
+class WebhookState(SQLModel, table=True):
+    """A channel's webhook health as the servers last saw it, for `mleg status`."""
+
+    __tablename__ = "webhook_state"
+    channel: str = Field(primary_key=True, max_length=16)
+    url: str = Field(default="", max_length=512)
+    set_at: datetime | None = _ts(nullable=True)
+    set_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    last_received_at: datetime | None = _ts(nullable=True)
+    info_checked_at: datetime | None = _ts(nullable=True)
+    info_pending: int | None = None
+    info_error_at: datetime | None = _ts(nullable=True)
+    info_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))

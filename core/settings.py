@@ -44,6 +44,9 @@ MailAuth = Literal["password", "xoauth2"]
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _DOMAIN = re.compile(rf"^{_LABEL}(\.{_LABEL})+$")
 _LOCAL_PART = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
+# Telegram takes 1-256 characters of these as a webhook's secret token; fewer than 32 can be
+# guessed by whoever finds the URL, and a guessed one lets them post updates as any student.
+_WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
 
 
 def _check_domain(value: str) -> str:
@@ -90,6 +93,16 @@ class TelegramSettings(BaseModel):
     messages_per_chat_per_second: float = 1.0
 
     _split = field_validator("staff_user_ids", mode="before")(_split_csv)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _strong_webhook_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        # Never the value itself in the message: it is the secret.
+        if secret is not None and not _WEBHOOK_SECRET.match(secret.get_secret_value()):
+            raise ValueError(
+                "the webhook secret must be 32 to 256 characters of A-Z, a-z, 0-9, _ and - "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+        return secret
 
 
 class SmtpSettings(BaseModel):

@@ -66,7 +66,7 @@ def test_old_closed_threads_and_idle_conversations_are_deleted(ctx: AppContext) 
     at(ctx, NOW.isoformat())
     assert retention(ctx) == {"threads": 2, "support_messages": 2, "inbound_mails": 2, "conversations": 1,
                               "guess_attempts": 1, "binding_codes": 2, "outbox": 0, "audit_events": 0,
-                              "terms_acceptances": 0, "students": 0, "credentials": 0}
+                              "terms_acceptances": 0, "students": 0, "credentials": 0, "stored_updates": 0}
     with Session(ctx.engine) as session:
         assert {t.id for t in session.exec(select(SupportThread)).all()} == {kept_open, kept_recent}
         assert [c.account_id for c in session.exec(select(Conversation)).all()] == ["2"]

@@ -72,3 +72,26 @@ def test_webhook_needs_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_shipped_config_is_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert settings.mode == "demo" and settings.smtp.host is None
+
+
+@pytest.mark.parametrize("secret", ["a", "s3cret-token-for-tests", "x" * 31, "x" * 31 + "!", "x" * 257,
+                                    "ą" * 40])
+def test_weak_webhook_secret_is_refused(secret: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Telegram allows 1-256 of A-Za-z0-9_-; below 32 it can be guessed: one error line naming the setting."""
+    _empty_config(tmp_path, monkeypatch)
+    monkeypatch.setenv("MLEG_MODE", "demo")
+    monkeypatch.setenv("MLEG_TELEGRAM__WEBHOOK_URL", "https://bot.example.edu.pl/hook")
+    monkeypatch.setenv("MLEG_TELEGRAM__WEBHOOK_SECRET", secret)
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert "MLEG_TELEGRAM__WEBHOOK_SECRET" in message and "32" in message and "\n" not in message
+    assert len(secret) < 8 or secret not in message  # the secret itself is never echoed
+
+
+def test_strong_webhook_secret_is_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _empty_config(tmp_path, monkeypatch)
+    monkeypatch.setenv("MLEG_MODE", "demo")
+    monkeypatch.setenv("MLEG_TELEGRAM__WEBHOOK_URL", "https://bot.example.edu.pl/hook")
+    monkeypatch.setenv("MLEG_TELEGRAM__WEBHOOK_SECRET", "Ab3_-" * 7)
+    assert load_settings().telegram.webhook_secret is not None

@@ -16,6 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from core import update_store
 from core.cli.common import build_context, friendly_errors
 from core.db import alembic_config, current_revision
 from core.delivery_failures import FailingDeliveries, failing, given_up
@@ -23,9 +24,18 @@ from core.health import read_health
 from core.jobs.leader import LIFECYCLE_LOCK, advisory_key
 from core.jobs.retention import rules as retention_rules
 from core.jobs.runner import JOBS
-from core.models import Credential, InboundMail, JobRun, OutboxMessage, OutboxStatus, Student, SupportThread
+from core.models import (
+    Credential,
+    InboundMail,
+    JobRun,
+    OutboxMessage,
+    OutboxStatus,
+    Student,
+    SupportThread,
+    WebhookState,
+)
 from core.redact import redact_personal
-from core.serve import TELEGRAM_POLLING_LOCK
+from core.serve import TELEGRAM_POLLING_LOCK, TELEGRAM_UPDATES_LOCK
 from core.settings import Settings
 
 LABEL = 16
@@ -184,6 +194,38 @@ def _status_json(session: Session, engine: Engine, now: datetime) -> dict[str, A
     }
 
 
+def _webhook_lines(session: Session, s: Settings, now: datetime) -> None:
+    """Telegram's stored updates, and in webhook mode the webhook's health as the servers last saw it."""
+    waiting = update_store.pending(session, channel="telegram")
+    if waiting.count:
+        oldest = _when(waiting.oldest_received_at, now) if waiting.oldest_received_at else "?"
+        _line("stored updates", f"{waiting.count} not handled yet, the oldest (update {waiting.oldest_update_id}) "
+                                f"received {oldest}")
+    else:
+        _line("stored updates", "none waiting to be handled")
+    telegram = s.telegram
+    if not telegram.webhook_url:
+        return
+    _line("webhook", f"{telegram.webhook_url} (served on {telegram.webhook_listen}:{telegram.webhook_port})")
+    _line("updates lock", _lock_holder(session, TELEGRAM_UPDATES_LOCK, now, "handles the stored updates"))
+    last = waiting.last_received_at
+    _line("last update", f"received {_when(last, now)}" if last else "none received yet")
+    state = session.get(WebhookState, "telegram")
+    if state is None or state.set_at is None:
+        _line("setWebhook", "not called yet (no `mleg serve` started in webhook mode)")
+    elif state.set_error:
+        _line("setWebhook", f"FAILED {_when(state.set_at, now)}: {redact_personal(state.set_error)[:160]}")
+    else:
+        _line("setWebhook", f"ok, {_when(state.set_at, now)} for {state.url}")
+    if state is None or state.info_checked_at is None:
+        _line("Telegram says", "not asked yet (getWebhookInfo, once a minute by the server handling updates)")
+        return
+    error = (f"last delivery error {_when(state.info_error_at, now)}: {redact_personal(state.info_error)[:160]}"
+             if state.info_error and state.info_error_at else "no delivery error")
+    _line("Telegram says", f"{error}; {state.info_pending or 0} update(s) waiting at Telegram "
+                           f"(getWebhookInfo, {_when(state.info_checked_at, now)})")
+
+
 @friendly_errors
 def status_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object for a monitoring check: the "
@@ -191,7 +233,8 @@ def status_command(
 ) -> None:
     """Show the configuration (secrets hidden), counts of students, credentials, outbox, and runtime health:
     schema revision, who holds the jobs and polling locks, the last job runs, the oldest pending message,
-    failing deliveries by channel and kind."""
+    failing deliveries by channel and kind, Telegram updates stored and not handled yet, and in webhook
+    mode the webhook's health."""
     ctx = build_context()
     s = ctx.settings
     now = ctx.clock.now()
@@ -250,6 +293,8 @@ def status_command(
         _line("jobs lock", _lock_holder(session, LIFECYCLE_LOCK, now, "runs the lifecycle jobs"))
         if s.telegram.token and not s.telegram.webhook_url:
             _line("polling lock", _lock_holder(session, TELEGRAM_POLLING_LOCK, now, "polls Telegram"))
+        if s.telegram.token:
+            _webhook_lines(session, s, now)
         _job_lines(session, now)
         for health in read_health(session):
             state = "ok" if health.ok else f"FAILING since {_when(health.since, now)}"

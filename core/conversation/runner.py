@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from core import audit, lockout, outbox, ratelimit, support
+from core import audit, lockout, outbox, ratelimit, support, update_store
 from core import credentials as credential_service
 from core.compose import notice_email
 from core.context import AppContext
@@ -400,14 +400,19 @@ class ConversationService:
             self.config = dataclasses.replace(self.config, terms=terms)
         return self.config
 
-    def handle(self, event: Event, *, queue_channel: str | None = None) -> list[Reply]:
+    def handle(self, event: Event, *, queue_channel: str | None = None,
+               stored_update: int | None = None) -> list[Reply]:
         """Handle one event in one unit of work.
 
         With `queue_channel`, the replies are also queued in the outbox (keyed by the event
         id, so a redelivered event queues nothing new) in the same commit as the state.
+        `stored_update`: the row of the webhook update this event came from (core.update_store),
+        marked handled in that same commit.
         """
         with unit_of_work(self.ctx.engine) as session:
             row = self._load(session, event)
+            if stored_update is not None:
+                update_store.mark_handled(session, stored_update, self.ctx.clock.now())
             state = ConversationState.from_json(row.state)
             if event.event_id and event.event_id in state.handled:
                 return []

@@ -4,7 +4,9 @@ The periods are settings (`retention.*`, MLEG_RETENTION__*; see `rules`, which `
 prints): support threads (closed, or never closed and idle) with their messages and raw
 e-mails, idle chat conversations, e-mails of no thread, sent and failed outbox rows, the
 audit trail, and terms acceptances of accounts no longer linked. Also cleared: wrong-guess
-records past any rate-limit window and chat-binding codes that are used or expired.
+records past any rate-limit window and chat-binding codes that are used or expired. Webhook
+updates go when handled more than core.update_store.HANDLED_KEEP ago (their payload, what the
+student typed, went when they were handled; one not handled yet is work still to do and stays).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from core.models import (
     OutboxMessage,
     OutboxStatus,
     ReminderLog,
+    StoredUpdate,
     Student,
     StudentStatus,
     SupportMessage,
@@ -39,6 +42,7 @@ from core.models import (
     TermsAcceptance,
 )
 from core.settings import Settings
+from core.update_store import HANDLED_KEEP
 
 __all__ = ["retention", "rules"]
 
@@ -159,6 +163,10 @@ def retention(ctx: AppContext) -> JobResult:
             sa.delete(BindingCode).where(
                 sa.or_(col(BindingCode.used_at).is_not(None), col(BindingCode.expires_at) < now)
             )
+        ).rowcount
+    with unit_of_work(ctx.engine) as session:
+        result["stored_updates"] = session.execute(
+            sa.delete(StoredUpdate).where(col(StoredUpdate.handled_at) < now - HANDLED_KEEP)
         ).rowcount
     # What was deleted must not linger in SQLite's write-ahead log (a no-op on PostgreSQL).
     checkpoint_wal(ctx.engine)
