@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 # STATE_DIRECTORY or the user's data directory); a value set by the caller wins.
 export MLEG_VAR_DIR ?= $(CURDIR)/var
 
-.PHONY: run test lint bench system-deps smoke clean
+.PHONY: run test test-fast lint bench system-deps smoke clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ lint: $(STAMP)
 
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest
+
+# The daily loop: SQLite only, without the slow fault runs and the installed-wheel smoke test.
+# `make test` (what CI runs) stays the whole suite.
+test-fast: $(STAMP) lint
+	$(BIN)/pytest -q -m "not postgres and not slow" --deselect tests/test_installed_wheel.py
 
 # The wheel as an operator installs it (part of `make test` too): built, installed into a fresh
 # venv outside the tree, and the demo journey, status, serve and the systemd unit checked there.
