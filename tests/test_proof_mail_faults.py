@@ -4,6 +4,11 @@ Real servers only: the suite's Dovecot and SMTP relay, `python -m core.cli serve
 a subprocess. The kill test runs the issue's scale: 1,000 support mails (bench/mail_throughput.py's
 realistic mix) streaming in, and 20 kill -9s at random moments.
 
+Each run is compared, mail by mail, with a run of the same mails without faults (the same
+pipeline in this process: stored, then processed): every mail must end as it does there (the
+same status and reason, answered or not), so a quarantine, a lost answer or an answer too
+many fails the test. Each test also checks that its fault really happened.
+
 "Answered twice" means two different answers to one student mail. A kill between the SMTP
 transaction and the commit that marks it sent can resend the same answer with the same
 Message-ID (at-least-once delivery; the receiving side drops it as a duplicate): those are
@@ -14,13 +19,15 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from email import message_from_bytes
 from pathlib import Path
 
@@ -31,6 +38,8 @@ from sqlalchemy.engine import Engine
 from bench.mail_throughput import add_register, deliver_many, support_mail
 from core.context import AppContext
 from core.db import make_engine
+from core.faq import Faq
+from mail import inbound
 from tests.conftest import TEST_SECRET, _truncate_all, make_settings
 from tests.servers.dovecot import DovecotServer
 from tests.servers.fixtures import SmtpServerFactory
@@ -63,6 +72,7 @@ class Serve:
 
     def kill(self) -> None:
         if self.proc is not None:
+            assert self.proc.poll() is None, "serve had stopped before the kill: no kill would happen"
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
             self.proc = None
@@ -110,6 +120,72 @@ def _wait_done(engine: Engine, total: int, within: float) -> tuple[int, int, int
         time.sleep(0.2)
 
 
+Outcome = tuple[str, str, bool]  # (status, reason, answered)
+
+
+def _mails(n: int, support: str) -> list[bytes]:
+    """The same bytes (Message-IDs included) for the faulty run and the fault-free one."""
+    return [support_mail(i, support) for i in range(n)]
+
+
+def _expected(tmp: Path, template: Path, support: str, mails: list[bytes]) -> dict[str, Outcome]:
+    """Each mail's outcome in a run without faults: stored and processed in this process, on SQLite."""
+    base = tmp / "fault-free"
+    (base / "var").mkdir(parents=True)
+    url = f"sqlite:///{base / 'var' / 'test.db'}"
+    shutil.copy(template, base / "var" / "test.db")
+    settings = make_settings(base, database_url=url, imap={"username": support}, smtp={"sender": support},
+                             university={"help_desk_email": support})
+    engine = make_engine(url)
+    try:
+        ctx = AppContext(settings=settings, engine=engine)
+        add_register(engine, ctx, 200)
+        for uid, raw in enumerate(mails, start=1):
+            inbound.store_raw(ctx, mailbox="INBOX", uidvalidity=1, uid=uid, raw=raw, size=len(raw))
+        faq = Faq.load(settings.config_dir / "faq")
+        answered: set[int] = set()
+        while done := inbound.process_pending(ctx, faq):
+            answered |= {d.inbound_id for d in done if d.outcome is not None and d.outcome.answered}
+        expected = _outcomes(engine, lambda row_id, _mid: row_id in answered)
+    finally:
+        engine.dispose()
+    assert len(expected) == len(mails)
+    assert not [o for o in expected.values() if o[0] == "quarantined"]
+    for mid, (status, reason, answered) in expected.items():  # the mix as support_mail makes it
+        kind = int(mid.strip("<>").split("-")[1]) % 20
+        if kind < 12:
+            assert answered and reason.startswith("answered from the FAQ"), (mid, reason)
+        elif kind >= 18:
+            assert status == "ignored" and not answered, (mid, reason)
+    return expected
+
+
+def _expect(tmp: Path, template: Path, support: str, mails: list[bytes]) -> Future[dict[str, Outcome]]:
+    """`_expected` in a thread of its own: it runs while the faulty run waits on its servers."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="fault-free")
+    future = pool.submit(_expected, tmp, template, support, mails)
+    pool.shutdown(wait=False)
+    return future
+
+
+def _outcomes(engine: Engine, answered: Callable[[int, str], bool]) -> dict[str, Outcome]:
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT id, message_id, status, error FROM inbound_mail")).all()
+    return {str(mid): (status, error or "", answered(row_id, str(mid))) for row_id, mid, status, error in rows}
+
+
+def _check_outcomes(engine: Engine, relay: SmtpRelay, fault_free: Future[dict[str, Outcome]]) -> None:
+    """Every mail ended as it does without faults: same status and reason, answered exactly when it is there."""
+    expected = fault_free.result(timeout=120)
+    replied = {str(message_from_bytes(m.data)["In-Reply-To"]).strip("<>") for m in relay.messages}
+    actual = _outcomes(engine, lambda _id, mid: mid.strip("<>") in replied)
+    quarantined = sorted(mid for mid, o in actual.items() if o[0] == "quarantined")
+    assert not quarantined, f"quarantined: {quarantined[:5]} ({len(quarantined)})"
+    wrong = {mid: (actual.get(mid), want) for mid, want in expected.items() if actual.get(mid) != want}
+    assert not wrong, f"{len(wrong)} mails ended otherwise than without faults, e.g. {list(wrong.items())[:3]}"
+    assert actual.keys() == expected.keys()
+
+
 def _check_answers(relay: SmtpRelay, outbox_rows: int, max_resends: int) -> None:
     """Every answer row reached the SMTP server; no student mail got two different answers."""
     answers: dict[str, set[str]] = {}
@@ -138,20 +214,25 @@ def setup(tmp_path: Path, sqlite_url: str, dovecot: DovecotServer,
 
 
 def test_kill_9_of_serve_while_mail_streams_in(setup: tuple[Serve, Engine, str], dovecot: DovecotServer,
-                                               relay: SmtpRelay) -> None:
+                                               relay: SmtpRelay, tmp_path: Path, sqlite_template: Path) -> None:
     serve, engine, support = setup
     mails, kills = 1000, 20
+    sent = _mails(mails, support)
+    expected = _expect(tmp_path, sqlite_template, support, sent)
     rng = random.Random(7)
-    feeder = threading.Thread(target=lambda: [deliver_many(dovecot.host, dovecot.lmtp_port, support,
-                                                           [support_mail(i, support) for i in range(s, s + 20)])
+    feeder = threading.Thread(target=lambda: [deliver_many(dovecot.host, dovecot.lmtp_port, support, sent[s:s + 20])
                                               or time.sleep(0.1) for s in range(0, mails, 20)])
     serve.start()
     feeder.start()
+    busy = 0  # kills that found work not yet done (mail to store, process or answer)
     for _ in range(kills):
         time.sleep(rng.uniform(0.3, 1.5))  # somewhere in fetch, store, process, send or flag
+        state = _state(engine)
+        busy += state[0] < mails or state[1] > 0 or state[3] > 0
         serve.kill()
         serve.start()
     feeder.join()
+    assert busy >= kills // 2, f"only {busy} of {kills} kills hit a serve with work to do"
     # Rows a killed sender had claimed stay leased for outbox.LEASE (5 minutes) and are then
     # sent by the next drainer; the test moves the lease's end instead of waiting for it.
     deadline = time.monotonic() + 60
@@ -163,56 +244,88 @@ def test_kill_9_of_serve_while_mail_streams_in(setup: tuple[Serve, Engine, str],
     state = _wait_done(engine, mails, within=60)
     assert state[0] == mails  # nothing lost, nothing stored twice
     _check_answers(relay, state[2], max_resends=kills)
+    _check_outcomes(engine, relay, expected)
 
 
 def test_smtp_down_then_back_every_answer_once(setup: tuple[Serve, Engine, str], dovecot: DovecotServer,
-                                               relay: SmtpRelay) -> None:
+                                               relay: SmtpRelay, tmp_path: Path, sqlite_template: Path) -> None:
     serve, engine, support = setup
+    sent = _mails(30, support)
+    expected = _expect(tmp_path, sqlite_template, support, sent)
     relay.stop()
     serve.start()
-    deliver_many(dovecot.host, dovecot.lmtp_port, support, [support_mail(i, support) for i in range(30)])
+    deliver_many(dovecot.host, dovecot.lmtp_port, support, sent)
     deadline = time.monotonic() + 20
     while _state(engine)[1] or _state(engine)[0] < 30:  # processed and queued while SMTP is down
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    time.sleep(1.5)  # at least one failed attempt each
+    deadline = time.monotonic() + 20
+    while _failed_attempts(engine) < _state(engine)[2]:  # each answer tried once and failed while SMTP is down
+        assert time.monotonic() < deadline, "the answers were not all tried while SMTP was down"
+        time.sleep(0.2)
+    assert relay.messages == []
     relay.start()
     state = _wait_done(engine, 30, within=40)  # the first retry comes 10 s after the failure
+    assert state[2] > 0
+    with engine.connect() as connection:  # each answer went through only at a second attempt or later
+        assert connection.execute(sa.text(
+            "SELECT min(attempts) FROM outbox WHERE channel = 'email'")).scalar_one() >= 2
     _check_answers(relay, state[2], max_resends=0)
+    _check_outcomes(engine, relay, expected)
+
+
+def _failed_attempts(engine: Engine) -> int:
+    """E-mail outbox rows whose last attempt failed (an error recorded, waiting for the retry)."""
+    with engine.connect() as connection:
+        return connection.execute(sa.text(
+            "SELECT count(*) FROM outbox WHERE channel = 'email' AND status = 'pending' AND attempts >= 1 "
+            "AND last_error IS NOT NULL")).scalar_one()
 
 
 def test_dovecot_restart_mid_run_loses_nothing(setup: tuple[Serve, Engine, str], dovecot: DovecotServer,
-                                               relay: SmtpRelay) -> None:
+                                               relay: SmtpRelay, tmp_path: Path, sqlite_template: Path) -> None:
     serve, engine, support = setup
+    sent = _mails(150, support)
+    expected = _expect(tmp_path, sqlite_template, support, sent)
     serve.start()
-    deliver_many(dovecot.host, dovecot.lmtp_port, support, [support_mail(i, support) for i in range(100)])
-    time.sleep(0.5)
+    deliver_many(dovecot.host, dovecot.lmtp_port, support, sent[:100])
+    deadline = time.monotonic() + 20
+    while _state(engine)[0] == 0:  # serve is connected and reading when Dovecot goes away
+        assert time.monotonic() < deadline, "serve never read the mailbox"
+        time.sleep(0.05)
     dovecot.restart(down_for=1.0)
-    deliver_many(dovecot.host, dovecot.lmtp_port, support, [support_mail(i, support) for i in range(100, 150)])
+    deliver_many(dovecot.host, dovecot.lmtp_port, support, sent[100:])
     state = _wait_done(engine, 150, within=40)
     assert state[0] == 150
+    # The restart cut serve's IMAP session: it saw the error and connected again.
+    assert b"support mailbox: " in (tmp_path / "serve.log").read_bytes()
     _check_answers(relay, state[2], max_resends=0)
+    _check_outcomes(engine, relay, expected)
 
 
 @pytest.mark.postgres
 def test_postgres_connections_dropped_mid_run(tmp_path: Path, postgres_database: str, dovecot: DovecotServer,
-                                              relay: SmtpRelay) -> None:
+                                              relay: SmtpRelay, sqlite_template: Path) -> None:
     engine = make_engine(postgres_database)
     _truncate_all(engine)
     add_register(engine, AppContext(settings=make_settings(tmp_path), engine=engine), 200)
     support = dovecot.new_user(prefix="support")
+    sent = _mails(200, support)
+    expected = _expect(tmp_path, sqlite_template, support, sent)
     serve = Serve(tmp_path, postgres_database, dovecot, support, relay)
     name = postgres_database.rsplit("/", 1)[1]
     try:
         serve.start()
-        deliver_many(dovecot.host, dovecot.lmtp_port, support, [support_mail(i, support) for i in range(200)])
+        deliver_many(dovecot.host, dovecot.lmtp_port, support, sent)
+        terminated = []
         for _ in range(4):
             time.sleep(0.7)
             with engine.connect() as connection:
-                connection.execute(sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid != pg_backend_pid()"), {"name": name})
+                terminated.append(connection.execute(sa.text(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid != pg_backend_pid()"), {"name": name}).scalar_one())
                 connection.commit()
+        assert all(terminated), f"a round found no connection of serve to end: {terminated}"
         deadline = time.monotonic() + 60
         while _state(engine)[0] < 200 or _state(engine)[1]:
             assert time.monotonic() < deadline, _state(engine)
@@ -224,6 +337,8 @@ def test_postgres_connections_dropped_mid_run(tmp_path: Path, postgres_database:
         state = _wait_done(engine, 200, within=60)
         assert state[0] == 200
         _check_answers(relay, state[2], max_resends=4)
+        _check_outcomes(engine, relay, expected)
+        print(f"connections ended per round: {terminated}")
     finally:
         serve.stop()
         engine.dispose()
