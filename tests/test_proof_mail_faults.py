@@ -213,12 +213,10 @@ def setup(tmp_path: Path, sqlite_url: str, dovecot: DovecotServer,
     engine.dispose()
 
 
-def test_kill_9_of_serve_while_mail_streams_in(setup: tuple[Serve, Engine, str], dovecot: DovecotServer,
-                                               relay: SmtpRelay, tmp_path: Path, sqlite_template: Path) -> None:
-    serve, engine, support = setup
-    mails, kills = 1000, 20
+def _kill_9_run(serve: Serve, engine: Engine, support: str, dovecot: DovecotServer, relay: SmtpRelay,
+               tmp_path: Path, template: Path, *, mails: int, kills: int, expire_leases: str) -> None:
     sent = _mails(mails, support)
-    expected = _expect(tmp_path, sqlite_template, support, sent)
+    expected = _expect(tmp_path, template, support, sent)
     rng = random.Random(7)
     feeder = threading.Thread(target=lambda: [deliver_many(dovecot.host, dovecot.lmtp_port, support, sent[s:s + 20])
                                               or time.sleep(0.1) for s in range(0, mails, 20)])
@@ -240,11 +238,34 @@ def test_kill_9_of_serve_while_mail_streams_in(setup: tuple[Serve, Engine, str],
         assert time.monotonic() < deadline, _state(engine)
         time.sleep(0.2)
     with engine.begin() as connection:
-        connection.execute(sa.text("UPDATE outbox SET lease_until = '2000-01-01 00:00:00' WHERE status = 'sending'"))
+        connection.execute(sa.text(f"UPDATE outbox SET lease_until = {expire_leases} WHERE status = 'sending'"))
     state = _wait_done(engine, mails, within=60)
     assert state[0] == mails  # nothing lost, nothing stored twice
     _check_answers(relay, state[2], max_resends=kills)
     _check_outcomes(engine, relay, expected)
+
+
+def test_kill_9_of_serve_while_mail_streams_in(setup: tuple[Serve, Engine, str], dovecot: DovecotServer,
+                                               relay: SmtpRelay, tmp_path: Path, sqlite_template: Path) -> None:
+    serve, engine, support = setup
+    _kill_9_run(serve, engine, support, dovecot, relay, tmp_path, sqlite_template, mails=1000, kills=20,
+                expire_leases="'2000-01-01 00:00:00'")
+
+
+@pytest.mark.postgres
+def test_kill_9_of_serve_on_postgres(tmp_path: Path, postgres_database: str, dovecot: DovecotServer,
+                                     relay: SmtpRelay, sqlite_template: Path) -> None:
+    engine = make_engine(postgres_database)
+    _truncate_all(engine)
+    add_register(engine, AppContext(settings=make_settings(tmp_path), engine=engine), 200)
+    support = dovecot.new_user(prefix="support")
+    serve = Serve(tmp_path, postgres_database, dovecot, support, relay)
+    try:
+        _kill_9_run(serve, engine, support, dovecot, relay, tmp_path, sqlite_template, mails=200, kills=6,
+                    expire_leases="now() - interval '1 minute'")
+    finally:
+        serve.stop()
+        engine.dispose()
 
 
 def test_smtp_down_then_back_every_answer_once(setup: tuple[Serve, Engine, str], dovecot: DovecotServer,

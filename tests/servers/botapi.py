@@ -21,6 +21,7 @@ from the event loop the bot runs in; use the ``await_*`` twins there.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -736,6 +737,7 @@ class BotApiStandIn:
         self._connections: set[socket.socket] = set()
 
         self._update_ids = itertools.count(1)
+        self._deliveries: collections.Counter[int] = collections.Counter()
         self._updates: deque[dict[str, Any]] = deque()
         self._allowed_updates: frozenset[str] = DEFAULT_UPDATE_TYPES
         self._poll_generation = 0
@@ -1215,6 +1217,11 @@ class BotApiStandIn:
                 }
             )
 
+    def deliveries(self) -> dict[int, int]:
+        """How many times getUpdates handed out each update (more than once: not confirmed in time)."""
+        with self._cond:
+            return dict(self._deliveries)
+
     def updates_pending(self) -> int:
         """Updates queued and not yet confirmed by a getUpdates offset (or webhook delivery)."""
         with self._cond:
@@ -1688,6 +1695,7 @@ def _api_getUpdates(s: BotApiStandIn, p: Params, f: Files, token: str) -> Any:
             batch = list(itertools.islice(s._updates, limit))
             remaining = deadline - time.monotonic()
             if batch or remaining <= 0:
+                s._deliveries.update(u["update_id"] for u in batch)
                 return batch
             s._cond.wait(remaining)
 
