@@ -8,11 +8,12 @@ and nothing is answered twice: each chat got exactly its outbox rows, every row 
 the only extra a kill may cause is one row sent again (sent, then killed before the
 commit), at most one per kill and none without kills.
 
-Each update is also counted per update id: the stand-in counts how many times it handed out
-each one (a kill before the offset was confirmed hands it out again), and the database must
-show each handled once: one chat code mailed per student, one terms acceptance per chat, one
-application, no wrong guess (a replayed PESEL, album or code handled again at the next step
-is one; its reply is keyed like the first one's and would not show as a second message).
+Each update is also counted per update id: the stand-in records each chat's updates and how
+many times it handed each out (a kill before the offset was confirmed hands it out again), and
+each chat's conversation must have handled each of its updates exactly once (a second handling
+does not show as a second message: its reply is keyed like the first one's). Nor may a second
+handling leave anything behind: one chat code mailed per student, one terms acceptance per
+chat, one application, no wrong guess.
 Both kill -9 runs also run on PostgreSQL, smaller (the marker `postgres`).
 
 A row a killed process had leased stays leased for core.outbox.LEASE (5 minutes) before
@@ -27,6 +28,7 @@ import os
 import random
 import re
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -38,11 +40,13 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from core.context import AppContext
+from core.conversation.state import ConversationState
 from core.db import make_engine, unit_of_work
 from core.models import (
     Application,
     BindingCode,
     ChatLink,
+    Conversation,
     GuessAttempt,
     OutboxMessage,
     OutboxStatus,
@@ -97,6 +101,24 @@ class Deployment:
         self.serve.kill()
         self.expire_dead_leases()
         self.serve.start()
+
+    def kill_before_the_offset_is_confirmed(self) -> None:
+        """A kill after the bot handled updates whose confirmation (the next getUpdates offset) never
+        reached Telegram: the next process gets them again and must not handle them twice."""
+        self.api.confirm_offsets = False
+        start = self._last_offset()
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while self._last_offset() <= start:  # the bot handled a batch and asked for what comes after it
+            assert time.monotonic() < deadline, "the bot handled nothing"
+            time.sleep(0.01)
+        self.serve.kill()
+        self.api.confirm_offsets = True
+        self.expire_dead_leases()
+        self.serve.start()
+
+    def _last_offset(self) -> int:
+        offsets = [c.params.get("offset") for c in self.api.calls("getUpdates")]
+        return max((o for o in offsets if isinstance(o, int)), default=0)
 
     def binding_code(self, student_id: int) -> str | None:
         with Session(self.ctx.engine) as session:
@@ -191,8 +213,16 @@ def assert_each_update_handled_once(d: Deployment, chats: dict[int, Student]) ->
     assert applications == {s.id: 1 for s in chats.values()}
     assert set(guesses) <= {"code_mail"}, f"wrong guesses (an update handled again at the next step): {guesses}"
     deliveries = d.api.deliveries()
-    pushed = {uid for uid, n in deliveries.items() if n >= 1}
-    assert len(pushed) == len(chats) * 8, "every update of every journey was handed out"
+    with Session(d.ctx.engine) as session:
+        handled = {row.account_id: Counter(ConversationState.from_json(row.state).handled)
+                   for row in session.exec(select(Conversation).where(Conversation.channel == "telegram")).all()}
+    for chat in chats:
+        pushed = d.api.updates_for(chat)
+        assert len(pushed) == 8 and all(deliveries.get(uid, 0) >= 1 for uid in pushed)
+        # Handling per update id: the chat's conversation handled each of its updates exactly once.
+        twice = {uid: n for uid, n in handled[str(chat)].items() if n > 1}
+        assert not twice, f"chat {chat}: updates handled more than once: {twice}"
+        assert handled[str(chat)] == Counter(f"tg:{uid}" for uid in pushed), f"chat {chat}"
     return sum(1 for n in deliveries.values() if n > 1)
 
 
@@ -205,11 +235,12 @@ async def _kill_9_run(d: Deployment, journeys: int, kills: int, seed: int) -> No
     try:
         await d.api.await_calls("deleteWebhook", 1, timeout=30)
         running = asyncio.gather(*(journey(d, FIRST_CHAT + i, s, p) for i, (s, p) in enumerate(students)))
-        for _ in range(kills):
+        for n in range(kills):
             await asyncio.sleep(rng.uniform(0.3, 2.0))
             if running.done():
                 break
-            await asyncio.to_thread(d.kill_and_restart)
+            # Every third kill lands between handling and confirming: updates handed out again for sure.
+            await asyncio.to_thread(d.kill_before_the_offset_is_confirmed if n % 3 == 2 else d.kill_and_restart)
             done += 1
         await asyncio.wait_for(running, 300)
         await wait_until(lambda: _drained(d), STEP_TIMEOUT, "outbox drained")
@@ -220,6 +251,7 @@ async def _kill_9_run(d: Deployment, journeys: int, kills: int, seed: int) -> No
     assert done >= kills // 2, "the journeys outran the kills"
     resends = assert_nothing_lost_nothing_doubled(d, chats, max_resends=done)
     replayed = assert_each_update_handled_once(d, chats)
+    assert replayed >= 1, "no update was handed out again: the redelivery was not exercised"
     print(f"{len(chats)} journeys, {done} kills -9: every journey complete, {resends} message(s) resent, "
           f"{replayed} update(s) handed out again and handled once")
     d.ctx.engine.dispose()
