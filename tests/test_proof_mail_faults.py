@@ -357,13 +357,22 @@ def test_postgres_connections_dropped_mid_run(tmp_path: Path, postgres_database:
         deliver_many(dovecot.host, dovecot.lmtp_port, support, sent)
         terminated = []
         for _ in range(4):
-            time.sleep(0.7)
-            with engine.connect() as connection:
-                terminated.append(connection.execute(sa.text(
-                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid != pg_backend_pid()"), {"name": name}).scalar_one())
-                connection.commit()
-        assert all(terminated), f"a round found no connection of serve to end: {terminated}"
+            time.sleep(0.3)
+            # Cut serve's connection in the middle of processing a mail (its transaction holds the
+            # claim's row lock on inbound_mail), not only idle pooled ones a ping replaces.
+            deadline = time.monotonic() + 20
+            cut = 0
+            while not cut:
+                assert time.monotonic() < deadline, f"serve was never seen processing a mail (rounds: {terminated})"
+                with engine.connect() as connection:
+                    cut = connection.execute(sa.text(
+                        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid != pg_backend_pid() AND EXISTS (SELECT 1 FROM pg_locks l "
+                        "WHERE l.pid = pg_stat_activity.pid AND l.relation = 'inbound_mail'::regclass "
+                        "AND l.mode = 'RowShareLock')"),
+                        {"name": name}).scalar_one()
+                    connection.commit()
+            terminated.append(cut)
         deadline = time.monotonic() + 60
         while _state(engine)[0] < 200 or _state(engine)[1]:
             assert time.monotonic() < deadline, _state(engine)
