@@ -358,8 +358,9 @@ def test_postgres_connections_dropped_mid_run(tmp_path: Path, postgres_database:
         terminated = []
         for _ in range(4):
             time.sleep(0.3)
-            # Cut serve's connection in the middle of processing a mail (its transaction holds the
-            # claim's row lock on inbound_mail), not only idle pooled ones a ping replaces.
+            # Cut serve's connection in the middle of handling a mail: its transaction holds the
+            # claim's row lock on inbound_mail, has looked up support threads, and has not yet
+            # recorded the outcome (no write lock on inbound_mail). Not only idle pooled ones a ping replaces.
             deadline = time.monotonic() + 20
             cut = 0
             while not cut:
@@ -367,9 +368,13 @@ def test_postgres_connections_dropped_mid_run(tmp_path: Path, postgres_database:
                 with engine.connect() as connection:
                     cut = connection.execute(sa.text(
                         "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        "WHERE datname = :name AND pid != pg_backend_pid() AND EXISTS (SELECT 1 FROM pg_locks l "
-                        "WHERE l.pid = pg_stat_activity.pid AND l.relation = 'inbound_mail'::regclass "
-                        "AND l.mode = 'RowShareLock')"),
+                        "WHERE datname = :name AND pid != pg_backend_pid() "
+                        "AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = pg_stat_activity.pid "
+                        "AND l.relation = 'inbound_mail'::regclass AND l.mode = 'RowShareLock') "
+                        "AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = pg_stat_activity.pid "
+                        "AND l.relation = 'support_thread'::regclass) "
+                        "AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = pg_stat_activity.pid "
+                        "AND l.relation = 'inbound_mail'::regclass AND l.mode = 'RowExclusiveLock')"),
                         {"name": name}).scalar_one()
                     connection.commit()
             terminated.append(cut)
