@@ -390,6 +390,8 @@ def test_postgres_connections_dropped_mid_run(tmp_path: Path, postgres_database:
         assert state[0] == 200
         _check_answers(relay, state[2], max_resends=4)
         _check_outcomes(engine, relay, expected, 200)
+        # The cuts reached the mail being handled: serve saw the errors and tried those mails again.
+        assert b"temporary database error" in (tmp_path / "serve.log").read_bytes()
         print(f"connections ended per round: {terminated}")
     finally:
         serve.stop()
