@@ -267,7 +267,7 @@ async def test_kill_9_during_concurrent_journeys_on_postgres(api: BotApiStandIn,
     engine = make_engine(postgres_database)
     _truncate_all(engine)
     engine.dispose()
-    await _kill_9_run(Deployment(tmp_path, postgres_database, api), journeys=40, kills=6, seed=20261206)
+    await _kill_9_run(Deployment(tmp_path, postgres_database, api), journeys=24, kills=4, seed=20261206)
 
 
 def _drained(d: Deployment) -> bool:

@@ -278,7 +278,7 @@ def test_kill_9_of_serve_on_postgres(tmp_path: Path, postgres_database: str, dov
     support = dovecot.new_user(prefix="support")
     serve = Serve(tmp_path, postgres_database, dovecot, support, relay)
     try:
-        _kill_9_run(serve, engine, support, dovecot, relay, tmp_path, sqlite_template, mails=200, kills=6,
+        _kill_9_run(serve, engine, support, dovecot, relay, tmp_path, sqlite_template, mails=100, kills=4,
                     expire_leases="now() - interval '1 minute'")
     finally:
         serve.stop()
