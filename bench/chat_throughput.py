@@ -3,20 +3,25 @@
     .venv/bin/python -m bench.chat_throughput [--chats 500] [--concurrency 100]
 
 The full bot is `mleg serve` in this process (core.serve.Server with the real
-TelegramFrontend, conversation engine, SQLite, outbox and "telegram" sender), as in
-tests/bot_harness.py. Every chat makes the start of a journey: /start, then the
-language button, then "accept the terms" (three updates, each waiting for the reply
-that carries the next button). The baseline is a bare python-telegram-bot Application
-(PTB's own Updater polling the same stand-in, one MessageHandler that echoes with
-`reply_text`) receiving the same number of updates the same way (three texts per
-chat). `--concurrency` chats journey at once, each one strictly turn by turn.
+TelegramFrontend, conversation engine, SQLite, outbox, the "telegram" sender and the
+"email" sender into a loopback SMTP server). Every chat makes the whole journey of a
+student in the register (eight updates, each waiting for what the student needs for the
+next one): /start, the language button, "accept the terms", the PESEL, the album number
+(the bot mails a chat code to the register address), the code as read from that e-mail
+at the SMTP server, "apply", and "yes" (the application is made). The expensive turns
+(identification, the code mail, the application) are all in. The baseline is a bare
+python-telegram-bot Application (PTB's own Updater polling the same stand-in, one
+MessageHandler that echoes with `reply_text`) receiving the same number of updates the
+same way (eight texts per chat). `--concurrency` chats journey at once, each one
+strictly turn by turn.
 
 Rate limits are off in the stand-in and our own caps are lifted (messages_per_second
 and messages_per_chat_per_second at 10,000), so this measures the bot, not Telegram's
 limits (those are P4, bench/reminder_delivery.py). The stand-in and the students
 driving it run in a child process (they are Telegram's side of the wire and must not
 share the bot's interpreter lock). Latency of an update: from pushing it into the
-stand-in to the first sendMessage the stand-in answered in that chat.
+stand-in to the first sendMessage the stand-in answered in that chat (for the album
+number: to the code e-mail's arrival at the SMTP server, what the student waits for).
 Prints absolute figures and the ratio to the echo bot measured in the same run.
 """
 
@@ -26,26 +31,65 @@ import argparse
 import asyncio
 import logging
 import multiprocessing
+import re
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from email import message_from_bytes
+from email.policy import default as default_policy
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+from sqlmodel import Session, select
 from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
 
 from core.clock import SystemClock
 from core.context import AppContext
-from core.db import make_engine, upgrade
-from tests.conftest import SeededRandom, make_settings
+from core.db import make_engine, unit_of_work, upgrade
+from core.demo_register import make_pesel
+from core.models import Application as ApplicationRow
+from core.models import Student
+from core.pesel import mask_pesel
+from tests.conftest import UNIVERSITY_DOMAIN, SeededRandom, make_settings
 from tests.servers.botapi import BotApiStandIn
+from tests.servers.smtp_relay import SmtpRelay
 
 FIRST_CHAT = 700_000
 UNCAPPED = 10_000.0
+_CHAT_CODE = re.compile(r"\b(\d{6})\b")
+
+
+def register_student(chat: int) -> tuple[str, str, str]:
+    """(PESEL, album, e-mail) of the register row the student in `chat` is; both processes know it."""
+    n = chat - FIRST_CHAT
+    pesel = make_pesel(date(2001, 1 + (n // 28) % 12, 1 + n % 28), serial=100 + n % 800, female=False)
+    return pesel, str(800_000 + n), f"s{n}@{UNIVERSITY_DOMAIN}"
+
+
+class Mailbox:
+    """The students' inboxes: the chat codes the bot mailed, as the SMTP server received them."""
+
+    def __init__(self, relay: SmtpRelay) -> None:
+        self.relay = relay
+        self.seen = 0
+        self.codes: dict[str, tuple[str, float]] = {}  # address -> (newest code, when it arrived)
+
+    def scan(self) -> None:
+        messages = self.relay.messages
+        for received in messages[self.seen:]:
+            mail = message_from_bytes(received.data, policy=default_policy)
+            body = mail.get_body(("plain",))
+            found = _CHAT_CODE.search(body.get_content() if body is not None else "")  # type: ignore[union-attr]
+            if found:
+                for address in received.rcpt_tos:
+                    self.codes[address.lower()] = (found.group(1), received.received_at)
+        self.seen = len(messages)
 
 
 @dataclass
@@ -53,6 +97,7 @@ class Watcher:
     """Follows the stand-in's answered sendMessage calls: per chat, their times and buttons."""
 
     api: BotApiStandIn
+    mailbox: Mailbox | None = None
     seen: int = 0
     times: dict[int, list[float]] = field(default_factory=dict)
     buttons: dict[int, list[tuple[int, set[str]]]] = field(default_factory=dict)
@@ -71,6 +116,11 @@ class Watcher:
             markup = call.params.get("reply_markup") or {}
             data = {b.get("callback_data", "") for row in markup.get("inline_keyboard", []) for b in row}
             self.buttons.setdefault(chat, []).append((int(call.response["result"]["message_id"]), data))
+        if self.mailbox is not None:
+            before = len(self.mailbox.codes), self.mailbox.seen
+            self.mailbox.scan()
+            if (len(self.mailbox.codes), self.mailbox.seen) != before:
+                self.changed.set()
         if new:
             self.changed.set()
 
@@ -124,8 +174,9 @@ async def _press_step(api: BotApiStandIn, watcher: Watcher, chat: int, data: str
     return watcher.times[chat][before] - pushed
 
 
-async def _journeys(api: BotApiStandIn, chats: int, concurrency: int, steps: list[Step]) -> tuple[float, list[float]]:
-    watcher = Watcher(api)
+async def _journeys(api: BotApiStandIn, chats: int, concurrency: int, steps: list[Step],
+                    mailbox: Mailbox | None = None) -> tuple[float, list[float]]:
+    watcher = Watcher(api, mailbox)
     watch = asyncio.create_task(watcher.run())
     latencies: list[float] = []
     gate = asyncio.Semaphore(concurrency)
@@ -154,20 +205,46 @@ def _bot_steps() -> list[Step]:
     async def terms(api: BotApiStandIn, w: Watcher, chat: int) -> float:
         return await _press_step(api, w, chat, "terms:accept")
 
-    return [start, language, terms]
+    async def pesel(api: BotApiStandIn, w: Watcher, chat: int) -> float:
+        return await _text_step(api, w, chat, register_student(chat)[0])
+
+    async def album(api: BotApiStandIn, w: Watcher, chat: int) -> float:
+        """The second number: the bot answers and mails a chat code; the student waits for the mail."""
+        assert w.mailbox is not None
+        address = register_student(chat)[2]
+        pushed = time.time()
+        await _text_step(api, w, chat, register_student(chat)[1])
+        _code, arrived = await w.until(lambda: w.mailbox.codes.get(address) if w.mailbox else None)
+        return arrived - pushed
+
+    async def code(api: BotApiStandIn, w: Watcher, chat: int) -> float:
+        assert w.mailbox is not None
+        return await _text_step(api, w, chat, w.mailbox.codes[register_student(chat)[2]][0])
+
+    async def apply(api: BotApiStandIn, w: Watcher, chat: int) -> float:
+        return await _press_step(api, w, chat, "menu:request")
+
+    async def confirm(api: BotApiStandIn, w: Watcher, chat: int) -> float:
+        return await _press_step(api, w, chat, "confirm:yes:request")
+
+    return [start, language, terms, pesel, album, code, apply, confirm]
 
 
 def _echo_steps() -> list[Step]:
     async def say(api: BotApiStandIn, w: Watcher, chat: int) -> float:
         return await _text_step(api, w, chat, "hello")
 
-    return [say, say, say]
+    return [say] * len(_bot_steps())
 
 
-def _full_bot(tmp: Path, token: str, base_url: str) -> AbstractAsyncContextManager[Any]:
+def _full_bot(tmp: Path, token: str, base_url: str, smtp: tuple[str, int], chats: int
+              ) -> AbstractAsyncContextManager[Any]:
     from contextlib import asynccontextmanager
+    from unittest import mock
 
-    from tests.bot_harness import running_bot
+    from bot.frontend import TelegramFrontend
+    from core import serve
+    from core.plugins import load_channels
 
     url = f"sqlite:///{tmp / 'bench.db'}"
     engine = make_engine(url)
@@ -175,14 +252,35 @@ def _full_bot(tmp: Path, token: str, base_url: str) -> AbstractAsyncContextManag
     settings = make_settings(tmp, database_url=url, telegram={
         "token": token, "api_base_url": base_url,
         "messages_per_second": UNCAPPED, "messages_per_chat_per_second": UNCAPPED,
-    })
+    }, smtp={"host": smtp[0], "port": smtp[1], "security": "none"})
     ctx = AppContext(settings=settings, engine=engine, clock=SystemClock(), random=SeededRandom())
+    now = datetime.now(UTC)
+    with unit_of_work(engine) as session:
+        for chat in range(FIRST_CHAT, FIRST_CHAT + chats):
+            pesel, album, email = register_student(chat)
+            session.add(Student(album=album, first_name="Anna", last_name="Testowa", email=email,
+                                study_level="first_cycle", status="active", els_number=None, els_valid_until=None,
+                                row_digest="x", created_at=now, updated_at=now,
+                                pesel_hash=ctx.box.pesel_hash(pesel), pesel_masked=mask_pesel(pesel)))
 
     @asynccontextmanager
     async def running() -> Any:
+        # `mleg serve`'s Server: the Telegram front-end, the "telegram" and "email" senders, no jobs.
+        channels = load_channels(ctx, {"telegram", "email"})
+        assert set(channels) == {"telegram", "email"}
+        server = serve.Server(ctx, run_jobs=False)
         try:
-            async with running_bot(ctx) as server:  # `mleg serve`'s Server with the Telegram parts only
+            with mock.patch.object(serve, "load_channels", lambda _ctx: channels), \
+                    mock.patch.object(serve, "load_frontends", lambda _ctx: [TelegramFrontend(ctx)]):
+                await server.start()
+            try:
                 yield server
+            finally:
+                await server.stop()
+            with Session(engine) as session:  # the journeys really ended in applications
+                made = session.exec(select(sa.func.count()).select_from(ApplicationRow)).one()
+            if made != chats:
+                raise RuntimeError(f"{made} applications made by {chats} journeys")
         finally:
             engine.dispose()
 
@@ -220,14 +318,18 @@ def _quantile(values: list[float], q: float) -> float:
 
 def _load_generator(conn: Connection, kind: str, chats: int, concurrency: int) -> None:
     """The child process: the stand-in plus the students driving it (Telegram's side of the wire)."""
+    relay = SmtpRelay(max_recorded=10 * chats + 100)  # the students' mail server (records, relays nowhere)
+    relay.start()
     with BotApiStandIn() as api:
-        conn.send((api.token, api.base_url))
+        conn.send((api.token, api.base_url, (relay.host, relay.port)))
         conn.recv()  # the bot is up
         steps = _bot_steps() if kind == "full" else _echo_steps()
         before = len(api.calls())
-        elapsed, latencies = asyncio.run(_journeys(api, chats, concurrency, steps))
+        mailbox = Mailbox(relay) if kind == "full" else None
+        elapsed, latencies = asyncio.run(_journeys(api, chats, concurrency, steps, mailbox))
         conn.send((elapsed, latencies, len(api.calls()) - before))  # Bot API requests, getUpdates aside
         conn.recv()  # the bot has stopped
+    relay.stop()
 
 
 async def _measure(kind: str, tmp: Path, chats: int, concurrency: int) -> tuple[float, list[float], int]:
@@ -237,8 +339,8 @@ async def _measure(kind: str, tmp: Path, chats: int, concurrency: int) -> tuple[
         target=_load_generator, args=(child, kind, chats, concurrency), daemon=True)
     process.start()
     try:
-        token, base_url = await asyncio.to_thread(parent.recv)
-        bot = _full_bot(tmp, token, base_url) if kind == "full" else _echo_bot(token, base_url)
+        token, base_url, smtp = await asyncio.to_thread(parent.recv)
+        bot = _full_bot(tmp, token, base_url, smtp, chats) if kind == "full" else _echo_bot(token, base_url)
         async with bot:
             parent.send("go")
             elapsed, latencies, requests = await asyncio.to_thread(parent.recv)
@@ -259,7 +361,8 @@ async def run(chats: int, concurrency: int, only_full: bool = False) -> None:
         echo_time, echo_lat, echo_requests = await _measure("echo", Path(tmp), chats, concurrency)
         full_time, full_lat, full_requests = await _measure("full", Path(tmp), chats, concurrency)
     echo_rate, full_rate = len(echo_lat) / echo_time, len(full_lat) / full_time
-    print(f"chat throughput, {chats} chats x 3 updates, {concurrency} chats at once, stand-in without limits:")
+    print(f"chat throughput, {chats} whole journeys x {len(_bot_steps())} updates (/start to an application, "
+          f"the chat code read from its e-mail), {concurrency} chats at once, stand-in without limits:")
     for name, n, elapsed, rate, lat, requests in (
             ("bare PTB echo bot", len(echo_lat), echo_time, echo_rate, echo_lat, echo_requests),
             ("full bot (serve) ", len(full_lat), full_time, full_rate, full_lat, full_requests)):

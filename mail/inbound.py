@@ -20,17 +20,20 @@ that forgot a raw mail ends with one WAL checkpoint (core.db.checkpoint_wal).
 from __future__ import annotations
 
 import logging
+import time
 import weakref
+from collections import Counter
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, select
 
 from core.blobs import insert_blob, read_blob
 from core.context import AppContext
 from core.db import checkpoint_wal
+from core.db_errors import is_transient
 from core.faq import Faq
 from core.mailbox_rules import Outcome, handle_inbound
 from core.models import InboundMail, InboundMailRaw, MailboxState
@@ -47,6 +50,14 @@ RAW = InboundMailRaw.__table__.c.raw  # type: ignore[attr-defined]
 RAW_TABLE = InboundMailRaw.__table__  # type: ignore[attr-defined]
 # Databases whose last checkpoint could not reset the WAL: the next batch tries again, even an empty one.
 _wal_to_clear: weakref.WeakSet[Engine] = weakref.WeakSet()
+# A temporary database error (lost connection, deadlock...) is not the mail's fault: tried
+# again at once (after BACKOFF_SECONDS), then in the next batches; only one that repeats on
+# the same mail this many times quarantines it.
+ATTEMPTS_PER_BATCH = 3
+BATCHES_BEFORE_QUARANTINE = 3
+BACKOFF_SECONDS = (0.5, 2.0)
+# Temporary database errors per stored mail, per database, over this process's batches.
+_transient_failures: weakref.WeakKeyDictionary[Engine, Counter[int]] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -171,49 +182,101 @@ def _claim(session: Session, inbound_id: int) -> InboundMail | None:
     return session.exec(query).first()
 
 
+def _process_one(ctx: AppContext, faq: Faq, inbound_id: int, max_bytes: int) -> ProcessedMail | None:
+    """Claim, handle and record one mail in one transaction; None when it is not (any more) ours to do."""
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        row = _claim(session, inbound_id)
+        if row is None:
+            return None
+        uid = row.uid
+        raw = stored_raw(session, inbound_id) or b""
+        # In a worker process with a time limit (mail/guard.py): a hostile mail raises
+        # MailUnreadable, which is the mail's fault and quarantines it at once with the reason.
+        facts = read_inbound(raw, size=row.size, oversize=row.size > max_bytes,
+                             timeout=ctx.settings.imap.parse_timeout_seconds)
+        del raw
+        outcome = handle_inbound(ctx, session, facts, inbound_id=inbound_id, faq=faq)
+        # In the same commit: a crash before it leaves the mail `new` with its raw, to do again.
+        if not _finish(session, inbound_id, status=outcome.status, error=outcome.reason[:2000],
+                       thread_id=outcome.thread_id, processed_at=ctx.clock.now()):
+            session.rollback()  # another process recorded it first: its decisions stand, not ours
+            log.info("inbound mail %s: handled by another server meanwhile", inbound_id)
+            return None
+        _forget_raw(session, inbound_id)
+        session.commit()
+    log.info("inbound mail %s: %s (%s)", inbound_id, outcome.status, outcome.reason)
+    return ProcessedMail(inbound_id, uid, outcome.status, outcome)
+
+
+def _attempt(ctx: AppContext, faq: Faq, inbound_id: int,
+             max_bytes: int) -> tuple[ProcessedMail | None, Exception | None]:
+    """`_process_one`, tried again after a temporary database error: (its result, the error that ended it)."""
+    failures = _transient_failures.setdefault(ctx.engine, Counter())
+    last: Exception | None = None
+    for attempt in range(ATTEMPTS_PER_BATCH):
+        if attempt:
+            time.sleep(BACKOFF_SECONDS[min(attempt - 1, len(BACKOFF_SECONDS) - 1)])
+        try:
+            result = _process_one(ctx, faq, inbound_id, max_bytes)
+        except Exception as exc:  # the transaction was rolled back when its session closed
+            if not is_transient(exc):
+                failures.pop(inbound_id, None)
+                return None, exc
+            failures[inbound_id] += 1
+            last = exc
+            # Only the type: the message may quote the mail's values.
+            log.warning("inbound mail %s: temporary database error (%s), try %d of %d", inbound_id,
+                        type(exc.orig if isinstance(exc, DBAPIError) else exc).__name__, attempt + 1,
+                        ATTEMPTS_PER_BATCH)
+            continue
+        failures.pop(inbound_id, None)
+        return result, None
+    return None, last
+
+
 def process_pending(ctx: AppContext, faq: Faq, *, limit: int = 200) -> list[ProcessedMail]:
-    """Process every stored `new` mail, oldest first, each in its own unit of work."""
+    """Process every stored `new` mail, oldest first, each in its own unit of work.
+
+    A mail the rules cannot handle is quarantined at once. A temporary database error (see
+    core.db_errors) is not the mail's fault: the mail is tried again, and when the error
+    outlasts this batch's tries it stays `new` and the batch ends there (the database is in
+    trouble; the next batch starts with it). Only a failure that keeps repeating on the same
+    mail, over BATCHES_BEFORE_QUARANTINE batches, quarantines it.
+    """
     with Session(ctx.engine) as session:
-        ids = list(session.exec(
-            select(InboundMail.id).where(InboundMail.status == "new").order_by(col(InboundMail.id)).limit(limit)
+        pending = list(session.exec(
+            select(InboundMail.id, InboundMail.uid).where(InboundMail.status == "new")
+            .order_by(col(InboundMail.id)).limit(limit)
         ).all())
     done: list[ProcessedMail] = []
     max_bytes = ctx.settings.imap.max_message_bytes
-    for inbound_id in ids:
+    failures = _transient_failures.setdefault(ctx.engine, Counter())
+    for inbound_id, uid in pending:
         assert inbound_id is not None
-        with Session(ctx.engine, expire_on_commit=False) as session:
-            row = _claim(session, inbound_id)
-            if row is None:
-                continue
-            uid = row.uid
-            try:
-                raw = stored_raw(session, inbound_id) or b""
-                # In a worker process with a time limit (mail/guard.py): a hostile mail is
-                # quarantined with the reason (MailUnreadable, below), the rest of serve runs on.
-                facts = read_inbound(raw, size=row.size, oversize=row.size > max_bytes,
-                                     timeout=ctx.settings.imap.parse_timeout_seconds)
-                del raw
-                outcome = handle_inbound(ctx, session, facts, inbound_id=inbound_id, faq=faq)
-            except Exception as exc:
-                session.rollback()
-                # Only the type and the row: the message may carry a PESEL or a code.
-                if _quarantine(ctx, inbound_id, f"{type(exc).__name__}: {exc}"):
-                    log.exception("inbound mail %s quarantined", inbound_id)
-                    done.append(ProcessedMail(inbound_id, uid, "quarantined"))
-                else:
-                    log.info("inbound mail %s: handled by another server meanwhile (%s here)", inbound_id,
-                             type(exc).__name__)
-                continue
-            # In the same commit: a crash before it leaves the mail `new` with its raw, to do again.
-            if not _finish(session, inbound_id, status=outcome.status, error=outcome.reason[:2000],
-                           thread_id=outcome.thread_id, processed_at=ctx.clock.now()):
-                session.rollback()  # another process recorded it first: its decisions stand, not ours
-                log.info("inbound mail %s: handled by another server meanwhile", inbound_id)
-                continue
-            _forget_raw(session, inbound_id)
-            session.commit()
-        log.info("inbound mail %s: %s (%s)", inbound_id, outcome.status, outcome.reason)
-        done.append(ProcessedMail(inbound_id, uid, outcome.status, outcome))
+        result, error = _attempt(ctx, faq, inbound_id, max_bytes)
+        if error is None:
+            if result is not None:
+                done.append(result)
+            continue
+        transient = is_transient(error)
+        if transient and failures[inbound_id] < ATTEMPTS_PER_BATCH * BATCHES_BEFORE_QUARANTINE:
+            log.warning("inbound mail %s left `new` for the next batch: the database keeps failing", inbound_id)
+            break
+        prefix = f"after {failures.pop(inbound_id, 0)} tries, each a temporary database error: " if transient else ""
+        try:
+            # Only the type and the row: the message may carry a PESEL or a code.
+            quarantined = _quarantine(ctx, inbound_id, f"{prefix}{type(error).__name__}: {error}")
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("inbound mail %s left `new`: the database failed again (%s)", inbound_id, type(exc).__name__)
+            break
+        if quarantined:
+            log.error("inbound mail %s quarantined", inbound_id, exc_info=error)
+            done.append(ProcessedMail(inbound_id, uid, "quarantined"))
+        else:
+            log.info("inbound mail %s: handled by another server meanwhile (%s here)", inbound_id,
+                     type(error).__name__)
     if any(d.status != "quarantined" for d in done) or ctx.engine in _wal_to_clear:
         _clear_wal(ctx.engine)
     if done:

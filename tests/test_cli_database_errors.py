@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import PROJECT_ROOT
-from tests.conftest import POSTGRES_URL, TEST_SECRET
+from tests.conftest import POSTGRES_URL, TEST_SECRET, _in_ci
 
 PASSWORD = "s3cret-Passw0rd"
 COMMANDS = [["status"], ["db", "upgrade"], ["credentials", "list"], ["threads", "list"], ["jobs", "run-once"]]
@@ -60,6 +60,7 @@ def test_postgres_not_listening(command: list[str], tmp_path: Path) -> None:
     assert "cannot connect to the database" in line and "postgres:***@127.0.0.1" in line
 
 
+@pytest.mark.postgres
 def test_postgres_refuses_the_role(tmp_path: Path) -> None:
     import sqlalchemy as sa
 
@@ -70,7 +71,10 @@ def test_postgres_refuses_the_role(tmp_path: Path) -> None:
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
     except Exception as exc:  # any failure means: no server to test against here
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {type(exc).__name__}")
+        reason = f"PostgreSQL not reachable at {POSTGRES_URL}: {type(exc).__name__}"
+        if _in_ci():  # as tests/conftest.py's postgres_database: CI must test against a real server
+            pytest.fail(reason + " (CI=true: storage must be tested on PostgreSQL)")
+        pytest.skip(reason)
     finally:
         engine.dispose()
     server = POSTGRES_URL.split("@", 1)[1]

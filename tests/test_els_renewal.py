@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from core import credentials as service
@@ -227,13 +229,25 @@ def test_two_replacements_at_once_make_one_credential(els: AppContext) -> None:
 
     thread = threading.Thread(target=second)
     thread.start()
-    thread.join(timeout=1)
-    assert thread.is_alive()  # waiting on the row lock
+    # The second replacement either finishes (no lock stopped it: wrong) or is seen by the
+    # server waiting on a lock; only a stuck test reaches the deadline.
+    deadline = time.monotonic() + 30
+    while thread.is_alive() and not _waiting_on_a_lock(els):
+        assert time.monotonic() < deadline, "the second replacement neither finished nor waited on a lock"
+        time.sleep(0.01)
+    assert thread.is_alive() and outcome == [], f"not held by the first one's row lock: {outcome}"
     first.commit()
     first.close()
     thread.join(timeout=10)
     assert outcome == ["new application not possible: not_active"]
     assert [c.state for c in _credentials(els, student_id)] == ["revoked", "pending_activation"]
+
+
+def _waiting_on_a_lock(ctx: AppContext) -> bool:
+    with ctx.engine.connect() as connection:
+        return bool(connection.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")).scalar())
 
 
 # --- the chat ---------------------------------------------------------------------------------

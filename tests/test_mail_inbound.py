@@ -189,13 +189,25 @@ async def test_subject_tag_alone_does_not_merge_another_senders_mail(desk: Desk)
 
     desk.deliver("reply_to_answer.eml", sender="someone.else@example.org", thread=str(thread.id),
                  parent="<unknown@x>", references="<unknown@x>")
-    await desk.frontend.process_once()
-    assert len(desk.threads()) == 2
+    [other] = (await desk.frontend.process_once()).processed
+    first, second = desk.threads()
+    assert first.id == thread.id and first.account_id == student
+    assert second.account_id == "someone.else@example.org"
+    assert other.outcome is not None and other.outcome.thread_id == second.id
 
     desk.deliver("reply_to_answer.eml", sender=student, thread=str(thread.id), parent="<lost@x>", references="",
                  proven=True)
-    await desk.frontend.process_once()
-    assert len(desk.threads()) == 2  # the tag from the thread's own (proven) address threads it
+    [again] = (await desk.frontend.process_once()).processed
+    assert len(desk.threads()) == 2
+    # The tag from the thread's own (proven) address threads it: the reply joined the student's thread.
+    assert again.outcome is not None and again.outcome.thread_id == thread.id
+    assert _inbound_messages(desk, thread.id or 0) == 2 and _inbound_messages(desk, second.id or 0) == 1
+
+
+def _inbound_messages(desk: Desk, thread_id: int) -> int:
+    with Session(desk.ctx.engine) as session:
+        return len(session.exec(select(SupportMessage).where(SupportMessage.thread_id == thread_id,
+                                                             SupportMessage.direction == "in")).all())
 
 
 async def test_reply_headers_from_another_address_open_a_thread_of_its_own(desk: Desk) -> None:

@@ -1,18 +1,22 @@
-"""After a full journey or a support mail, the database file and the logs hold no clear PESEL and no code."""
+"""After a full journey or a support mail, the database, its WAL and the logs hold no clear PESEL and no code."""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlmodel import Session, select
 
 from core import outbox
 from core.context import AppContext
+from core.conversation.state import ConversationState
 from core.db import unit_of_work
 from core.faq import Faq
-from core.models import OutboxMessage
+from core.models import OutboxMessage, SupportMessage
 from core.outgoing import OutgoingMessage
 from core.pesel import mask_pesel
 from mail.inbound import process_pending, store_raw
@@ -121,3 +125,97 @@ async def test_support_mail_with_pesel_and_code_leaves_none_in_clear(
         assert value.encode() not in blob, f"{label} found in the database file"
         assert value not in caplog.text, f"{label} found in the logs"
         assert all(value not in f"{m.subject} {m.text}" for m in sent), f"{label} sent back"
+
+
+# --- every step, every spelling, questions left pending ------------------------------------------
+
+def _every_value(engine: sa.Engine) -> Iterator[tuple[str, str]]:
+    """Every stored value of every table (saved conversation states included), as text."""
+    tables = sa.MetaData()
+    tables.reflect(engine)
+    with engine.connect() as connection:
+        for table in tables.sorted_tables:
+            for row in connection.execute(sa.select(table)):
+                for column, value in zip(table.columns, row, strict=True):
+                    if value is not None:
+                        text = bytes(value).decode("latin-1") if isinstance(value, bytes | memoryview) else str(value)
+                        yield f"{table.name}.{column.name}", text
+
+
+def _state(chat: ChatDriver) -> ConversationState:
+    return chat.service.state_of(chat.channel, chat.account)
+
+
+def _compact(text: str) -> str:
+    """Letters and digits only, upper case: any spelling of a PESEL or an activation code becomes one."""
+    return re.sub(r"[^0-9A-Za-z]", "", text).upper()
+
+
+def _leaks(text: str, literal: dict[str, str], compact: dict[str, str]) -> list[str]:
+    squeezed = _compact(text)
+    return ([label for label, value in literal.items() if value in text]
+            + [label for label, value in compact.items() if value in squeezed])
+
+
+async def test_pesels_and_codes_typed_at_every_step_are_nowhere_in_clear(
+    ctx: AppContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A student pastes the PESEL and codes, in every spelling the product accepts, as free text at
+    every step (and leaves questions pending): no table, no saved state, no WAL, no log keeps one."""
+    caplog.set_level(logging.DEBUG)
+    with unit_of_work(ctx.engine) as session:
+        student, pesel = add_student(session, ctx.box)
+    spaced, dashed = separated_forms(pesel)
+    every_pesel = f"PESEL {pesel}, czyli {spaced}, albo {dashed}"
+    chat = ChatDriver(ctx)
+    chat.say("/start")
+    chat.say(f"Dzień dobry, {every_pesel}")  # the language question
+    chat.press("lang:pl")
+    chat.say(f"Mam pytanie, {every_pesel}")  # the terms
+    chat.press("terms:accept")
+    chat.say(f"mój numer to {spaced}, a z kreskami {dashed}")  # the PESEL step, in words
+    chat.say(spaced)  # the PESEL itself, spaced as the chat accepts it
+    chat.say(f"nie pamiętam albumu, {every_pesel}")  # the second number's step
+    chat.say(student.album)
+    binding_code = chat.binding_code()
+    chat.say(f"Gdzie jest kod? {every_pesel}")  # the code step
+    chat.say(binding_code)
+    assert _state(chat).student_id == student.id
+    chat.press("menu:request")
+    chat.say(f"zanim potwierdzę: {every_pesel}, kod z czatu {binding_code}")  # a confirmation pending
+    chat.press("confirm:yes:request")
+    sent: list[str] = []
+
+    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> outbox.DeliveryResult:
+        sent.append(message.text)
+        return outbox.DeliveryResult(ok=True)
+
+    await outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver)
+    found = re.search(r"Kod aktywacyjny: (\S+)", "\n".join(sent))
+    assert found, "the activation e-mail was delivered with its code"
+    code = found.group(1)
+    every_code = (f"kod {code}, {code.lower()}, {code.lower().replace('-', ' ')}, "
+                  f"{code.lower().replace('-', '')}")
+    chat.press_anyway("menu:support")  # an older message's button: the question goes to staff at once
+    chat.say(f"Proszę o pomoc: {every_pesel}; {every_code}; kod z czatu {binding_code}")
+    with Session(ctx.engine) as session:
+        [question] = session.exec(select(SupportMessage).where(SupportMessage.direction == "in")).all()
+    assert mask_pesel(pesel) in question.body  # it reached staff, masked
+    # Free text in the menu that no FAQ answers: kept as a draft until the student confirms; left pending.
+    chat.say(f"Czy ktoś mi oddzwoni w sprawie dyplomu? {every_pesel}; {every_code}")
+    assert _state(chat).step == "confirm_support" and _state(chat).support_draft
+
+    literal = {"pesel": pesel, "pesel (spaced)": spaced, "pesel (dashed)": dashed, "binding code": binding_code,
+               **secret_forms(pesel, code)}
+    compact = {"pesel (any spelling)": pesel, "activation code (any spelling)": _compact(code)}
+    leaks = [f"{where}: {label}" for where, text in _every_value(ctx.engine)
+             for label in _leaks(text, literal, compact)]
+    assert not leaks, f"in the database: {leaks}"
+    assert not _leaks(caplog.text, literal, compact), "in the logs"
+    if ctx.engine.dialect.name == "sqlite":
+        database = Path(ctx.engine.url.database or "")
+        wal = database.with_name(database.name + "-wal")
+        assert wal.exists()  # read while the service still has it open: what a copy of the disk would hold
+        for path in (database, wal):
+            raw = path.read_bytes().decode("latin-1")
+            assert not _leaks(raw, literal, {}), f"in {path.name}: {_leaks(raw, literal, {})}"

@@ -8,6 +8,14 @@ and nothing is answered twice: each chat got exactly its outbox rows, every row 
 the only extra a kill may cause is one row sent again (sent, then killed before the
 commit), at most one per kill and none without kills.
 
+Each update is also counted per update id: the stand-in records each chat's updates and how
+many times it handed each out (a kill before the offset was confirmed hands it out again), and
+each chat's conversation must have handled each of its updates exactly once (a second handling
+does not show as a second message: its reply is keyed like the first one's). Nor may a second
+handling leave anything behind: one chat code mailed per student, one terms acceptance per
+chat, one application, no wrong guess.
+Both kill -9 runs also run on PostgreSQL, smaller (the marker `postgres`).
+
 A row a killed process had leased stays leased for core.outbox.LEASE (5 minutes) before
 another drainer may take it; the test stands in for those minutes by expiring the dead
 process's leases before the restart (the process is dead, so nothing else holds them).
@@ -20,6 +28,8 @@ import os
 import random
 import re
 import signal
+import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,11 +40,22 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from core.context import AppContext
+from core.conversation.state import ConversationState
 from core.db import make_engine, unit_of_work
-from core.models import ChatLink, OutboxMessage, OutboxStatus, Student
+from core.models import (
+    Application,
+    BindingCode,
+    ChatLink,
+    Conversation,
+    GuessAttempt,
+    OutboxMessage,
+    OutboxStatus,
+    Student,
+    TermsAcceptance,
+)
 from core.outbox import open_body
 from tests.bot_harness import wait_until
-from tests.conftest import TEST_SECRET, add_student, make_settings
+from tests.conftest import TEST_SECRET, _truncate_all, add_student, make_settings
 from tests.servers.botapi import BotApiStandIn
 from tests.test_bot_serve_e2e import ServeProcess, _closed_port
 
@@ -53,13 +74,13 @@ def api() -> Iterator[BotApiStandIn]:
 
 
 class Deployment:
-    """`mleg serve` as a subprocess on a migrated SQLite file, with students in the register."""
+    """`mleg serve` as a subprocess on a migrated database, with students in the register."""
 
-    def __init__(self, tmp_path: Path, sqlite_url: str, api: BotApiStandIn) -> None:
+    def __init__(self, tmp_path: Path, db_url: str, api: BotApiStandIn) -> None:
         self.api = api
-        self.ctx = AppContext(settings=make_settings(tmp_path, database_url=sqlite_url), engine=make_engine(sqlite_url))
+        self.ctx = AppContext(settings=make_settings(tmp_path, database_url=db_url), engine=make_engine(db_url))
         env = {**os.environ, "MLEG_MODE": "production", "MLEG_SECRET_KEY": TEST_SECRET,
-               "MLEG_DATABASE_URL": sqlite_url, "MLEG_VAR_DIR": str(tmp_path / "var"),
+               "MLEG_DATABASE_URL": db_url, "MLEG_VAR_DIR": str(tmp_path / "var"),
                "MLEG_TELEGRAM__TOKEN": api.token, "MLEG_TELEGRAM__API_BASE_URL": api.base_url,
                "MLEG_TELEGRAM__MESSAGES_PER_CHAT_PER_SECOND": "100",
                "MLEG_SMTP__HOST": "127.0.0.1", "MLEG_SMTP__PORT": str(_closed_port()), "MLEG_SMTP__SECURITY": "none"}
@@ -80,6 +101,24 @@ class Deployment:
         self.serve.kill()
         self.expire_dead_leases()
         self.serve.start()
+
+    def kill_before_the_offset_is_confirmed(self) -> None:
+        """A kill after the bot handled updates whose confirmation (the next getUpdates offset) never
+        reached Telegram: the next process gets them again and must not handle them twice."""
+        self.api.confirm_offsets = False
+        start = self._last_offset()
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while self._last_offset() <= start:  # the bot handled a batch and asked for what comes after it
+            assert time.monotonic() < deadline, "the bot handled nothing"
+            time.sleep(0.01)
+        self.serve.kill()
+        self.api.confirm_offsets = True
+        self.expire_dead_leases()
+        self.serve.start()
+
+    def _last_offset(self) -> int:
+        offsets = [c.params.get("offset") for c in self.api.calls("getUpdates")]
+        return max((o for o in offsets if isinstance(o, int)), default=0)
 
     def binding_code(self, student_id: int) -> str | None:
         with Session(self.ctx.engine) as session:
@@ -162,32 +201,73 @@ def assert_nothing_lost_nothing_doubled(d: Deployment, chats: dict[int, Student]
     return resends
 
 
-async def test_kill_9_during_concurrent_journeys(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:
-    d = Deployment(tmp_path, sqlite_url, api)
-    students = d.students(JOURNEYS)
+def assert_each_update_handled_once(d: Deployment, chats: dict[int, Student]) -> int:
+    """What a second handling of one update would leave behind, absent; returns the updates handed out again."""
+    with Session(d.ctx.engine) as session:
+        codes = Counter(r.student_id for r in session.exec(select(BindingCode)).all())
+        accepted = Counter(r.account_id for r in session.exec(select(TermsAcceptance)).all())
+        applications = Counter(r.student_id for r in session.exec(select(Application)).all())
+        guesses = Counter(r.kind for r in session.exec(select(GuessAttempt)).all())
+    assert codes == {s.id: 1 for s in chats.values()}, "a chat code mailed twice: the album handled twice"
+    assert accepted == {str(chat): 1 for chat in chats}, "terms accepted twice"
+    assert applications == {s.id: 1 for s in chats.values()}
+    assert set(guesses) <= {"code_mail"}, f"wrong guesses (an update handled again at the next step): {guesses}"
+    deliveries = d.api.deliveries()
+    with Session(d.ctx.engine) as session:
+        handled = {row.account_id: Counter(ConversationState.from_json(row.state).handled)
+                   for row in session.exec(select(Conversation).where(Conversation.channel == "telegram")).all()}
+    for chat in chats:
+        pushed = d.api.updates_for(chat)
+        assert len(pushed) == 8 and all(deliveries.get(uid, 0) >= 1 for uid in pushed)
+        # Handling per update id: the chat's conversation handled each of its updates exactly once.
+        twice = {uid: n for uid, n in handled[str(chat)].items() if n > 1}
+        assert not twice, f"chat {chat}: updates handled more than once: {twice}"
+        assert handled[str(chat)] == Counter(f"tg:{uid}" for uid in pushed), f"chat {chat}"
+    return sum(1 for n in deliveries.values() if n > 1)
+
+
+async def _kill_9_run(d: Deployment, journeys: int, kills: int, seed: int) -> None:
+    students = d.students(journeys)
     chats = {FIRST_CHAT + i: s for i, (s, _) in enumerate(students)}
-    rng = random.Random(20260401)
+    rng = random.Random(seed)
     d.serve.start()
-    kills = 0
+    done = 0
     try:
-        await api.await_calls("deleteWebhook", 1, timeout=30)
-        journeys = asyncio.gather(*(journey(d, FIRST_CHAT + i, s, p) for i, (s, p) in enumerate(students)))
-        for _ in range(KILLS):
+        await d.api.await_calls("deleteWebhook", 1, timeout=30)
+        running = asyncio.gather(*(journey(d, FIRST_CHAT + i, s, p) for i, (s, p) in enumerate(students)))
+        for n in range(kills):
             await asyncio.sleep(rng.uniform(0.3, 2.0))
-            if journeys.done():
+            if running.done():
                 break
-            await asyncio.to_thread(d.kill_and_restart)
-            kills += 1
-        await asyncio.wait_for(journeys, 300)
+            # Every third kill lands between handling and confirming: updates handed out again for sure.
+            await asyncio.to_thread(d.kill_before_the_offset_is_confirmed if n % 3 == 2 else d.kill_and_restart)
+            done += 1
+        await asyncio.wait_for(running, 300)
         await wait_until(lambda: _drained(d), STEP_TIMEOUT, "outbox drained")
         assert d.serve.kill(signal.SIGTERM) == 0
     finally:
         if d.serve.proc is not None:
             d.serve.kill()
-    assert kills >= KILLS // 2, "the journeys outran the kills"
-    resends = assert_nothing_lost_nothing_doubled(d, chats, max_resends=kills)
-    print(f"{len(chats)} journeys, {kills} kills -9: every journey complete, {resends} message(s) resent")
+    assert done >= kills // 2, "the journeys outran the kills"
+    resends = assert_nothing_lost_nothing_doubled(d, chats, max_resends=done)
+    replayed = assert_each_update_handled_once(d, chats)
+    assert replayed >= 1, "no update was handed out again: the redelivery was not exercised"
+    print(f"{len(chats)} journeys, {done} kills -9: every journey complete, {resends} message(s) resent, "
+          f"{replayed} update(s) handed out again and handled once")
     d.ctx.engine.dispose()
+
+
+async def test_kill_9_during_concurrent_journeys(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:
+    await _kill_9_run(Deployment(tmp_path, sqlite_url, api), JOURNEYS, KILLS, seed=20260401)
+
+
+@pytest.mark.postgres
+async def test_kill_9_during_concurrent_journeys_on_postgres(api: BotApiStandIn, tmp_path: Path,
+                                                             postgres_database: str) -> None:
+    engine = make_engine(postgres_database)
+    _truncate_all(engine)
+    engine.dispose()
+    await _kill_9_run(Deployment(tmp_path, postgres_database, api), journeys=24, kills=4, seed=20261206)
 
 
 def _drained(d: Deployment) -> bool:
@@ -223,5 +303,6 @@ async def test_429_storm_and_telegram_down(api: BotApiStandIn, tmp_path: Path, s
     # A message carried out while Telegram went down, its answer cut off, is the one resend
     # allowed: the bot cannot know it arrived (no idempotency key). Nothing else may double.
     resends = assert_nothing_lost_nothing_doubled(d, chats, max_resends=api.answers_lost)
+    assert_each_update_handled_once(d, chats)
     print(f"\n429 storm + Telegram down 4 s: {resends} resent, {api.answers_lost} answer(s) cut off")
     d.ctx.engine.dispose()

@@ -147,6 +147,65 @@ def _rows(ctx: AppContext) -> dict[int, OutboxMessage]:
         return {r.id or 0: r for r in session.exec(select(OutboxMessage)).all()}
 
 
+@pytest.mark.postgres
+def test_two_drainers_claiming_at_once_never_take_the_same_row(tmp_path: Path, pg_url: str, clock: FixedClock,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A's claim holds its rows (selected and leased, not committed) while B claims: B must pass them by."""
+    a, b = (mail_ctx(tmp_path, pg_url, clock) for _ in range(2))
+    queued = _queue(a, 30)
+    real = outbox.claim_due
+    a_claimed, a_may_commit = threading.Event(), threading.Event()
+
+    def claim_due(session: Session, **kwargs: Any) -> list[OutboxMessage]:
+        rows = real(session, **kwargs)
+        if session.get_bind() is a.engine:
+            a_claimed.set()
+            assert a_may_commit.wait(WAIT)
+        return rows
+
+    monkeypatch.setattr(outbox, "claim_due", claim_due)
+    sent: list[tuple[str, int]] = []
+    finished: dict[str, Any] = {}
+
+    def server(name: str, ctx: AppContext) -> None:
+        async def deliver(row: OutboxMessage, _message: OutgoingMessage) -> outbox.DeliveryResult:
+            sent.append((name, row.id or 0))
+            return outbox.DeliveryResult(ok=True, external_id=f"{name}-{row.id}")
+
+        try:
+            finished[name] = asyncio.run(outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now,
+                                                           deliver=deliver, limit=20))
+        except BaseException as exc:  # surfaced below
+            finished[name] = exc
+        finally:
+            a_may_commit.set()  # never leave A waiting when B failed
+
+    try:
+        first = threading.Thread(target=server, args=("a", a))
+        first.start()
+        assert a_claimed.wait(WAIT)
+        second = threading.Thread(target=server, args=("b", b))
+        second.start()
+        # B either claimed past A's rows already, or waits on A's row locks (what a claim without
+        # SKIP LOCKED does, to take the same rows once A commits).
+        _wait_for(lambda: bool(finished) or _someone_waits_on_a_lock(a.engine), "B's claim beside A's")
+        a_may_commit.set()
+        for thread in (first, second):
+            thread.join(WAIT)
+        assert finished.keys() == {"a", "b"} and not any(isinstance(r, BaseException) for r in finished.values())
+        by_row: dict[int, list[str]] = {}
+        for name, row_id in sent:
+            by_row.setdefault(row_id, []).append(name)
+        twice = {row_id: names for row_id, names in by_row.items() if len(names) > 1}
+        assert not twice, f"{len(twice)} rows sent by both servers"
+        assert sorted(by_row) == sorted(queued)  # each row sent once
+        assert sorted(name for name, _ in sent) == ["a"] * 20 + ["b"] * 10
+        assert {r.status for r in _rows(a).values()} == {OutboxStatus.SENT}
+    finally:
+        for ctx in (a, b):
+            ctx.engine.dispose()
+
+
 async def test_rows_whose_lease_ran_out_while_queued_are_left_to_the_other_server(
         two: tuple[AppContext, AppContext]) -> None:
     """A slow relay: A's deliveries outlast the lease of the last row queued behind them; B takes it.

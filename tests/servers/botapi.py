@@ -21,6 +21,7 @@ from the event loop the bot runs in; use the ``await_*`` twins there.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -723,6 +724,9 @@ class BotApiStandIn:
         self.check_entities = check_entities
         self.strict_chats = strict_chats
         self.auto_deliver_webhook = auto_deliver_webhook
+        # False: a getUpdates offset is not taken as confirming the updates before it (what a
+        # process killed before its next getUpdates reached Telegram leaves): they come again.
+        self.confirm_offsets = True
         self.default_member_status = "left"
         self.per_chat_limit, self.per_chat_window = 1, 1.0
         self.group_limit, self.group_window = 20, 60.0
@@ -736,6 +740,8 @@ class BotApiStandIn:
         self._connections: set[socket.socket] = set()
 
         self._update_ids = itertools.count(1)
+        self._deliveries: collections.Counter[int] = collections.Counter()
+        self._update_chats: dict[int, int | None] = {}
         self._updates: deque[dict[str, Any]] = deque()
         self._allowed_updates: frozenset[str] = DEFAULT_UPDATE_TYPES
         self._poll_generation = 0
@@ -998,6 +1004,9 @@ class BotApiStandIn:
 
     def _enqueue(self, payload: dict[str, Any]) -> dict[str, Any]:
         update = {"update_id": next(self._update_ids), **payload}
+        message = payload.get("message") or payload.get("edited_message") or (
+            payload.get("callback_query") or {}).get("message") or {}
+        self._update_chats[update["update_id"]] = message.get("chat", {}).get("id")
         self._updates.append(update)
         self._cond.notify_all()
         return update
@@ -1221,6 +1230,16 @@ class BotApiStandIn:
                     }
                 }
             )
+
+    def updates_for(self, chat_id: int) -> list[int]:
+        """The ids of the updates queued so far from `chat_id` (messages and button presses)."""
+        with self._cond:
+            return [uid for uid, chat in self._update_chats.items() if chat == chat_id]
+
+    def deliveries(self) -> dict[int, int]:
+        """How many times getUpdates handed out each update (more than once: not confirmed in time)."""
+        with self._cond:
+            return dict(self._deliveries)
 
     def updates_pending(self) -> int:
         """Updates queued and not yet confirmed by a getUpdates offset (or webhook delivery)."""
@@ -1675,7 +1694,7 @@ def _api_getUpdates(s: BotApiStandIn, p: Params, f: Files, token: str) -> Any:
             if offset < 0:
                 while len(s._updates) > -offset:
                     s._updates.popleft()
-            else:
+            elif s.confirm_offsets:
                 while s._updates and s._updates[0]["update_id"] < offset:
                     s._updates.popleft()
         while True:
@@ -1692,9 +1711,11 @@ def _api_getUpdates(s: BotApiStandIn, p: Params, f: Files, token: str) -> Any:
                 kind = next(k for k in update if k != "update_id")
                 if kind not in s._allowed_updates:
                     s._updates.remove(update)
-            batch = list(itertools.islice(s._updates, limit))
+            since = offset if isinstance(offset, int) and offset > 0 else 0
+            batch = list(itertools.islice((u for u in s._updates if u["update_id"] >= since), limit))
             remaining = deadline - time.monotonic()
             if batch or remaining <= 0:
+                s._deliveries.update(u["update_id"] for u in batch)
                 return batch
             s._cond.wait(remaining)
 

@@ -179,8 +179,16 @@ class DovecotServer:
             self.tmpdir = None
 
     def restart(self, down_for: float = 0.0) -> None:
-        """Stop, wait ``down_for`` seconds, start again on the same ports; mail is kept."""
+        """Stop, wait ``down_for`` seconds, start again on the same ports; mail is kept.
+
+        Open IMAP sessions end too, as on a real restart: stopping the master alone leaves
+        each session's `imap` process serving its client, so they are killed with it.
+        """
+        session = self._proc.pid if self._proc is not None else None
         self._terminate()
+        if session is not None:  # the master was started in a session of its own (start_new_session)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(session, signal.SIGKILL)
         if down_for > 0:
             time.sleep(down_for)
         self.start()
