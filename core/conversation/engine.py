@@ -33,10 +33,11 @@ from core.conversation.events import Event, Reply, ReplyButton
 from core.conversation.state import ConversationState
 from core.conversation.status import ineligible_text, status_lines
 from core.eligibility import normalize_els_number
-from core.faq import Faq, FaqMatch, detect_language
+from core.faq import Faq, FaqMatch
 from core.pesel import check_pesel
 from core.redact import redact_personal
 from core.terms import Terms
+from core.understanding import Understood
 
 __all__ = ["EngineConfig", "Flow", "step"]
 
@@ -92,6 +93,7 @@ class Turn:
         self.replies: list[Reply] = []
         self.text, self.truncated = clean_text(event.text, config.max_text)
         self.spoken: str | None = None  # the language of this turn's replies once the state is wiped
+        self._understood: Understood | None = None
 
     # --- saying things -------------------------------------------------------------------
     @property
@@ -125,6 +127,18 @@ class Turn:
     @property
     def command(self) -> str:
         return self.event.command
+
+    @property
+    def understood(self) -> Understood:
+        """What the typed text means (core.understanding), worked out once per turn."""
+        if self._understood is None:
+            self._understood = self.config.faq.understand(self.text, self.lang)
+        return self._understood
+
+    @property
+    def intent(self) -> str:
+        """The intent of typed text ("" for a button or a command); out_of_scope when unclear."""
+        return self.understood.intent if self.event.kind == "text" and self.text else ""
 
     def yes_no(self) -> bool | None:
         """A typed yes (True) or no (False); None for anything else."""
@@ -859,15 +873,14 @@ def _cancel(turn: Turn) -> Generator[ops.Op, Any, None]:
 
 
 def _faq_match(turn: Turn) -> FaqMatch | None:
-    """The FAQ entry the student's text asks about, in the chat's language or the one typed."""
+    """The FAQ entry the student's text asks about, answered in the language it is typed in."""
     if turn.event.kind != "text":
         return None
-    match = turn.config.faq.match(turn.text, turn.lang)
-    if match is None:
-        other = detect_language(turn.text, turn.lang)
-        if other != turn.lang:
-            match = turn.config.faq.match(turn.text, other)
-    return match
+    understood = turn.understood
+    entry = turn.config.faq.entry_for(understood, understood.language)
+    if entry is None:
+        entry = turn.config.faq.entry_for(understood, turn.lang)
+    return FaqMatch(entry, understood) if entry is not None else None
 
 
 def _answer_faq(turn: Turn, *, allow_personal: bool) -> bool:
