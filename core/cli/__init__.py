@@ -8,6 +8,7 @@ from core.cli import credentials, db, jobs, registry, threads
 from core.cli.chat import chat_command
 from core.cli.serve import serve_command
 from core.cli.status import status_command
+from core.cli.understand import understand_command
 
 __all__ = ["app", "main"]
 
@@ -25,6 +26,7 @@ app.add_typer(threads.app, name="threads")
 app.command("status")(status_command)
 app.command("chat")(chat_command)
 app.command("serve")(serve_command)
+app.command("understand")(understand_command)
 
 
 def main() -> None:

@@ -1006,7 +1006,9 @@ def _menu(turn: Turn) -> Generator[ops.Op, Any, None]:
         turn.say("menu.prompt", [[("status", "menu:status"), ("activation_help", "menu:help")],
                                  [("support", "menu:support")]])
         return
-    turn.say("menu.prompt", _status_buttons(overview))
+    rows = _status_buttons(overview)
+    rows[-1] = [("status", "menu:status"), *rows[-1]]
+    turn.say("menu.prompt", rows)
 
 
 def _confirm_labels(what: str) -> tuple[str, str]:
