@@ -1028,6 +1028,8 @@ def _act_on_intent(turn: Turn, intent: str, *, answer_only: bool = False) -> Gen
             return
         if intent == "renew":
             yield from _offer_renew(turn)
+            if turn.state.step != "confirm_renew":  # not possible now: how renewal works, with its button
+                _answer_faq(turn, allow_personal=True)
             return
         if intent in ("revoke_lost_phone", "new_phone"):
             yield from _offer_revoke(turn, reason="lost_phone" if intent == "revoke_lost_phone" else "new_phone")
