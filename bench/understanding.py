@@ -17,8 +17,8 @@ language, lingua-language-detector when it is installed (it is not a dependency)
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import csv
+import importlib.util
 import statistics
 import time
 from collections import Counter
