@@ -20,10 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.sparse import hstack
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.naive_bayes import MultinomialNB
 
 from core.understanding.catalog import ACTION_INTENTS, IntentCatalog
 from core.understanding.text import Normaliser, fold
@@ -74,6 +70,12 @@ class Understanding:
     """Trained once from a catalog; `understand` is then a few sparse dot products."""
 
     def __init__(self, catalog: IntentCatalog, options: Options | None = None) -> None:
+        # Imported here, not with the module: every `mleg` command imports the chat, few train a model.
+        from scipy.sparse import hstack
+        from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.naive_bayes import MultinomialNB
+
         self.catalog = catalog
         self.options = options or Options()
         self.normaliser = Normaliser(catalog.shorthand, catalog.emoji)
