@@ -42,7 +42,7 @@ def test_polish_journey_request_status_revoke_and_reissue(ctx: AppContext) -> No
     chat.say(chat.binding_code())
     assert "rozpoznałem" in chat.text and "Nie masz jeszcze mLegitymacji" in chat.text
     chat.press("menu:request")
-    assert "TYLKO na Twój adres uczelniany a***@" in chat.text and "Czas na aktywację (w dniach): 30." in chat.text
+    assert "TYLKO na Twój adres uczelniany a***@" in chat.text and "Na aktywację masz 30 dni." in chat.text
     chat.press("confirm:yes:request")
     # 30 days from 5 Oct 11:00, Warsaw time (after the autumn DST change); valid for the winter semester.
     assert "Wniosek przyjęty" in chat.text and "do 04.11.2026 10:00; będzie ważna do 31.03.2027" in chat.text

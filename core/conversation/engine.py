@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from babel.units import format_unit
+
 from core.catalog import Catalog
 from core.clock import WARSAW
 from core.compose import format_date, format_datetime
@@ -127,6 +129,10 @@ class Turn:
 
     def when(self, moment: datetime) -> str:
         return format_datetime(moment)
+
+    def days(self, count: int) -> str:
+        """`count` days in words with the language's plural form: "30 dni", "1 dzień", "30 days"."""
+        return format_unit(count, "duration-day", locale=self.lang, length="long")
 
     # --- input -----------------------------------------------------------------------------
     @property
@@ -673,14 +679,15 @@ def _offer_request(turn: Turn) -> Generator[ops.Op, Any, None]:
     if short_until is not None:
         # Told before issuing, so the student can choose to extend the card first.
         days = (short_until - turn.now.astimezone(WARSAW).date()).days + 1
-        turn.say("request.els_expires_soon", until=format_date(short_until), days=days)
+        turn.say("request.els_expires_soon", until=format_date(short_until), days=turn.days(days))
     buttons = [[("confirm", f"{CONFIRM_YES}request"), ("cancel", "confirm:no")]]
     if overview.short_activation_until is not None:
         # Not "valid for 30 days" when the credential ends sooner: the data dies with it.
         turn.say("request.confirm_until", buttons, email=overview.masked_email,
                  deadline=turn.when(overview.short_activation_until))
         return
-    turn.say("request.confirm", buttons, email=overview.masked_email, days=turn.config.activation_window_days)
+    turn.say("request.confirm", buttons, email=overview.masked_email,
+             days=turn.days(turn.config.activation_window_days))
 
 
 def _offer_replace(turn: Turn, overview: ops.Overview, credential: ops.CredentialView) -> None:
@@ -693,7 +700,7 @@ def _offer_replace(turn: Turn, overview: ops.Overview, credential: ops.Credentia
         turn.say("request.confirm_replace_until", buttons, deadline=turn.when(overview.replacement_activation_until),
                  **params)
         return
-    turn.say("request.confirm_replace", buttons, days=turn.config.activation_window_days, **params)
+    turn.say("request.confirm_replace", buttons, days=turn.days(turn.config.activation_window_days), **params)
 
 
 def _els_situation(turn: Turn, overview: ops.Overview, credential: ops.CredentialView | None) -> str:
