@@ -24,7 +24,7 @@ LABELLED = ROOT / "tests" / "data" / "understanding_labelled.csv"
 CATALOG = ROOT / "config" / "intents.toml"
 # Floors under the bench's targets (0.92, 0.98): the test guards against breaking, the bench measures.
 ACCURACY_FLOOR = 0.90
-ACTION_PRECISION_FLOOR = 0.97
+ACTION_PRECISION_FLOOR = 0.95
 
 
 def _rows() -> list[dict[str, str]]:
