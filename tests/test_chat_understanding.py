@@ -109,3 +109,13 @@ def test_not_understood_text_gets_the_likeliest_options_before_the_help_desk(sql
     assert "confirm:yes:support" in chat.buttons
     chat.press("intent:apply")
     assert "confirm:yes:request" in chat.buttons
+
+
+def test_asking_for_a_person_at_the_help_desk_prompt_sends_the_question(sqlite_ctx: AppContext) -> None:
+    chat = _bound(sqlite_ctx)
+    chat.say("czy mogę zapłacić za akademik w ratach")
+    chat.say("chcę rozmawiać z człowiekiem")
+    assert "Przekazałem Twoje pytanie do biura obsługi" in chat.text
+    with Session(sqlite_ctx.engine) as session:
+        [thread] = session.exec(select(SupportThread)).all()
+    assert thread.status == "escalated"

@@ -800,6 +800,8 @@ def _confirm(turn: Turn, action: Callable[[Turn], Flow], what: str) -> Generator
     """Yes, no, or ask again. A yes button names what it confirms: an old "Confirm" under an
     application, pressed while a revocation is asked, must not revoke (it asks again)."""
     answer = turn.yes_no()
+    if what == "support" and turn.intent == "human":  # "a person, please": that is a yes here
+        answer = True
     if turn.button == f"{CONFIRM_YES}{what}" or answer is True:
         turn.state.step = "menu"
         replies = yield from action(turn)
