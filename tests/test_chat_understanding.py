@@ -119,3 +119,15 @@ def test_asking_for_a_person_at_the_help_desk_prompt_sends_the_question(sqlite_c
     with Session(sqlite_ctx.engine) as session:
         [thread] = session.exec(select(SupportThread)).all()
     assert thread.status == "escalated"
+
+
+def test_the_chat_code_not_arriving_is_answered_at_the_code_step(sqlite_ctx: AppContext) -> None:
+    with unit_of_work(sqlite_ctx.engine) as session:
+        student, pesel = add_student(session, sqlite_ctx.box)
+    chat = ChatDriver(sqlite_ctx)
+    chat.start_in()
+    chat.say(pesel)
+    chat.say(student.album)
+    chat.say("nie dostałem kodu do czatu")
+    assert "Jednorazowy kod do czatu wysyłam tylko na Twój adres uczelniany" in chat.text
+    assert "code:resend" in chat.buttons

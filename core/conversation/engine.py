@@ -473,7 +473,9 @@ def _code_step(turn: Turn) -> Generator[ops.Op, Any, None]:
         # Not a code at all ("abc", a question, a typo short of a digit): no guess to count.
         if _looks_like_question(turn.text):
             match = _faq_match(turn)
-            if match is not None and match.entry.id in CHAT_CODE_QUESTIONS and state.pending_student_id:
+            about_code = turn.intent == "chat_code_missing" or (
+                match is not None and match.entry.id in CHAT_CODE_QUESTIONS)
+            if about_code and state.pending_student_id:
                 email = yield ops.MaskedEmail(state.pending_student_id)
                 turn.say("identify.code_help", email=email, minutes=turn.config.chat_code_ttl_minutes)
             else:
