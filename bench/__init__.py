@@ -8,4 +8,5 @@ MODULES = [
     "bench.reminder_delivery",
     "bench.attachment_memory",
     "bench.hostile_mail",
+    "bench.understanding",
 ]

@@ -22,7 +22,6 @@ import textwrap
 import time
 from collections.abc import Callable
 
-from core.faq import detect_language
 from core.mail_text import question_text
 from core.redact import redact_personal
 from mail import guard
@@ -50,8 +49,7 @@ BODIES: dict[str, Callable[[int], bytes]] = {
 
 def _read(raw: bytes) -> None:
     facts = parse_inbound(raw)
-    question = question_text(facts.subject, facts.text)
-    detect_language(question)
+    question_text(facts.subject, facts.text)
     redact_personal(facts.text[:20_000])  # what core.mailbox_rules keeps for staff
 
 

@@ -26,7 +26,7 @@ from core.credentials import (
     latest_credential,
 )
 from core.eligibility import Policy, check_eligibility
-from core.faq import Faq, detect_language
+from core.faq import Faq
 from core.mail_sender import SenderCheck, check_sender
 from core.mail_text import addressed, question_text
 from core.models import InboundMail, OutboxMessage, Student, SupportMessage, SupportThread
@@ -233,7 +233,7 @@ class _Mailbox:
     """One e-mail's handling: the facts, the context, and the helpers that answer it."""
 
     def __init__(self, ctx: AppContext, session: Session, facts: InboundFacts, inbound_id: int,
-                 sender: SenderCheck) -> None:
+                 sender: SenderCheck, faq: Faq) -> None:
         self.ctx = ctx
         self.session = session
         self.facts = facts
@@ -245,7 +245,7 @@ class _Mailbox:
         self.digest = inbound.digest
         # Worked out once: it decides both the answer's language and the FAQ match.
         self.question = _question_text(facts)
-        self.lang = detect_language(self.question, ctx.settings.default_language)
+        self.lang = faq.language(self.question, ctx.settings.default_language)
         self.notes: list[str] = []  # for staff, after the student's text
 
     def body_for_staff(self) -> str:
@@ -322,7 +322,7 @@ def handle_inbound(ctx: AppContext, session: Session, facts: InboundFacts, *, in
     reason = automatic_reason(facts, own)
     if reason is not None:
         return Outcome("ignored", reason, thread.id if thread else None)
-    box = _Mailbox(ctx, session, facts, inbound_id, sender)
+    box = _Mailbox(ctx, session, facts, inbound_id, sender, faq)
     if thread is not None:
         # A reply to our answer or to staff: a person reads it; no automatic answer to a follow-up.
         support.add_message(ctx, session, thread, text=box.body_for_staff(), author=facts.sender,

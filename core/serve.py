@@ -182,6 +182,11 @@ class Server:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # The understanding of students' text is trained once per process (seconds of CPU): here,
+        # off the event loop, not inside the first student's update.
+        from core.faq import Faq
+
+        await asyncio.to_thread(Faq.load, self.ctx.settings.config_dir / "faq")
         self.channels = load_channels(self.ctx)
         for channel in self.channels:
             self._wake[channel] = asyncio.Event()

@@ -28,7 +28,6 @@ from concurrent.futures.process import BrokenProcessPool
 
 from pebble import ProcessExpired, ProcessPool
 
-from core.faq import detect_language
 from core.mail_text import question_text
 from core.mailbox_rules import InboundFacts
 from mail.parse import parse_inbound
@@ -52,9 +51,10 @@ class MailUnreadable(Exception):
 
 def _read(raw: bytes, size: int | None, oversize: bool) -> InboundFacts:
     facts = parse_inbound(raw, size=size, oversize=oversize)
-    # The rules read the text next (core.mail_text, the language): done here once as well,
-    # so anything slow there also trips the limit here, not in the serving process.
-    detect_language(question_text(facts.subject, facts.text))
+    # The rules cut the question out of the text next (core.mail_text): done here once as well,
+    # so anything slow there also trips the limit here, not in the serving process. (The
+    # understanding then reads at most that bounded question, in linear time.)
+    question_text(facts.subject, facts.text)
     return facts
 
 

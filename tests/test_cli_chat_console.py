@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pytest
 
-from core.cli.chat import ConsoleChat
+from core.cli.chat import ConsoleChat, _demo_hint
+from core.clock import FixedClock
 from core.context import AppContext
+from core.db import make_engine, unit_of_work
+from core.settings import PROJECT_ROOT
+from tests.conftest import add_student, build_ctx, make_settings
 
 
 def test_a_failed_turn_is_apologised_for_in_the_students_language(sqlite_ctx: AppContext,
@@ -23,3 +30,16 @@ def test_a_failed_turn_is_apologised_for_in_the_students_language(sqlite_ctx: Ap
     lines.clear()
     chat.turn("hello")
     assert [line.strip() for line in lines] == [sqlite_ctx.catalog.text("en", "error_technical")]
+
+
+def test_the_demo_hint_names_only_students_the_database_holds(tmp_path: Path, sqlite_url: str,
+                                                               clock: FixedClock) -> None:
+    ctx = build_ctx(make_settings(tmp_path, database_url=sqlite_url, mode="demo"), make_engine(sqlite_url), clock)
+    with unit_of_work(ctx.engine) as session:
+        add_student(session, ctx.box)  # another register: none of the demo people
+    assert _demo_hint(ctx) == ""
+    with (PROJECT_ROOT / "config" / "demo-register.csv").open(encoding="utf-8") as handle:
+        first = next(r for r in csv.DictReader(handle) if r["status"] == "active" and r["pesel"])
+    with unit_of_work(ctx.engine) as session:
+        add_student(session, ctx.box, pesel=first["pesel"], album=first["album"])
+    assert f"PESEL {first['pesel']}, album {first['album']}" in _demo_hint(ctx)

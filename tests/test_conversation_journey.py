@@ -42,7 +42,7 @@ def test_polish_journey_request_status_revoke_and_reissue(ctx: AppContext) -> No
     chat.say(chat.binding_code())
     assert "rozpoznałem" in chat.text and "Nie masz jeszcze mLegitymacji" in chat.text
     chat.press("menu:request")
-    assert "TYLKO na Twój adres uczelniany a***@" in chat.text and "Czas na aktywację (w dniach): 30." in chat.text
+    assert "TYLKO na Twój adres uczelniany a***@" in chat.text and "Na aktywację masz 30 dni." in chat.text
     chat.press("confirm:yes:request")
     # 30 days from 5 Oct 11:00, Warsaw time (after the autumn DST change); valid for the winter semester.
     assert "Wniosek przyjęty" in chat.text and "do 04.11.2026 10:00; będzie ważna do 31.03.2027" in chat.text
@@ -193,7 +193,7 @@ def test_support_question_escalated_and_staff_answer_comes_back(sqlite_ctx: AppC
     chat = ChatDriver(sqlite_ctx)
     chat.identify(pesel, student.album)
     chat.say("Czy mogę mieć dwie legitymacje na tablecie i zegarku jednocześnie?")
-    assert "Przekazać je do biura obsługi" in chat.text
+    assert "biura obsługi" in chat.text and "confirm:yes:support" in chat.buttons
     chat.press("confirm:yes:support")
     assert "zgłoszenie nr" in chat.text
     with unit_of_work(sqlite_ctx.engine) as session:
@@ -219,7 +219,12 @@ def test_faq_answer_offers_the_matching_action(sqlite_ctx: AppContext) -> None:
     chat = ChatDriver(sqlite_ctx)
     chat.identify(pesel, student.album)
     chat.say("I lost my phone yesterday, what now?")
-    assert "One mLegitymacja works on one phone" in chat.text and "menu:revoke" in chat.buttons
+    # Heard as the lost phone itself (issue 15): with no credential there is nothing to revoke, so Apply.
+    assert "Nie masz teraz mLegitymacji, którą trzeba unieważnić" in chat.text and "menu:request" in chat.buttons
+    chat.say("wniosek")
+    chat.press("confirm:yes:request")
+    chat.say("I lost my phone yesterday, what now?")
+    assert "Unieważnić mLegitymację z powodu zgubionego telefonu?" in chat.text and "confirm:yes:revoke" in chat.buttons
 
 
 def test_activation_help_step_by_step(sqlite_ctx: AppContext) -> None:

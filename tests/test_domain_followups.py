@@ -31,7 +31,7 @@ from core.catalog import LANGUAGES
 from core.clock import FixedClock
 from core.context import AppContext
 from core.db import make_engine, unit_of_work
-from core.faq import Faq, detect_language
+from core.faq import Faq
 from core.lifecycle import EndReason, transition
 from core.mailbox_rules import InboundFacts, _status_text, handle_inbound
 from core.models import Credential, CredentialState, InboundMail, OutboxMessage, Student, TermsAcceptance
@@ -481,6 +481,6 @@ def faq() -> Faq:
     ("Mój bilet miesięczny jest już nieważny", None),
 ])
 def test_audit_questions_reach_the_right_faq_entry(faq: Faq, question: str, expected: str | None) -> None:
-    lang = detect_language(question, "pl")
+    lang = faq.language(question, "pl")
     match = faq.match(question, lang)
     assert (match.entry.id if match else None) == expected

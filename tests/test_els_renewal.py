@@ -275,7 +275,7 @@ def test_chat_renew_explains_and_offers_the_new_application(els: AppContext) -> 
     chat.press("menu:request")  # the same confirmation as a first application, saying what it replaces
     assert "It REPLACES your current one (valid until 31.03.2027)" in chat.text
     assert "revoked as soon as the new activation data is issued" in chat.text
-    assert "ONLY to your university address a***@" in chat.text and "in days: 30" in chat.text
+    assert "ONLY to your university address a***@" in chat.text and "you have 30 days to activate" in chat.text
     assert "confirm:yes:replace" in chat.buttons and "confirm:yes:request" not in chat.buttons
     assert [c.state for c in _credentials(els, student_id)] == ["active"]  # nothing before the yes
 

@@ -1,7 +1,8 @@
 """Which FAQ entry a support e-mail gets, or none (a person answers): the QA review's cases.
 
 Each case goes the way `core.mailbox_rules` takes a mail: the sender's own words
-(`core.mail_text.question_text`), their language, then `Faq.match`.
+(`core.mail_text.question_text`), their language (`Faq.language`), then `Faq.match`
+(core.understanding, trained from config/intents.toml).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.faq import Faq, Phrase, detect_language, stem
+from core.faq import Faq
 from core.mail_text import is_forward, own_text, question_text, strip_signature
 
 FAQ_DIR = Path(__file__).resolve().parents[1] / "config" / "faq"
@@ -24,7 +25,7 @@ def faq() -> Faq:
 def _answer(faq: Faq, subject: str, body: str) -> tuple[str, str | None]:
     """(language, FAQ entry id or None) for one mail, as the mailbox decides it."""
     question = question_text(subject, body)
-    language = detect_language(question, "pl")
+    language = faq.language(question, "pl")
     match = faq.match(question, language)
     return language, match.entry.id if match else None
 
@@ -116,13 +117,13 @@ def test_mail_question_gets_the_right_faq_entry_or_none(faq: Faq, subject: str, 
     ("Nie dostałem maila", "pl"),
     ("The activation email did not arrive", "en"),
 ])
-def test_language_is_told_by_words_not_by_one_letter(text: str, expected: str) -> None:
-    assert detect_language(text, default="pl") == expected
+def test_language_is_told_by_words_not_by_one_letter(faq: Faq, text: str, expected: str) -> None:
+    assert faq.language(text, default="pl") == expected
 
 
-def test_language_tie_gives_the_default() -> None:
-    assert detect_language("mLegitymacja 123", default="en") == "en"
-    assert detect_language("", default="pl") == "pl"
+def test_language_tie_gives_the_default(faq: Faq) -> None:
+    assert faq.language("123", default="en") == "en"
+    assert faq.language("", default="pl") == "pl"
 
 
 @pytest.mark.parametrize(("body", "expected"), [
@@ -171,27 +172,3 @@ def test_forward_is_recognised(subject: str, body: str, forward: bool) -> None:
 
 def test_forward_gives_no_question() -> None:
     assert question_text("Fwd: Nie dostałem maila z kodem", "Dzień dobry, nie dostałem maila z kodem.") == ""
-
-
-@pytest.mark.parametrize(("word", "expected"), [
-    ("iphonie", "iphon"), ("iphone", "iphon"), ("telefonie", "telefon"), ("telefonu", "telefon"),
-    ("kodu", "kod"), ("kod", "kod"), ("nie", "nie"), ("legitymacji", "legitymacj"),
-])
-def test_polish_stem(word: str, expected: str) -> None:
-    assert stem(word, "pl") == expected
-
-
-def test_phrase_gap_and_order() -> None:
-    in_order = Phrase.parse("kod wygas*", "pl")
-    any_order = Phrase.parse("wygas* & kod*", "pl")
-
-    def hit(phrase: Phrase, text: str) -> bool:
-        from core.faq import _Text
-
-        return phrase.search(_Text(text, "pl"))
-
-    assert hit(in_order, "Kod aktywacyjny mi wygasł")
-    assert not hit(in_order, "Kod to jest naprawdę stary i wygasł")  # more than 2 words between
-    assert not hit(in_order, "Mam kod. Wygasł mi bilet")  # not across a sentence
-    assert not hit(in_order, "Wygasł mi kod")
-    assert hit(any_order, "Wygasł mi kod")

@@ -105,7 +105,7 @@ def test_the_student_is_told_the_earlier_deadline_in_the_chat(sqlite_ctx: AppCon
     _long_window(sqlite_ctx)
     chat, _ = _bound(sqlite_ctx, "en")
     chat.press("menu:request")
-    assert "valid until 31.10.2026 23:59" in chat.text and f"(in days): {LONG_WINDOW_DAYS}" not in chat.text
+    assert "valid until 31.10.2026 23:59" in chat.text and f"{LONG_WINDOW_DAYS} days" not in chat.text
     chat.press("confirm:yes:request")
     assert "by 31.10.2026 23:59; it will be valid until 31.10.2026" in chat.text
     chat.say("/status")
@@ -116,7 +116,7 @@ def test_a_full_window_is_still_announced_in_days(sqlite_ctx: AppContext) -> Non
     at(sqlite_ctx, "2026-11-05T10:00:00+01:00")
     chat, _ = _bound(sqlite_ctx, "en")
     chat.press("menu:request")
-    assert "Time to activate (in days): 30." in chat.text
+    assert "You have 30 days to activate." in chat.text
     chat.press("confirm:yes:request")
     assert f"by {format_datetime(sqlite_ctx.clock.now() + timedelta(days=30))};" in chat.text
 

@@ -8,6 +8,7 @@ from core.cli import credentials, db, jobs, mail, registry, students, threads
 from core.cli.chat import chat_command
 from core.cli.serve import serve_command
 from core.cli.status import status_command
+from core.cli.understand import understand_command
 
 __all__ = ["app", "main"]
 
@@ -28,6 +29,7 @@ app.add_typer(students.app, name="students")
 app.command("status")(status_command)
 app.command("chat")(chat_command)
 app.command("serve")(serve_command)
+app.command("understand")(understand_command)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from core.cli.common import build_context, friendly_errors
 from core.config_files import find
 from core.context import AppContext
 from core.conversation import ConversationService, Event, Reply
-from core.models import OutboxMessage, OutboxStatus
+from core.models import OutboxMessage, OutboxStatus, Student
 from core.plugins import load_channels
 
 log = logging.getLogger(__name__)
@@ -31,15 +31,23 @@ def _demo_hint(ctx: AppContext) -> str:
         return ""
     with path.open(encoding="utf-8") as handle:
         rows = [r for r in csv.DictReader(handle) if r["pesel"]][:40]
+    # Only people the database holds: with another register imported they would not be recognised.
+    with Session(ctx.engine) as session:
+        known = set(session.exec(select(Student.pesel_hash).where(
+            col(Student.pesel_hash).in_([ctx.box.pesel_hash(r["pesel"]) for r in rows]))).all())
+    rows = [r for r in rows if ctx.box.pesel_hash(r["pesel"]) in known]
+    if not rows:
+        return ""
     picks = {
         "active first-cycle student": next(
-            r for r in rows if r["status"] == "active" and r["study_level"] == "first_cycle"
-        ),
-        "doctoral student (not eligible)": next(r for r in rows if r["study_level"] == "doctoral"),
-        "graduated student": next(r for r in rows if r["status"] == "graduated"),
+            (r for r in rows if r["status"] == "active" and r["study_level"] == "first_cycle"), None),
+        "doctoral student (not eligible)": next((r for r in rows if r["study_level"] == "doctoral"), None),
+        "graduated student": next((r for r in rows if r["status"] == "graduated"), None),
     }
     lines = ["Demo register (generated people). Try being:"]
     for label, row in picks.items():
+        if row is None:
+            continue
         lines.append(f"  {label}: PESEL {row['pesel']}, album {row['album']}, ELS {row['els_number']}")
     return "\n".join(lines)
 

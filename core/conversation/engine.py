@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from babel.units import format_unit
+
 from core.catalog import Catalog
 from core.clock import WARSAW
 from core.compose import format_date, format_datetime
@@ -33,10 +35,11 @@ from core.conversation.events import Event, Reply, ReplyButton
 from core.conversation.state import ConversationState
 from core.conversation.status import ineligible_text, status_lines
 from core.eligibility import normalize_els_number
-from core.faq import Faq, FaqMatch, detect_language
+from core.faq import Faq, FaqMatch
 from core.pesel import check_pesel
 from core.redact import redact_personal
 from core.terms import Terms
+from core.understanding import Understood
 
 __all__ = ["EngineConfig", "Flow", "step"]
 
@@ -57,6 +60,15 @@ BOUND_STEPS = {
 # Answers to a yes/no question typed instead of pressing a button ("t"/"n" as on Polish forms).
 YES_WORDS = frozenset({"tak", "t", "yes", "y", "ok", "okay", "potwierdzam", "confirm"})
 NO_WORDS = frozenset({"nie", "n", "no", "anuluj", "cancel"})
+# Typed intents (core.understanding) that answer a yes/no question, and the ones that change something:
+# each of those leads to the same confirmation as its button, never straight to the action.
+YES_INTENTS = frozenset({"yes", "accept_terms"})
+NO_INTENTS = frozenset({"no", "decline_terms", "cancel"})
+# Intents offered as buttons when a text is not clearly understood ("intent:<name>").
+OFFERED_INTENTS = ("apply", "renew", "revoke_lost_phone", "new_phone", "status_validity", "activation_help",
+                   "activation_data_missing", "eligibility", "els_card", "mobywatel_app", "about", "human",
+                   "forget_data")
+INTENT_BUTTON = "intent:"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]")
 
 
@@ -92,6 +104,7 @@ class Turn:
         self.replies: list[Reply] = []
         self.text, self.truncated = clean_text(event.text, config.max_text)
         self.spoken: str | None = None  # the language of this turn's replies once the state is wiped
+        self._understood: Understood | None = None
 
     # --- saying things -------------------------------------------------------------------
     @property
@@ -117,6 +130,10 @@ class Turn:
     def when(self, moment: datetime) -> str:
         return format_datetime(moment)
 
+    def days(self, count: int) -> str:
+        """`count` days in words with the language's plural form: "30 dni", "1 dzień", "30 days"."""
+        return format_unit(count, "duration-day", locale=self.lang, length="long")
+
     # --- input -----------------------------------------------------------------------------
     @property
     def button(self) -> str:
@@ -126,12 +143,29 @@ class Turn:
     def command(self) -> str:
         return self.event.command
 
+    @property
+    def understood(self) -> Understood:
+        """What the typed text means (core.understanding), worked out once per turn."""
+        if self._understood is None:
+            self._understood = self.config.faq.understand(self.text, self.lang)
+        return self._understood
+
+    @property
+    def intent(self) -> str:
+        """The intent of typed text ("" for a button or a command); out_of_scope when unclear."""
+        return self.understood.intent if self.event.kind == "text" and self.text else ""
+
     def yes_no(self) -> bool | None:
         """A typed yes (True) or no (False); None for anything else."""
         if self.event.kind != "text":
             return None
         word = self.text.lower().strip(" .!")
-        return True if word in YES_WORDS else False if word in NO_WORDS else None
+        if word in YES_WORDS:
+            return True
+        if word in NO_WORDS:
+            return False
+        intent = self.intent
+        return True if intent in YES_INTENTS else False if intent in NO_INTENTS else None
 
     def reset_state(self) -> None:
         """Wipe the conversation; the rest of this turn still answers in the student's language."""
@@ -276,7 +310,9 @@ def _terms_step(turn: Turn) -> Generator[ops.Op, Any, None]:
         turn.say("help.terms")
         yield from _prompt(turn)
         return
-    if button == "terms:accept" or text in ("akceptuję", "akceptuje", "accept", "i accept", "tak", "yes"):
+    typed = turn.intent
+    if button == "terms:accept" or text in ("akceptuję", "akceptuje", "accept", "i accept", "tak", "yes") \
+            or typed in ("accept_terms", "yes"):
         yield ops.AcceptTerms(version, state.student_id)
         state.terms_version = version
         if state.resume_menu and state.student_id:
@@ -293,7 +329,8 @@ def _terms_step(turn: Turn) -> Generator[ops.Op, Any, None]:
         turn.say_text(turn.config.terms.full[turn.lang])
         _show_terms(turn)
         return
-    if button == "terms:decline" or text in ("nie akceptuję", "odrzucam", "decline", "no", "nie"):
+    if button == "terms:decline" or text in ("nie akceptuję", "odrzucam", "decline", "no", "nie") \
+            or typed in ("decline_terms", "no"):
         state.step = "declined"
         turn.say("terms.declined", [[("terms_review", "terms:review")]])
         return
@@ -308,6 +345,9 @@ def _terms_step(turn: Turn) -> Generator[ops.Op, Any, None]:
     if state.step == "declined":
         turn.say("terms.declined_help", [[("terms_review", "terms:review")]])
         return
+    # Not the terms' answer (a PESEL typed too early, a word not understood): say what is expected,
+    # in the words of the buttons shown.
+    turn.say("terms.expected", accept=turn.t("button.accept"), decline=turn.t("button.decline"))
     _show_terms(turn)
 
 
@@ -433,7 +473,9 @@ def _code_step(turn: Turn) -> Generator[ops.Op, Any, None]:
         # Not a code at all ("abc", a question, a typo short of a digit): no guess to count.
         if _looks_like_question(turn.text):
             match = _faq_match(turn)
-            if match is not None and match.entry.id in CHAT_CODE_QUESTIONS and state.pending_student_id:
+            about_code = turn.intent == "chat_code_missing" or (
+                match is not None and match.entry.id in CHAT_CODE_QUESTIONS)
+            if about_code and state.pending_student_id:
                 email = yield ops.MaskedEmail(state.pending_student_id)
                 turn.say("identify.code_help", email=email, minutes=turn.config.chat_code_ttl_minutes)
             else:
@@ -510,6 +552,16 @@ def _bound(turn: Turn) -> Generator[ops.Op, Any, None]:
         state.step = "support_text"
         turn.say("support.ask")
         return
+    if button.startswith(INTENT_BUTTON):  # one of the likeliest meanings, offered as a button
+        state.support_draft = None
+        state.step = "menu"
+        yield from _act_on_intent(turn, button.removeprefix(INTENT_BUTTON))
+        return
+    if turn.intent in ("revoke_lost_phone", "new_phone") and step_name not in ("support_text", "confirm_revoke"):
+        # The lost phone is heard in every step: whatever was pending, its confirmation comes first.
+        state.support_draft = None
+        yield from _act_on_intent(turn, turn.intent)
+        return
 
     if step_name == "confirm_request":
         yield from _confirm(turn, _do_request, "request")
@@ -543,12 +595,18 @@ def _bound(turn: Turn) -> Generator[ops.Op, Any, None]:
     if turn.event.kind == "button":
         yield from _show_status(turn)  # a stale button from an older message
         return
+    if turn.intent not in ("", "out_of_scope"):
+        yield from _act_on_intent(turn, turn.intent)
+        return
     if _answer_faq(turn, allow_personal=True):
         return
     # Kept in the conversation's state until confirmed: never with a PESEL or a code in clear.
     state.support_draft = redact_personal(turn.text)
     state.step = "confirm_support"
-    turn.say("support.offer", [[("send_to_staff", f"{CONFIRM_YES}support"), ("no", "confirm:no")]])
+    likely = [intent for intent, _ in turn.understood.candidates if intent in OFFERED_INTENTS][:3]
+    rows: list[list[tuple[str, str]]] = [[(f"intent_{intent}", f"{INTENT_BUTTON}{intent}")] for intent in likely]
+    rows.append([("send_to_staff", f"{CONFIRM_YES}support"), ("no", "confirm:no")])
+    turn.say("understand.options" if likely else "support.offer", rows)
 
 
 def _status_buttons(overview: ops.Overview) -> list[list[tuple[str, str]]]:
@@ -623,14 +681,15 @@ def _offer_request(turn: Turn) -> Generator[ops.Op, Any, None]:
     if short_until is not None:
         # Told before issuing, so the student can choose to extend the card first.
         days = (short_until - turn.now.astimezone(WARSAW).date()).days + 1
-        turn.say("request.els_expires_soon", until=format_date(short_until), days=days)
+        turn.say("request.els_expires_soon", until=format_date(short_until), days=turn.days(days))
     buttons = [[("confirm", f"{CONFIRM_YES}request"), ("cancel", "confirm:no")]]
     if overview.short_activation_until is not None:
         # Not "valid for 30 days" when the credential ends sooner: the data dies with it.
         turn.say("request.confirm_until", buttons, email=overview.masked_email,
                  deadline=turn.when(overview.short_activation_until))
         return
-    turn.say("request.confirm", buttons, email=overview.masked_email, days=turn.config.activation_window_days)
+    turn.say("request.confirm", buttons, email=overview.masked_email,
+             days=turn.days(turn.config.activation_window_days))
 
 
 def _offer_replace(turn: Turn, overview: ops.Overview, credential: ops.CredentialView) -> None:
@@ -643,7 +702,7 @@ def _offer_replace(turn: Turn, overview: ops.Overview, credential: ops.Credentia
         turn.say("request.confirm_replace_until", buttons, deadline=turn.when(overview.replacement_activation_until),
                  **params)
         return
-    turn.say("request.confirm_replace", buttons, days=turn.config.activation_window_days, **params)
+    turn.say("request.confirm_replace", buttons, days=turn.days(turn.config.activation_window_days), **params)
 
 
 def _els_situation(turn: Turn, overview: ops.Overview, credential: ops.CredentialView | None) -> str:
@@ -699,14 +758,24 @@ def _offer_renew(turn: Turn) -> Generator[ops.Op, Any, None]:
              until=format_date(overview.renewal_until))
 
 
-def _offer_revoke(turn: Turn) -> Generator[ops.Op, Any, None]:
+def _offer_revoke(turn: Turn, reason: str | None = None) -> Generator[ops.Op, Any, None]:
     overview = yield from _overview(turn)
     if overview is None:
         return
     credential = overview.credential
     if credential is None or credential.state not in ("requested", "pending_activation", "active"):
         turn.state.step = "menu"
+        if reason is not None:  # nothing to revoke: what to do with the new phone instead
+            turn.say(f"revoke.nothing_{reason}", _status_buttons(overview))
+            return
         turn.say("revoke.nothing", [[("status", "menu:status")]])
+        return
+    if reason is not None:
+        # Typed "I lost my phone": the same confirmation as the reason button, naming the action.
+        turn.state.revoke_reason = reason
+        turn.state.step = "confirm_revoke"
+        turn.say("revoke.confirm_typed", [[("revoke_yes", f"{CONFIRM_YES}revoke"), ("cancel", "confirm:no")]],
+                 reason=turn.t(f"revoke.because.{reason}"))
         return
     turn.state.step = "revoke_reason"
     turn.say("revoke.ask_reason", [[("reason_lost_phone", "revoke:lost_phone")],
@@ -733,6 +802,8 @@ def _confirm(turn: Turn, action: Callable[[Turn], Flow], what: str) -> Generator
     """Yes, no, or ask again. A yes button names what it confirms: an old "Confirm" under an
     application, pressed while a revocation is asked, must not revoke (it asks again)."""
     answer = turn.yes_no()
+    if what == "support" and turn.intent == "human":  # "a person, please": that is a yes here
+        answer = True
     if turn.button == f"{CONFIRM_YES}{what}" or answer is True:
         turn.state.step = "menu"
         replies = yield from action(turn)
@@ -741,7 +812,21 @@ def _confirm(turn: Turn, action: Callable[[Turn], Flow], what: str) -> Generator
     if turn.button == "confirm:no" or answer is False:
         yield from _cancel(turn)
         return
-    turn.say("confirm.expected")
+    step_name = turn.state.step
+    if turn.event.kind == "text" and turn.intent not in ("", "out_of_scope") and what != "support":
+        # Another question while a confirmation waits: answered, then the same question again.
+        yield from _act_on_intent(turn, turn.intent, answer_only=True)
+        turn.state.step = step_name
+        yield from _prompt(turn)
+        return
+    if what == "support" and turn.event.kind == "text" and turn.intent not in ("", "out_of_scope"):
+        # Instead of sending the draft, the student said what they meant.
+        turn.state.support_draft = None
+        turn.state.step = "menu"
+        yield from _act_on_intent(turn, turn.intent)
+        return
+    labels = _confirm_labels(what)
+    turn.say("confirm.expected", yes=turn.t(f"button.{labels[0]}"), no=turn.t(f"button.{labels[1]}"))
     yield from _prompt(turn)
 
 
@@ -819,6 +904,7 @@ def _do_support(turn: Turn) -> Flow:
     if turn.truncated:
         turn.say("support.truncated", limit=turn.config.max_text)
     turn.say("support.opened", thread=thread_id)
+    yield from _menu(turn)  # not a dead end: what the student can do next
     return []
 
 
@@ -859,15 +945,14 @@ def _cancel(turn: Turn) -> Generator[ops.Op, Any, None]:
 
 
 def _faq_match(turn: Turn) -> FaqMatch | None:
-    """The FAQ entry the student's text asks about, in the chat's language or the one typed."""
+    """The FAQ entry the student's text asks about, answered in the language it is typed in."""
     if turn.event.kind != "text":
         return None
-    match = turn.config.faq.match(turn.text, turn.lang)
-    if match is None:
-        other = detect_language(turn.text, turn.lang)
-        if other != turn.lang:
-            match = turn.config.faq.match(turn.text, other)
-    return match
+    understood = turn.understood
+    entry = turn.config.faq.entry_for(understood, understood.language)
+    if entry is None:
+        entry = turn.config.faq.entry_for(understood, turn.lang)
+    return FaqMatch(entry, understood) if entry is not None else None
 
 
 def _answer_faq(turn: Turn, *, allow_personal: bool) -> bool:
@@ -910,11 +995,90 @@ def _prompt(turn: Turn) -> Generator[ops.Op, Any, None]:
         turn.say("support.ask")
     elif state.step in ("confirm_request", "confirm_replace", "confirm_renew", "confirm_revoke", "confirm_support"):
         what = state.step.removeprefix("confirm_")
-        turn.say("confirm.buttons", [[("confirm", f"{CONFIRM_YES}{what}"), ("cancel", "confirm:no")]])
+        yes, no = _confirm_labels(what)
+        # Names what waits for the answer: "Potwierdzasz?" alone says nothing after another question.
+        key = f"confirm.again_{what}"
+        params = {"reason": turn.t(f"revoke.because.{state.revoke_reason or 'student_request'}")}
+        turn.say(key if turn.config.catalog.has(turn.lang, key) else "confirm.buttons",
+                 [[(yes, f"{CONFIRM_YES}{what}"), (no, "confirm:no")]], **params)
     elif state.step == "confirm_forget":
         turn.say("forget.confirm", [[("forget_yes", "forget:yes"), ("cancel", "cancel")]])
     elif state.step == "revoke_reason":
         yield from _offer_revoke(turn)
     else:
+        yield from _menu(turn)
+
+
+def _menu(turn: Turn) -> Generator[ops.Op, Any, None]:
+    """The menu with what this student can do now (Apply when they have no credential)."""
+    turn.state.step = "menu"
+    overview = (yield ops.StudentOverview(turn.state.student_id)) if turn.state.student_id else None
+    if overview is None:
         turn.say("menu.prompt", [[("status", "menu:status"), ("activation_help", "menu:help")],
                                  [("support", "menu:support")]])
+        return
+    rows = _status_buttons(overview)
+    rows[-1] = [("status", "menu:status"), *rows[-1]]
+    turn.say("menu.prompt", rows)
+
+
+def _confirm_labels(what: str) -> tuple[str, str]:
+    """The labels of the yes and no buttons of a confirmation (a re-prompt names the same ones)."""
+    if what == "support":
+        return "send_to_staff", "no"
+    return ("revoke_yes" if what == "revoke" else "confirm"), "cancel"
+
+
+def _act_on_intent(turn: Turn, intent: str, *, answer_only: bool = False) -> Generator[ops.Op, Any, None]:
+    """What a bound student's intent leads to: an action's confirmation (as its button would), the
+    menu's answers, or the FAQ. `answer_only`: a confirmation is pending, so only answer."""
+    state = turn.state
+    if not answer_only:
+        if intent == "apply":
+            yield from _offer_request(turn)
+            return
+        if intent == "renew":
+            yield from _offer_renew(turn)
+            if turn.state.step != "confirm_renew":  # not possible now: how renewal works, with its button
+                _answer_faq(turn, allow_personal=True)
+            return
+        if intent in ("revoke_lost_phone", "new_phone"):
+            yield from _offer_revoke(turn, reason="lost_phone" if intent == "revoke_lost_phone" else "new_phone")
+            return
+        if intent == "forget_data":
+            state.step = "confirm_forget"
+            turn.say("forget.confirm", [[("forget_yes", "forget:yes"), ("cancel", "cancel")]])
+            return
+        if intent == "human":
+            state.step = "support_text"
+            turn.say("support.ask")
+            return
+        if intent == "status_validity":
+            yield from _show_status(turn)
+            return
+        if intent == "activation_help":
+            turn.say("help.choose", [[("steps_one", "help:step"), ("steps_all", "help:all")],
+                                     [("menu", "menu:status")]])
+            return
+    if intent in ("greeting", "thanks", "cancel", "no", "yes", "accept_terms", "decline_terms"):
+        turn.say(f"understand.{intent}" if intent in ("greeting", "thanks") else "understand.nothing_pending")
+        if not answer_only:
+            yield from _menu(turn)
+        return
+    if intent == "els_card":
+        turn.say("understand.els_card")
+    elif intent == "chat_code_missing":
+        turn.say("understand.already_bound")
+    else:
+        catalog = turn.config.faq.understanding.catalog
+        entry_id = turn.understood.faq_entry if turn.intent == intent else catalog.faq_for(intent)
+        entry = turn.config.faq.get(turn.lang, entry_id) if entry_id else None
+        if entry is None:
+            turn.say("understand.nothing_pending")
+        elif entry.personal:
+            yield from _show_status(turn)
+            return
+        else:
+            turn.say_text(entry.answer_for(turn.config.policy))
+    if not answer_only:
+        yield from _menu(turn)

@@ -1,0 +1,133 @@
+"""Students are understood in their own words in every step of the chat (issue 15's five transcripts).
+
+Console side: the conversation service as `mleg chat` drives it (tests/chat_driver.py). The same
+steps on Telegram are in tests/test_bot_understanding.py.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from core.context import AppContext
+from core.db import unit_of_work
+from core.models import Credential, SupportThread
+from tests.chat_driver import ChatDriver
+from tests.conftest import add_student
+
+
+def _bound(ctx: AppContext) -> ChatDriver:
+    with unit_of_work(ctx.engine) as session:
+        student, pesel = add_student(session, ctx.box)
+    chat = ChatDriver(ctx)
+    chat.identify(pesel, student.album)
+    return chat
+
+
+def _credentials(ctx: AppContext) -> list[Credential]:
+    with Session(ctx.engine) as session:
+        return list(session.exec(select(Credential).order_by(col(Credential.id))).all())
+
+
+def test_terms_accepted_in_a_sentence_and_a_pesel_there_is_told_what_is_expected(sqlite_ctx: AppContext) -> None:
+    chat = ChatDriver(sqlite_ctx)
+    chat.say("/start")
+    chat.press("lang:pl")
+    chat.say("44051401359")  # a PESEL typed before the terms are accepted
+    assert "Najpierw potrzebuję Twojej decyzji o regulaminie" in chat.text
+    assert "„✅ Akceptuję”" in chat.text and "terms:accept" in chat.buttons
+    chat.say("tak, akceptuję")
+    assert "regulamin zaakceptowany" in chat.text and "PESEL" in chat.text
+
+
+def test_apply_typed_at_the_menu_leads_to_the_applications_confirmation(sqlite_ctx: AppContext) -> None:
+    chat = _bound(sqlite_ctx)
+    for typed in ("chcę złożyć wniosek", "wniosek"):
+        chat.say(typed)
+        assert "Złożę wniosek o mLegitymację" in chat.text, typed
+        assert "confirm:yes:request" in chat.buttons
+        assert "Przekazać je do biura" not in chat.text
+        chat.press("confirm:no")
+    assert _credentials(sqlite_ctx) == []  # never an action without its confirmation
+    chat.say("chce zlozyc wnosek")
+    chat.press("confirm:yes:request")
+    assert [c.state for c in _credentials(sqlite_ctx)] == ["pending_activation"]
+
+
+def test_the_menu_after_a_cancelled_offer_still_offers_apply(sqlite_ctx: AppContext) -> None:
+    chat = _bound(sqlite_ctx)
+    chat.say("jaka jest pogoda w Krakowie")
+    assert "confirm:yes:support" in chat.buttons
+    chat.press("confirm:no")
+    assert "menu:request" in chat.buttons
+
+
+def test_after_an_escalation_the_menu_comes_back(sqlite_ctx: AppContext) -> None:
+    chat = _bound(sqlite_ctx)
+    chat.say("czy mogę zapłacić za akademik w ratach")
+    chat.press("confirm:yes:support")
+    assert "Przekazałem Twoje pytanie do biura obsługi" in chat.text
+    assert "menu:request" in chat.buttons and "menu:support" in chat.buttons
+    with Session(sqlite_ctx.engine) as session:
+        assert len(session.exec(select(SupportThread)).all()) == 1
+
+
+def test_lost_phone_at_the_help_desk_prompt_is_heard_and_named(sqlite_ctx: AppContext) -> None:
+    chat = _bound(sqlite_ctx)
+    chat.say("wniosek")
+    chat.press("confirm:yes:request")
+    chat.say("czy mogę zapłacić za akademik w ratach")
+    assert "confirm:yes:support" in chat.buttons
+    chat.say("zgubiłem telefon, co robić?")
+    assert "Unieważnić mLegitymację z powodu zgubionego telefonu?" in chat.text
+    assert "confirm:yes:revoke" in chat.buttons
+    assert "Potwierdź" not in chat.text
+    chat.press("confirm:yes:revoke")
+    assert [c.state for c in _credentials(sqlite_ctx)] == ["revoked"]
+    with Session(sqlite_ctx.engine) as session:
+        assert session.exec(select(SupportThread)).all() == []  # the draft was not sent
+
+
+def test_a_question_at_a_confirmation_is_answered_and_the_confirmation_asked_again(
+        sqlite_ctx: AppContext) -> None:
+    chat = _bound(sqlite_ctx)
+    chat.say("wniosek")
+    chat.say("ile to kosztuje?")
+    assert "bezpłatna" in chat.text
+    assert "Nadal czekam na Twoją decyzję: złożyć wniosek o mLegitymację?" in chat.text
+    assert "confirm:yes:request" in chat.buttons
+    chat.say("asdf qwer")
+    assert "„✅ Potwierdź” albo „Anuluj”" in chat.text
+    chat.say("tak")
+    assert [c.state for c in _credentials(sqlite_ctx)] == ["pending_activation"]
+
+
+def test_not_understood_text_gets_the_likeliest_options_before_the_help_desk(sqlite_ctx: AppContext) -> None:
+    chat = _bound(sqlite_ctx)
+    chat.say("hej, chce mlegitke")
+    offered = [b for b in chat.buttons if b.startswith("intent:")]
+    assert 1 <= len(offered) <= 3 and "intent:apply" in offered
+    assert "confirm:yes:support" in chat.buttons
+    chat.press("intent:apply")
+    assert "confirm:yes:request" in chat.buttons
+
+
+def test_asking_for_a_person_at_the_help_desk_prompt_sends_the_question(sqlite_ctx: AppContext) -> None:
+    chat = _bound(sqlite_ctx)
+    chat.say("czy mogę zapłacić za akademik w ratach")
+    chat.say("chcę rozmawiać z człowiekiem")
+    assert "Przekazałem Twoje pytanie do biura obsługi" in chat.text
+    with Session(sqlite_ctx.engine) as session:
+        [thread] = session.exec(select(SupportThread)).all()
+    assert thread.status == "escalated"
+
+
+def test_the_chat_code_not_arriving_is_answered_at_the_code_step(sqlite_ctx: AppContext) -> None:
+    with unit_of_work(sqlite_ctx.engine) as session:
+        student, pesel = add_student(session, sqlite_ctx.box)
+    chat = ChatDriver(sqlite_ctx)
+    chat.start_in()
+    chat.say(pesel)
+    chat.say(student.album)
+    chat.say("nie dostałem kodu do czatu")
+    assert "Jednorazowy kod do czatu wysyłam tylko na Twój adres uczelniany" in chat.text
+    assert "code:resend" in chat.buttons
