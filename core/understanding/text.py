@@ -48,7 +48,7 @@ class Normaliser:
         self._choices = sorted(w for w in words if len(w) >= _MIN_TYPO_LENGTH - 1)
         self._fixed = {}
 
-    def words(self, text: str, *, fix_typos: bool = True) -> list[str]:
+    def words(self, text: str, *, fix_typos: bool = False) -> list[str]:
         text = text.replace("\ufe0f", "")
         for emoji, words in self._emoji:
             if emoji in text:
