@@ -301,6 +301,30 @@ class OperationsSettings(BaseModel):
     _alert_email = field_validator("alert_email")(_check_optional_address)
 
 
+class WebSettings(BaseModel):
+    """The staff web console (package web/): served by `mleg serve` when `port` is set, or by `mleg web`."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    # Addresses whose X-Forwarded-For/-Proto are believed (the reverse proxy); "*" believes anyone.
+    forwarded_allow_ips: str = "127.0.0.1"
+    # Cookies only over HTTPS. Off only for plain-HTTP tests on the loopback.
+    secure_cookies: bool = True
+    # A session ends after this long without a request, and after `session_hours` in any case.
+    session_idle_minutes: int = Field(default=30, ge=1)
+    session_hours: int = Field(default=10, ge=1)
+    # Failed sign-ins allowed per login and per address within `sign_in_window_minutes`.
+    sign_in_attempts_per_login: int = Field(default=5, ge=1)
+    sign_in_attempts_per_address: int = Field(default=20, ge=1)
+    sign_in_window_minutes: int = Field(default=15, ge=1)
+    # The first answer to an escalated thread is due this long after it came in (the inbox shows it).
+    first_response_minutes: int = Field(default=8 * 60, ge=1)
+    # How often an open inbox asks for new escalations (htmx polling).
+    inbox_refresh_seconds: int = Field(default=10, ge=1)
+    # The issuer shown in authenticator apps for `mleg staff totp`.
+    totp_issuer: str = "mLegitymacja"
+
+
 class Settings(BaseSettings):
     """Everything an operator configures. See README "Configuration"."""
 
@@ -332,6 +356,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     operations: OperationsSettings = Field(default_factory=OperationsSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @classmethod
     def settings_customise_sources(
