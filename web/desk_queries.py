@@ -90,7 +90,8 @@ def inbox(ctx: AppContext, session: Session, chosen: InboxFilter) -> list[InboxR
             pattern = f"%{words.lower()}%"
             in_messages = select(SupportMessage.thread_id).where(sa.func.lower(col(SupportMessage.body)).like(pattern))
             in_students = select(Student.id).where(sa.or_(
-                sa.func.lower(col(Student.last_name)).like(pattern), sa.func.lower(col(Student.first_name)).like(pattern),
+                sa.func.lower(col(Student.last_name)).like(pattern),
+                sa.func.lower(col(Student.first_name)).like(pattern),
                 col(Student.album) == words))
             query = query.where(sa.or_(sa.func.lower(col(SupportThread.subject)).like(pattern),
                                        sa.func.lower(col(SupportThread.account_id)).like(pattern),
