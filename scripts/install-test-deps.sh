@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# Install the system packages the test suite needs (a real Dovecot for IMAP + LMTP).
-# Idempotent: does nothing when dovecot is already installed. Called from `make test`.
+# Install the system packages the test suite needs: a real Dovecot for IMAP + LMTP, and
+# Debian's headless Chromium with its WebDriver for the web console's browser test.
+# Idempotent: installs only what is missing. Called from `make test`.
 set -euo pipefail
 
-PACKAGES=(dovecot-imapd dovecot-lmtpd)
-
+PACKAGES=()
 if command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ]; then
-    echo "install-test-deps: dovecot already installed ($(/usr/sbin/dovecot --version 2>/dev/null || dovecot --version)); nothing to do"
+    echo "install-test-deps: dovecot already installed ($(/usr/sbin/dovecot --version 2>/dev/null || dovecot --version))"
+else
+    PACKAGES+=(dovecot-imapd dovecot-lmtpd)
+fi
+if command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then
+    echo "install-test-deps: chromium and chromedriver already installed"
+else
+    PACKAGES+=(chromium chromium-driver)
+fi
+if [ "${#PACKAGES[@]}" -eq 0 ]; then
+    echo "install-test-deps: nothing to do"
     exit 0
 fi
 
@@ -55,4 +65,8 @@ if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
     echo "install-test-deps: dovecot still missing after install" >&2
     exit 1
 fi
-echo "install-test-deps: installed $(/usr/sbin/dovecot --version)"
+if ! command -v chromedriver >/dev/null 2>&1; then
+    echo "install-test-deps: chromedriver still missing after install" >&2
+    exit 1
+fi
+echo "install-test-deps: installed ${PACKAGES[*]}"

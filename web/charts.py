@@ -13,6 +13,12 @@ WIDTH, HEIGHT, PAD_LEFT, PAD_BOTTOM, PAD_TOP = 640, 200, 32, 28, 12
 COLOURS = ("#2f6db5", "#e0a030", "#3a9a5b", "#b53f3f", "#7a5ab5", "#6b7280")
 
 
+def _top(values: Sequence[int]) -> int:
+    """The axis' top: even and at least 2, so its middle tick is a whole number too."""
+    top = max([2, *values])
+    return top + top % 2
+
+
 def _axis(top: int) -> list[str]:
     plot_h = HEIGHT - PAD_BOTTOM - PAD_TOP
     parts = []
@@ -27,7 +33,7 @@ def _axis(top: int) -> list[str]:
 
 def grouped_bars(labels: Sequence[str], series: Sequence[tuple[str, Sequence[int]]], title: str) -> Markup:
     """Bars per label, one colour per series, with a legend; `title` is the chart's accessible name."""
-    top = max([1, *(v for _, values in series for v in values)])
+    top = _top([v for _, values in series for v in values])
     plot_w = WIDTH - PAD_LEFT
     plot_h = HEIGHT - PAD_BOTTOM - PAD_TOP
     slot = plot_w / max(1, len(labels))
@@ -56,10 +62,11 @@ def grouped_bars(labels: Sequence[str], series: Sequence[tuple[str, Sequence[int
 def bars(items: Sequence[tuple[str, int]], title: str) -> Markup:
     """One bar per item, each its own colour, labelled under it."""
     labels = [label for label, _ in items]
-    top = max([1, *(v for _, v in items)])
+    top = _top([v for _, v in items])
     plot_w = WIDTH - PAD_LEFT
     plot_h = HEIGHT - PAD_BOTTOM - PAD_TOP
-    slot = plot_w / max(1, len(items))
+    # A few states must not become bars half the chart wide.
+    slot = min(plot_w / max(1, len(items)), 120.0)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" class="chart">'
              f'<title>{escape(title)}</title>', *_axis(top)]
     for i, (label, value) in enumerate(items):
