@@ -301,6 +301,34 @@ class OperationsSettings(BaseModel):
     _alert_email = field_validator("alert_email")(_check_optional_address)
 
 
+class WebOidcSettings(BaseModel):
+    """Single sign-on through the university's OpenID Connect provider (authorization code + PKCE).
+
+    On when `issuer` and `client_id` are set. A staff member signs in as the account (`mleg staff
+    add LOGIN --sso`) named by the ID token's `login_claim`; admins only when the provider says a
+    second factor was used (`amr` holds one of `admin_amr`), as the provider then owns the MFA.
+    """
+
+    issuer: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    # The callback as the browser reaches it through the reverse proxy: https://desk.example.edu.pl/sign-in/oidc/callback
+    redirect_url: str | None = None
+    scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["openid", "profile", "email"])
+    login_claim: str = "preferred_username"
+    admin_amr: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["mfa", "otp", "hwk", "swk", "sc"])
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("scopes", "admin_amr", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer and self.client_id)
+
+
 class WebSettings(BaseModel):
     """The staff web console (package web/): served by `mleg serve` when `port` is set, or by `mleg web`."""
 
@@ -323,6 +351,7 @@ class WebSettings(BaseModel):
     inbox_refresh_seconds: int = Field(default=10, ge=1)
     # The issuer shown in authenticator apps for `mleg staff totp`.
     totp_issuer: str = "mLegitymacja"
+    oidc: WebOidcSettings = Field(default_factory=WebOidcSettings)
 
 
 class Settings(BaseSettings):

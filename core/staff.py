@@ -41,6 +41,8 @@ MIN_PASSWORD_LENGTH = 12
 # One time step either side of now: phones whose clocks drift by up to half a minute still sign in.
 TOTP_VALID_WINDOW = 1
 _hasher = PasswordHasher()
+# The password hash of an account that signs in only through single sign-on: no password verifies.
+SSO_ONLY = "!sso-only"
 # Checked against when the login is unknown, so an unknown login costs the same time as a wrong password.
 _DUMMY_HASH = _hasher.hash("not a password of anyone")
 
@@ -76,18 +78,21 @@ def list_accounts(session: Session) -> list[StaffAccount]:
     return list(session.exec(select(StaffAccount).order_by(col(StaffAccount.login))).all())
 
 
-def add_account(ctx: AppContext, session: Session, login: str, password: str, *, role: Role,
+def add_account(ctx: AppContext, session: Session, login: str, password: str | None, *, role: Role,
                 actor: str) -> StaffAccount:
+    """A new account; `password=None` makes one that signs in only through single sign-on (OIDC)."""
     login = _valid_login(login)
-    if len(password) < MIN_PASSWORD_LENGTH:
+    if password is not None and len(password) < MIN_PASSWORD_LENGTH:
         raise StaffAccountError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
     if find_account(session, login) is not None:
         raise ConflictError(f"staff account {login!r} exists already")
     now = ctx.clock.now()
-    account = StaffAccount(login=login, role=role.value, password_hash=_hasher.hash(password), created_at=now)
+    password_hash = SSO_ONLY if password is None else _hasher.hash(password)
+    account = StaffAccount(login=login, role=role.value, password_hash=password_hash, created_at=now)
     session.add(account)
     session.flush()
-    audit.record(session, at=now, actor=actor, action="staff.added", login=login, role=role.value)
+    audit.record(session, at=now, actor=actor, action="staff.added", login=login, role=role.value,
+                 sso_only=password is None)
     return account
 
 
@@ -140,7 +145,7 @@ def check_password(account: StaffAccount | None, password: str) -> bool:
 
 def rehash_if_needed(account: StaffAccount, password: str) -> None:
     """Argon2 parameters raised in a newer library version apply at the next sign-in."""
-    if _hasher.check_needs_rehash(account.password_hash):
+    if account.password_hash != SSO_ONLY and _hasher.check_needs_rehash(account.password_hash):
         account.password_hash = _hasher.hash(password)
 
 

@@ -112,6 +112,7 @@ class Desk:
         signed_in: auth.SignedIn | None = getattr(request.state, "staff", None)
         html = self.env.get_template(template).render(
             t=t, lang=language, staff=signed_in, path=request.url.path, request=request,
+            sso_enabled=self.ctx.settings.web.oidc.enabled,
             refresh=self.ctx.settings.web.inbox_refresh_seconds, **values)
         return HTMLResponse(html, status_code=status_code)
 
@@ -172,10 +173,11 @@ def _audit_refusal(desk: Desk, signed_in: auth.SignedIn, path: str, reason: str)
 
 
 def build_app(ctx: AppContext) -> Starlette:
-    from web import ops, pages, pages_admin, sign_in
+    from web import oidc, ops, pages, pages_admin, sign_in
 
     routes = [
         *sign_in.routes(),
+        *oidc.routes(),
         *pages.routes(),
         *pages_admin.routes(),
         *ops.routes(),

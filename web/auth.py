@@ -26,7 +26,7 @@ from core.db import unit_of_work
 from core.errors import RateLimitedError
 from core.models import StaffAccount, StaffSession
 
-__all__ = ["SignIn", "SignedIn", "end_session", "load_session", "sign_in", "tokens_match"]
+__all__ = ["SignIn", "SignedIn", "end_session", "load_session", "sign_in", "sign_in_sso", "tokens_match"]
 
 SIGN_IN_KIND = "web_sign_in"
 # A session's last-seen time is written at most this often (an inbox polls every few seconds).
@@ -99,15 +99,50 @@ def sign_in(ctx: AppContext, login: str, password: str, code: str, address: str)
                 ratelimit.record_failure(session, SIGN_IN_KIND, scopes, now=now)
             audit.record(session, at=now, actor=f"web:{login}", action="staff.sign_in_failed", reason=reason)
             return SignIn(refused=f"sign_in.{reason}")
-        assert account is not None and account.id is not None
+        assert account is not None
         staff.rehash_if_needed(account, password)
-        account.last_sign_in_at = now
-        session.add(account)
-        token = secrets.token_urlsafe(32)
-        session.add(StaffSession(token_hash=_token_hash(ctx, token), staff_id=account.id,
-                                 csrf_token=secrets.token_urlsafe(32), address=address[:64],
-                                 created_at=now, last_seen_at=now))
-        audit.record(session, at=now, actor=f"staff:{account.login}", action="staff.signed_in")
+        token = _open_session(ctx, session, account, address, method="password")
+    return SignIn(token=token)
+
+
+def _open_session(ctx: AppContext, session: Session, account: StaffAccount, address: str, *, method: str) -> str:
+    assert account.id is not None
+    now = ctx.clock.now()
+    account.last_sign_in_at = now
+    session.add(account)
+    token = secrets.token_urlsafe(32)
+    session.add(StaffSession(token_hash=_token_hash(ctx, token), staff_id=account.id,
+                             csrf_token=secrets.token_urlsafe(32), address=address[:64],
+                             created_at=now, last_seen_at=now))
+    audit.record(session, at=now, actor=f"staff:{account.login}", action="staff.signed_in", method=method)
+    return token
+
+
+def sign_in_sso(ctx: AppContext, login: str, amr: list[str], address: str) -> SignIn:
+    """Open a session for the account the provider vouched for (its ID token already verified).
+
+    The account must exist and be enabled; an admin only with a second factor the provider names
+    in `amr` (web.oidc.admin_amr). Refusals count against the address like wrong passwords.
+    """
+    now = ctx.clock.now()
+    login = login.strip().lower()[:64]
+    web = ctx.settings.web
+    scopes = _scopes(ctx, login, address)
+    with unit_of_work(ctx.engine) as session:
+        account = staff.find_account(session, login)
+        reason = None
+        if account is None:
+            reason = "unknown_account"
+        elif account.disabled_at is not None:
+            reason = "disabled"
+        elif account.role == staff.Role.ADMIN and not set(amr) & set(web.oidc.admin_amr):
+            reason = "no_mfa"
+        if reason is not None:
+            ratelimit.record_failure(session, SIGN_IN_KIND, scopes[1:], now=now)
+            audit.record(session, at=now, actor=f"oidc:{login}", action="staff.sign_in_failed", reason=reason)
+            return SignIn(refused=f"sign_in.sso_{reason}")
+        assert account is not None
+        token = _open_session(ctx, session, account, address, method="oidc")
     return SignIn(token=token)
 
 

@@ -30,9 +30,14 @@ def add_command(
                                                          "admins must enrol TOTP (`mleg staff totp`).")] = False,
     password_stdin: Annotated[bool, typer.Option("--password-stdin",
                                                  help="Read the password from standard input.")] = False,
+    sso: Annotated[bool, typer.Option("--sso", help="No password: signs in only through the university's "
+                                                    "single sign-on (MLEG_WEB__OIDC__*).")] = False,
 ) -> None:
     """Add a staff account (role agent, or admin with --admin). The password is hashed with argon2."""
-    if password_stdin:
+    password: str | None
+    if sso:
+        password = None
+    elif password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = getpass.getpass("password: ")
@@ -42,8 +47,8 @@ def add_command(
     ctx = build_context()
     with unit_of_work(ctx.engine) as session:
         staff.add_account(ctx, session, login, password, role=role, actor=_actor())
-    typer.echo(f"staff account {login.strip().lower()} added ({role})"
-               + ("; enrol its second factor with `mleg staff totp`" if admin else ""))
+    typer.echo(f"staff account {login.strip().lower()} added ({role}{', single sign-on only' if sso else ''})"
+               + ("; enrol its second factor with `mleg staff totp`" if admin and not sso else ""))
 
 
 @app.command("list")
@@ -53,6 +58,7 @@ def list_command(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
     ctx = build_context()
     with Session(ctx.engine) as session:
         rows = [{"login": a.login, "role": a.role, "totp": a.totp_secret is not None,
+                 "sso_only": a.password_hash == staff.SSO_ONLY,
                  "disabled_at": a.disabled_at, "last_sign_in_at": a.last_sign_in_at, "created_at": a.created_at}
                 for a in staff.list_accounts(session)]
     if as_json:
