@@ -295,3 +295,20 @@ def test_the_staff_cli_adds_lists_disables_and_enrols(
         account = staff.find_account(session, "kasia")
         assert account is not None and PASSWORD not in account.password_hash
         assert account.password_hash.startswith("$argon2")
+
+
+def test_the_inbox_poll_answers_nothing_until_a_new_escalation_arrives(
+        desk_ctx: AppContext, client: TestClient) -> None:
+    first = _escalated_thread(desk_ctx)
+    _signed_in_agent(desk_ctx, client)
+    page = client.get("/inbox").text
+    poll = re.search(r'hx-get="(/inbox/rows\?[^"]+)"', page)
+    assert poll and 'hx-trigger="every 10s"' in page
+    url = poll.group(1).replace("&amp;", "&")
+    assert client.get(url).status_code == 204  # nothing new: htmx swaps nothing
+    second = _escalated_thread(desk_ctx)
+    rows = client.get(url)
+    assert rows.status_code == 200
+    assert f'data-thread="{second}"' in rows.text and f'data-thread="{first}"' in rows.text
+    fresh = re.search(r'hx-get="(/inbox/rows\?[^"]+)"', rows.text)
+    assert fresh and client.get(fresh.group(1).replace("&amp;", "&")).status_code == 204
