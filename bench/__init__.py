@@ -7,4 +7,5 @@ MODULES = [
     "bench.sweep",
     "bench.reminder_delivery",
     "bench.attachment_memory",
+    "bench.web_console",
 ]

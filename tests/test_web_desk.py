@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
+import httpx
 import pyotp
 import pytest
 from sqlmodel import Session, col, select
@@ -18,7 +24,9 @@ from core.cli import app as cli
 from core.context import AppContext
 from core.db import unit_of_work
 from core.models import AuditEvent, Credential, CredentialState, GuessAttempt, OutboxMessage, SupportThread
+from tests.cli_helpers import PROJECT_ROOT, cli_environment
 from tests.conftest import TEST_SECRET, add_student
+from tests.servers.dovecot import free_port
 from web.app import build_app
 
 PASSWORD = "correct horse battery staple"
@@ -312,3 +320,34 @@ def test_the_inbox_poll_answers_nothing_until_a_new_escalation_arrives(
     assert f'data-thread="{second}"' in rows.text and f'data-thread="{first}"' in rows.text
     fresh = re.search(r'hx-get="(/inbox/rows\?[^"]+)"', rows.text)
     assert fresh and client.get(fresh.group(1).replace("&amp;", "&")).status_code == 204
+
+
+def test_a_notice_made_up_in_the_url_is_shown_as_its_key_not_an_error(
+        desk_ctx: AppContext, client: TestClient) -> None:
+    thread_id = _escalated_thread(desk_ctx)
+    _signed_in_agent(desk_ctx, client)
+    page = client.get(f"/threads/{thread_id}", params={"notice": "made_up"})
+    assert page.status_code == 200 and "thread.notice.made_up" in page.text
+
+
+def test_mleg_web_runs_the_console_alone_and_stops_on_sigterm(desk_ctx: AppContext, tmp_path: Path) -> None:
+    port = free_port()
+    env = cli_environment(tmp_path, desk_ctx.settings.effective_database_url, MLEG_WEB__SECURE_COOKIES="false")
+    process = subprocess.Popen([sys.executable, "-m", "core.cli", "web", "--port", str(port)], env=env,
+                               cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(300):
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                time.sleep(0.1)
+        else:
+            pytest.fail("mleg web did not answer")
+        assert health.json()["database"]["ok"] is True
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

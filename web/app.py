@@ -107,6 +107,9 @@ class Desk:
         catalog = self.ctx.catalog
 
         def t(key: str, **params: Any) -> str:
+            # A notice named in the URL (?notice=...) may be anything: an unknown one shows as its key.
+            if not catalog.has(language, f"web.{key}") and not catalog.has("en", f"web.{key}"):
+                return key
             return catalog.text(language, f"web.{key}", **params)
 
         signed_in: auth.SignedIn | None = getattr(request.state, "staff", None)
