@@ -15,11 +15,12 @@ from pathlib import Path
 import httpx
 import pyotp
 import pytest
+from pydantic import SecretStr
 from sqlmodel import Session, col, select
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from core import credentials, staff, support
+from core import credentials, outbox, staff, support
 from core.cli import app as cli
 from core.context import AppContext
 from core.db import unit_of_work
@@ -351,3 +352,21 @@ def test_mleg_web_runs_the_console_alone_and_stops_on_sigterm(desk_ctx: AppConte
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_what_is_done_in_the_console_is_told_in_the_staff_room(desk_ctx: AppContext, client: TestClient) -> None:
+    desk_ctx.settings.telegram.token = SecretStr("123:abc")
+    desk_ctx.settings.telegram.staff_chat_id = -100123
+    thread_id = _escalated_thread(desk_ctx)
+    csrf = _signed_in_agent(desk_ctx, client)
+    for action, data in (("claim", {}), ("reply", {"text": "Tak."}), ("close", {})):
+        client.post(f"/threads/{thread_id}/{action}", data={"csrf": csrf, **data})
+    with Session(desk_ctx.engine) as session:
+        notes = session.exec(select(OutboxMessage).where(OutboxMessage.kind == "staff-note")
+                             .order_by(col(OutboxMessage.id))).all()
+        texts = [outbox.open_body(desk_ctx.box, n).text for n in notes]
+    assert {n.channel for n in notes} == {"staff"} and {n.recipient for n in notes} == {"-100123"}
+    t = desk_ctx.catalog.text
+    assert texts == [t("pl", "bot.staff.claimed", thread=thread_id, staff="ola (web)"),
+                     t("pl", "bot.staff.answered", thread=thread_id),
+                     t("pl", "bot.staff.closed", thread=thread_id, staff="ola (web)")]

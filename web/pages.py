@@ -21,7 +21,7 @@ from core.db import unit_of_work
 from core.errors import ConflictError, NotFoundError
 from core.faq import Faq
 from core.models import InboundMail, InboundMailRaw
-from web import charts, desk_queries
+from web import charts, desk_queries, staff_room
 from web.app import Desk, guarded
 from web.auth import SignedIn
 
@@ -93,19 +93,31 @@ async def thread_page(request: Request, desk: Desk, staff: SignedIn) -> Response
 def _act(desk: Desk, thread_id: int, staff: SignedIn, action: str, text: str = "") -> tuple[str, str]:
     """Do one thread action; returns (notice key, holder) for the page shown after it."""
     ctx = desk.ctx
+    told = False
     try:
         with unit_of_work(ctx.engine) as session:
             if action in ("claim", "take_over"):
-                support.claim_thread(ctx, session, thread_id, staff=staff.login, force=action == "take_over")
+                before = support.get_thread(session, thread_id).claimed_by
+                thread = support.claim_thread(ctx, session, thread_id, staff=staff.login,
+                                              force=action == "take_over")
+                if before and before != staff.login:
+                    told = staff_room.announce(ctx, session, thread, "taken_over", login=staff.login, holder=before)
+                elif before != staff.login:
+                    told = staff_room.announce(ctx, session, thread, "claimed", login=staff.login)
             elif action == "close":
-                support.close_thread(ctx, session, thread_id, staff=staff.login)
+                thread = support.close_thread(ctx, session, thread_id, staff=staff.login)
+                told = staff_room.announce(ctx, session, thread, "closed", login=staff.login)
             elif action == "reply":
                 support.staff_reply(ctx, session, thread_id, text=text, staff=staff.login)
-                channel = support.get_thread(session, thread_id).channel
+                thread = support.get_thread(session, thread_id)
+                channel = thread.channel
+                told = staff_room.announce(ctx, session, thread, "answered", login=staff.login)
     except support.ThreadClaimed as exc:
         return "claimed_by_other", exc.holder
     except ConflictError:
         return "conflict", ""
+    if told:
+        ctx.outbox_changed("staff")
     if action == "reply":
         ctx.outbox_changed(channel)  # `mleg serve` in this process sends it at once
     return {"claim": "claimed", "take_over": "taken_over", "close": "closed", "reply": "answered"}[action], ""
