@@ -121,12 +121,19 @@ def _seed(tmp_path: Path, sqlite_url: str, student_address: str) -> tuple[AppCon
     return ctx, secrets, credential_id
 
 
+def _submit(browser: WebDriver, by: str, value: str) -> None:
+    """Click a form's button and wait until the page it loads has replaced this one."""
+    button = browser.find_element(by, value)
+    button.click()
+    WebDriverWait(browser, WAIT).until(ec.staleness_of(button))
+
+
 def _sign_in(browser: WebDriver, base: str, login: str, code: str) -> None:
     browser.get(base + "/sign-in")
     browser.find_element(By.ID, "login").send_keys(login)
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
     browser.find_element(By.ID, "code").send_keys(code)
-    browser.find_element(By.ID, "sign-in").click()
+    _submit(browser, By.ID, "sign-in")
 
 
 def _wrong_code(secret: str) -> str:
@@ -185,26 +192,30 @@ def test_the_help_desk_journey_in_a_browser(
         question["Subject"], question["Message-ID"] = "Odbiór osobisty", make_msgid(domain="example.test")
         question.set_content("Dzień dobry, czy mogę przyjść osobiście do dziekanatu w czwartek?")
         dovecot.deliver(support_box, question.as_bytes())
-        row = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#inbox-rows tr[data-thread]")))
+        # Read in one script call: htmx may swap the rows between two WebDriver calls.
+        read_rows = ("const rows = document.getElementById('inbox-rows'); const row = rows.querySelector("
+                     "'tr[data-thread]'); return [rows.innerText, row ? row.dataset.thread : null];")
+        wait.until(lambda b: "Odbiór osobisty" in b.execute_script(read_rows)[0])
         assert browser.execute_script("return window.notReloaded === true;")
-        assert "Odbiór osobisty" in row.text and "Zofia" in row.text
+        row_text, thread_number = browser.execute_script(read_rows)
+        assert "Zofia Przykładowa" in row_text
+        thread_id = int(thread_number)
         browser.save_screenshot(str(DOCS / "web-inbox.png"))
 
         # The agent claims, answers (the student gets it threaded on their mail) and closes.
-        row.find_element(By.TAG_NAME, "a").click()
-        browser.find_element(By.ID, "claim").click()
+        thread_url = f"{base}/threads/{thread_id}"
+        browser.get(thread_url)
+        _submit(browser, By.ID, "claim")
         assert browser.find_element(By.ID, "claimed-by").text == "ola"
         browser.find_element(By.ID, "reply-text").send_keys("Tak, zapraszamy w czwartek, pokój 12.")
-        browser.find_element(By.ID, "send").click()
+        _submit(browser, By.ID, "send")
         assert "odpowiedziane" in browser.find_element(By.ID, "status").text
-        thread_url = browser.current_url.split("?")[0]
-        thread_id = int(thread_url.rsplit("/", 1)[1])
         answer = _student_mail(dovecot, student_address, "pokój 12")
         assert answer["In-Reply-To"] == question["Message-ID"]
         assert f"[MLEG-{thread_id}]" in answer["Subject"]
         browser.get(thread_url)
         browser.save_screenshot(str(DOCS / "web-thread.png"))
-        browser.find_element(By.ID, "close").click()
+        _submit(browser, By.ID, "close")
         assert "zamknięte" in browser.find_element(By.ID, "status").text
         with Session(ctx.engine) as session:
             thread = session.get(SupportThread, thread_id)
@@ -217,17 +228,17 @@ def test_the_help_desk_journey_in_a_browser(
         cookies = {c["name"]: c["value"] for c in browser.get_cookies()}
         forged = httpx.post(f"{base}/threads/{thread_id}/claim", cookies=cookies, data={})
         assert forged.status_code == 403
-        browser.find_element(By.CSS_SELECTOR, "form[action='/sign-out'] button").click()
+        _submit(browser, By.CSS_SELECTOR, "form[action='/sign-out'] button")
 
         # An admin revokes the credential with a reason; the student is told at the register address.
         _sign_in(browser, base, "kasia", pyotp.TOTP(secrets["kasia"]).now())
         wait.until(ec.url_to_be(base + "/inbox"))
         browser.get(base + "/credentials")
         browser.find_element(By.ID, "find").send_keys("Przykładowa")
-        browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
-        browser.find_element(By.PARTIAL_LINK_TEXT, "Zofia").click()
+        _submit(browser, By.CSS_SELECTOR, "form.filters button")
+        _submit(browser, By.PARTIAL_LINK_TEXT, "Zofia")
         Select(browser.find_element(By.ID, "reason")).select_by_value("lost_phone")
-        browser.find_element(By.ID, "revoke").click()
+        _submit(browser, By.ID, "revoke")
         assert "unieważniona" in browser.find_element(By.ID, "notice").text
         deadline = time.monotonic() + WAIT
         while True:
