@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -25,7 +25,8 @@ import pyotp
 import pytest
 from sqlmodel import Session, select
 
-from core import credentials, staff
+from core import credentials, staff, support
+from core.clock import FixedClock
 from core.context import AppContext
 from core.db import make_engine, unit_of_work
 from core.models import GuessAttempt, OutboxMessage, SupportThread
@@ -114,6 +115,7 @@ def _seed(tmp_path: Path, sqlite_url: str, student_address: str) -> tuple[AppCon
         student, _ = add_student(session, ctx.box, email=student_address, first_name="Zofia", last_name="Przykładowa")
         credential = credentials.request_credential(ctx, session, student, channel="test", actor="test")
         credential_id = credential.id or 0
+        _earlier_threads(ctx, session)
         secrets = {}
         for login, role in (("ola", staff.Role.AGENT), ("kasia", staff.Role.ADMIN)):
             staff.add_account(ctx, session, login, PASSWORD, role=role, actor="test")
@@ -126,6 +128,26 @@ def _submit(browser: WebDriver, by: str, value: str) -> None:
     button = browser.find_element(by, value)
     button.click()
     WebDriverWait(browser, WAIT).until(ec.staleness_of(button))
+
+
+def _earlier_threads(ctx: AppContext, session: Session) -> None:
+    """Threads from before, so the inbox and dashboard look like a working day (and one is overdue)."""
+    now = ctx.clock.now()
+    for hours, first, channel, subject, claimed, answer in (
+            (30, "Jan", "telegram", "Kod aktywacyjny wygasł", "kasia", "Złóż wniosek ponownie w czacie."),
+            (9, "Marek", "telegram", "Nie widzę legitymacji w aplikacji", None, None),
+            (3, "Ewa", "email", "Zmiana telefonu", "kasia", None)):
+        earlier = build_ctx(ctx.settings, ctx.engine, FixedClock(now - timedelta(hours=hours)))
+        student, _ = add_student(session, ctx.box, first_name=first, last_name="Testowa")
+        thread = support.open_thread(earlier, session, student_id=student.id, channel=channel,
+                                     account_id=str(student.id) if channel == "telegram" else student.email,
+                                     text=subject + ". Co mam zrobić?", language="pl", subject=subject)
+        if claimed:
+            support.claim_thread(earlier, session, thread.id or 0, staff=claimed)
+        if answer:  # 40 minutes after the question came in
+            later = build_ctx(ctx.settings, ctx.engine, FixedClock(now - timedelta(hours=hours, minutes=-40)))
+            support.staff_reply(later, session, thread.id or 0, text=answer, staff=claimed or "")
+        credentials.request_credential(earlier, session, student, channel=channel, actor="test")
 
 
 def _sign_in(browser: WebDriver, base: str, login: str, code: str) -> None:
@@ -193,8 +215,9 @@ def test_the_help_desk_journey_in_a_browser(
         question.set_content("Dzień dobry, czy mogę przyjść osobiście do dziekanatu w czwartek?")
         dovecot.deliver(support_box, question.as_bytes())
         # Read in one script call: htmx may swap the rows between two WebDriver calls.
-        read_rows = ("const rows = document.getElementById('inbox-rows'); const row = rows.querySelector("
-                     "'tr[data-thread]'); return [rows.innerText, row ? row.dataset.thread : null];")
+        read_rows = ("const rows = document.getElementById('inbox-rows'); const row = Array.from(rows.querySelectorAll("
+                     "'tr[data-thread]')).find(r => r.innerText.includes('Odbiór osobisty'));"
+                     "return [rows.innerText, row ? row.dataset.thread : null];")
         wait.until(lambda b: "Odbiór osobisty" in b.execute_script(read_rows)[0])
         assert browser.execute_script("return window.notReloaded === true;")
         row_text, thread_number = browser.execute_script(read_rows)

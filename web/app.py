@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -82,6 +82,7 @@ class Desk:
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"),
                                autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
         self.env.filters["when"] = _when
+        self.env.filters["age"] = _age
         self.env.filters["day"] = lambda value: value.strftime("%Y-%m-%d") if value else ""
         secure = ctx.settings.web.secure_cookies
         # The __Host- prefix: the browser takes the cookie only over HTTPS, for this host, path /.
@@ -122,6 +123,15 @@ class Desk:
     def set_cookie(self, response: Response, name: str, value: str, *, max_age: int | None = None) -> None:
         response.set_cookie(name, value, max_age=max_age, path="/", secure=self.ctx.settings.web.secure_cookies,
                             httponly=True, samesite="strict")
+
+
+def _age(value: timedelta) -> str:
+    minutes = max(0, int(value.total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h {minutes % 60:02d} min"
+    return f"{minutes // (24 * 60)} d {minutes % (24 * 60) // 60} h"
 
 
 def _when(value: datetime | None) -> str:
