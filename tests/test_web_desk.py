@@ -20,11 +20,20 @@ from sqlmodel import Session, col, select
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from core import credentials, outbox, staff, support
+from core import credentials, lockout, outbox, ratelimit, staff, support
 from core.cli import app as cli
 from core.context import AppContext
 from core.db import unit_of_work
-from core.models import AuditEvent, Credential, CredentialState, GuessAttempt, OutboxMessage, SupportThread
+from core.models import (
+    AuditEvent,
+    Credential,
+    CredentialState,
+    GuessAttempt,
+    InboundMail,
+    InboundMailRaw,
+    OutboxMessage,
+    SupportThread,
+)
 from tests.cli_helpers import PROJECT_ROOT, cli_environment
 from tests.conftest import TEST_SECRET, add_student
 from tests.servers.dovecot import free_port
@@ -370,3 +379,87 @@ def test_what_is_done_in_the_console_is_told_in_the_staff_room(desk_ctx: AppCont
     assert texts == [t("pl", "bot.staff.claimed", thread=thread_id, staff="ola (web)"),
                      t("pl", "bot.staff.answered", thread=thread_id),
                      t("pl", "bot.staff.closed", thread=thread_id, staff="ola (web)")]
+
+
+def _admin_client(ctx: AppContext, client: TestClient) -> str:
+    secret = _account(ctx, "kasia", admin=True, totp=True)
+    assert _sign_in(client, "kasia", code=_code(ctx, secret or "")).status_code == 303
+    return _form_token(client.get("/inbox").text)
+
+
+def _quarantined(ctx: AppContext, n: int) -> int:
+    with unit_of_work(ctx.engine) as session:
+        mail = InboundMail(mailbox="INBOX", uidvalidity=1, uid=n, message_id=f"<q{n}@example.org>", digest=f"{n:064d}",
+                           size=10, status="quarantined", error="UnicodeDecodeError: broken",
+                           received_at=ctx.clock.now())
+        session.add(mail)
+        session.flush()
+        session.add(InboundMailRaw(inbound_id=mail.id or 0, raw=b"broken"))
+        return mail.id or 0
+
+
+def test_quarantine_is_listed_for_agents_and_released_or_deleted_by_admins(
+        desk_ctx: AppContext, client: TestClient) -> None:
+    kept, dropped = _quarantined(desk_ctx, 1), _quarantined(desk_ctx, 2)
+    agent = TestClient(build_app(desk_ctx))
+    csrf = _signed_in_agent(desk_ctx, agent)
+    page = agent.get("/quarantine").text
+    assert "&lt;q1@example.org&gt;" in page and "UnicodeDecodeError" in page
+    assert agent.post(f"/quarantine/{kept}/release", data={"csrf": csrf}).status_code == 403
+    admin_csrf = _admin_client(desk_ctx, client)
+    assert "Wiadomość przywrócona" in client.post(f"/quarantine/{kept}/release", data={"csrf": admin_csrf}).text
+    assert "Wiadomość usunięta" in client.post(f"/quarantine/{dropped}/delete", data={"csrf": admin_csrf}).text
+    with Session(desk_ctx.engine) as session:
+        released = session.get(InboundMail, kept)
+        assert released is not None and released.status == "new"  # the mail reader handles it again
+        assert session.get(InboundMail, dropped) is None and session.get(InboundMailRaw, dropped) is None
+    assert [e.actor for e in _audit(desk_ctx, "inbound_mail.released")] == ["staff:kasia"]
+    assert len(_audit(desk_ctx, "inbound_mail.deleted")) == 1
+
+
+def test_an_admin_lifts_a_lock_and_it_is_audited(desk_ctx: AppContext, client: TestClient) -> None:
+    now = desk_ctx.clock.now()
+    with unit_of_work(desk_ctx.engine) as session:
+        student, _ = add_student(session, desk_ctx.box, first_name="Zofia")
+        for _ in range(3):
+            ratelimit.record(session, "identify", [("student", student.pesel_hash or "")], now=now)
+        lockout.notify_locked(desk_ctx, session, student, now + timedelta(hours=1), now=now)
+        album = student.album
+    csrf = _admin_client(desk_ctx, client)
+    listed = client.get("/locked").text
+    assert "Zofia" in listed and album in listed
+    done = client.post("/locked/unlock", data={"csrf": csrf, "album": album})
+    assert "3 nieudanych prób" in done.text
+    assert "Zofia" not in client.get("/locked").text.split("<tbody>")[1].split("</tbody>")[0]
+    assert [e.actor for e in _audit(desk_ctx, "student.unlocked")] == ["staff:kasia"]
+    unknown = client.post("/locked/unlock", data={"csrf": csrf, "album": "no-such"})
+    assert "Nie ma studenta" in unknown.text
+
+
+def test_inbox_filters_and_search(desk_ctx: AppContext, client: TestClient) -> None:
+    first, second = _escalated_thread(desk_ctx), _escalated_thread(desk_ctx)
+    with unit_of_work(desk_ctx.engine) as session:
+        support.claim_thread(desk_ctx, session, first, staff="ola")
+        support.add_message(desk_ctx, session, support.get_thread(session, second), text="Zgubiłem telefon",
+                            author="x")
+    _signed_in_agent(desk_ctx, client)
+
+    def shown(**params: str) -> set[int]:
+        return {int(n) for n in re.findall(r'data-thread="(\d+)"', client.get("/inbox", params=params).text)}
+
+    assert shown() == {first, second}
+    assert shown(claimed="me") == {first} and shown(claimed="nobody") == {second}
+    assert shown(status="claimed") == {first} and shown(channel="telegram") == set()
+    assert shown(q="zgubiłem") == {second}
+    assert shown(q=f"[MLEG-{second}]") == {second}
+
+
+def test_dashboard_and_audit_log_and_the_english_desk(desk_ctx: AppContext, client: TestClient) -> None:
+    _escalated_thread(desk_ctx)
+    csrf = _admin_client(desk_ctx, client)
+    dashboard = client.get("/dashboard").text
+    assert dashboard.count("<svg") == 2 and "style=" not in dashboard  # the CSP allows no inline style
+    audit_page = client.get("/audit", params={"actor": "kasia", "action": "staff."}).text
+    assert "staff.signed_in" in audit_page and "thread.escalated" not in audit_page
+    english = client.post("/language", data={"csrf": csrf, "language": "en", "next": "/dashboard"})
+    assert "Escalations and automatic answers per day" in english.text
