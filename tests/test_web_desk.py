@@ -463,3 +463,25 @@ def test_dashboard_and_audit_log_and_the_english_desk(desk_ctx: AppContext, clie
     assert "staff.signed_in" in audit_page and "thread.escalated" not in audit_page
     english = client.post("/language", data={"csrf": csrf, "language": "en", "next": "/dashboard"})
     assert "Escalations and automatic answers per day" in english.text
+
+
+@pytest.mark.postgres
+def test_every_page_renders_on_sqlite_and_postgresql(ctx: AppContext) -> None:
+    ctx.settings.web.secure_cookies = False
+    thread_id = _escalated_thread(ctx)
+    _quarantined(ctx, 7)
+    with unit_of_work(ctx.engine) as session:
+        student, _ = add_student(session, ctx.box)
+        credentials.request_credential(ctx, session, student, channel="test", actor="test")
+        lockout.notify_locked(ctx, session, student, ctx.clock.now() + timedelta(hours=1), now=ctx.clock.now())
+        support.staff_reply(ctx, session, thread_id, text="Tak.", staff="ola")
+    with TestClient(build_app(ctx)) as client:
+        _admin_client(ctx, client)
+        for path in ("/inbox", "/inbox/rows", "/inbox?q=pytanie&status=all", f"/threads/{thread_id}", "/quarantine",
+                     "/dashboard", f"/credentials?q={student.album}", f"/students/{student.id}", "/locked",
+                     "/audit?actor=kasia&since=2020-01-01&until=2030-01-01", "/healthz", "/metrics"):
+            response = client.get(path)
+            assert response.status_code == 200, (path, response.text[:500])
+        assert 'mleg_threads{status="answered"} 1.0' in client.get("/metrics").text
+        assert client.get("/healthz").json()["jobs"]["leader"]["held"] is (
+            False if ctx.engine.dialect.name == "postgresql" else None)
