@@ -4,7 +4,7 @@ The shipped texts and defaults (terms, message catalogs, FAQ, the default settin
 register) live in `config/` beside the packages, where a maintainer edits them. A wheel can only
 carry files inside a package, and `[tool.setuptools.packages.find]` cannot be combined with a
 package mapped from another folder, so the package list is made here: every package found under
-core/, bot/ and mail/, plus `core._config` read from `config/`. Every file under `config/` goes in
+core/, bot/, mail/ and web/, plus `core._config` read from `config/`. Every file under `config/` goes in
 (a glob, not a list): a new catalog file needs no change here. The product reads them with
 `importlib.resources` (core/config_files.py); an editable install maps `core._config` to the same
 folder, so the source tree and an installed wheel read the same way.
@@ -17,10 +17,11 @@ FOLDERS = find_namespace_packages(where="config", exclude=["*__pycache__*"])
 CONFIG = ["core._config", *(f"core._config.{name}" for name in FOLDERS)]
 
 setup(
-    packages=[*find_namespace_packages(include=["core*", "bot*", "mail*"], exclude=["*__pycache__*"]), *CONFIG],
+    packages=[*find_namespace_packages(include=["core*", "bot*", "mail*", "web*"], exclude=["*__pycache__*"]), *CONFIG],
     package_dir={"core._config": "config"},
     package_data={
         "core": ["migrations/*.py", "migrations/versions/*.py", "migrations/*.mako"],
+        "web": ["templates/*.html", "static/*"],
         **{package: ["*"] for package in CONFIG},
     },
 )

@@ -9,4 +9,5 @@ MODULES = [
     "bench.attachment_memory",
     "bench.hostile_mail",
     "bench.understanding",
+    "bench.web_console",
 ]

@@ -34,6 +34,8 @@ __all__ = [
     "OutboxStatus",
     "ReminderLog",
     "ServiceHealth",
+    "StaffAccount",
+    "StaffSession",
     "StoredUpdate",
     "Student",
     "StudentStatus",
@@ -472,3 +474,32 @@ class WebhookState(SQLModel, table=True):
     info_pending: int | None = None
     info_error_at: datetime | None = _ts(nullable=True)
     info_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+
+
+class StaffAccount(SQLModel, table=True):
+    """A help-desk account of the web console (`mleg staff`): argon2 password hash, TOTP secret encrypted."""
+
+    __tablename__ = "staff_account"
+    id: int | None = Field(default=None, primary_key=True)
+    login: str = Field(max_length=64, unique=True, index=True)
+    role: str = Field(default="agent", max_length=16)
+    password_hash: str = Field(max_length=255)
+    # The TOTP secret, encrypted with the installation's secret (core.secrets_box); None: not enrolled.
+    totp_secret: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary, nullable=True))
+    # The last TOTP time step accepted: a code seen once is never taken again.
+    totp_last_step: int | None = None
+    created_at: datetime = _ts()
+    disabled_at: datetime | None = _ts(nullable=True)
+    last_sign_in_at: datetime | None = _ts(nullable=True)
+
+
+class StaffSession(SQLModel, table=True):
+    """A signed-in web console session; the cookie carries a random token, the table its keyed hash."""
+
+    __tablename__ = "staff_session"
+    token_hash: str = Field(primary_key=True, max_length=64)
+    staff_id: int = Field(foreign_key="staff_account.id", index=True)
+    csrf_token: str = Field(max_length=64)
+    address: str = Field(default="", max_length=64)
+    created_at: datetime = _ts()
+    last_seen_at: datetime = _ts()

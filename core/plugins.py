@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from core.outbox import DeliveryResult
     from core.outgoing import OutgoingMessage
 
-__all__ = ["ChannelSender", "CheckResult", "Frontend", "load_channels", "load_check", "load_frontends"]
+__all__ = ["ChannelSender", "CheckResult", "Frontend", "load_channels", "load_check", "load_frontend", "load_frontends"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,14 @@ def load_frontends(ctx: AppContext) -> list[Frontend]:
         else:
             log.info("front-end %s not configured; not started", entry.name)
     return found
+
+
+def load_frontend(ctx: AppContext, name: str) -> Frontend | None:
+    """The front-end registered as `name` (e.g. `mleg web`), whether or not its settings enable it."""
+    for entry in entry_points(group="mleg.frontends", name=name):
+        factory = _load(entry)
+        return None if factory is None else factory(ctx)  # type: ignore[no-any-return]
+    return None
 
 
 def load_channels(ctx: AppContext, only: set[str] | None = None) -> dict[str, ChannelSender]:

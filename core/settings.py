@@ -340,6 +340,59 @@ class OperationsSettings(BaseModel):
     _alert_email = field_validator("alert_email")(_check_optional_address)
 
 
+class WebOidcSettings(BaseModel):
+    """Single sign-on through the university's OpenID Connect provider (authorization code + PKCE).
+
+    On when `issuer` and `client_id` are set. A staff member signs in as the account (`mleg staff
+    add LOGIN --sso`) named by the ID token's `login_claim`; admins only when the provider says a
+    second factor was used (`amr` holds one of `admin_amr`), as the provider then owns the MFA.
+    """
+
+    issuer: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    # The callback as the browser reaches it through the reverse proxy: https://desk.example.edu.pl/sign-in/oidc/callback
+    redirect_url: str | None = None
+    scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["openid", "profile", "email"])
+    login_claim: str = "preferred_username"
+    admin_amr: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["mfa", "otp", "hwk", "swk", "sc"])
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("scopes", "admin_amr", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer and self.client_id)
+
+
+class WebSettings(BaseModel):
+    """The staff web console (package web/): served by `mleg serve` when `port` is set, or by `mleg web`."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    # Addresses whose X-Forwarded-For/-Proto are believed (the reverse proxy); "*" believes anyone.
+    forwarded_allow_ips: str = "127.0.0.1"
+    # Cookies only over HTTPS. Off only for plain-HTTP tests on the loopback.
+    secure_cookies: bool = True
+    # A session ends after this long without a request, and after `session_hours` in any case.
+    session_idle_minutes: int = Field(default=30, ge=1)
+    session_hours: int = Field(default=10, ge=1)
+    # Failed sign-ins allowed per login and per address within `sign_in_window_minutes`.
+    sign_in_attempts_per_login: int = Field(default=5, ge=1)
+    sign_in_attempts_per_address: int = Field(default=20, ge=1)
+    sign_in_window_minutes: int = Field(default=15, ge=1)
+    # The first answer to an escalated thread is due this long after it came in (the inbox shows it).
+    first_response_minutes: int = Field(default=8 * 60, ge=1)
+    # How often an open inbox asks for new escalations (htmx polling).
+    inbox_refresh_seconds: int = Field(default=10, ge=1)
+    # The issuer shown in authenticator apps for `mleg staff totp`.
+    totp_issuer: str = "mLegitymacja"
+    oidc: WebOidcSettings = Field(default_factory=WebOidcSettings)
+
+
 class Settings(BaseSettings):
     """Everything an operator configures. See README "Configuration"."""
 
@@ -374,6 +427,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     operations: OperationsSettings = Field(default_factory=OperationsSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages the test suite needs: a real Dovecot for IMAP + LMTP, and
-# systemd for `systemd-analyze verify` of deploy/mleg.service (tests/test_installed_wheel.py).
+# systemd for `systemd-analyze verify` of deploy/mleg.service (tests/test_installed_wheel.py), and
+# Debian's headless Chromium with its WebDriver for the web console's browser test.
 # Idempotent: installs only what is missing. Called from `make test`.
 set -euo pipefail
 
@@ -14,6 +15,11 @@ if command -v systemd-analyze >/dev/null 2>&1; then
     echo "install-test-deps: systemd-analyze already installed"
 else
     PACKAGES+=(systemd)
+fi
+if command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then
+    echo "install-test-deps: chromium and chromedriver already installed"
+else
+    PACKAGES+=(chromium chromium-driver)
 fi
 if [ "${#PACKAGES[@]}" -eq 0 ]; then
     echo "install-test-deps: nothing to do"
@@ -67,6 +73,10 @@ if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
 fi
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     echo "install-test-deps: systemd-analyze still missing after install" >&2
+    exit 1
+fi
+if ! command -v chromedriver >/dev/null 2>&1; then
+    echo "install-test-deps: chromedriver still missing after install" >&2
     exit 1
 fi
 echo "install-test-deps: installed ${PACKAGES[*]}; dovecot $(/usr/sbin/dovecot --version)"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from core.cli import credentials, db, jobs, mail, registry, students, threads
+from core.cli import credentials, db, jobs, mail, registry, staff, students, threads
 from core.cli.chat import chat_command
 from core.cli.serve import serve_command
 from core.cli.status import status_command
 from core.cli.understand import understand_command
+from core.cli.web import web_command
 
 __all__ = ["app", "main"]
 
@@ -26,10 +27,12 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(threads.app, name="threads")
 app.add_typer(mail.app, name="mail")
 app.add_typer(students.app, name="students")
+app.add_typer(staff.app, name="staff")
 app.command("status")(status_command)
 app.command("chat")(chat_command)
 app.command("serve")(serve_command)
 app.command("understand")(understand_command)
+app.command("web")(web_command)
 
 
 def main() -> None:

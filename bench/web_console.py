@@ -1,0 +1,190 @@
+"""Benchmark: the chat's P1 throughput with and without 50 staff polling the web console.
+
+    .venv/bin/python -m bench.web_console [--chats 500] [--concurrency 100] [--staff 50] [--poll-seconds 2]
+
+Runs bench.chat_throughput's full bot (`mleg serve` in this process, SQLite) twice on the same
+journeys: once alone, once with the web console (web.frontend.WebFrontend) started in the same
+process and `--staff` signed-in sessions polling the inbox's rows (as htmx does) every
+`--poll-seconds`, each also loading the whole inbox page every tenth poll, and one Prometheus
+scraper reading `/metrics` every 5 s. The pollers run in a child process of their own (they
+are the staff's browsers, not the server). Prints both rates, the ratio with/without
+(target: at least 0.9, the chat losing no more than 10%), and the console's answers by status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import re
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from bench.chat_throughput import UNCAPPED, _load_generator, _quantile
+from core.clock import SystemClock
+from core.context import AppContext
+from core.db import make_engine, unit_of_work, upgrade
+from tests.conftest import SeededRandom, make_settings
+from tests.servers.dovecot import free_port
+
+PASSWORD = "bench password 0123456789"
+
+
+def _pollers(conn: Connection, base: str, tokens: list[str], cookie: str, poll_seconds: float) -> None:
+    """The child process: one polling loop per staff session, plus a metrics scraper, until told to stop."""
+    import httpx
+
+    async def run() -> Counter[str]:
+        answers: Counter[str] = Counter()
+        stop = asyncio.Event()
+
+        async def poll(token: str) -> None:
+            async with httpx.AsyncClient(base_url=base, cookies={cookie: token}, timeout=30) as client:
+                n, seen = 0, ""
+                while not stop.is_set():
+                    # As htmx does: the rows' URL carries the fingerprint of what the page shows.
+                    path = "/inbox" if n % 10 == 0 else f"/inbox/rows?seen={seen}"
+                    try:
+                        response = await client.get(path)
+                        found = re.search(r"seen=([^\"&]+)", response.text)
+                        seen = found.group(1) if found else seen
+                        answers[f"{path.split('?')[0]} {response.status_code}"] += 1
+                    except httpx.HTTPError as exc:
+                        answers[f"{path} {type(exc).__name__}"] += 1
+                    n += 1
+                    await asyncio.sleep(poll_seconds)
+
+        async def scrape() -> None:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+                while not stop.is_set():
+                    answers[f"/metrics {(await client.get('/metrics')).status_code}"] += 1
+                    await asyncio.sleep(5)
+
+        tasks = [asyncio.create_task(poll(token)) for token in tokens] + [asyncio.create_task(scrape())]
+        await asyncio.to_thread(conn.recv)  # "stop"
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return answers
+
+    conn.send("ready")
+    conn.send(asyncio.run(run()))
+
+
+def _context(tmp: Path, token: str, base_url: str, web_port: int | None) -> AppContext:
+    url = f"sqlite:///{tmp / f'bench-{web_port or 0}.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    settings = make_settings(tmp, database_url=url, telegram={
+        "token": token, "api_base_url": base_url,
+        "messages_per_second": UNCAPPED, "messages_per_chat_per_second": UNCAPPED,
+    }, web={"port": web_port, "secure_cookies": False})
+    return AppContext(settings=settings, engine=engine, clock=SystemClock(), random=SeededRandom())
+
+
+def _sessions(ctx: AppContext, count: int) -> list[str]:
+    from core import staff
+    from web import auth
+
+    with unit_of_work(ctx.engine) as session:
+        staff.add_account(ctx, session, "bench", PASSWORD, role=staff.Role.AGENT, actor="bench")
+    ctx.settings.web.sign_in_attempts_per_address = ctx.settings.web.sign_in_attempts_per_login = 10 * count
+    tokens = [auth.sign_in(ctx, "bench", PASSWORD, "", f"10.0.0.{n}").token for n in range(count)]
+    return [t for t in tokens if t]
+
+
+@asynccontextmanager
+async def _serving(ctx: AppContext, with_web: bool) -> AsyncIterator[Any]:
+    from tests.bot_harness import running_bot
+
+    web = None
+    if with_web:
+        from web.frontend import WebFrontend
+
+        web = WebFrontend(ctx)
+        await web.start()
+    try:
+        async with running_bot(ctx) as server:
+            yield server
+    finally:
+        if web is not None:
+            await web.stop()
+        ctx.engine.dispose()
+
+
+async def _measure(tmp: Path, chats: int, concurrency: int, staff: int, poll_seconds: float,
+                   with_web: bool) -> tuple[float, list[float], Counter[str]]:
+    spawn = multiprocessing.get_context("spawn")
+    parent, child = spawn.Pipe()
+    generator = spawn.Process(target=_load_generator, args=(child, "full", chats, concurrency), daemon=True)
+    generator.start()
+    pollers = None
+    answers: Counter[str] = Counter()
+    try:
+        token, base_url = await asyncio.to_thread(parent.recv)
+        port = free_port() if with_web else None
+        ctx = _context(tmp, token, base_url, port)
+        tokens = _sessions(ctx, staff) if with_web else []
+        async with _serving(ctx, with_web):
+            if with_web:
+                poll_parent, poll_child = spawn.Pipe()
+                from web.app import Desk
+
+                pollers = spawn.Process(target=_pollers, daemon=True, args=(
+                    poll_child, f"http://127.0.0.1:{port}", tokens, Desk(ctx).session_cookie, poll_seconds))
+                pollers.start()
+                await asyncio.to_thread(poll_parent.recv)  # "ready"
+                await asyncio.sleep(poll_seconds)  # every session polling before the chats start
+            parent.send("go")
+            elapsed, latencies, _ = await asyncio.to_thread(parent.recv)
+            if pollers is not None:
+                poll_parent.send("stop")
+                answers = await asyncio.to_thread(poll_parent.recv)
+        parent.send("stop")
+    finally:
+        for process in (generator, pollers):
+            if process is not None:
+                process.join(timeout=30)
+                if process.is_alive():
+                    process.kill()
+    return elapsed, latencies, answers
+
+
+async def run(chats: int, concurrency: int, staff: int, poll_seconds: float) -> None:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for with_web in (False, True):
+            started = time.perf_counter()
+            results[with_web] = await _measure(Path(tmp), chats, concurrency, staff, poll_seconds, with_web)
+            logging.info("run %s took %.1f s", with_web, time.perf_counter() - started)
+    print(f"chat throughput with the web console, {chats} chats x 3 updates, {concurrency} at once; "
+          f"{staff} staff sessions polling every {poll_seconds:g} s:")
+    rates = {}
+    for with_web, (elapsed, latencies, _) in results.items():
+        rates[with_web] = len(latencies) / elapsed
+        print(f"  {'with console ' if with_web else 'chat alone   '} {len(latencies):6d} updates {elapsed:7.2f} s "
+              f"{rates[with_web]:8.1f} updates/s   latency p50 {_quantile(latencies, 0.5) * 1000:7.1f} ms  "
+              f"p99 {_quantile(latencies, 0.99) * 1000:7.1f} ms")
+    print(f"  ratio with/without {rates[True] / rates[False]:5.2f}   (target >= 0.9)")
+    print("  console answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(results[True][2].items())))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chats", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--staff", type=int, default=50)
+    parser.add_argument("--poll-seconds", type=float, default=2.0)
+    args, _ = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(run(args.chats, args.concurrency, args.staff, args.poll_seconds))
+
+
+if __name__ == "__main__":
+    main()
