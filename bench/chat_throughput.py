@@ -32,7 +32,6 @@ import asyncio
 import logging
 import multiprocessing
 import re
-import sqlite3
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -342,6 +341,9 @@ def _durable_echo_bot(tmp: Path, token: str, base_url: str) -> AbstractAsyncCont
     the product sets it up (WAL, synchronous=NORMAL), the stdlib's sqlite3 called on the event
     loop (each statement well under a millisecond), PTB's defaults as the bare echo bot's.
     """
+    import sqlite3
+    from contextlib import asynccontextmanager
+
     db = sqlite3.connect(tmp / "durable-echo.db", isolation_level=None, check_same_thread=False)
     product_db._sqlite_pragmas(db, None)  # the product's own SQLite set-up: WAL, synchronous=NORMAL, ...
     db.executescript(DURABLE_SCHEMA)
@@ -369,8 +371,6 @@ def _durable_echo_bot(tmp: Path, token: str, base_url: str) -> AbstractAsyncCont
         for reply_id, chat_id, text in db.execute("SELECT id, chat_id, text FROM reply WHERE sent_at IS NULL"):
             await app.bot.send_message(chat_id, text)
             db.execute("UPDATE reply SET sent_at = ? WHERE id = ?", (time.time(), reply_id))
-
-    from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def running() -> Any:
