@@ -4,6 +4,7 @@ MODULES = [
     "bench.register_import",
     "bench.chat_throughput",
     "bench.mail_throughput",
+    "bench.mail_latency",
     "bench.sweep",
     "bench.reminder_delivery",
     "bench.attachment_memory",

@@ -6,12 +6,14 @@ import importlib
 import sys
 
 from bench import MODULES
+from bench.targets import summary
 
 
 def main() -> None:
     for name in MODULES:
         print(f"== {name}")
         importlib.import_module(name).main(sys.argv[1:])
+    print(summary())
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
+from bench.targets import verdict
 from core.clock import FixedClock
 from core.context import AppContext
 from core.db import make_engine, upgrade
@@ -164,7 +165,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {label:12s} mail {size / MB:6.2f} MB (attachment {attachment / MB:6.2f} MB): "
                   f"tracemalloc peak {peak / MB:7.2f} MB = {peak / size:4.2f}x mail, {peak / attachment:4.2f}x "
                   f"attachment; peak RSS growth {rss / MB:7.2f} MB = {rss / size:4.2f}x mail, "
-                  f"{rss / attachment:4.2f}x attachment (target <= 2)")
+                  f"{rss / attachment:4.2f}x attachment")
+            print(f"  {'':12s} heap peak / mail {peak / size:4.2f} "
+                  + verdict(f"P5 memory ({label}): heap peak / mail size", peak / size, "<=", 2.0)
+                  + f"   RSS growth / mail {rss / size:4.2f} "
+                  + verdict(f"P5 memory ({label}): RSS growth / mail size", rss / size, "<=", 2.0))
             print(f"  {'':12s} outcome: {figures['rss']['outcome']}")
 
 

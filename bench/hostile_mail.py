@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.hostile_mail", description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100000,1000000", help="body sizes in characters, comma-separated")
     parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args(argv)
+    args, _ = parser.parse_known_args(argv)  # `python -m bench` passes every benchmark's options to each
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"{'body':18}" + "".join(f"{size:>12,}" for size in sizes) + f"{'ratio':>8}")
     for name, make in BODIES.items():

@@ -29,6 +29,7 @@ from core.compose import format_date, format_datetime
 from core.context import AppContext
 from core.credentials import ELS_APPLY_AGAIN, effective_activation_deadline, renewal_check, replacement_check
 from core.db import unit_of_work
+from core.jobs.batch import batch_size
 from core.jobs.ledger import JobResult
 from core.jobs.notify import chat_links, email_language, email_languages, queue_chat, queue_email
 from core.models import ChatLink, Credential, CredentialState, ReminderLog, Student
@@ -215,7 +216,7 @@ def _send(ctx: AppContext, query: sa.Select, decide: Decide, family: str, result
             batch = session.exec(
                 query.where(col(Credential.id) > last_id)
                 .order_by(col(Credential.id))
-                .limit(ctx.settings.jobs.batch_size)
+                .limit(batch_size(ctx))
             ).all()
             if not batch:
                 return

@@ -19,6 +19,7 @@ from sqlmodel import Session, col
 
 from core.context import AppContext
 from core.db import checkpoint_wal, unit_of_work
+from core.jobs.batch import batch_size
 from core.jobs.ledger import JobResult
 from core.models import (
     LIVE_STATES,
@@ -85,7 +86,7 @@ def _delete_in_batches(ctx: AppContext, model: type, query: sa.Select[tuple[int]
     deleted = 0
     while True:
         with unit_of_work(ctx.engine) as session:
-            ids = session.execute(query.limit(ctx.settings.jobs.batch_size)).scalars().all()
+            ids = session.execute(query.limit(batch_size(ctx))).scalars().all()
             if not ids:
                 return deleted
             deleted += session.execute(sa.delete(model).where(col(model.id).in_(ids))).rowcount  # type: ignore[attr-defined]
@@ -95,7 +96,7 @@ def retention(ctx: AppContext) -> JobResult:
     now = ctx.clock.now()
     settings = ctx.settings
     cutoff = now - timedelta(days=_days(settings.retention.threads_days, settings))
-    batch = ctx.settings.jobs.batch_size
+    batch = batch_size(ctx)
     result: JobResult = {"threads": 0, "support_messages": 0, "inbound_mails": 0, "conversations": 0}
     while True:
         with unit_of_work(ctx.engine) as session:
@@ -182,7 +183,7 @@ def _delete_credentials(session: Session, ids: Sequence[int]) -> int:
 
 def _former_students_and_ended_credentials(ctx: AppContext, now: datetime) -> tuple[int, int]:
     """Former students past their period (and all that is theirs), then ended credentials past theirs."""
-    retention_settings, batch = ctx.settings.retention, ctx.settings.jobs.batch_size
+    retention_settings, batch = ctx.settings.retention, batch_size(ctx)
     cutoff = now - timedelta(days=retention_settings.former_students_days)
     live = sa.select(col(Credential.id)).where(
         col(Credential.student_id) == col(Student.id), col(Credential.state).in_(list(LIVE_STATES)))

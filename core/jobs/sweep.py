@@ -1,9 +1,10 @@
 """The expiry sweep: activation windows passed, validity ended, removal grace ended, graduation.
 
-Each part selects what is due through an index, in batches of `jobs.batch_size`, one
-transaction per batch. Every move is the one `core.lifecycle.transition` makes (state,
-timestamps, wiped activation hashes, a CredentialEvent and an audit row); the high-volume
-one, validity ended, is done set-based by `expire_validity` with exactly those effects.
+Each part selects what is due through an index, in batches of `jobs.batch_size` (by
+database: core.jobs.batch), one transaction per batch. Every move is the one
+`core.lifecycle.transition` makes (state, timestamps, wiped activation hashes, a
+CredentialEvent and an audit row); the high-volume one, validity ended, is done set-based
+by `expire_validity` with exactly those effects.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlmodel import Session, col, select
 from core.context import AppContext
 from core.credentials import expire_activation_window, revoke
 from core.db import unit_of_work
+from core.jobs.batch import batch_size
 from core.jobs.ledger import JobResult
 from core.jobs.notify import chat_links, email_language, email_languages, queue_chat, queue_email
 from core.lifecycle import EndReason
@@ -54,7 +56,7 @@ def sweep(ctx: AppContext) -> JobResult:
         "activation_expired": _expire_activation_windows(ctx, now),
     }
     result["validity_expired"] = expire_validity(
-        ctx.engine, now=now, today=today, batch_size=ctx.settings.jobs.batch_size
+        ctx.engine, now=now, today=today, batch_size=batch_size(ctx)
     )
     return result
 
@@ -87,7 +89,7 @@ def _revoke_students(
     """
     with Session(ctx.engine) as session:
         student_ids = list(session.exec(students).all())
-    done, size = 0, ctx.settings.jobs.batch_size
+    done, size = 0, batch_size(ctx)
     for start in range(0, len(student_ids), size):
         with unit_of_work(ctx.engine) as session:
             batch = session.exec(
@@ -148,7 +150,7 @@ def _expire_activation_windows(ctx: AppContext, now: datetime) -> int:
                     .join(Student, col(Student.id) == Credential.student_id)
                     .where(Credential.state == S.PENDING_ACTIVATION)
                     .where(col(Credential.activation_deadline) < now)
-                    .limit(ctx.settings.jobs.batch_size),
+                    .limit(batch_size(ctx)),
                     session,
                 )
             ).all()
