@@ -479,11 +479,16 @@ class MailFrontend:
                 imap = await self._connect()
                 self._imap = imap
                 while not self._stopping.is_set():
-                    await asyncio.wait_for(self._cycle(imap), COMMAND_TIMEOUT * 10)
+                    report = await asyncio.wait_for(self._cycle(imap), COMMAND_TIMEOUT * 10)
                     backoff = 1.0
                     if self._token_due():
                         log.info("support mailbox: the session's access token is due for renewal; logging in again")
                         break
+                    if report.stored or report.duplicates:
+                        # Mail that arrived while this cycle worked was announced to the cycle's own
+                        # commands, not to an IDLE that has not begun: an IDLE now would wait for the
+                        # next mail or the server's keepalive (minutes). Look again first.
+                        continue
                     await self._wait_for_mail(imap)
             except asyncio.CancelledError:
                 raise
