@@ -107,8 +107,11 @@ class Faq:
             return None
         return self.get(language, understood.faq_entry)
 
-    def match(self, text: str, language: str) -> FaqMatch | None:
-        """The entry `text` clearly asks for, answered in `language`; None when none clearly wins."""
+    def match(self, text: str, language: str, *, min_confidence: float = 0.0) -> FaqMatch | None:
+        """The entry `text` clearly asks for, answered in `language`; None when none clearly wins
+        or the understanding is less sure than `min_confidence`."""
         understood = self.understand(text, language)
+        if understood.confidence < min_confidence:
+            return None
         entry = self.entry_for(understood, language)
         return FaqMatch(entry, understood) if entry is not None else None

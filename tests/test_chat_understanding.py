@@ -28,6 +28,18 @@ def _credentials(ctx: AppContext) -> list[Credential]:
         return list(session.exec(select(Credential).order_by(col(Credential.id))).all())
 
 
+def test_a_question_at_the_terms_is_answered_and_the_terms_asked_again(sqlite_ctx: AppContext) -> None:
+    chat = ChatDriver(sqlite_ctx)
+    chat.say("/start")
+    chat.press("lang:pl")
+    chat.say("Mam pytanie: czy doktorant może mieć mLegitymację?")
+    assert "doktorant" in chat.text  # the answer
+    assert "Najpierw potrzebuję Twojej decyzji o regulaminie" in chat.text  # and the step still waiting
+    assert {"terms:accept", "terms:decline"} <= set(chat.buttons)
+    chat.press("terms:accept")
+    assert "regulamin zaakceptowany" in chat.text
+
+
 def test_terms_accepted_in_a_sentence_and_a_pesel_there_is_told_what_is_expected(sqlite_ctx: AppContext) -> None:
     chat = ChatDriver(sqlite_ctx)
     chat.say("/start")

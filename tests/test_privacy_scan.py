@@ -202,7 +202,7 @@ async def test_pesels_and_codes_typed_at_every_step_are_nowhere_in_clear(
         [question] = session.exec(select(SupportMessage).where(SupportMessage.direction == "in")).all()
     assert mask_pesel(pesel) in question.body  # it reached staff, masked
     # Free text in the menu that no FAQ answers: kept as a draft until the student confirms; left pending.
-    chat.say(f"Czy ktoś mi oddzwoni w sprawie dyplomu? {every_pesel}; {every_code}")
+    chat.say(f"Czy dziekanat jest otwarty w czwartek po południu? {every_pesel}; {every_code}")
     assert _state(chat).step == "confirm_support" and _state(chat).support_draft
 
     literal = {"pesel": pesel, "pesel (spaced)": spaced, "pesel (dashed)": dashed, "binding code": binding_code,

@@ -341,6 +341,11 @@ def _terms_step(turn: Turn) -> Generator[ops.Op, Any, None]:
     if _answer_faq(turn, allow_personal=False):
         if state.step == "declined":
             turn.replies[-1].buttons.append([ReplyButton(turn.t("button.terms_review"), "terms:review")])
+        else:
+            # The question is answered; the terms still wait: no dead end after an answer.
+            turn.say("terms.expected", [[("accept", "terms:accept"), ("decline", "terms:decline")],
+                                        [("terms_full", "terms:full")]],
+                     accept=turn.t("button.accept"), decline=turn.t("button.decline"))
         return
     if state.step == "declined":
         turn.say("terms.declined_help", [[("terms_review", "terms:review")]])
