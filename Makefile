@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: $(STAMP) system-deps lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 # The daily loop: SQLite only, without the slow fault runs and the installed-wheel smoke test.
 # `make test` (what CI runs) stays the whole suite.

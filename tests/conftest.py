@@ -26,6 +26,15 @@ from core.settings import Settings, load_settings
 
 pytest_plugins = ["tests.servers.fixtures"]
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `make test` the suite runs on two workers (pytest-xdist, `--dist loadgroup`): the slow
+    runs (kill -9, outages, the browser, the installed wheel) go one after another on one worker,
+    so two of them never load the two cores at once while they wait on their deadlines."""
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.xdist_group("slow"))
+
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 POSTGRES_URL = os.environ.get("MLEG_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 UNIVERSITY_DOMAIN = "student.example.edu.pl"

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyotp
@@ -36,6 +37,7 @@ from tests.servers.dovecot import DovecotServer, free_port
 from tests.servers.smtp_relay import SmtpRelay
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -127,7 +129,19 @@ def _submit(browser: WebDriver, by: str, value: str) -> None:
     """Click a form's button and wait until the page it loads has replaced this one."""
     button = browser.find_element(by, value)
     button.click()
-    WebDriverWait(browser, WAIT).until(ec.staleness_of(button))
+    WebDriverWait(browser, WAIT).until(_replaced(button))
+
+
+def _replaced(element: Any) -> Any:
+    """`staleness_of`, also when ChromeDriver says so in its own words: asked about a node of the
+    page just replaced, it may answer "Node with given id does not belong to the document"."""
+    def check(_driver: WebDriver) -> bool:
+        try:
+            element.is_enabled()
+        except WebDriverException:  # StaleElementReferenceException is one too
+            return True
+        return False
+    return check
 
 
 def _earlier_threads(ctx: AppContext, session: Session) -> None:
