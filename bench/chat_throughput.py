@@ -239,8 +239,8 @@ def _echo_steps() -> list[Step]:
     return [say] * len(_bot_steps())
 
 
-def _full_bot(tmp: Path, token: str, base_url: str, smtp: tuple[str, int], chats: int
-              ) -> AbstractAsyncContextManager[Any]:
+def _full_bot(tmp: Path, token: str, base_url: str, smtp: tuple[str, int], chats: int,
+              web_port: int | None = None) -> AbstractAsyncContextManager[Any]:
     from contextlib import asynccontextmanager
     from unittest import mock
 
@@ -254,7 +254,8 @@ def _full_bot(tmp: Path, token: str, base_url: str, smtp: tuple[str, int], chats
     settings = make_settings(tmp, database_url=url, telegram={
         "token": token, "api_base_url": base_url,
         "messages_per_second": UNCAPPED, "messages_per_chat_per_second": UNCAPPED,
-    }, smtp={"host": smtp[0], "port": smtp[1], "security": "none"})
+    }, smtp={"host": smtp[0], "port": smtp[1], "security": "none"},
+        web={"port": web_port, "secure_cookies": False})  # bench.web_console runs the console beside it
     ctx = AppContext(settings=settings, engine=engine, clock=SystemClock(), random=SeededRandom())
     now = datetime.now(UTC)
     with unit_of_work(engine) as session:

@@ -27,11 +27,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from bench.chat_throughput import UNCAPPED, _load_generator, _quantile
-from core.clock import SystemClock
+from bench.chat_throughput import _full_bot, _load_generator, _quantile
 from core.context import AppContext
-from core.db import make_engine, unit_of_work, upgrade
-from tests.conftest import SeededRandom, make_settings
+from core.db import unit_of_work
 from tests.servers.dovecot import free_port
 
 PASSWORD = "bench password 0123456789"
@@ -77,17 +75,6 @@ def _pollers(conn: Connection, base: str, tokens: list[str], cookie: str, poll_s
     conn.send(asyncio.run(run()))
 
 
-def _context(tmp: Path, token: str, base_url: str, web_port: int | None) -> AppContext:
-    url = f"sqlite:///{tmp / f'bench-{web_port or 0}.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    settings = make_settings(tmp, database_url=url, telegram={
-        "token": token, "api_base_url": base_url,
-        "messages_per_second": UNCAPPED, "messages_per_chat_per_second": UNCAPPED,
-    }, web={"port": web_port, "secure_cookies": False})
-    return AppContext(settings=settings, engine=engine, clock=SystemClock(), random=SeededRandom())
-
-
 def _sessions(ctx: AppContext, count: int) -> list[str]:
     from core import staff
     from web import auth
@@ -100,22 +87,21 @@ def _sessions(ctx: AppContext, count: int) -> list[str]:
 
 
 @asynccontextmanager
-async def _serving(ctx: AppContext, with_web: bool) -> AsyncIterator[Any]:
-    from tests.bot_harness import running_bot
+async def _serving(tmp: Path, token: str, base_url: str, smtp: tuple[str, int], chats: int,
+                   web_port: int | None) -> AsyncIterator[Any]:
+    """bench.chat_throughput's full bot (the whole journey, e-mail included), with the console beside it."""
+    async with _full_bot(tmp, token, base_url, smtp, chats, web_port=web_port) as server:
+        web = None
+        if web_port is not None:
+            from web.frontend import WebFrontend
 
-    web = None
-    if with_web:
-        from web.frontend import WebFrontend
-
-        web = WebFrontend(ctx)
-        await web.start()
-    try:
-        async with running_bot(ctx) as server:
+            web = WebFrontend(server.ctx)
+            await web.start()
+        try:
             yield server
-    finally:
-        if web is not None:
-            await web.stop()
-        ctx.engine.dispose()
+        finally:
+            if web is not None:
+                await web.stop()
 
 
 async def _measure(tmp: Path, chats: int, concurrency: int, staff: int, poll_seconds: float,
@@ -127,11 +113,13 @@ async def _measure(tmp: Path, chats: int, concurrency: int, staff: int, poll_sec
     pollers = None
     answers: Counter[str] = Counter()
     try:
-        token, base_url = await asyncio.to_thread(parent.recv)
+        token, base_url, smtp = await asyncio.to_thread(parent.recv)
         port = free_port() if with_web else None
-        ctx = _context(tmp, token, base_url, port)
-        tokens = _sessions(ctx, staff) if with_web else []
-        async with _serving(ctx, with_web):
+        run_dir = tmp / ("with-console" if with_web else "alone")
+        run_dir.mkdir()
+        async with _serving(run_dir, token, base_url, smtp, chats, port) as server:
+            ctx = server.ctx
+            tokens = _sessions(ctx, staff) if with_web else []
             if with_web:
                 poll_parent, poll_child = spawn.Pipe()
                 from web.app import Desk
@@ -163,7 +151,7 @@ async def run(chats: int, concurrency: int, staff: int, poll_seconds: float) -> 
             started = time.perf_counter()
             results[with_web] = await _measure(Path(tmp), chats, concurrency, staff, poll_seconds, with_web)
             logging.info("run %s took %.1f s", with_web, time.perf_counter() - started)
-    print(f"chat throughput with the web console, {chats} chats x 3 updates, {concurrency} at once; "
+    print(f"chat throughput with the web console, {chats} whole journeys, {concurrency} at once; "
           f"{staff} staff sessions polling every {poll_seconds:g} s:")
     rates = {}
     for with_web, (elapsed, latencies, _) in results.items():
