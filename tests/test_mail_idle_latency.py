@@ -62,6 +62,7 @@ async def test_a_mail_arriving_during_a_cycle_is_read_without_waiting_for_the_ne
     finally:
         await reader.stop()
         ctx.engine.dispose()
-    # The reader went into IDLE only once both mails were in: it looked again after the busy cycle
-    # instead of waiting for the server to announce what it had already announced.
-    assert arrived and stored_when_waiting and stored_when_waiting[0] == 2
+    # The reader never went into IDLE with only the first mail in (it may not have gone into IDLE at
+    # all before the test ended): it looked again after the busy cycle instead of waiting for the
+    # server to announce what it had already announced.
+    assert arrived and 1 not in stored_when_waiting
