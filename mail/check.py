@@ -14,6 +14,7 @@ import re
 import aiosmtplib
 
 from core.context import AppContext
+from core.health import HealthRecorder
 from core.plugins import CheckResult
 from mail.channel import SmtpChannel
 from mail.frontend import COMMAND_TIMEOUT, MailFrontend
@@ -61,7 +62,8 @@ async def _check_smtp(ctx: AppContext) -> CheckResult:
                            f"not configured (MLEG_SMTP__HOST): e-mail goes to {ctx.settings.maildir_path}")
     where = f"SMTP {s.host}:{s.port} ({s.security}, {s.auth})"
     channel = SmtpChannel(ctx.settings, ctx.clock)
-    channel.health = MailFrontend(ctx).health
+    # Not MailFrontend(ctx).health: building a reader loads the FAQ and trains the understanding.
+    channel.health = HealthRecorder(ctx.engine, ctx.clock)
     client = channel.client()
     try:
         async with client:
