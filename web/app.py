@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.catalog import LANGUAGES
 from core.context import AppContext
+from core.faq import Faq
 from web import auth
 
 __all__ = ["COOKIE_LANGUAGE", "Desk", "build_app", "guarded"]
@@ -88,6 +89,12 @@ class Desk:
         # The __Host- prefix: the browser takes the cookie only over HTTPS, for this host, path /.
         self.session_cookie = "__Host-mleg-session" if secure else "mleg_session"
         self.sign_in_cookie = "__Host-mleg-sign-in" if secure else "mleg_sign_in"
+
+    @functools.cached_property
+    def faq(self) -> Faq:
+        """Loaded once: loading trains the understanding (seconds of CPU); the thread page reads only the
+        answers, through the configuration layers (MLEG_CONFIG_DIR overrides) like every other reader."""
+        return Faq.load(self.ctx.settings.config_layers("faq"))
 
     async def db(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return await run_in_threadpool(work, *args, **kwargs)

@@ -19,7 +19,6 @@ from starlette.routing import Route
 from core import audit, support
 from core.db import unit_of_work
 from core.errors import ConflictError, NotFoundError
-from core.faq import Faq
 from core.models import InboundMail, InboundMailRaw
 from web import charts, desk_queries, staff_room
 from web.app import Desk, guarded
@@ -68,7 +67,7 @@ async def inbox_rows(request: Request, desk: Desk, staff: SignedIn) -> Response:
 
 
 def _thread_data(desk: Desk, thread_id: int, language: str, answer: str) -> dict[str, Any]:
-    faq = Faq.load(desk.ctx.settings.config_dir / "faq")
+    faq = desk.faq
     with Session(desk.ctx.engine) as session:
         view = desk_queries.thread_view(session, thread_id)
     # Ready texts: the FAQ answers in the thread's language, under the issuing policy in force.
