@@ -6,7 +6,7 @@ carry files inside a package, and `[tool.setuptools.packages.find]` cannot be co
 package mapped from another folder, so the package list is made here: every package found under
 core/, bot/, mail/ and web/, plus `core._config` read from `config/`. Every file under `config/` goes in
 (a glob, not a list): a new catalog file needs no change here. The product reads them with
-`importlib.resources` (core/config_files.py); an editable install maps `core._config` to the same
+`importlib.resources` (core/app/config_files.py); an editable install maps `core._config` to the same
 folder, so the source tree and an installed wheel read the same way.
 """
 
@@ -20,7 +20,7 @@ setup(
     packages=[*find_namespace_packages(include=["core*", "bot*", "mail*", "web*"], exclude=["*__pycache__*"]), *CONFIG],
     package_dir={"core._config": "config"},
     package_data={
-        "core": ["migrations/*.py", "migrations/versions/*.py", "migrations/*.mako"],
+        "core.storage": ["migrations/*.py", "migrations/versions/*.py", "migrations/*.mako"],
         "web": ["templates/*.html", "static/*"],
         **{package: ["*"] for package in CONFIG},
     },

@@ -31,10 +31,10 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from bench.targets import verdict
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import make_engine, upgrade
-from core.settings import load_settings
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.app.settings import load_settings
+from core.storage.db import make_engine, upgrade
 from mail.frontend import MailFrontend
 
 __all__ = ["big_mail", "main"]

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.chat_throughput [--chats 500] [--concurrency 100]
 
-The full bot is `mleg serve` in this process (core.serve.Server with the real
+The full bot is `mleg serve` in this process (core.app.serve.Server with the real
 TelegramFrontend, conversation engine, SQLite, outbox, the "telegram" sender and the
 "email" sender into a loopback SMTP server). Every chat makes the whole journey of a
 student in the register (eight updates, each waiting for what the student needs for the
@@ -50,14 +50,14 @@ from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
 
 from bench.targets import verdict
-from core import db as product_db
-from core.clock import SystemClock
-from core.context import AppContext
-from core.db import make_engine, unit_of_work, upgrade
-from core.demo_register import make_pesel
-from core.models import Application as ApplicationRow
-from core.models import Student
-from core.pesel import mask_pesel
+from core.app.clock import SystemClock
+from core.app.context import AppContext
+from core.storage import db as product_db
+from core.storage.db import make_engine, unit_of_work, upgrade
+from core.storage.models import Application as ApplicationRow
+from core.storage.models import Student
+from core.students.demo_register import make_pesel
+from core.students.pesel import mask_pesel
 from tests.conftest import UNIVERSITY_DOMAIN, SeededRandom, make_settings
 from tests.servers.botapi import BotApiStandIn
 from tests.servers.smtp_relay import SmtpRelay
@@ -245,8 +245,8 @@ def _full_bot(tmp: Path, token: str, base_url: str, smtp: tuple[str, int], chats
     from unittest import mock
 
     from bot.frontend import TelegramFrontend
-    from core import serve
-    from core.plugins import load_channels
+    from core.app import serve
+    from core.app.plugins import load_channels
 
     url = f"sqlite:///{tmp / 'bench.db'}"
     engine = make_engine(url)

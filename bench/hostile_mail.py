@@ -6,8 +6,8 @@ For each pathological body (an HTML part of `<style` or `<` repeated, a comment 
 short lines, one huge line, a run of digits for the PESEL masking) it prints the best of
 `--repeat` runs of what the serving process does with an inbound mail's text: the MIME parse
 with the HTML-to-text (mail.parse.parse_inbound), the sender's own words
-(core.mail_text.question_text), the language, and the masking of what staff see
-(core.redact.redact_personal). The ratio column is time(largest) / time(smallest): linear
+(core.support.mail_text.question_text), the language, and the masking of what staff see
+(core.security.redact.redact_personal). The ratio column is time(largest) / time(smallest): linear
 code gives about the size ratio (10), quadratic code its square (100). The last lines time
 one mail through the worker process with its time limit (mail.guard.read_inbound): the
 price of the isolation per mail.
@@ -22,8 +22,8 @@ import textwrap
 import time
 from collections.abc import Callable
 
-from core.mail_text import question_text
-from core.redact import redact_personal
+from core.security.redact import redact_personal
+from core.support.mail_text import question_text
 from mail import guard
 from mail.parse import parse_inbound
 
@@ -50,7 +50,7 @@ BODIES: dict[str, Callable[[int], bytes]] = {
 def _read(raw: bytes) -> None:
     facts = parse_inbound(raw)
     question_text(facts.subject, facts.text)
-    redact_personal(facts.text[:20_000])  # what core.mailbox_rules keeps for staff
+    redact_personal(facts.text[:20_000])  # what core.support.mailbox_rules keeps for staff
 
 
 def _best(run: Callable[[], object], repeat: int) -> float:

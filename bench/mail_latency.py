@@ -47,9 +47,9 @@ import aioimaplib
 
 from bench.mail_throughput import SECRET, add_register, database, support_mail
 from bench.targets import verdict
-from core.context import AppContext
-from core.db import make_engine
-from core.settings import load_settings
+from core.app.context import AppContext
+from core.app.settings import load_settings
+from core.storage.db import make_engine
 
 if TYPE_CHECKING:
     from tests.servers.dovecot import DovecotServer

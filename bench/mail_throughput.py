@@ -45,13 +45,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from bench.targets import verdict
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import make_engine, upgrade
-from core.demo_register import make_pesel
-from core.models import InboundMail, OutboxMessage, Student
-from core.pesel import mask_pesel
-from core.settings import load_settings
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.app.settings import load_settings
+from core.storage.db import make_engine, upgrade
+from core.storage.models import InboundMail, OutboxMessage, Student
+from core.students.demo_register import make_pesel
+from core.students.pesel import mask_pesel
 from mail import frontend as frontend_module
 from mail.frontend import MailFrontend
 

@@ -28,9 +28,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from core.db import make_engine, upgrade
-from core.demo_register import DEMO_DOMAIN, generate_rows, rows_to_csv
-from core.settings import PROJECT_ROOT
+from core.app.settings import PROJECT_ROOT
+from core.storage.db import make_engine, upgrade
+from core.students.demo_register import DEMO_DOMAIN, generate_rows, rows_to_csv
 
 POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SECRET = "bench-secret-key-long-enough-0123456789-abcdef"

@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.reminder_delivery [--reminders 600]
 
 K reminders (outbox rows of kind "reminder", one to each of K linked Telegram students,
-queued as the reminders job queues them: core.outbox.enqueue on channel "telegram") are
-delivered by `mleg serve`'s drainer (core.serve.Server with the "telegram" sender, no
+queued as the reminders job queues them: core.messaging.outbox.enqueue on channel "telegram") are
+delivered by `mleg serve`'s drainer (core.app.serve.Server with the "telegram" sender, no
 front-end, no jobs) to the Bot API stand-in enforcing Telegram's limits (429 beyond 30
 messages a second overall or one a second into one chat). Prints the achieved rate next
 to the configured cap (settings.telegram.messages_per_second; target at least 0.9 of it)
@@ -25,12 +25,13 @@ from unittest import mock
 from sqlmodel import Session, col, func, select
 
 from bench.targets import verdict
-from core import outbox, serve
-from core.clock import SystemClock
-from core.context import AppContext
-from core.db import make_engine, unit_of_work, upgrade
-from core.models import ChatLink, OutboxMessage, OutboxStatus
-from core.outgoing import Button, OutgoingMessage
+from core.app import serve
+from core.app.clock import SystemClock
+from core.app.context import AppContext
+from core.messaging import outbox
+from core.messaging.outgoing import Button, OutgoingMessage
+from core.storage.db import make_engine, unit_of_work, upgrade
+from core.storage.models import ChatLink, OutboxMessage, OutboxStatus
 from tests.conftest import SeededRandom, add_student, make_settings
 from tests.servers.botapi import BotApiStandIn
 

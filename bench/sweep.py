@@ -31,11 +31,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bench.targets import verdict
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import make_engine, upgrade
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.app.settings import load_settings
 from core.jobs.sweep import sweep
-from core.settings import load_settings
+from core.storage.db import make_engine, upgrade
 
 PG_ADMIN_URL = os.environ.get("MLEG_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SECRET = "bench-secret-key-long-enough-0123456789-abcdef"

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.chat_throughput import _full_bot, _load_generator, _quantile
-from core.context import AppContext
-from core.db import unit_of_work
+from core.app.context import AppContext
+from core.storage.db import unit_of_work
 from tests.servers.dovecot import free_port
 
 PASSWORD = "bench password 0123456789"
@@ -76,7 +76,7 @@ def _pollers(conn: Connection, base: str, tokens: list[str], cookie: str, poll_s
 
 
 def _sessions(ctx: AppContext, count: int) -> list[str]:
-    from core import staff
+    from core.support import staff
     from web import auth
 
     with unit_of_work(ctx.engine) as session:
@@ -122,7 +122,7 @@ async def _measure(tmp: Path, chats: int, concurrency: int, staff: int, poll_sec
             tokens = _sessions(ctx, staff) if with_web else []
             if with_web:
                 poll_parent, poll_child = spawn.Pipe()
-                from web.app import Desk
+                from web.desk import Desk
 
                 pollers = spawn.Process(target=_pollers, daemon=True, args=(
                     poll_child, f"http://127.0.0.1:{port}", tokens, Desk(ctx).session_cookie, poll_seconds))

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from core.db import make_engine
-from core.settings import PROJECT_ROOT
+from core.app.settings import PROJECT_ROOT
+from core.storage.db import make_engine
 
 SECRET = "bench-webhook-secret_0123456789abcdefghij"
 PATH = "/telegram/hook"

@@ -17,12 +17,12 @@ from telegram.error import TelegramError
 from bot.delivery import ChatTarget, Delivery, transport_failure
 from bot.runtime import RuntimeUser
 from bot.staff_room import StaffSender
-from core import support
-from core.context import AppContext
-from core.db import unit_of_work
-from core.models import ChatLink, OutboxMessage, OutboxStatus
-from core.outbox import DeliveryResult
-from core.outgoing import OutgoingMessage
+from core.app.context import AppContext
+from core.messaging.outbox import DeliveryResult
+from core.messaging.outgoing import OutgoingMessage
+from core.storage.db import unit_of_work
+from core.storage.models import ChatLink, OutboxMessage, OutboxStatus
+from core.support import threads as support
 
 __all__ = ["CHANNEL", "TelegramSender", "chat_blocked", "chat_came_back", "make_staff_channel",
            "make_telegram_channel"]
@@ -60,7 +60,7 @@ class TelegramSender(RuntimeUser):
     """Delivers outbox rows of channel "telegram"; the recipient is the student's chat id."""
 
     channel = CHANNEL
-    # Chats are independent: core.serve drains this many chats at once (each chat's rows in
+    # Chats are independent: core.app.serve drains this many chats at once (each chat's rows in
     # order); the shared AIORateLimiter keeps the overall rate, Delivery the per-chat one.
     # Eight requests in flight reach Telegram's 30/s even at 250 ms a round trip; more only
     # adds thread and lock churn (bench.chat_throughput: 32 was slower than 4, and 4 than 1,
@@ -125,7 +125,7 @@ class TelegramSender(RuntimeUser):
 
     def _refused(self, row: OutboxMessage, error: str) -> str | None:
         """Forbidden: mark the chat blocked and, for a staff answer, tell staff and reroute or hold it
-        (core.support.answer_undelivered); one commit, so a crash redoes both or neither."""
+        (core.support.threads.answer_undelivered); one commit, so a crash redoes both or neither."""
         reason = error.removeprefix("Forbidden:").strip()
         with unit_of_work(self.ctx.engine) as session:
             _set_blocked(self.ctx, session, row.recipient, blocked=True)

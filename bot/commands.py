@@ -13,7 +13,7 @@ import logging
 from telegram import Bot, BotCommand, BotCommandScopeAllPrivateChats
 from telegram.error import TelegramError
 
-from core.catalog import LANGUAGES, Catalog
+from core.app.catalog import LANGUAGES, Catalog
 
 __all__ = ["COMMANDS", "command_list", "register_commands"]
 

@@ -28,10 +28,10 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
 from bot.render import MAX_CAPTION, escape, keyboard, split_for_telegram
-from core.context import AppContext
-from core.models import OutboxMessage, OutboxStatus
-from core.outbox import DeliveryResult
-from core.outgoing import OutgoingMessage
+from core.app.context import AppContext
+from core.messaging.outbox import DeliveryResult
+from core.messaging.outgoing import OutgoingMessage
+from core.storage.models import OutboxMessage, OutboxStatus
 
 __all__ = ["ChatTarget", "Delivery", "retry_seconds", "transport_failure"]
 

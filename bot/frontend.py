@@ -25,8 +25,8 @@ from bot.staff import StaffRoom, staff_handlers
 from bot.staff_room import STAFF_CHANNEL
 from bot.student import StudentHandler, student_handlers
 from bot.webhook import UpdateWorker, WebhookEndpoint, set_webhook
-from core.context import AppContext
-from core.errors import UnreachableError
+from core.app.context import AppContext
+from core.app.errors import UnreachableError
 
 __all__ = ["TelegramFrontend"]
 

@@ -18,9 +18,9 @@ from telegram.ext import BaseHandler, ContextTypes, MessageHandler, filters
 
 from bot.events import CHANNEL, language_hint
 from bot.runtime import BotRuntime
-from core import outbox
-from core.db import unit_of_work
-from core.outgoing import OutgoingMessage
+from core.messaging import outbox
+from core.messaging.outgoing import OutgoingMessage
+from core.storage.db import unit_of_work
 
 __all__ = ["group_handlers"]
 

@@ -38,9 +38,9 @@ from telegram.ext import Application
 
 from bot.delivery import retry_seconds
 from bot.runtime import runtime_of
-from core.context import AppContext
+from core.app.context import AppContext
+from core.app.serve import TELEGRAM_POLLING_LOCK
 from core.jobs.leader import Leadership
-from core.serve import TELEGRAM_POLLING_LOCK
 
 __all__ = ["Poller", "PollingLock"]
 

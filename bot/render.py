@@ -11,7 +11,7 @@ import html
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from core.outgoing import Button
+from core.messaging.outgoing import Button
 
 __all__ = ["MAX_CAPTION", "MAX_TEXT", "escape", "keyboard", "split_for_telegram", "utf16_len"]
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from telegram.error import TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
-from core.context import AppContext
+from core.app.context import AppContext
 
 if TYPE_CHECKING:
     from core.conversation import ConversationService
@@ -82,7 +82,7 @@ def build_application(ctx: AppContext) -> Application:  # type: ignore[type-arg]
         .base_file_url(file_base_url(telegram.api_base_url))
         .rate_limiter(limiter)
         # PTB's default is one connection: the concurrent updates and outbox chains (bot.polling,
-        # core.serve) would queue for it, and past pool_timeout (1 s) fail with TimedOut.
+        # core.app.serve) would queue for it, and past pool_timeout (1 s) fail with TimedOut.
         .connection_pool_size(CONNECTION_POOL_SIZE)
         .pool_timeout(POOL_TIMEOUT_SECONDS)
         .build()

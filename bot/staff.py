@@ -1,7 +1,7 @@
 """The staff room's handler: answers to escalations, /claim N, /close N, /note, /help and buttons.
 
 A staff member answers a thread by replying to any message the bot posted about it, or
-by writing in the thread's forum topic; the answer goes through core.support.staff_reply,
+by writing in the thread's forum topic; the answer goes through core.support.threads.staff_reply,
 which queues it on the channel the student used. What must not reach the student stays
 in the room: a message starting with `#` is ignored by the bot, `/note ...` keeps an
 internal note on the thread (`mleg threads show`), and any other /command gets the usage.
@@ -26,12 +26,14 @@ from telegram.ext import BaseHandler, ContextTypes, MessageHandler, filters
 
 from bot.runtime import BotRuntime
 from bot.staff_room import STAFF_CHANNEL
-from core import audit, outbox, support
-from core.control_chars import strip_controls
-from core.db import unit_of_work
-from core.errors import ConflictError, NotFoundError
-from core.models import OutboxMessage, SupportThread
-from core.outgoing import Button, OutgoingMessage
+from core.app.errors import ConflictError, NotFoundError
+from core.messaging import outbox
+from core.messaging.outgoing import Button, OutgoingMessage
+from core.security.control_chars import strip_controls
+from core.storage import audit
+from core.storage.db import unit_of_work
+from core.storage.models import OutboxMessage, SupportThread
+from core.support import threads as support
 
 __all__ = ["StaffRoom", "staff_handlers"]
 

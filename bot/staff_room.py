@@ -22,11 +22,11 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 
 from bot.delivery import ChatTarget, Delivery, transport_failure
 from bot.runtime import BotRuntime, RuntimeUser
-from core.context import AppContext
-from core.db import unit_of_work
-from core.models import OutboxMessage, SupportThread
-from core.outbox import DeliveryResult
-from core.outgoing import OutgoingMessage
+from core.app.context import AppContext
+from core.messaging.outbox import DeliveryResult
+from core.messaging.outgoing import OutgoingMessage
+from core.storage.db import unit_of_work
+from core.storage.models import OutboxMessage, SupportThread
 
 __all__ = ["STAFF_CHANNEL", "StaffSender"]
 

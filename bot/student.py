@@ -21,10 +21,11 @@ from telegram.ext import BaseHandler, ContextTypes, MessageHandler, filters
 from bot.events import CHANNEL, event_from_update, language_hint
 from bot.render import escape
 from bot.runtime import BotRuntime
-from core import outbox, update_store
 from core.conversation import Event
-from core.db import unit_of_work
-from core.outgoing import OutgoingMessage
+from core.messaging import outbox
+from core.messaging.outgoing import OutgoingMessage
+from core.storage import update_store
+from core.storage.db import unit_of_work
 
 __all__ = ["student_handlers"]
 

@@ -4,7 +4,7 @@ Telegram never sends an update again once the webhook answered it 2xx. python-te
 own webhook server answers as soon as the update is queued in memory, so a crash lost what
 was queued. Here the endpoint (`WebhookEndpoint`, a small tornado server: tornado comes with
 python-telegram-bot[webhooks]) does only this before answering: it compares the secret token
-in constant time, and stores the raw update in the database (core.update_store), idempotent
+in constant time, and stores the raw update in the database (core.storage.update_store), idempotent
 by update_id. A database that cannot store answers 503, and Telegram tries again later.
 
 `UpdateWorker` handles the stored updates through the same path as long polling
@@ -44,12 +44,12 @@ from telegram.ext import Application
 
 from bot.events import CHANNEL
 from bot.polling import PollingLock, order_key
-from core import update_store
-from core.context import AppContext
-from core.db import unit_of_work
-from core.errors import UnreachableError
-from core.serve import TELEGRAM_UPDATES_LOCK
-from core.update_store import StoredRef, Waiting
+from core.app.context import AppContext
+from core.app.errors import UnreachableError
+from core.app.serve import TELEGRAM_UPDATES_LOCK
+from core.storage import update_store
+from core.storage.db import unit_of_work
+from core.storage.update_store import StoredRef, Waiting
 
 __all__ = ["SECRET_HEADER", "UpdateWorker", "WebhookEndpoint", "set_webhook"]
 

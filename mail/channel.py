@@ -23,15 +23,15 @@ from pathlib import Path
 
 import aiosmtplib
 
-from core.clock import Clock
-from core.context import AppContext
-from core.health import HealthRecorder
-from core.mailbox_rules import email_message_id
-from core.models import OutboxMessage
-from core.outbox import DeliveryResult
-from core.outgoing import OutgoingMessage
-from core.secrets_box import SecretBox
-from core.settings import Settings
+from core.app.clock import Clock
+from core.app.context import AppContext
+from core.app.health import HealthRecorder
+from core.app.settings import Settings
+from core.messaging.outbox import DeliveryResult
+from core.messaging.outgoing import OutgoingMessage
+from core.security.secrets_box import SecretBox
+from core.storage.models import OutboxMessage
+from core.support.mailbox_rules import email_message_id
 from mail.mime import build_email
 from mail.oauth import MailLoginError, TokenError, shared_token_source
 
@@ -148,7 +148,7 @@ class SmtpChannel:
 
     def _failure(self, row: OutboxMessage, message_id: str, error: str, *, permanent: bool,
                  error_class: str) -> DeliveryResult:
-        # DEBUG: the outbox logs every failed attempt once, at WARNING (core.delivery_failures).
+        # DEBUG: the outbox logs every failed attempt once, at WARNING (core.messaging.delivery_failures).
         log.debug("e-mail %s (outbox %s, %s) %s failure: %s", message_id, row.id, row.kind,
                   "permanent" if permanent else "temporary", error)
         # No retry_after: the outbox's exponential backoff is the right pace for a busy server.

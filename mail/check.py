@@ -13,9 +13,9 @@ import re
 
 import aiosmtplib
 
-from core.context import AppContext
-from core.health import HealthRecorder
-from core.plugins import CheckResult
+from core.app.context import AppContext
+from core.app.health import HealthRecorder
+from core.app.plugins import CheckResult
 from mail.channel import SmtpChannel
 from mail.frontend import COMMAND_TIMEOUT, MailFrontend
 from mail.oauth import MailLoginError, TokenError

@@ -33,11 +33,11 @@ from datetime import datetime
 import aioimaplib
 from sqlmodel import Session, col, select
 
-from core.context import AppContext
-from core.errors import ConfigurationError
-from core.faq import Faq
-from core.health import HealthRecorder
-from core.models import InboundMail
+from core.app.context import AppContext
+from core.app.errors import ConfigurationError
+from core.app.health import HealthRecorder
+from core.storage.models import InboundMail
+from core.support.faq import Faq
 from mail.inbound import ProcessedMail, mailbox_state, process_pending, store_raw
 from mail.oauth import AccessToken, MailLoginError, TokenError, TokenSource, shared_token_source
 

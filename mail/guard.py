@@ -28,8 +28,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 from pebble import ProcessExpired, ProcessPool
 
-from core.mail_text import question_text
-from core.mailbox_rules import InboundFacts
+from core.support.mail_text import question_text
+from core.support.mailbox_rules import InboundFacts
 from mail.parse import parse_inbound
 
 __all__ = ["MailUnreadable", "read_inbound", "stop_worker"]
@@ -51,7 +51,7 @@ class MailUnreadable(Exception):
 
 def _read(raw: bytes, size: int | None, oversize: bool) -> InboundFacts:
     facts = parse_inbound(raw, size=size, oversize=oversize)
-    # The rules cut the question out of the text next (core.mail_text): done here once as well,
+    # The rules cut the question out of the text next (core.support.mail_text): done here once as well,
     # so anything slow there also trips the limit here, not in the serving process. (The
     # understanding then reads at most that bounded question, in linear time.)
     question_text(facts.subject, facts.text)
@@ -95,7 +95,7 @@ def read_inbound(raw: bytes, *, size: int | None, oversize: bool, timeout: float
         except BrokenProcessPool:
             # No worker could be started (not the mail's fault: it must not be quarantined for
             # it). Read it here, as before the worker existed: every step is linear anyway
-            # (mail/parse.py, core/mail_text.py); only the time limit is lost.
+            # (mail/parse.py, core/support/mail_text.py); only the time limit is lost.
             stop_worker()
             log.error("no worker process could be started to read mail; reading it in this process")
             return _read(raw, size, oversize)

@@ -14,7 +14,7 @@ The raw mail is kept only that long: it may carry a PESEL or an activation code 
 so it is deleted in the commit that records the mail as processed or ignored (what staff
 need is in the support thread, masked). Quarantined mail keeps it for staff to inspect.
 On SQLite the deleted bytes also live on in the WAL file until it is reset, so each batch
-that forgot a raw mail ends with one WAL checkpoint (core.db.checkpoint_wal).
+that forgot a raw mail ends with one WAL checkpoint (core.storage.db.checkpoint_wal).
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, select
 
-from core.blobs import insert_blob, read_blob
-from core.context import AppContext
-from core.db import checkpoint_wal
-from core.db_errors import is_transient
-from core.faq import Faq
-from core.mailbox_rules import Outcome, handle_inbound
-from core.models import InboundMail, InboundMailRaw, MailboxState
-from core.redact import redact_personal
+from core.app.context import AppContext
+from core.security.redact import redact_personal
+from core.storage.blobs import insert_blob, read_blob
+from core.storage.db import checkpoint_wal
+from core.storage.db_errors import is_transient
+from core.storage.models import InboundMail, InboundMailRaw, MailboxState
+from core.support.faq import Faq
+from core.support.mailbox_rules import Outcome, handle_inbound
 from mail.guard import read_inbound
 from mail.parse import identity
 
@@ -45,7 +45,7 @@ __all__ = ["StoreResult", "mailbox_state", "process_pending", "store_raw", "stor
 
 log = logging.getLogger(__name__)
 
-# Written and read in pieces (core.blobs): it can be 25 MB.
+# Written and read in pieces (core.storage.blobs): it can be 25 MB.
 RAW = InboundMailRaw.__table__.c.raw  # type: ignore[attr-defined]
 RAW_TABLE = InboundMailRaw.__table__  # type: ignore[attr-defined]
 # Databases whose last checkpoint could not reset the WAL: the next batch tries again, even an empty one.
@@ -135,7 +135,7 @@ def stored_raw(session: Session, inbound_id: int) -> bytes | None:
 
 
 def _forget_raw(session: Session, inbound_id: int) -> None:
-    """Delete the raw mail; on SQLite its freed pages are overwritten (secure_delete, core.db)."""
+    """Delete the raw mail; on SQLite its freed pages are overwritten (secure_delete, core.storage.db)."""
     session.execute(sa.delete(RAW_TABLE).where(RAW_TABLE.c.inbound_id == inbound_id))
 
 
@@ -238,7 +238,7 @@ def process_pending(ctx: AppContext, faq: Faq, *, limit: int = 200) -> list[Proc
     """Process every stored `new` mail, oldest first, each in its own unit of work.
 
     A mail the rules cannot handle is quarantined at once. A temporary database error (see
-    core.db_errors) is not the mail's fault: the mail is tried again, and when the error
+    core.storage.db_errors) is not the mail's fault: the mail is tried again, and when the error
     outlasts this batch's tries it stays `new` and the batch ends there (the database is in
     trouble; the next batch starts with it). Only a failure that keeps repeating on the same
     mail, over BATCHES_BEFORE_QUARANTINE batches, quarantines it.

@@ -19,7 +19,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 
-from core.outgoing import Attachment, OutgoingMessage
+from core.messaging.outgoing import Attachment, OutgoingMessage
 
 __all__ = ["build_email", "fold_references"]
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import httpx
 
-from core.clock import Clock
-from core.settings import MailOAuthSettings
+from core.app.clock import Clock
+from core.app.settings import MailOAuthSettings
 
 __all__ = [
     "GOOGLE_SCOPE",

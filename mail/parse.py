@@ -1,4 +1,4 @@
-"""MIME parsing of incoming support mail: raw bytes in, `core.mailbox_rules.InboundFacts` out.
+"""MIME parsing of incoming support mail: raw bytes in, `core.support.mailbox_rules.InboundFacts` out.
 
 Real mail is messy: Polish mail comes in UTF-8, ISO-8859-2 and Windows-1250, declared or
 not, headers in RFC 2047 encoded-words or raw 8-bit, file names in RFC 2231. Nothing here
@@ -13,7 +13,7 @@ an HTML body is cut to MAX_HTML_CHARS before it is read, and its tags are found 
 left-to-right scan (str.find), not by regular expressions (`<[^>]+>` over `<<<<...` or
 `<style<style...` was quadratic: a 200 KB body held the interpreter for half a minute).
 Control characters (ESC sequences for the operator's terminal) are stripped from every
-field (core.control_chars). mail/guard.py runs all of this in a worker process with a time
+field (core.security.control_chars). mail/guard.py runs all of this in a worker process with a time
 limit, for what the stdlib's MIME parser might still do with a hostile mail.
 """
 
@@ -28,9 +28,9 @@ from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses
 
-from core.control_chars import strip_controls
-from core.mail_sender import MAX_RESULTS_CHARS, MAX_RESULTS_HEADERS
-from core.mailbox_rules import AUTO_HEADERS, InboundFacts
+from core.security.control_chars import strip_controls
+from core.support.mail_sender import MAX_RESULTS_CHARS, MAX_RESULTS_HEADERS
+from core.support.mailbox_rules import AUTO_HEADERS, InboundFacts
 
 __all__ = ["decode_text", "identity", "parse_inbound", "skeleton"]
 
@@ -285,7 +285,7 @@ def _attachment_names(message: EmailMessage) -> list[str]:
 
 
 def _auto_headers(message: Message) -> dict[str, str]:
-    """The vendor auto-reply headers (core.mailbox_rules.AUTO_HEADERS) this mail carries, by lower-case name."""
+    """The vendor auto-reply headers (core.support.mailbox_rules.AUTO_HEADERS) this mail carries, by lower-case name."""
     found: dict[str, str] = {}
     for name, value in message.raw_items():  # raw: no header parsing for a yes/no question
         key = name.lower()
@@ -295,7 +295,7 @@ def _auto_headers(message: Message) -> dict[str, str]:
 
 
 def _authentication_results(message: Message) -> list[str]:
-    """The Authentication-Results values, top first, raw and unfolded (core.mail_sender decides)."""
+    """The Authentication-Results values, top first, raw and unfolded (core.support.mail_sender decides)."""
     found: list[str] = []
     for name, value in message.raw_items():  # raw: the policy's header parsing is not needed
         if name.lower() == "authentication-results" and len(found) < MAX_RESULTS_HEADERS:

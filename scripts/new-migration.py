@@ -11,7 +11,7 @@ from pathlib import Path
 
 from alembic import command
 
-from core.db import alembic_config, make_engine, upgrade
+from core.storage.db import alembic_config, make_engine, upgrade
 
 with tempfile.TemporaryDirectory() as tmp:
     engine = make_engine(f"sqlite:///{Path(tmp) / 'scratch.db'}")

@@ -1,5 +1,5 @@
 """Test helpers for the Telegram bot: a context pointed at the Bot API stand-in, the bot running
-in-process under core.serve.Server (the real drainers), and a student who types and presses.
+in-process under core.app.serve.Server (the real drainers), and a student who types and presses.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from sqlmodel import Session, col, select
 
 from bot.channel import make_staff_channel, make_telegram_channel
 from bot.frontend import TelegramFrontend
-from core import serve
-from core.clock import SystemClock
-from core.context import AppContext
-from core.db import make_engine, unit_of_work
-from core.models import OutboxMessage, OutboxStatus, Student
-from core.outbox import open_body
+from core.app import serve
+from core.app.clock import SystemClock
+from core.app.context import AppContext
+from core.messaging.outbox import open_body
+from core.storage.db import make_engine, unit_of_work
+from core.storage.models import OutboxMessage, OutboxStatus, Student
 from tests.conftest import SeededRandom, add_student, make_settings
 from tests.servers.botapi import BotApiStandIn, SentMessage
 

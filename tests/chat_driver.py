@@ -7,10 +7,10 @@ import re
 
 from sqlmodel import Session, col, select
 
-from core.context import AppContext
+from core.app.context import AppContext
 from core.conversation import ConversationService, Event, Reply
-from core.models import OutboxMessage
-from core.outbox import open_body
+from core.messaging.outbox import open_body
+from core.storage.models import OutboxMessage
 
 _ids = itertools.count(1)
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.settings import PROJECT_ROOT
+from core.app.settings import PROJECT_ROOT
 from tests.conftest import TEST_SECRET
 
 

@@ -15,14 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from core.clock import FixedClock, RandomSource
-from core.context import AppContext
-from core.db import make_engine, upgrade
-from core.demo_register import make_pesel
-from core.models import Student
-from core.pesel import mask_pesel
-from core.secrets_box import SecretBox
-from core.settings import Settings, load_settings
+from core.app.clock import FixedClock, RandomSource
+from core.app.context import AppContext
+from core.app.settings import Settings, load_settings
+from core.security.secrets_box import SecretBox
+from core.storage.db import make_engine, upgrade
+from core.storage.models import Student
+from core.students.demo_register import make_pesel
+from core.students.pesel import mask_pesel
 
 pytest_plugins = ["tests.servers.fixtures"]
 

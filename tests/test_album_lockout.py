@@ -8,10 +8,10 @@ from pathlib import Path
 
 from sqlmodel import Session, col, select
 
-from core.context import AppContext
-from core.db import unit_of_work
-from core.models import AuditEvent, OutboxMessage, Student
-from core.outbox import open_body
+from core.app.context import AppContext
+from core.messaging.outbox import open_body
+from core.storage.db import unit_of_work
+from core.storage.models import AuditEvent, OutboxMessage, Student
 from tests.chat_driver import ChatDriver
 from tests.cli_helpers import cli_environment, run
 from tests.conftest import add_student
@@ -113,7 +113,7 @@ def test_unlock_of_an_unknown_album_is_one_error_line(tmp_path: Path, sqlite_url
 
 
 def test_the_album_limit_follows_the_account_limit_and_must_exceed_it(tmp_path: Path) -> None:
-    from core.errors import ConfigurationError
+    from core.app.errors import ConfigurationError
     from tests.conftest import make_settings
 
     assert make_settings(tmp_path).limits.album_limit == 10

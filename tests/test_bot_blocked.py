@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from core.db import unit_of_work
-from core.models import ChatLink
-from core.outbox import enqueue
-from core.outgoing import OutgoingMessage
+from core.messaging.outbox import enqueue
+from core.messaging.outgoing import OutgoingMessage
+from core.storage.db import unit_of_work
+from core.storage.models import ChatLink
 from tests.bot_harness import TgStudent, bot_context, new_student, outbox_rows, running_bot, wait_until
 from tests.servers.botapi import BotApiStandIn
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bot.commands import COMMANDS, command_list
-from core.catalog import LANGUAGES
-from core.context import AppContext
+from core.app.catalog import LANGUAGES
+from core.app.context import AppContext
 from tests.chat_driver import ChatDriver
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from core import support
-from core.db import unit_of_work
-from core.outbox import enqueue
-from core.outgoing import OutgoingMessage
+from core.messaging.outbox import enqueue
+from core.messaging.outgoing import OutgoingMessage
+from core.storage.db import unit_of_work
+from core.support import threads as support
 from tests.bot_harness import STAFF_CHAT, bot_context, new_student, outbox_rows, running_bot, wait_until
 from tests.servers.botapi import BotApiStandIn, check_html
 

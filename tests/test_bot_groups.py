@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from core.models import Conversation
+from core.storage.models import Conversation
 from tests.bot_harness import STAFF_CHAT, bot_context, outbox_rows, running_bot, wait_until
 from tests.servers.botapi import BotApiStandIn
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from core.models import ChatLink, Credential
+from core.storage.models import ChatLink, Credential
 from tests.bot_harness import TgStudent, bot_context, new_student, outbox_rows, running_bot
 from tests.servers.botapi import BotApiStandIn
 

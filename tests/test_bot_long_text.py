@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.render import MAX_TEXT, split_for_telegram, utf16_len
-from core import support
-from core.db import unit_of_work
+from core.storage.db import unit_of_work
+from core.support import threads as support
 from tests.bot_harness import bot_context, new_student, outbox_rows, running_bot, wait_until
 from tests.servers.botapi import BotApiStandIn
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from core.context import AppContext
-from core.db import make_engine
-from core.demo_register import make_pesel
-from core.models import Credential, SupportThread
-from core.settings import PROJECT_ROOT
+from core.app.context import AppContext
+from core.app.settings import PROJECT_ROOT
+from core.storage.db import make_engine
+from core.storage.models import Credential, SupportThread
+from core.students.demo_register import make_pesel
 from tests.bot_harness import STAFF_CHAT, TgStudent, outbox_rows, wait_until
 from tests.conftest import TEST_SECRET, make_settings
 from tests.servers.botapi import BotApiStandIn

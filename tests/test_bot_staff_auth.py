@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from core import support
-from core.db import unit_of_work
-from core.models import AuditEvent, SupportThread
+from core.storage.db import unit_of_work
+from core.storage.models import AuditEvent, SupportThread
+from core.support import threads as support
 from tests.bot_harness import (
     GROUP_WAIT_SECONDS,
     STAFF_CHAT,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from core.context import AppContext
-from core.models import Credential, SupportThread
+from core.app.context import AppContext
+from core.storage.models import Credential, SupportThread
 from core.understanding import load_understanding
 from tests.bot_harness import TgStudent, bot_context, new_student, running_bot
 from tests.servers.botapi import BotApiStandIn

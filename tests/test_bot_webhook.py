@@ -15,8 +15,8 @@ from sqlmodel import Session, select
 from telegram import Update
 from telegram.ext import Application
 
-from core.context import AppContext
-from core.models import Conversation
+from core.app.context import AppContext
+from core.storage.models import Conversation
 from tests.bot_harness import TgStudent, bot_context, outbox_rows, running_bot, wait_until
 from tests.cli_helpers import cli_environment, run
 from tests.servers.botapi import BotApiStandIn, post_update_to_webhook
@@ -98,8 +98,8 @@ async def test_retried_update_is_handled_once(api: BotApiStandIn, tmp_path: Path
 
 async def test_stored_updates_go_before_polling(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:
     """Back from webhook mode to long polling: what the webhook stored and nobody handled goes first."""
-    from core import update_store
-    from core.models import StoredUpdate
+    from core.storage import update_store
+    from core.storage.models import StoredUpdate
 
     ctx = bot_context(tmp_path, sqlite_url, api)
     stored = _update(77, 5151, "/start")
@@ -119,8 +119,8 @@ async def test_stored_updates_go_before_polling(api: BotApiStandIn, tmp_path: Pa
 async def test_status_shows_waiting_updates_and_the_webhooks_health(api: BotApiStandIn, tmp_path: Path,
                                                                      sqlite_url: str) -> None:
     from bot import webhook
-    from core import update_store
-    from core.models import WebhookState
+    from core.storage import update_store
+    from core.storage.models import WebhookState
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}/telegram/hook"
@@ -156,7 +156,7 @@ async def test_status_shows_waiting_updates_and_the_webhooks_health(api: BotApiS
 async def test_updates_that_are_no_turn_are_marked_handled_too(api: BotApiStandIn, tmp_path: Path,
                                                                sqlite_url: str) -> None:
     """An edit, a message in a group: no engine turn marks them, the worker does once their handler returned."""
-    from core.models import StoredUpdate
+    from core.storage.models import StoredUpdate
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}/telegram/hook"
@@ -204,8 +204,8 @@ async def test_an_update_another_server_stored_is_handled_at_once(api: BotApiSta
                                                                   postgres_database: str) -> None:
     """PostgreSQL: the server handling updates hears of one stored elsewhere (NOTIFY), not at its next look."""
     from bot import webhook
-    from core import update_store
-    from core.db import make_engine as engine_for
+    from core.storage import update_store
+    from core.storage.db import make_engine as engine_for
     from tests.conftest import _truncate_all
 
     engine = engine_for(postgres_database)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import string
 
-from core.catalog import Catalog
-from core.settings import PROJECT_ROOT
+from core.app.catalog import Catalog
+from core.app.settings import PROJECT_ROOT
 
 
 def _fields(text: str) -> set[str]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
-from core.context import AppContext
-from core.db import unit_of_work
-from core.models import Credential, SupportThread
+from core.app.context import AppContext
+from core.storage.db import unit_of_work
+from core.storage.models import Credential, SupportThread
 from tests.chat_driver import ChatDriver
 from tests.conftest import add_student
 

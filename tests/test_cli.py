@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-from core.db import MIGRATIONS_DIR
-from core.demo_register import generate_rows, rows_to_csv
-from core.settings import PROJECT_ROOT
+from core.app.settings import PROJECT_ROOT
+from core.storage.db import MIGRATIONS_DIR
+from core.students.demo_register import generate_rows, rows_to_csv
 from tests.conftest import TEST_SECRET
 
 MLEG = [sys.executable, "-m", "core.cli"]
@@ -50,16 +50,16 @@ def test_import_list_show_revoke(cli_env: dict[str, str], tmp_path: Path) -> Non
     # Issue a credential through the service, then operate on it through the CLI.
     from sqlmodel import select
 
-    from core.context import AppContext
-    from core.db import make_engine, unit_of_work
-    from core.models import Student
-    from core.settings import load_settings
+    from core.app.context import AppContext
+    from core.app.settings import load_settings
+    from core.storage.db import make_engine, unit_of_work
+    from core.storage.models import Student
 
     settings = load_settings(
         mode="production", secret_key=TEST_SECRET, database_url=cli_env["MLEG_DATABASE_URL"],
     )
     ctx = AppContext.build(settings, migrate=False, engine=make_engine(cli_env["MLEG_DATABASE_URL"]))
-    from core.credentials import request_credential
+    from core.credentials.service import request_credential
 
     with unit_of_work(ctx.engine) as session:
         student = session.exec(select(Student).where(Student.album == rows[0]["album"])).one()

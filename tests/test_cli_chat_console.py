@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.app.settings import PROJECT_ROOT
 from core.cli.chat import ConsoleChat, _demo_hint
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import make_engine, unit_of_work
-from core.settings import PROJECT_ROOT
+from core.storage.db import make_engine, unit_of_work
 from tests.conftest import add_student, build_ctx, make_settings
 
 

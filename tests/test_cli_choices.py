@@ -41,11 +41,11 @@ def test_revoke_reasons_in_help_are_the_accepted_ones(cli_env: dict[str, str]) -
 
 
 def test_revoking_twice_says_already_revoked(cli_env: dict[str, str], tmp_path: Path) -> None:
-    from core.context import AppContext
-    from core.credentials import request_credential
-    from core.db import make_engine, unit_of_work
-    from core.models import Student
-    from core.settings import load_settings
+    from core.app.context import AppContext
+    from core.app.settings import load_settings
+    from core.credentials.service import request_credential
+    from core.storage.db import make_engine, unit_of_work
+    from core.storage.models import Student
     from tests.conftest import add_student
 
     url = cli_env["MLEG_DATABASE_URL"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import PROJECT_ROOT
+from core.app.settings import PROJECT_ROOT
 from tests.conftest import POSTGRES_URL, TEST_SECRET, _in_ci
 
 PASSWORD = "s3cret-Passw0rd"
@@ -64,7 +64,7 @@ def test_postgres_not_listening(command: list[str], tmp_path: Path) -> None:
 def test_postgres_refuses_the_role(tmp_path: Path) -> None:
     import sqlalchemy as sa
 
-    from core.db import make_engine
+    from core.storage.db import make_engine
 
     engine = make_engine(POSTGRES_URL)
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.demo_register import generate_rows, rows_to_csv
+from core.students.demo_register import generate_rows, rows_to_csv
 from tests.cli_helpers import cli_environment, run
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from core.catalog import Catalog
-from core.config_files import check_files, problem_with, shipped_dir
-from core.errors import ConfigurationError
-from core.faq import Faq
-from core.settings import PROJECT_ROOT, load_settings
-from core.terms import TermsSource, load_terms
+from core.app.catalog import Catalog
+from core.app.config_files import check_files, problem_with, shipped_dir
+from core.app.errors import ConfigurationError
+from core.app.settings import PROJECT_ROOT, load_settings
+from core.conversation.terms import TermsSource, load_terms
+from core.support.faq import Faq
 from tests.cli_helpers import cli_environment, run
 from tests.conftest import TEST_SECRET
 

@@ -10,13 +10,13 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from core import credentials
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import make_engine, unit_of_work
-from core.eligibility import SHORT_VALIDITY_DAYS
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.credentials import service as credentials
 from core.jobs import sweep
-from core.models import (
+from core.messaging.outbox import open_body
+from core.storage.db import make_engine, unit_of_work
+from core.storage.models import (
     BindingCode,
     ChatLink,
     Credential,
@@ -25,8 +25,8 @@ from core.models import (
     Student,
     TermsAcceptance,
 )
-from core.outbox import open_body
-from core.semester import end_of_day
+from core.students.eligibility import SHORT_VALIDITY_DAYS
+from core.students.semester import end_of_day
 from tests.chat_driver import ChatDriver
 from tests.conftest import add_student, build_ctx, make_settings
 
@@ -398,7 +398,7 @@ def test_a_yes_button_from_before_the_upgrade_asks_again(sqlite_ctx: AppContext)
 # --- a PESEL typed into a help-desk question -------------------------------------------------------
 
 def test_a_pesel_in_a_support_question_is_masked_everywhere(sqlite_ctx: AppContext) -> None:
-    from core.models import Conversation, SupportMessage, SupportThread
+    from core.storage.models import Conversation, SupportMessage, SupportThread
     from tests.conftest import student_pesel
 
     chat, _ = _bound(sqlite_ctx, "en")

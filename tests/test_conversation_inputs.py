@@ -11,14 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.catalog import Catalog
-from core.context import AppContext
+from core.app.catalog import Catalog
+from core.app.context import AppContext
+from core.app.settings import PROJECT_ROOT
 from core.conversation import ConversationState, Event, ops
 from core.conversation.engine import EngineConfig, step
-from core.db import unit_of_work
-from core.faq import Faq
-from core.settings import PROJECT_ROOT
-from core.terms import load_terms
+from core.conversation.terms import load_terms
+from core.storage.db import unit_of_work
+from core.support.faq import Faq
 from tests.chat_driver import ChatDriver
 from tests.conftest import add_student
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from core.context import AppContext
+from core.app.context import AppContext
 from core.conversation import Event
 from core.conversation.events import MESSAGE_TEXT_LIMIT, Reply, ReplyButton, coalesce_replies
-from core.db import make_engine, unit_of_work
-from core.models import ChatLink, Credential, GuessAttempt, Student, SupportThread, TermsAcceptance
-from core.outbox import open_body
-from core.support import staff_reply
+from core.messaging.outbox import open_body
+from core.storage.db import make_engine, unit_of_work
+from core.storage.models import ChatLink, Credential, GuessAttempt, Student, SupportThread, TermsAcceptance
+from core.support.threads import staff_reply
 from tests.chat_driver import ChatDriver
 from tests.conftest import add_student, build_ctx, make_settings
 
@@ -125,7 +125,7 @@ def test_student_without_pesel_cannot_be_identified_in_chat(sqlite_ctx: AppConte
 
 
 def test_renewal_for_the_new_semester(sqlite_ctx: AppContext) -> None:
-    from core import credentials
+    from core.credentials import service as credentials
 
     student, pesel = _student(sqlite_ctx)
     chat = ChatDriver(sqlite_ctx)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from core.context import AppContext
-from core.db import unit_of_work
+from core.app.context import AppContext
+from core.storage.db import unit_of_work
 from tests.chat_driver import ChatDriver
 from tests.conftest import add_student, student_pesel
 

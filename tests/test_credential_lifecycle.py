@@ -8,15 +8,15 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from core import credentials as service
-from core.clock import WARSAW
-from core.context import AppContext
-from core.db import unit_of_work
-from core.eligibility import Reason
-from core.errors import ActivationError, ConflictError, EligibilityError, RateLimitedError, TransitionError
-from core.lifecycle import transition
-from core.models import Credential, CredentialEvent, CredentialState, OutboxMessage
-from core.outbox import open_body
+from core.app.clock import WARSAW
+from core.app.context import AppContext
+from core.app.errors import ActivationError, ConflictError, EligibilityError, RateLimitedError, TransitionError
+from core.credentials import service
+from core.credentials.lifecycle import transition
+from core.messaging.outbox import open_body
+from core.storage.db import unit_of_work
+from core.storage.models import Credential, CredentialEvent, CredentialState, OutboxMessage
+from core.students.eligibility import Reason
 from tests.conftest import add_student
 
 
@@ -64,7 +64,7 @@ def test_request_issues_activation_data_to_register_address(ctx: AppContext) -> 
 def test_one_live_credential_per_student(ctx: AppContext) -> None:
     student_id, _ = _request(ctx)
     with unit_of_work(ctx.engine) as session:
-        from core.models import Student
+        from core.storage.models import Student
 
         student = session.get(Student, student_id)
         assert student is not None
@@ -139,7 +139,7 @@ def _activate(ctx: AppContext, credential_id: int) -> None:
 
 
 def test_renewal_window_and_new_semester(ctx: AppContext) -> None:
-    from core.models import Student
+    from core.storage.models import Student
 
     student_id, credential_id = _request(ctx)
     _activate(ctx, credential_id)
@@ -168,7 +168,7 @@ def test_renewal_window_and_new_semester(ctx: AppContext) -> None:
 def test_renewal_before_the_next_semester_begins_reaches_its_end(ctx: AppContext) -> None:
     """A renewal window longer than a month opens still in the winter semester: renewing then gives
     the summer semester's date (31 October), not the winter one the credential already has."""
-    from core.models import Student
+    from core.storage.models import Student
 
     ctx.settings.credential.renewal_window_days = 45
     student_id, credential_id = _request(ctx)
@@ -186,8 +186,8 @@ def test_renewal_before_the_next_semester_begins_reaches_its_end(ctx: AppContext
 def test_els_policy_new_application_needs_a_later_card(tmp_path, db_url, clock) -> None:  # type: ignore[no-untyped-def]
     """Under the ELS policy nothing is renewed (docs/domain.md: extending needs a new application); the
     new application that replaces the credential needs a card valid beyond it, and ends with the card."""
-    from core.db import make_engine
-    from core.models import Student
+    from core.storage.db import make_engine
+    from core.storage.models import Student
     from tests.conftest import build_ctx, make_settings
 
     ctx = build_ctx(make_settings(tmp_path, database_url=db_url, policy="els"), make_engine(db_url), clock)
@@ -236,7 +236,7 @@ def test_terminal_states_do_not_move(ctx: AppContext) -> None:
 
 
 def test_after_revocation_a_new_request_is_possible(ctx: AppContext) -> None:
-    from core.models import Student
+    from core.storage.models import Student
 
     student_id, credential_id = _request(ctx)
     with unit_of_work(ctx.engine) as session:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from core import db
+from core.storage import db
 
 
 @pytest.fixture

@@ -20,15 +20,16 @@ import pytest
 from sqlmodel import Session, col, select
 
 from bot.channel import make_staff_channel
-from core import delivery_failures, outbox, support
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import make_engine, unit_of_work
-from core.delivery_alerts import OPERATORS_ALERT_KIND, STAFF_ALERT_KIND, alert_on_error
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.app.plugins import ChannelSender
 from core.jobs.drain import drain_all
-from core.models import OutboxMessage, OutboxStatus
-from core.outgoing import OutgoingMessage
-from core.plugins import ChannelSender
+from core.messaging import delivery_failures, outbox
+from core.messaging.delivery_alerts import OPERATORS_ALERT_KIND, STAFF_ALERT_KIND, alert_on_error
+from core.messaging.outgoing import OutgoingMessage
+from core.storage.db import make_engine, unit_of_work
+from core.storage.models import OutboxMessage, OutboxStatus
+from core.support import threads as support
 from mail.channel import SmtpChannel
 from tests.bot_harness import STAFF_CHAT, new_student, outbox_rows
 from tests.cli_helpers import cli_environment, run
@@ -246,7 +247,7 @@ def _alerts(ctx: AppContext) -> list[tuple[str, str]]:
 def test_alerts_at_most_once_per_interval_and_never_about_the_last_resort(
     tmp_path: Path, db_url: str, clock: FixedClock,
 ) -> None:
-    """On SQLite and PostgreSQL: the alerts read the failing rows back (core.delivery_failures.failing)."""
+    """On SQLite and PostgreSQL: the alerts read the failing rows back (core.messaging.delivery_failures.failing)."""
     ctx = _alert_ctx(tmp_path, db_url, clock)
     failure = outbox.DeliveryResult(ok=False, error="NetworkError: down")
     staff_row = _failed_row(ctx, "staff", "escalation", "s1")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.app.errors import ConfigurationError
+from core.app.settings import DEMO_SECRET, load_settings
 from core.cli.chat import ConsoleChat
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import make_engine
-from core.errors import ConfigurationError
-from core.settings import DEMO_SECRET, load_settings
+from core.storage.db import make_engine
 from tests.cli_helpers import cli_environment, run
 from tests.conftest import build_ctx, make_settings
 
@@ -87,7 +87,7 @@ def subprocess_chat(env: dict[str, str], lines: str):  # type: ignore[no-untyped
     import subprocess
     import sys
 
-    from core.settings import PROJECT_ROOT
+    from core.app.settings import PROJECT_ROOT
 
     return subprocess.run([sys.executable, "-m", "core.cli", "chat", "--account", "newcomer"], env=env,
                           input=lines, capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT)
@@ -110,7 +110,7 @@ def test_a_mail_that_cannot_be_written_is_said_in_the_chat_and_the_log(
     blocker.write_text("not a folder", encoding="utf-8")
     ctx: AppContext = build_ctx(make_settings(tmp_path, database_url=sqlite_url, var_dir=blocker / "var"),
                                 make_engine(sqlite_url), clock)
-    from core.db import unit_of_work
+    from core.storage.db import unit_of_work
     from tests.conftest import add_student
 
     with unit_of_work(ctx.engine) as session:
@@ -124,7 +124,7 @@ def test_a_mail_that_cannot_be_written_is_said_in_the_chat_and_the_log(
     said = "\n".join(lines)
     assert "one-time code" in said
     assert "NOT delivered" in said and "Maildir" in said
-    # The outbox logs every failed attempt once, with the sender's error (core.delivery_failures).
+    # The outbox logs every failed attempt once, with the sender's error (core.messaging.delivery_failures).
     assert any(record.levelno == logging.WARNING and "delivery failed" in record.getMessage()
                and "Maildir" in record.getMessage() for record in caplog.records)
     ctx.engine.dispose()

@@ -25,19 +25,19 @@ import pytest
 from sqlmodel import Session, select
 
 from bot.commands import command_list
-from core import credentials as service
-from core import terms as terms_module
-from core.catalog import LANGUAGES
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import make_engine, unit_of_work
-from core.faq import Faq
-from core.lifecycle import EndReason, transition
-from core.mailbox_rules import InboundFacts, _status_text, handle_inbound
-from core.models import Credential, CredentialState, InboundMail, OutboxMessage, Student, TermsAcceptance
-from core.outbox import open_body
-from core.semester import end_of_day, removal_deadline
-from core.settings import PROJECT_ROOT
+from core.app.catalog import LANGUAGES
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.app.settings import PROJECT_ROOT
+from core.conversation import terms as terms_module
+from core.credentials import service
+from core.credentials.lifecycle import EndReason, transition
+from core.messaging.outbox import open_body
+from core.storage.db import make_engine, unit_of_work
+from core.storage.models import Credential, CredentialState, InboundMail, OutboxMessage, Student, TermsAcceptance
+from core.students.semester import end_of_day, removal_deadline
+from core.support.faq import Faq
+from core.support.mailbox_rules import InboundFacts, _status_text, handle_inbound
 from tests.chat_driver import ChatDriver
 from tests.cli_helpers import cli_environment, run
 from tests.conftest import add_student, build_ctx, make_settings
@@ -190,7 +190,7 @@ def own_config(tmp_path: Path) -> Path:
 def terms_ctx(tmp_path: Path, sqlite_url: str, clock: FixedClock, own_config: Path,
               monkeypatch: pytest.MonkeyPatch) -> Iterator[AppContext]:
     # Every turn looks at the directory (the default: every few seconds).
-    monkeypatch.setattr("core.terms.TERMS_CHECK_SECONDS", 0.0)
+    monkeypatch.setattr("core.conversation.terms.TERMS_CHECK_SECONDS", 0.0)
     engine = make_engine(sqlite_url)
     yield build_ctx(make_settings(tmp_path, database_url=sqlite_url, config_dir=own_config), engine, clock)
     engine.dispose()

@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 
-from core.eligibility import Policy, Reason, check_eligibility
-from core.models import Student
+from core.storage.models import Student
+from core.students.eligibility import Policy, Reason, check_eligibility
 
 TODAY = date(2026, 11, 2)
 

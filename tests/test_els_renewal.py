@@ -25,15 +25,15 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from core import credentials as service
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import make_engine, unit_of_work
-from core.errors import ConflictError
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.app.errors import ConflictError
+from core.credentials import service
+from core.credentials.lifecycle import EndReason
 from core.jobs import reminders
-from core.lifecycle import EndReason
-from core.models import Application, AuditEvent, Credential, CredentialEvent, OutboxMessage, Student
-from core.outbox import open_body
+from core.messaging.outbox import open_body
+from core.storage.db import make_engine, unit_of_work
+from core.storage.models import Application, AuditEvent, Credential, CredentialEvent, OutboxMessage, Student
 from tests.chat_driver import ChatDriver
 from tests.conftest import add_student, build_ctx, make_settings
 from tests.test_jobs_helpers import activate, at, credential, link_chat, outbox
@@ -333,7 +333,7 @@ def test_chat_stale_renew_confirmation_under_els_renews_nothing(els: AppContext)
     at(els, IN_WINDOW)
     chat = _bound_chat(els, student_id)
     from core.conversation.state import ConversationState
-    from core.models import Conversation
+    from core.storage.models import Conversation
 
     with unit_of_work(els.engine) as session:  # the chat was left at the renewal's question
         row = session.exec(select(Conversation).where(Conversation.account_id == chat.account)).one()

@@ -1,7 +1,7 @@
 """Which FAQ entry a support e-mail gets, or none (a person answers): the QA review's cases.
 
-Each case goes the way `core.mailbox_rules` takes a mail: the sender's own words
-(`core.mail_text.question_text`), their language (`Faq.language`), then `Faq.match`
+Each case goes the way `core.support.mailbox_rules` takes a mail: the sender's own words
+(`core.support.mail_text.question_text`), their language (`Faq.language`), then `Faq.match`
 (core.understanding, trained from config/intents.toml).
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core.faq import Faq
-from core.mail_text import is_forward, own_text, question_text, strip_signature
+from core.support.faq import Faq
+from core.support.mail_text import is_forward, own_text, question_text, strip_signature
 
 FAQ_DIR = Path(__file__).resolve().parents[1] / "config" / "faq"
 

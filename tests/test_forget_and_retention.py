@@ -10,13 +10,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col, select
 
-from core import audit, outbox
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import make_engine, unit_of_work
-from core.forget import REMOVED_TEXT
+from core.app.clock import FixedClock
+from core.app.context import AppContext
 from core.jobs import retention
-from core.models import (
+from core.messaging import outbox
+from core.messaging.outgoing import OutgoingMessage
+from core.security.forget import REMOVED_TEXT
+from core.storage import audit
+from core.storage.db import make_engine, unit_of_work
+from core.storage.models import (
     Application,
     AuditEvent,
     ChatLink,
@@ -30,8 +32,7 @@ from core.models import (
     SupportThread,
     TermsAcceptance,
 )
-from core.outgoing import OutgoingMessage
-from core.support import staff_reply
+from core.support.threads import staff_reply
 from tests.chat_driver import ChatDriver
 from tests.cli_helpers import cli_environment, run
 from tests.conftest import add_student, build_ctx, make_settings

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import make_engine, unit_of_work
-from core.demo_register import make_pesel
-from core.models import GuessAttempt, Student
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.storage.db import make_engine, unit_of_work
+from core.storage.models import GuessAttempt, Student
+from core.students.demo_register import make_pesel
 from tests.chat_driver import ChatDriver
 from tests.conftest import _truncate_all, add_student, build_ctx, make_settings, student_pesel
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import PROJECT_ROOT
+from core.app.settings import PROJECT_ROOT
 from tests.conftest import TEST_SECRET
 from tests.servers.botapi import BotApiStandIn
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.context import AppContext
-from core.errors import ActivationError
+from core.app.context import AppContext
+from core.app.errors import ActivationError
 from core.jobs import reminders, run_due, sweep
-from core.outbox import open_body
+from core.messaging.outbox import open_body
 from tests.test_jobs_helpers import activate, at, credential, issue, link_chat, outbox
 
 

@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from core.clock import FixedClock
-from core.context import AppContext
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.app.settings import JobsSettings
 from core.jobs import sweep
-from core.models import AuditEvent, Credential, Student
-from core.settings import JobsSettings
+from core.storage.models import AuditEvent, Credential, Student
 from tests.conftest import build_ctx, make_settings
 
 NOW = datetime(2027, 4, 1, 6, 0, tzinfo=UTC)

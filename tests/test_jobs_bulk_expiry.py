@@ -6,11 +6,11 @@ from datetime import UTC, date, datetime
 
 from sqlmodel import Session, col, select
 
-from core.context import AppContext
-from core.db import unit_of_work
+from core.app.context import AppContext
+from core.credentials.lifecycle import transition
 from core.jobs.sweep import expire_validity
-from core.lifecycle import transition
-from core.models import AuditEvent, Credential, CredentialEvent, CredentialState
+from core.storage.db import unit_of_work
+from core.storage.models import AuditEvent, Credential, CredentialEvent, CredentialState
 from tests.conftest import add_student
 
 NOW = datetime(2027, 4, 1, 6, 0, tzinfo=UTC)

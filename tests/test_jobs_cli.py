@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.clock import FixedClock
-from core.db import make_engine
+from core.app.clock import FixedClock
+from core.storage.db import make_engine
 from tests.cli_helpers import cli_environment, run
 from tests.conftest import build_ctx, make_settings
 from tests.test_jobs_helpers import activate, issue

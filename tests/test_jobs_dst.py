@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from core.context import AppContext
-from core.db import unit_of_work
+from core.app.context import AppContext
 from core.jobs import reminders, sweep
 from core.jobs.reminders import due_days
-from core.models import Credential
+from core.storage.db import unit_of_work
+from core.storage.models import Credential
 from tests.test_jobs_helpers import activate, at, issue, outbox
 
 

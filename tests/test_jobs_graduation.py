@@ -6,10 +6,10 @@ from datetime import date
 
 from sqlmodel import Session, select
 
-from core.context import AppContext
-from core.db import unit_of_work
+from core.app.context import AppContext
 from core.jobs import sweep
-from core.models import AuditEvent, Student
+from core.storage.db import unit_of_work
+from core.storage.models import AuditEvent, Student
 from tests.test_jobs_helpers import activate, at, credential, issue, outbox
 
 

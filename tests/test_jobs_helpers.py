@@ -7,12 +7,12 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from core import credentials as service
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import unit_of_work
-from core.models import ChatLink, Credential, OutboxMessage
-from core.outbox import open_body
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.credentials import service
+from core.messaging.outbox import open_body
+from core.storage.db import unit_of_work
+from core.storage.models import ChatLink, Credential, OutboxMessage
 from tests.conftest import add_student
 
 

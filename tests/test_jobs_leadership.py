@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from core.context import AppContext
-from core.db import make_engine, unit_of_work
+from core.app.context import AppContext
 from core.jobs import run_due
 from core.jobs.leader import Leadership
 from core.jobs.scheduler import build_scheduler
-from core.models import Credential, JobRun, OutboxMessage, ReminderLog
+from core.storage.db import make_engine, unit_of_work
+from core.storage.models import Credential, JobRun, OutboxMessage, ReminderLog
 from tests.conftest import TEST_SECRET, _truncate_all, add_student, build_ctx, make_settings
 from tests.test_jobs_helpers import at
 
@@ -36,7 +36,7 @@ def pg_url(postgres_database: str) -> str:
 @pytest.fixture
 def two_instances(tmp_path: Path, pg_url: str) -> Iterator[tuple[AppContext, AppContext]]:
     """Two processes' worth of context: own settings, own engine (own connections), same database."""
-    from core.clock import FixedClock
+    from core.app.clock import FixedClock
 
     made = []
     for _ in range(2):

@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from core.context import AppContext
-from core.demo_register import generate_rows, rows_to_csv
+from core.app.context import AppContext
 from core.jobs import run_due
-from core.models import JobRun, Student
+from core.storage.models import JobRun, Student
+from core.students.demo_register import generate_rows, rows_to_csv
 from tests.test_jobs_helpers import at
 
 

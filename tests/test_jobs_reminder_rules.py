@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from core.clock import WARSAW
-from core.context import AppContext
-from core.db import unit_of_work
-from core.errors import ConfigurationError
+from core.app.clock import WARSAW
+from core.app.context import AppContext
+from core.app.errors import ConfigurationError
 from core.jobs import reminders, run_due, sweep
 from core.jobs.reminders import activation_due_days, days_left
-from core.models import Credential, OutboxMessage, Student
-from core.outbox import open_body
-from core.outgoing import OutgoingMessage
+from core.messaging.outbox import open_body
+from core.messaging.outgoing import OutgoingMessage
+from core.storage.db import unit_of_work
+from core.storage.models import Credential, OutboxMessage, Student
 from tests.conftest import make_settings
 from tests.test_jobs_helpers import activate, at, credential, issue, link_chat, outbox
 

@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, select
 
-from core import audit, support
-from core.blobs import insert_blob
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import unit_of_work
+from core.app.clock import FixedClock
+from core.app.context import AppContext
 from core.jobs import retention, run_due
-from core.models import (
+from core.storage import audit
+from core.storage.blobs import insert_blob
+from core.storage.db import unit_of_work
+from core.storage.models import (
     AuditEvent,
     BindingCode,
     Conversation,
@@ -23,6 +23,7 @@ from core.models import (
     SupportMessage,
     SupportThread,
 )
+from core.support import threads as support
 from mail.inbound import RAW
 from tests.chat_driver import ChatDriver
 from tests.conftest import add_student

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from core.context import AppContext
+from core.app.context import AppContext
+from core.app.settings import PROJECT_ROOT
 from core.jobs import run_due
-from core.settings import PROJECT_ROOT
 from tests.conftest import TEST_SECRET
 from tests.test_jobs_helpers import at
 
@@ -34,7 +34,7 @@ def test_future_retention_run_does_not_block_now(ctx: AppContext, caplog: pytest
 
 
 def test_future_register_sync_does_not_block_now(ctx: AppContext, tmp_path: Path) -> None:
-    from core.demo_register import generate_rows, rows_to_csv
+    from core.students.demo_register import generate_rows, rows_to_csv
 
     path = tmp_path / "students.csv"
     path.write_text(rows_to_csv(list(generate_rows(3))), encoding="utf-8")

@@ -6,12 +6,12 @@ from datetime import date
 
 from sqlmodel import Session, col, select
 
-from core import credentials as service
-from core.context import AppContext
-from core.db import unit_of_work
+from core.app.context import AppContext
+from core.credentials import service
 from core.jobs import run_due
-from core.models import CredentialEvent, OutboxMessage, ReminderLog, Student
-from core.outbox import open_body
+from core.messaging.outbox import open_body
+from core.storage.db import unit_of_work
+from core.storage.models import CredentialEvent, OutboxMessage, ReminderLog, Student
 from tests.test_jobs_helpers import activate, at, credential, issue, link_chat, outbox
 
 

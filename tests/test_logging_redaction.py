@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from core.logging_setup import RedactingFilter
+from core.app.logging_setup import RedactingFilter
 
 
 def _filtered(message: str) -> str:

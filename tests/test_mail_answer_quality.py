@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
-from core import credentials as service
-from core.context import AppContext
-from core.db import unit_of_work
-from core.faq import Faq
-from core.mail_text import addressed
-from core.mailbox_rules import InboundFacts, Outcome, handle_inbound
-from core.models import InboundMail, OutboxMessage, Student
-from core.outbox import open_body
+from core.app.context import AppContext
+from core.credentials import service
+from core.messaging.outbox import open_body
+from core.storage.db import unit_of_work
+from core.storage.models import InboundMail, OutboxMessage, Student
+from core.support.faq import Faq
+from core.support.mail_text import addressed
+from core.support.mailbox_rules import InboundFacts, Outcome, handle_inbound
 from mail.parse import parse_inbound
 from tests.conftest import add_student
 

@@ -15,9 +15,9 @@ from pydantic import SecretStr
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-from core.context import AppContext
-from core.mailbox_rules import InboundFacts, Outcome
-from core.models import OutboxMessage, SupportThread
+from core.app.context import AppContext
+from core.storage.models import OutboxMessage, SupportThread
+from core.support.mailbox_rules import InboundFacts, Outcome
 from tests.test_mail_privacy import handle
 from tests.test_mail_threads_cli import invoke, runner  # noqa: F401  (runner: the fixture)
 

@@ -23,13 +23,13 @@ from hypothesis import strategies as st
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
+from core.app.clock import FixedClock
+from core.app.context import AppContext
 from core.cli import app
-from core.clock import FixedClock
-from core.context import AppContext
 from core.conversation import Event
-from core.faq import Faq
-from core.mail_text import question_text, strip_signature
-from core.models import InboundMail, SupportMessage, SupportThread
+from core.storage.models import InboundMail, SupportMessage, SupportThread
+from core.support.faq import Faq
+from core.support.mail_text import question_text, strip_signature
 from mail import frontend, guard, parse
 from mail.frontend import MailFrontend
 from mail.inbound import process_pending, store_raw

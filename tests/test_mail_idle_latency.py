@@ -11,8 +11,8 @@ import pytest
 from sqlmodel import Session, select
 
 import mail.frontend as frontend_module
-from core.clock import FixedClock
-from core.models import InboundMail
+from core.app.clock import FixedClock
+from core.storage.models import InboundMail
 from mail.frontend import MailFrontend
 from tests.mail_samples.kit import mail_ctx, sample
 from tests.servers.dovecot import DovecotServer

@@ -12,11 +12,11 @@ import aioimaplib
 import pytest
 from sqlmodel import Session, select
 
-from core import outbox
-from core.clock import FixedClock
-from core.context import AppContext
-from core.errors import ConfigurationError
-from core.models import OutboxMessage
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.app.errors import ConfigurationError
+from core.messaging import outbox
+from core.storage.models import OutboxMessage
 from mail.channel import SmtpChannel
 from mail.frontend import ImapTlsError, MailFrontend
 from tests.mail_samples.kit import mail_ctx, parse, sample

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
-from core import outbox
-from core.clock import FixedClock
-from core.context import AppContext
-from core.models import InboundMail, OutboxMessage, SupportMessage, SupportThread
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.messaging import outbox
+from core.storage.models import InboundMail, OutboxMessage, SupportMessage, SupportThread
 from mail import frontend, inbound
 from mail.channel import SmtpChannel
 from mail.frontend import MailFrontend
@@ -43,7 +43,7 @@ class Desk:
     def deliver(self, name: str, *, mail_from: str = "student@example.org", proven: bool = False,
                 **values: str) -> bytes:
         """A sample mail into the support mailbox; `proven`: as our receiving server marks a mail
-        whose DKIM signature and DMARC check passed for its From domain (core.mail_sender)."""
+        whose DKIM signature and DMARC check passed for its From domain (core.support.mail_sender)."""
         values.setdefault("support", self.address)
         values.setdefault("n", str(next(_n)))
         raw = sample(name, **values)

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from core import outbox
-from core.clock import FixedClock, SystemClock
-from core.context import AppContext
-from core.db import make_engine
-from core.health import read_health
-from core.models import InboundMail, OutboxMessage
+from core.app.clock import FixedClock, SystemClock
+from core.app.context import AppContext
+from core.app.health import read_health
+from core.messaging import outbox
+from core.storage.db import make_engine
+from core.storage.models import InboundMail, OutboxMessage
 from mail.channel import SmtpChannel
 from mail.frontend import MailFrontend
 from mail.oauth import MailLoginError, shared_token_source

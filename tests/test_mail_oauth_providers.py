@@ -17,9 +17,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from core.clock import FixedClock
-from core.errors import ConfigurationError
-from core.settings import MailOAuthSettings
+from core.app.clock import FixedClock
+from core.app.errors import ConfigurationError
+from core.app.settings import MailOAuthSettings
 from mail.oauth import GOOGLE_SCOPE, MICROSOFT_SCOPE, GoogleTokenSource, MicrosoftTokenSource, TokenError
 from tests.conftest import make_settings
 

@@ -12,16 +12,16 @@ import pytest
 import zxingcpp
 from sqlmodel import Session, select
 
-from core import outbox
-from core.clock import FixedClock
-from core.compose import activation_email
-from core.context import AppContext
-from core.credentials import request_credential
-from core.issuer import ActivationData, ActivationIssuer
-from core.models import Credential, OutboxMessage, OutboxStatus
-from core.outgoing import OutgoingMessage
-from core.secrets_box import SecretBox
-from core.support import email_message_id
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.credentials.compose import activation_email
+from core.credentials.issuer import ActivationData, ActivationIssuer
+from core.credentials.service import request_credential
+from core.messaging import outbox
+from core.messaging.outgoing import OutgoingMessage
+from core.security.secrets_box import SecretBox
+from core.storage.models import Credential, OutboxMessage, OutboxStatus
+from core.support.threads import email_message_id
 from mail.channel import MaildirChannel, SmtpChannel, make_email_channel
 from mail.mime import build_email
 from tests.conftest import add_student

@@ -7,19 +7,19 @@ import itertools
 import pytest
 from sqlmodel import Session, select
 
-from core.context import AppContext
-from core.faq import Faq
-from core.mailbox_rules import InboundFacts, Outcome, handle_inbound
-from core.models import InboundMail, OutboxMessage, SupportMessage, SupportThread
-from core.outgoing import OutgoingMessage
-from core.pesel import mask_pesel
-from core.redact import redact_personal
-from core.support import reply_subject
+from core.app.context import AppContext
+from core.messaging.outgoing import OutgoingMessage
+from core.security.redact import redact_personal
+from core.storage.models import InboundMail, OutboxMessage, SupportMessage, SupportThread
+from core.students.pesel import mask_pesel
+from core.support.faq import Faq
+from core.support.mailbox_rules import InboundFacts, Outcome, handle_inbound
+from core.support.threads import reply_subject
 from tests.conftest import student_pesel
 
 _n = itertools.count(1)
 PESEL = student_pesel(37, female=True)
-CODE = "K7MN-P2QR-TXWZ"  # made of core.issuer.CODE_ALPHABET, as LocalIssuer prints it
+CODE = "K7MN-P2QR-TXWZ"  # made of core.credentials.issuer.CODE_ALPHABET, as LocalIssuer prints it
 
 
 def handle(ctx: AppContext, facts: InboundFacts) -> Outcome:

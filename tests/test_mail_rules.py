@@ -8,12 +8,12 @@ from collections.abc import Iterator
 import pytest
 from sqlmodel import Session, select
 
-from core.context import AppContext
-from core.logging_setup import configure_logging
-from core.mailbox_rules import InboundFacts, automatic_reason
-from core.models import OutboxMessage
-from core.outgoing import OutgoingMessage
-from core.support import reply_subject
+from core.app.context import AppContext
+from core.app.logging_setup import configure_logging
+from core.messaging.outgoing import OutgoingMessage
+from core.storage.models import OutboxMessage
+from core.support.mailbox_rules import InboundFacts, automatic_reason
+from core.support.threads import reply_subject
 from mail.parse import parse_inbound
 from tests.test_mail_privacy import handle
 

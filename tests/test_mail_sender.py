@@ -14,15 +14,15 @@ from pydantic import SecretStr
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-from core import support
-from core.context import AppContext
-from core.db import unit_of_work
-from core.errors import ConfigurationError
-from core.mail_sender import address_key, check_sender
-from core.mailbox_rules import InboundFacts
-from core.models import OutboxMessage, SupportMessage, SupportThread
-from core.outgoing import OutgoingMessage
-from core.settings import load_settings
+from core.app.context import AppContext
+from core.app.errors import ConfigurationError
+from core.app.settings import load_settings
+from core.messaging.outgoing import OutgoingMessage
+from core.storage.db import unit_of_work
+from core.storage.models import OutboxMessage, SupportMessage, SupportThread
+from core.support import threads as support
+from core.support.mail_sender import address_key, check_sender
+from core.support.mailbox_rules import InboundFacts
 from tests.conftest import add_student
 from tests.test_mail_inbound import AUTHSERV_ID, Desk, desk  # noqa: F401  (desk: the fixture)
 from tests.test_mail_privacy import handle

@@ -7,15 +7,15 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session, col, select
 
-from core import credentials as service
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import unit_of_work
-from core.faq import Faq
-from core.mailbox_rules import InboundFacts, handle_inbound
-from core.models import Credential, CredentialState, InboundMail, OutboxMessage, Student
-from core.outbox import open_body
-from core.semester import removal_deadline
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.credentials import service
+from core.messaging.outbox import open_body
+from core.storage.db import unit_of_work
+from core.storage.models import Credential, CredentialState, InboundMail, OutboxMessage, Student
+from core.students.semester import removal_deadline
+from core.support.faq import Faq
+from core.support.mailbox_rules import InboundFacts, handle_inbound
 from tests.conftest import add_student
 
 QUESTION = ("Status wniosku", "Jaki jest status wniosku? Czy mam już legitymację?")

@@ -11,13 +11,13 @@ import pytest
 from sqlmodel import Session
 from typer.testing import CliRunner
 
-from core import outbox
+from core.app.context import AppContext
 from core.cli import app
-from core.context import AppContext
-from core.faq import Faq
-from core.mailbox_rules import InboundFacts, Outcome, handle_inbound
-from core.models import InboundMail
-from core.pesel import mask_pesel
+from core.messaging import outbox
+from core.storage.models import InboundMail
+from core.students.pesel import mask_pesel
+from core.support.faq import Faq
+from core.support.mailbox_rules import InboundFacts, Outcome, handle_inbound
 from mail.channel import MaildirChannel
 from tests.conftest import TEST_SECRET, student_pesel
 

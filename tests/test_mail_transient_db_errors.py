@@ -17,12 +17,12 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import make_engine
-from core.db_errors import is_transient
-from core.faq import Faq
-from core.models import InboundMail, OutboxMessage
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.storage.db import make_engine
+from core.storage.db_errors import is_transient
+from core.storage.models import InboundMail, OutboxMessage
+from core.support.faq import Faq
 from mail import inbound
 from tests.conftest import _truncate_all
 from tests.mail_samples.kit import mail_ctx, sample

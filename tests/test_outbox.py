@@ -6,11 +6,11 @@ from datetime import timedelta
 
 from sqlmodel import Session, select
 
-from core import outbox
-from core.context import AppContext
-from core.db import unit_of_work
-from core.models import OutboxMessage, OutboxStatus
-from core.outgoing import Attachment, Button, OutgoingMessage
+from core.app.context import AppContext
+from core.messaging import outbox
+from core.messaging.outgoing import Attachment, Button, OutgoingMessage
+from core.storage.db import unit_of_work
+from core.storage.models import OutboxMessage, OutboxStatus
 
 
 def _enqueue(ctx: AppContext, key: str = "k1", text: str = "Kod: SECRET-CODE") -> int:

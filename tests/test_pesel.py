@@ -6,9 +6,9 @@ from datetime import date
 
 import pytest
 
-from core.demo_register import make_pesel
-from core.pesel import PeselProblem, birth_date, check_pesel, mask_pesel
-from core.secrets_box import SecretBox
+from core.security.secrets_box import SecretBox
+from core.students.demo_register import make_pesel
+from core.students.pesel import PeselProblem, birth_date, check_pesel, mask_pesel
 
 
 def test_valid_pesel_from_each_century() -> None:

@@ -15,17 +15,17 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import make_engine, unit_of_work
-from core.demo_register import make_pesel
-from core.errors import ConfigurationError
-from core.faq import Faq
-from core.models import OutboxMessage, SupportMessage, SupportThread
-from core.outbox import open_body
-from core.pesel import mask_pesel
-from core.redact import redact_personal
-from core.settings import PROJECT_ROOT
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.app.errors import ConfigurationError
+from core.app.settings import PROJECT_ROOT
+from core.messaging.outbox import open_body
+from core.security.redact import redact_personal
+from core.storage.db import make_engine, unit_of_work
+from core.storage.models import OutboxMessage, SupportMessage, SupportThread
+from core.students.demo_register import make_pesel
+from core.students.pesel import mask_pesel
+from core.support.faq import Faq
 from mail import inbound
 from mail.inbound import process_pending, store_raw
 from tests.chat_driver import ChatDriver
@@ -39,7 +39,7 @@ DASHED = "-".join([PESEL[:3], PESEL[3:6], PESEL[6:9], PESEL[9:]])
 WRONG_CHECK = PESEL[:-1] + str((int(PESEL[-1]) + 1) % 10)
 # Valid as a PESEL (born 2248), written the way a Polish landline number is written.
 PHONE_LIKE = make_pesel(date(2248, 1, 5), serial=3, female=False)
-LETTERS_CODE = "kmnpqrtxwzac"  # twelve symbols of core.issuer.CODE_ALPHABET, no digit among them
+LETTERS_CODE = "kmnpqrtxwzac"  # twelve symbols of core.credentials.issuer.CODE_ALPHABET, no digit among them
 _uid = itertools.count(1000)
 
 

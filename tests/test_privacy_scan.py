@@ -11,26 +11,26 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from core import outbox
-from core.context import AppContext
+from core.app.context import AppContext
 from core.conversation.state import ConversationState
-from core.db import unit_of_work
-from core.faq import Faq
-from core.models import OutboxMessage, SupportMessage
-from core.outgoing import OutgoingMessage
-from core.pesel import mask_pesel
+from core.messaging import outbox
+from core.messaging.outgoing import OutgoingMessage
+from core.storage.db import unit_of_work
+from core.storage.models import OutboxMessage, SupportMessage
+from core.students.pesel import mask_pesel
+from core.support.faq import Faq
 from mail.inbound import process_pending, store_raw
 from tests.chat_driver import ChatDriver
 from tests.conftest import add_student, student_pesel
 
 
 def separated_forms(pesel: str) -> tuple[str, str]:
-    """The PESEL as the chat also accepts it (core.pesel.normalize_pesel): spaced and dashed."""
+    """The PESEL as the chat also accepts it (core.students.pesel.normalize_pesel): spaced and dashed."""
     return f"{pesel[:6]} {pesel[6:]}", "-".join([pesel[:3], pesel[3:6], pesel[6:9], pesel[9:]])
 
 
 def secret_forms(pesel: str, code: str) -> dict[str, str]:
-    """Other spellings the product accepts (core.issuer.normalize_code ignores case and separators)."""
+    """Other spellings the product accepts (core.credentials.issuer.normalize_code ignores case and separators)."""
     spaced, dashed = separated_forms(pesel)
     return {
         "pesel (spaced)": spaced, "pesel (dashed)": dashed,

@@ -16,7 +16,7 @@ handling leave anything behind: one chat code mailed per student, one terms acce
 chat, one application, no wrong guess.
 Both kill -9 runs also run on PostgreSQL, smaller (the marker `postgres`).
 
-A row a killed process had leased stays leased for core.outbox.LEASE (5 minutes) before
+A row a killed process had leased stays leased for core.messaging.outbox.LEASE (5 minutes) before
 another drainer may take it; the test stands in for those minutes by expiring the dead
 process's leases before the restart (the process is dead, so nothing else holds them).
 """
@@ -39,10 +39,11 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from core.context import AppContext
+from core.app.context import AppContext
 from core.conversation.state import ConversationState
-from core.db import make_engine, unit_of_work
-from core.models import (
+from core.messaging.outbox import open_body
+from core.storage.db import make_engine, unit_of_work
+from core.storage.models import (
     Application,
     BindingCode,
     ChatLink,
@@ -53,7 +54,6 @@ from core.models import (
     Student,
     TermsAcceptance,
 )
-from core.outbox import open_body
 from tests.bot_harness import wait_until
 from tests.conftest import TEST_SECRET, _truncate_all, add_student, make_settings
 from tests.servers.botapi import BotApiStandIn

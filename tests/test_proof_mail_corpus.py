@@ -16,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from core.clock import FixedClock
-from core.context import AppContext
-from core.models import InboundMail, OutboxMessage
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.storage.models import InboundMail, OutboxMessage
 from mail import parse
 from mail.frontend import MailFrontend
 from mail.inbound import stored_raw
@@ -95,7 +95,7 @@ async def test_every_odd_mail_is_stored_once_and_ends_handled(support_ctx: AppCo
         rows = list(session.exec(select(InboundMail)).all())
         raws = {row.id: raw for row in rows if row.id is not None
                 if (raw := stored_raw(session, row.id)) is not None}
-        # Answers are keyed by the mail's digest (core.mailbox_rules): map them back to rows.
+        # Answers are keyed by the mail's digest (core.support.mailbox_rules): map them back to rows.
         by_digest = {row.digest: row for row in rows}
         answered = {getattr(by_digest.get(key.rsplit(":", 1)[1]), "id", None) for key in session.exec(
             select(OutboxMessage.idempotency_key).where(OutboxMessage.channel == "email")).all()}

@@ -36,9 +36,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bench.mail_throughput import add_register, deliver_many, support_mail
-from core.context import AppContext
-from core.db import make_engine
-from core.faq import Faq
+from core.app.context import AppContext
+from core.storage.db import make_engine
+from core.support.faq import Faq
 from mail import inbound
 from tests.conftest import TEST_SECRET, _truncate_all, make_settings
 from tests.servers.dovecot import DovecotServer

@@ -15,18 +15,25 @@ import pytest
 from sqlalchemy import exc as sa_exc
 from sqlmodel import Session, col, select
 
-from core import credentials as service
-from core.catalog import Catalog
-from core.context import AppContext
-from core.db import unit_of_work
-from core.demo_register import make_pesel
-from core.email_change import NOTICE_KEY
-from core.errors import ActivationError, RegisterImportError
+from core.app.catalog import Catalog
+from core.app.context import AppContext
+from core.app.errors import ActivationError, RegisterImportError
+from core.credentials import service
 from core.jobs import run_due
 from core.jobs.sweep import sweep
-from core.models import AuditEvent, BindingCode, ChatLink, Credential, OutboxMessage, Student
-from core.outbox import mark_sent, open_body
-from core.register import HEADER, MAX_LENGTHS, ImportReport, RegisterWriteError, import_register, parse_register
+from core.messaging.outbox import mark_sent, open_body
+from core.storage.db import unit_of_work
+from core.storage.models import AuditEvent, BindingCode, ChatLink, Credential, OutboxMessage, Student
+from core.students.demo_register import make_pesel
+from core.students.email_change import NOTICE_KEY
+from core.students.register import (
+    HEADER,
+    MAX_LENGTHS,
+    ImportReport,
+    RegisterWriteError,
+    import_register,
+    parse_register,
+)
 from tests.chat_driver import ChatDriver
 from tests.cli_helpers import cli_environment, run
 from tests.conftest import UNIVERSITY_DOMAIN
@@ -240,7 +247,7 @@ def test_a_database_refusal_in_the_scheduled_sync_logs_no_data(
         raise sa_exc.IntegrityError("UPDATE student SET ...", {"pesel_hash": "h", "last_name": "Kowalska"},
                                     Exception(f"duplicate key: {P1}"))
 
-    monkeypatch.setattr("core.register._write", refuse)
+    monkeypatch.setattr("core.students.register._write", refuse)
     path = tmp_path / "students.csv"
     path.write_bytes(_file(_line("1001", P1, "A", "Kowalska", f"a@{D}")))
     ctx.settings.jobs.register_sync_path = str(path)

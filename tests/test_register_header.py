@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.demo_register import generate_rows, rows_to_csv
-from core.errors import RegisterImportError
-from core.register import HEADER, parse_register
-from core.secrets_box import SecretBox
+from core.app.errors import RegisterImportError
+from core.security.secrets_box import SecretBox
+from core.students.demo_register import generate_rows, rows_to_csv
+from core.students.register import HEADER, parse_register
 from tests.conftest import TEST_SECRET, UNIVERSITY_DOMAIN
 
 

@@ -7,12 +7,12 @@ from datetime import date
 import pytest
 from sqlmodel import Session, select
 
-from core.context import AppContext
-from core.db import unit_of_work
-from core.demo_register import generate_rows, rows_to_csv
-from core.errors import RegisterImportError
-from core.models import Student
-from core.register import HEADER, import_register, parse_register
+from core.app.context import AppContext
+from core.app.errors import RegisterImportError
+from core.storage.db import unit_of_work
+from core.storage.models import Student
+from core.students.demo_register import generate_rows, rows_to_csv
+from core.students.register import HEADER, import_register, parse_register
 
 
 def _import(ctx: AppContext, data: bytes, sync: bool = False):  # type: ignore[no-untyped-def]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session, select
 
-from core.context import AppContext
-from core.db import unit_of_work
-from core.demo_register import generate_rows, rows_to_csv
-from core.errors import MassRemovalError
-from core.models import Student
-from core.register import ImportReport, import_register, mass_removal_reason, parse_register
+from core.app.context import AppContext
+from core.app.errors import MassRemovalError
+from core.storage.db import unit_of_work
+from core.storage.models import Student
+from core.students.demo_register import generate_rows, rows_to_csv
+from core.students.register import ImportReport, import_register, mass_removal_reason, parse_register
 
 
 def _sync(ctx: AppContext, rows: list[dict[str, str]], **options: object) -> ImportReport:

@@ -15,9 +15,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
-import core.models  # noqa: F401
-from core.db import alembic_config, make_engine, upgrade
-from core.models import InboundMail
+import core.storage.models  # noqa: F401
+from core.storage.db import alembic_config, make_engine, upgrade
+from core.storage.models import InboundMail
 from mail.inbound import stored_raw
 from tests.conftest import POSTGRES_URL
 

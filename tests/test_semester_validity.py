@@ -6,9 +6,9 @@ from datetime import date
 
 import pytest
 
-from core.eligibility import Policy, validity_end
-from core.models import Student
-from core.semester import add_months, removal_deadline, semester_end, semester_start
+from core.storage.models import Student
+from core.students.eligibility import Policy, validity_end
+from core.students.semester import add_months, removal_deadline, semester_end, semester_start
 
 
 @pytest.mark.parametrize(

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from core.context import AppContext
-from core.db import make_engine
-from core.models import InboundMail, OutboxMessage
-from core.settings import PROJECT_ROOT
+from core.app.context import AppContext
+from core.app.settings import PROJECT_ROOT
+from core.storage.db import make_engine
+from core.storage.models import InboundMail, OutboxMessage
 from tests.bot_harness import STAFF_CHAT, TgStudent
 from tests.conftest import TEST_SECRET, make_settings
 from tests.mail_samples.hostile import html_bomb, many_lines

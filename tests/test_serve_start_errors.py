@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigurationError
-from core.settings import load_settings
+from core.app.errors import ConfigurationError
+from core.app.settings import load_settings
 from tests.cli_helpers import cli_environment, run
 
 TOKEN = "123456789:AAsecretTOKENvalue-for-tests"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigurationError
-from core.settings import load_settings
+from core.app.errors import ConfigurationError
+from core.app.settings import load_settings
 
 
 def _empty_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

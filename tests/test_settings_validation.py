@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigurationError
-from core.settings import PROJECT_ROOT, load_settings
+from core.app.errors import ConfigurationError
+from core.app.settings import PROJECT_ROOT, load_settings
 from tests.conftest import TEST_SECRET
 
 

@@ -16,12 +16,13 @@ import pytest
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
-from core import outbox, support
+from core.app.context import AppContext
 from core.cli import app
-from core.context import AppContext
-from core.db import unit_of_work
-from core.models import AuditEvent, ChatLink, OutboxMessage, SupportThread
-from core.outbox import DeliveryResult, open_body
+from core.messaging import outbox
+from core.messaging.outbox import DeliveryResult, open_body
+from core.storage.db import unit_of_work
+from core.storage.models import AuditEvent, ChatLink, OutboxMessage, SupportThread
+from core.support import threads as support
 from tests.bot_harness import (
     GROUP_WAIT_SECONDS,
     STAFF_CHAT,
@@ -282,7 +283,7 @@ def test_claim_thread_refuses_a_silent_take_over(ctx: AppContext, monkeypatch: p
 
 
 def test_refused_answer_held_then_resent_once(ctx: AppContext) -> None:
-    """core.support without Telegram, on both databases: held, resent once, refused again, held again."""
+    """core.support.threads without Telegram, on both databases: held, resent once, refused again, held again."""
     thread_id = _open(ctx, "4242", "Pytanie", student_id=None)
     _reply(ctx, thread_id, "Odpowiedź.")
 

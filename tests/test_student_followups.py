@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, col, select
 
-from core import credentials as service
-from core.compose import format_datetime
-from core.context import AppContext
-from core.db import make_engine, unit_of_work
+from core.app.context import AppContext
+from core.credentials import service
+from core.credentials.compose import format_datetime
+from core.credentials.lifecycle import EndReason
 from core.jobs import reminders, sweep
-from core.lifecycle import EndReason
-from core.models import ChatLink, Credential, OutboxMessage, Student
-from core.outbox import open_body
-from core.semester import end_of_day
+from core.messaging.outbox import open_body
+from core.storage.db import make_engine, unit_of_work
+from core.storage.models import ChatLink, Credential, OutboxMessage, Student
+from core.students.semester import end_of_day
 from tests.chat_driver import ChatDriver
 from tests.cli_helpers import cli_environment, run
 from tests.conftest import add_student

@@ -28,14 +28,16 @@ from bot.delivery import Delivery
 from bot.polling import Poller
 from bot.runtime import BotRuntime, runtime_for
 from bot.staff import StaffRoom
-from core import outbox, serve, support
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import make_engine, unit_of_work
-from core.faq import Faq
+from core.app import serve
+from core.app.clock import FixedClock
+from core.app.context import AppContext
 from core.jobs.leader import Leadership
-from core.models import InboundMail, OutboxMessage, OutboxStatus, SupportMessage, SupportThread
-from core.outgoing import OutgoingMessage
+from core.messaging import outbox
+from core.messaging.outgoing import OutgoingMessage
+from core.storage.db import make_engine, unit_of_work
+from core.storage.models import InboundMail, OutboxMessage, OutboxStatus, SupportMessage, SupportThread
+from core.support import threads as support
+from core.support.faq import Faq
 from mail import inbound
 from tests.cli_helpers import cli_environment, run
 from tests.conftest import _truncate_all, build_ctx, make_settings

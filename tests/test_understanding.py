@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.understanding import evaluate, load_set
-from core.faq import Faq
+from core.support.faq import Faq
 from core.understanding import INTENTS, IntentCatalog, load_understanding
 from core.understanding.text import Normaliser
 from tests.cli_helpers import cli_environment, run

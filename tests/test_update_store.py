@@ -1,4 +1,4 @@
-"""core.update_store on SQLite and PostgreSQL: stored once, encrypted, marked in the turn's commit."""
+"""core.storage.update_store on SQLite and PostgreSQL: stored once, encrypted, marked in the turn's commit."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from unittest import mock
 import pytest
 from sqlmodel import Session, select
 
-from core import update_store
-from core.clock import FixedClock
-from core.context import AppContext
+from core.app.clock import FixedClock
+from core.app.context import AppContext
 from core.conversation import ConversationService, Event
 from core.conversation import runner as conversation_runner
 from core.jobs.retention import retention
-from core.models import StoredUpdate
+from core.storage import update_store
+from core.storage.models import StoredUpdate
 from tests.conftest import student_pesel
 
 

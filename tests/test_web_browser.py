@@ -26,11 +26,13 @@ import pyotp
 import pytest
 from sqlmodel import Session, select
 
-from core import credentials, staff, support
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import make_engine, unit_of_work
-from core.models import GuessAttempt, OutboxMessage, SupportThread
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.credentials import service as credentials
+from core.storage.db import make_engine, unit_of_work
+from core.storage.models import GuessAttempt, OutboxMessage, SupportThread
+from core.support import staff
+from core.support import threads as support
 from tests.cli_helpers import PROJECT_ROOT, cli_environment
 from tests.conftest import add_student, build_ctx, make_settings
 from tests.servers.dovecot import DovecotServer, free_port
@@ -110,7 +112,7 @@ class Serve:
 
 
 def _seed(tmp_path: Path, sqlite_url: str, student_address: str) -> tuple[AppContext, dict[str, str], int]:
-    from core.clock import SystemClock
+    from core.app.clock import SystemClock
 
     ctx = build_ctx(make_settings(tmp_path, database_url=sqlite_url), make_engine(sqlite_url), SystemClock())  # type: ignore[arg-type]
     with unit_of_work(ctx.engine) as session:

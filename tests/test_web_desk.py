@@ -20,11 +20,13 @@ from sqlmodel import Session, col, select
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from core import credentials, lockout, outbox, ratelimit, staff, support
+from core.app.context import AppContext
 from core.cli import app as cli
-from core.context import AppContext
-from core.db import unit_of_work
-from core.models import (
+from core.credentials import service as credentials
+from core.messaging import outbox
+from core.security import lockout, ratelimit
+from core.storage.db import unit_of_work
+from core.storage.models import (
     AuditEvent,
     Credential,
     CredentialState,
@@ -34,6 +36,8 @@ from core.models import (
     OutboxMessage,
     SupportThread,
 )
+from core.support import staff
+from core.support import threads as support
 from tests.cli_helpers import PROJECT_ROOT, cli_environment
 from tests.conftest import TEST_SECRET, add_student
 from tests.servers.dovecot import free_port

@@ -11,10 +11,10 @@ from pydantic import SecretStr
 from sqlmodel import Session, col, select
 from starlette.testclient import TestClient
 
-from core import staff
-from core.context import AppContext
-from core.db import unit_of_work
-from core.models import AuditEvent
+from core.app.context import AppContext
+from core.storage.db import unit_of_work
+from core.storage.models import AuditEvent
+from core.support import staff
 from tests.servers.oidc import OidcProvider
 from web.app import build_app
 

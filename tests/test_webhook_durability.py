@@ -32,11 +32,11 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from core.context import AppContext
-from core.db import make_engine
-from core.models import OutboxMessage, OutboxStatus
-from core.outbox import LEASE
-from core.settings import PROJECT_ROOT
+from core.app.context import AppContext
+from core.app.settings import PROJECT_ROOT
+from core.messaging.outbox import LEASE
+from core.storage.db import make_engine
+from core.storage.models import OutboxMessage, OutboxStatus
 from tests.conftest import TEST_SECRET, _truncate_all, make_settings
 from tests.servers.botapi import BotApiStandIn
 
@@ -44,7 +44,7 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 SECRET = "webhook-secret_for-the-durability-tests_0123"
 PATH = "/telegram/hook"
 WAIT = 60.0
-UPDATES_LOCK = "mleg:telegram-updates"  # core.serve.TELEGRAM_UPDATES_LOCK, spelled out: status shows it by it
+UPDATES_LOCK = "mleg:telegram-updates"  # core.app.serve.TELEGRAM_UPDATES_LOCK, spelled out: status shows it by it
 
 
 def _free_port() -> int:
@@ -117,7 +117,7 @@ def _environment(tmp_path: Path, api: BotApiStandIn, database_url: str, port: in
 
 
 def _expire_leases_of_the_dead(ctx: AppContext, killed_at: datetime) -> None:
-    """The leases a killed server held end after core.outbox.LEASE (5 min): let them end now.
+    """The leases a killed server held end after core.messaging.outbox.LEASE (5 min): let them end now.
 
     Only leases taken before the kill: the surviving server's newer ones are its own.
     """

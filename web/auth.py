@@ -1,12 +1,12 @@
 """Signing staff in and keeping them signed in: rate-limited password + TOTP, server-side sessions, CSRF.
 
-A session is a row (core.models.StaffSession) found by the keyed hash of a random token the
+A session is a row (core.storage.models.StaffSession) found by the keyed hash of a random token the
 cookie carries; it ends after `web.session_idle_minutes` without a request and after
 `web.session_hours` in any case, and at once when the account is disabled. Each session has
 its own CSRF token, which every state-changing form sends back. The sign-in form, before any
 session, carries a token that must match a cookie of its own (double submit).
 
-Failed sign-ins count against the login and the address (core.ratelimit, keys hashed), so
+Failed sign-ins count against the login and the address (core.security.ratelimit, keys hashed), so
 neither guessing one login's password from many addresses nor many logins from one address
 goes far. Every outcome is in the audit trail with the login.
 """
@@ -20,11 +20,13 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
-from core import audit, ratelimit, staff
-from core.context import AppContext
-from core.db import unit_of_work
-from core.errors import RateLimitedError
-from core.models import StaffAccount, StaffSession
+from core.app.context import AppContext
+from core.app.errors import RateLimitedError
+from core.security import ratelimit
+from core.storage import audit
+from core.storage.db import unit_of_work
+from core.storage.models import StaffAccount, StaffSession
+from core.support import staff
 
 __all__ = ["SignIn", "SignedIn", "end_session", "load_session", "sign_in", "sign_in_sso", "tokens_match"]
 

@@ -11,9 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from core import credentials, support
-from core.context import AppContext
-from core.models import (
+from core.app.context import AppContext
+from core.credentials import service as credentials
+from core.storage.models import (
     AuditEvent,
     Credential,
     CredentialEvent,
@@ -26,6 +26,7 @@ from core.models import (
     SupportThread,
     ThreadStatus,
 )
+from core.support import threads as support
 
 __all__ = ["InboxFilter", "InboxRow", "dashboard", "inbox", "student_card", "thread_view"]
 

@@ -14,7 +14,7 @@ from collections.abc import Generator
 
 import uvicorn
 
-from core.context import AppContext
+from core.app.context import AppContext
 from web.app import build_app
 
 __all__ = ["WebFrontend"]

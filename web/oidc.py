@@ -31,9 +31,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from core.context import AppContext
+from core.app.context import AppContext
 from web import auth
-from web.app import Desk
+from web.desk import Desk
 
 __all__ = ["Provider", "routes"]
 

@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from core.context import AppContext
-from core.health import read_health
+from core.app.context import AppContext
+from core.app.health import read_health
 from core.jobs.leader import LIFECYCLE_LOCK, advisory_key
-from core.models import AuditEvent, JobRun, OutboxMessage, OutboxStatus, SupportMessage, SupportThread
-from web.app import Desk
+from core.storage.models import AuditEvent, JobRun, OutboxMessage, OutboxStatus, SupportMessage, SupportThread
+from web.desk import Desk
 
 __all__ = ["DatabaseCollector", "health", "routes"]
 

@@ -1,6 +1,6 @@
 """The agents' pages: inbox, thread (reply, claim, take over, close), quarantine, dashboard.
 
-Claims, answers and closing go through core.support, the functions `mleg threads` and the
+Claims, answers and closing go through core.support.threads, the functions `mleg threads` and the
 Telegram staff room use, so the three see one state; the audit trail names the staff login.
 """
 
@@ -16,13 +16,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from core import audit, support
-from core.db import unit_of_work
-from core.errors import ConflictError, NotFoundError
-from core.models import InboundMail, InboundMailRaw
+from core.app.errors import ConflictError, NotFoundError
+from core.storage import audit
+from core.storage.db import unit_of_work
+from core.storage.models import InboundMail, InboundMailRaw
+from core.support import threads as support
 from web import charts, desk_queries, staff_room
-from web.app import Desk, guarded
 from web.auth import SignedIn
+from web.desk import Desk, guarded
 
 __all__ = ["routes"]
 

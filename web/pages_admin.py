@@ -12,14 +12,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from core import credentials as service
-from core import lockout
-from core.db import unit_of_work
-from core.lifecycle import EndReason
-from core.models import LIVE_STATES, AuditEvent, ChatLink, Credential, Student
+from core.credentials import service
+from core.credentials.lifecycle import EndReason
+from core.security import lockout
+from core.storage.db import unit_of_work
+from core.storage.models import LIVE_STATES, AuditEvent, ChatLink, Credential, Student
 from web import desk_queries
-from web.app import WARSAW, Desk, guarded
 from web.auth import SignedIn
+from web.desk import WARSAW, Desk, guarded
 
 __all__ = ["REVOKE_REASONS", "routes"]
 

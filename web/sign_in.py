@@ -8,9 +8,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from core.catalog import LANGUAGES
+from core.app.catalog import LANGUAGES
 from web import auth
-from web.app import COOKIE_LANGUAGE, WARSAW, Desk, guarded
+from web.desk import COOKIE_LANGUAGE, WARSAW, Desk, guarded
 
 __all__ = ["routes"]
 

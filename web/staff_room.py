@@ -12,10 +12,10 @@ import uuid
 
 from sqlmodel import Session
 
-from core import outbox
-from core.context import AppContext
-from core.models import SupportThread
-from core.outgoing import OutgoingMessage
+from core.app.context import AppContext
+from core.messaging import outbox
+from core.messaging.outgoing import OutgoingMessage
+from core.storage.models import SupportThread
 
 __all__ = ["announce"]
 

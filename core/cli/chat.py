@@ -12,13 +12,13 @@ from typing import Annotated
 import typer
 from sqlmodel import Session, col, select
 
-from core import outbox
+from core.app.config_files import find
+from core.app.context import AppContext
+from core.app.plugins import load_channels
 from core.cli.common import build_context, friendly_errors
-from core.config_files import find
-from core.context import AppContext
 from core.conversation import ConversationService, Event, Reply
-from core.models import OutboxMessage, OutboxStatus, Student
-from core.plugins import load_channels
+from core.messaging import outbox
+from core.storage.models import OutboxMessage, OutboxStatus, Student
 
 log = logging.getLogger(__name__)
 CHANNEL = "console"

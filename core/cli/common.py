@@ -14,13 +14,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 
-from core.clock import Clock, FixedClock
-from core.config_files import check_files, problem_with
-from core.context import AppContext
-from core.db import alembic_config, current_revision, make_engine
-from core.errors import ConfigurationError, MlegError
-from core.logging_setup import configure_logging
-from core.settings import Settings, load_settings
+from core.app.clock import Clock, FixedClock
+from core.app.config_files import check_files, problem_with
+from core.app.context import AppContext
+from core.app.errors import ConfigurationError, MlegError
+from core.app.logging_setup import configure_logging
+from core.app.settings import Settings, load_settings
+from core.storage.db import alembic_config, current_revision, make_engine
 
 __all__ = ["build_context", "emit_json", "friendly_errors", "masked_url", "open_database",
            "print_table"]

@@ -11,12 +11,12 @@ import sqlalchemy as sa
 import typer
 from sqlmodel import Session, col, select
 
-from core import credentials as service
+from core.app.errors import ConflictError
 from core.cli.common import build_context, emit_json, friendly_errors, print_table
-from core.db import unit_of_work
-from core.errors import ConflictError
-from core.lifecycle import EndReason
-from core.models import Credential, CredentialEvent, CredentialState, Student
+from core.credentials import service
+from core.credentials.lifecycle import EndReason
+from core.storage.db import unit_of_work
+from core.storage.models import Credential, CredentialEvent, CredentialState, Student
 
 app = typer.Typer(help="Mobile student IDs (mLegitymacje) and their lifecycle.", no_args_is_help=True)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from core.app.logging_setup import configure_logging
+from core.app.settings import load_settings
 from core.cli.common import friendly_errors, masked_url, open_database
-from core.db import current_revision, upgrade
-from core.logging_setup import configure_logging
-from core.settings import load_settings
+from core.storage.db import current_revision, upgrade
 
 app = typer.Typer(help="Database schema.", no_args_is_help=True)
 

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 import typer
 from sqlmodel import Session, col, select
 
+from core.app.clock import WARSAW, ensure_utc
 from core.cli.common import build_context, emit_json, friendly_errors, print_table
-from core.clock import WARSAW, ensure_utc
-from core.models import JobRun
+from core.storage.models import JobRun
 
 app = typer.Typer(help="Lifecycle jobs: expiries, reminders, revocations, register sync.", no_args_is_help=True)
 

@@ -6,8 +6,8 @@ import asyncio
 
 import typer
 
+from core.app.plugins import load_check
 from core.cli.common import build_context, emit_json, friendly_errors
-from core.plugins import load_check
 
 app = typer.Typer(help="The mail connections (support mailbox over IMAP, outgoing SMTP).", no_args_is_help=True)
 

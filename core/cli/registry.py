@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
+from core.app.errors import MassRemovalError, MlegError, RegisterImportError
 from core.cli.common import build_context, emit_json, friendly_errors
-from core.db import unit_of_work
-from core.errors import MassRemovalError, MlegError, RegisterImportError
-from core.register import HEADER, ImportReport, import_register, parse_register
+from core.storage.db import unit_of_work
+from core.students.register import HEADER, ImportReport, import_register, parse_register
 
 app = typer.Typer(help="The student register (rejestr studentów).", no_args_is_help=True)
 

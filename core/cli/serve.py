@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
+from core.app.errors import ConfigurationError
+from core.app.serve import Server
+from core.app.settings import Settings, load_settings
 from core.cli.common import build_context, friendly_errors
-from core.errors import ConfigurationError
-from core.serve import Server
-from core.settings import Settings, load_settings
 
 __all__ = ["check_email_delivery", "serve_command"]
 

@@ -11,9 +11,9 @@ import qrcode
 import typer
 from sqlmodel import Session
 
-from core import staff
 from core.cli.common import build_context, emit_json, friendly_errors, print_table
-from core.db import unit_of_work
+from core.storage.db import unit_of_work
+from core.support import staff
 
 app = typer.Typer(help="Staff accounts of the web console (`mleg web`).", no_args_is_help=True)
 

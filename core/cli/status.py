@@ -1,7 +1,7 @@
 """`mleg status`: what is configured, what the database holds, and how the servers are doing.
 
 `--json` prints the same for a monitoring check: above all the failing deliveries, by channel
-and kind (core.delivery_failures).
+and kind (core.messaging.delivery_failures).
 """
 
 from __future__ import annotations
@@ -16,15 +16,18 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from core import update_store
+from core.app.health import read_health
+from core.app.serve import TELEGRAM_POLLING_LOCK, TELEGRAM_UPDATES_LOCK
+from core.app.settings import Settings
 from core.cli.common import build_context, friendly_errors
-from core.db import alembic_config, current_revision
-from core.delivery_failures import FailingDeliveries, failing, given_up
-from core.health import read_health
 from core.jobs.leader import LIFECYCLE_LOCK, advisory_key
 from core.jobs.retention import rules as retention_rules
 from core.jobs.runner import JOBS
-from core.models import (
+from core.messaging.delivery_failures import FailingDeliveries, failing, given_up
+from core.security.redact import redact_personal
+from core.storage import update_store
+from core.storage.db import alembic_config, current_revision
+from core.storage.models import (
     Credential,
     InboundMail,
     JobRun,
@@ -34,9 +37,6 @@ from core.models import (
     SupportThread,
     WebhookState,
 )
-from core.redact import redact_personal
-from core.serve import TELEGRAM_POLLING_LOCK, TELEGRAM_UPDATES_LOCK
-from core.settings import Settings
 
 LABEL = 16
 # Given-up deliveries are shown for this long: they are never retried, and old ones are history.

@@ -8,11 +8,11 @@ from typing import Annotated
 import typer
 from sqlmodel import select
 
-from core import lockout
+from core.app.errors import NotFoundError
 from core.cli.common import build_context, friendly_errors
-from core.db import unit_of_work
-from core.errors import NotFoundError
-from core.models import Student
+from core.security import lockout
+from core.storage.db import unit_of_work
+from core.storage.models import Student
 
 app = typer.Typer(help="Students of the register: staff actions.", no_args_is_help=True)
 

@@ -16,12 +16,12 @@ import sqlalchemy as sa
 import typer
 from sqlmodel import Session, col, select
 
-from core import support
+from core.app.errors import ConflictError
 from core.cli.common import build_context, emit_json, friendly_errors, print_table
-from core.control_chars import strip_controls
-from core.db import unit_of_work
-from core.errors import ConflictError
-from core.models import InboundMail, OutboxMessage, OutboxStatus, SupportThread
+from core.security.control_chars import strip_controls
+from core.storage.db import unit_of_work
+from core.storage.models import InboundMail, OutboxMessage, OutboxStatus, SupportThread
+from core.support import threads as support
 
 app = typer.Typer(help="Support threads from the chat and the support mailbox.", no_args_is_help=True)
 

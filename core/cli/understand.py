@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
+from core.app.settings import load_settings
 from core.cli.common import friendly_errors
-from core.faq import Faq
-from core.settings import load_settings
+from core.support.faq import Faq
 
 __all__ = ["understand_command"]
 

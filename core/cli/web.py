@@ -12,9 +12,9 @@ from typing import Annotated
 
 import typer
 
+from core.app.errors import ConfigurationError
+from core.app.plugins import load_frontend
 from core.cli.common import build_context, friendly_errors
-from core.errors import ConfigurationError
-from core.plugins import load_frontend
 
 __all__ = ["web_command"]
 

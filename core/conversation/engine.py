@@ -27,18 +27,18 @@ from typing import Any
 
 from babel.units import format_unit
 
-from core.catalog import Catalog
-from core.clock import WARSAW
-from core.compose import format_date, format_datetime
+from core.app.catalog import Catalog
+from core.app.clock import WARSAW
 from core.conversation import ops
 from core.conversation.events import Event, Reply, ReplyButton
 from core.conversation.state import ConversationState
 from core.conversation.status import ineligible_text, status_lines
-from core.eligibility import normalize_els_number
-from core.faq import Faq, FaqMatch
-from core.pesel import check_pesel
-from core.redact import redact_personal
-from core.terms import Terms
+from core.conversation.terms import Terms
+from core.credentials.compose import format_date, format_datetime
+from core.security.redact import redact_personal
+from core.students.eligibility import normalize_els_number
+from core.students.pesel import check_pesel
+from core.support.faq import Faq, FaqMatch
 from core.understanding import Understood
 
 __all__ = ["EngineConfig", "Flow", "step"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from core.control_chars import strip_controls
+from core.security.control_chars import strip_controls
 
 __all__ = ["MESSAGE_TEXT_LIMIT", "Event", "Reply", "ReplyButton", "coalesce_replies"]
 

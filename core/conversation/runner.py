@@ -15,24 +15,27 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from core import audit, lockout, outbox, ratelimit, support, update_store
-from core import credentials as credential_service
-from core.compose import notice_email
-from core.context import AppContext
+from core.app.context import AppContext
+from core.app.errors import ConflictError, EligibilityError, RateLimitedError
 from core.conversation import ops
 from core.conversation.engine import CHAT_CODE_LENGTH, EngineConfig, step
 from core.conversation.events import Event, Reply, coalesce_replies
 from core.conversation.state import ConversationState
 from core.conversation.status import credential_view
-from core.db import lock_for_write, unit_of_work
-from core.eligibility import Policy, check_eligibility, short_els_validity, validity_end
-from core.errors import ConflictError, EligibilityError, RateLimitedError
-from core.faq import Faq
-from core.forget import forget_account
-from core.models import LIVE_STATES, BindingCode, ChatLink, Conversation, Student, TermsAcceptance
-from core.outgoing import Button, OutgoingMessage
-from core.secrets_box import mask_email
-from core.terms import Terms, TermsSource, load_terms
+from core.conversation.terms import Terms, TermsSource, load_terms
+from core.credentials import service as credential_service
+from core.credentials.compose import notice_email
+from core.messaging import outbox
+from core.messaging.outgoing import Button, OutgoingMessage
+from core.security import lockout, ratelimit
+from core.security.forget import forget_account
+from core.security.secrets_box import mask_email
+from core.storage import audit, update_store
+from core.storage.db import lock_for_write, unit_of_work
+from core.storage.models import LIVE_STATES, BindingCode, ChatLink, Conversation, Student, TermsAcceptance
+from core.students.eligibility import Policy, check_eligibility, short_els_validity, validity_end
+from core.support import threads as support
+from core.support.faq import Faq
 
 __all__ = ["ConversationService", "engine_config"]
 
@@ -258,7 +261,7 @@ class _Executor:
             ChatLink.channel == self.event.channel, ChatLink.account_id == self.event.account_id)).first()
         if link is None:  # unlinked meanwhile (the student left the register): nothing to keep
             return
-        # bound_at is what the jobs take as the time of the language choice (core.jobs.notify):
+        # bound_at is what the jobs take as the time of the language choice (core.messaging.notify):
         # the newest choice, on whichever of the student's accounts, is the one they want.
         link.language, link.bound_at = op.language, self.ctx.clock.now()
         self.session.add(link)
@@ -406,7 +409,7 @@ class ConversationService:
 
         With `queue_channel`, the replies are also queued in the outbox (keyed by the event
         id, so a redelivered event queues nothing new) in the same commit as the state.
-        `stored_update`: the row of the webhook update this event came from (core.update_store),
+        `stored_update`: the row of the webhook update this event came from (core.storage.update_store),
         marked handled in that same commit.
         """
         with unit_of_work(self.ctx.engine) as session:

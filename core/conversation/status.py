@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from core import credentials as credential_service
-from core.compose import format_date, format_datetime
 from core.conversation import ops
-from core.lifecycle import STUDIES_ENDED
-from core.models import Credential, Student
+from core.credentials import service as credential_service
+from core.credentials.compose import format_date, format_datetime
+from core.credentials.lifecycle import STUDIES_ENDED
+from core.storage.models import Credential, Student
 
 __all__ = ["credential_view", "ineligible_text", "status_lines"]
 
@@ -19,7 +19,7 @@ Text = Callable[..., str]
 
 def credential_view(credential: Credential | None, student: Student | None = None) -> ops.CredentialView | None:
     """What the engine sees of a credential; with the student, the end a removal brings forward,
-    and the activation deadline never after it (core.credentials.effective_activation_deadline)."""
+    and the activation deadline never after it (core.credentials.service.effective_activation_deadline)."""
     if credential is None:
         return None
     valid_until, deadline = credential.valid_until, credential.activation_deadline

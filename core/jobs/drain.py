@@ -10,12 +10,12 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
-from core.context import AppContext
-from core.delivery_alerts import reporter_for
-from core.models import OutboxMessage, OutboxStatus
-from core.outbox import DeliveryResult, drain_once
-from core.outgoing import OutgoingMessage
-from core.plugins import ChannelSender, load_channels
+from core.app.context import AppContext
+from core.app.plugins import ChannelSender, load_channels
+from core.messaging.delivery_alerts import reporter_for
+from core.messaging.outbox import DeliveryResult, drain_once
+from core.messaging.outgoing import OutgoingMessage
+from core.storage.models import OutboxMessage, OutboxStatus
 
 __all__ = ["drain_all", "waiting_channels"]
 

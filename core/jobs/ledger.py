@@ -10,9 +10,9 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from core.context import AppContext
-from core.db import unit_of_work
-from core.models import JobRun
+from core.app.context import AppContext
+from core.storage.db import unit_of_work
+from core.storage.models import JobRun
 
 __all__ = ["JobResult", "last_run", "latest_future_run", "run_job"]
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from core.context import AppContext
-from core.db import unit_of_work
-from core.errors import MassRemovalError, RegisterImportError
+from core.app.context import AppContext
+from core.app.errors import MassRemovalError, RegisterImportError
 from core.jobs.ledger import JobResult
-from core.register import RegisterWriteError, import_register, parse_register
+from core.storage.db import unit_of_work
+from core.students.register import RegisterWriteError, import_register, parse_register
 
 __all__ = ["sync_register"]
 

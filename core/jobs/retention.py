@@ -5,7 +5,7 @@ prints): support threads (closed, or never closed and idle) with their messages 
 e-mails, idle chat conversations, e-mails of no thread, sent and failed outbox rows, the
 audit trail, and terms acceptances of accounts no longer linked. Also cleared: wrong-guess
 records past any rate-limit window and chat-binding codes that are used or expired. Webhook
-updates go when handled more than core.update_store.HANDLED_KEEP ago (their payload, what the
+updates go when handled more than core.storage.update_store.HANDLED_KEEP ago (their payload, what the
 student typed, went when they were handled; one not handled yet is work still to do and stays).
 """
 
@@ -17,11 +17,12 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
-from core.context import AppContext
-from core.db import checkpoint_wal, unit_of_work
+from core.app.context import AppContext
+from core.app.settings import Settings
 from core.jobs.batch import batch_size
 from core.jobs.ledger import JobResult
-from core.models import (
+from core.storage.db import checkpoint_wal, unit_of_work
+from core.storage.models import (
     LIVE_STATES,
     Application,
     AuditEvent,
@@ -42,8 +43,7 @@ from core.models import (
     SupportThread,
     TermsAcceptance,
 )
-from core.settings import Settings
-from core.update_store import HANDLED_KEEP
+from core.storage.update_store import HANDLED_KEEP
 
 __all__ = ["retention", "rules"]
 

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from apscheduler.triggers.cron import CronTrigger
 from sqlmodel import Session
 
-from core.clock import WARSAW
-from core.context import AppContext
+from core.app.clock import WARSAW
+from core.app.context import AppContext
 from core.jobs.ledger import JobResult, last_run, latest_future_run, run_job
 from core.jobs.register_sync import sync_register
 from core.jobs.reminders import reminders

@@ -18,13 +18,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from core.clock import WARSAW
-from core.context import AppContext
+from core.app.clock import WARSAW
+from core.app.context import AppContext
+from core.app.plugins import ChannelSender, load_channels
 from core.jobs.drain import drain_all
 from core.jobs.leader import Leadership
 from core.jobs.ledger import run_job
 from core.jobs.runner import JOBS, register_sync_trigger, run_due
-from core.plugins import ChannelSender, load_channels
 
 __all__ = ["JobsService", "build_scheduler"]
 

@@ -2,7 +2,7 @@
 
 Each part selects what is due through an index, in batches of `jobs.batch_size` (by
 database: core.jobs.batch), one transaction per batch. Every move is the one
-`core.lifecycle.transition` makes (state, timestamps, wiped activation hashes, a
+`core.credentials.lifecycle.transition` makes (state, timestamps, wiped activation hashes, a
 CredentialEvent and an audit row); the high-volume one, validity ended, is done set-based
 by `expire_validity` with exactly those effects.
 """
@@ -17,14 +17,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
-from core.context import AppContext
-from core.credentials import expire_activation_window, revoke
-from core.db import unit_of_work
+from core.app.context import AppContext
+from core.credentials.lifecycle import EndReason
+from core.credentials.service import expire_activation_window, revoke
 from core.jobs.batch import batch_size
 from core.jobs.ledger import JobResult
-from core.jobs.notify import chat_links, email_language, email_languages, queue_chat, queue_email
-from core.lifecycle import EndReason
-from core.models import (
+from core.messaging.notify import chat_links, email_language, email_languages, queue_chat, queue_email
+from core.storage.db import unit_of_work
+from core.storage.models import (
     LIVE_STATES,
     AuditEvent,
     Credential,
@@ -32,8 +32,8 @@ from core.models import (
     Student,
     StudentStatus,
 )
-from core.models import UTCDateTime as _UTC
-from core.semester import removal_deadline
+from core.storage.models import UTCDateTime as _UTC
+from core.students.semester import removal_deadline
 
 __all__ = ["ACTOR", "VALIDITY_DUE_STATES", "expire_validity", "sweep"]
 

@@ -8,9 +8,9 @@ from email.policy import default
 from pathlib import Path
 from typing import Any
 
-from core.clock import FixedClock
-from core.context import AppContext
-from core.db import make_engine
+from core.app.clock import FixedClock
+from core.app.context import AppContext
+from core.storage.db import make_engine
 from tests.conftest import build_ctx, make_settings
 
 SAMPLES = Path(__file__).resolve().parent

@@ -1,0 +1,95 @@
+"""The application context: settings, storage, clock, randomness and the secret, built once."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Engine
+
+from core.app.catalog import Catalog
+from core.app.clock import Clock, RandomSource, SystemClock
+from core.app.settings import Settings
+from core.credentials.issuer import ActivationIssuer, LocalIssuer
+from core.security.secrets_box import SecretBox
+from core.storage.db import make_engine, upgrade
+
+__all__ = ["DATABASE_THREADS", "AppContext"]
+
+T = TypeVar("T")
+# Threads for database work on a server database; SQLite gets one (see AppContext.in_database).
+DATABASE_THREADS = 8
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: Engine
+    clock: Clock = field(default_factory=SystemClock)
+    random: RandomSource = field(default_factory=RandomSource)
+    box: SecretBox = field(init=False)
+    catalog: Catalog = field(init=False)
+    issuer: ActivationIssuer = field(init=False)
+    # `mleg serve` listens here so a chat reply is sent at once, not at the next poll.
+    outbox_listeners: list[Callable[[str], None]] = field(default_factory=list)
+    _database_threads: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.box = SecretBox(self.settings.secret)
+        self.catalog = Catalog.load(self.settings.config_layers("messages"))
+        self.issuer = LocalIssuer(self.box, self.random)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        random: RandomSource | None = None,
+        engine: Engine | None = None,
+        migrate: bool = True,
+    ) -> AppContext:
+        engine = engine or make_engine(settings.effective_database_url)
+        if migrate:
+            upgrade(engine)
+        return cls(
+            settings=settings,
+            engine=engine,
+            clock=clock or SystemClock(),
+            random=random or RandomSource(),
+        )
+
+    def outbox_changed(self, channel: str) -> None:
+        """Tell the drainers that `channel` has new rows (a no-op outside `mleg serve`)."""
+        for listener in self.outbox_listeners:
+            listener(channel)
+
+    async def in_database(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run blocking database work off the event loop, on this process's database threads.
+
+        SQLite gets one thread: it has one writer anyway, and every extra thread only adds
+        hand-overs of its write lock and of the interpreter lock (bench.chat_throughput: the
+        event loop lost most of its time to those with the default pool of six). PostgreSQL
+        locks rows, so units for different chats run side by side on DATABASE_THREADS.
+        Long batch work (jobs, a mailbox batch) stays on asyncio.to_thread so it never
+        queues a chat's turn behind it.
+        """
+        if self._database_threads is None:
+            width = 1 if self.engine.dialect.name == "sqlite" else DATABASE_THREADS
+            self._database_threads = ThreadPoolExecutor(max_workers=width, thread_name_prefix="mleg-db")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._database_threads, functools.partial(work, *args, **kwargs))
+
+    def close_database_threads(self) -> None:
+        if self._database_threads is not None:
+            self._database_threads.shutdown(wait=False)
+            self._database_threads = None
+
+    @property
+    def activation_window(self) -> timedelta:
+        return timedelta(days=self.settings.credential.activation_window_days)

@@ -1,0 +1,521 @@
+"""Credential services: request, renew, replace, revoke, activate. One unit of work each, committed by the caller.
+
+Extending a credential for the next semester depends on the issuing policy (docs/domain.md):
+stand-alone, it is renewed (`renew`: the same credential, its validity moved on; mObywatel
+fetches the new student certificate by itself); under the ELS policy it is tied to the
+card's validity and is never renewed: the student applies again once the card is extended
+(`replace_credential`: a new credential with new activation data, the current one revoked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from core.app.context import AppContext
+from core.app.errors import ActivationError, ConflictError, EligibilityError, NotFoundError
+from core.credentials.compose import activation_email, format_date, format_datetime, notice_email
+from core.credentials.lifecycle import EndReason, transition
+from core.messaging import outbox
+from core.security import ratelimit
+from core.storage import audit
+from core.storage.models import (
+    LIVE_STATES,
+    Application,
+    Credential,
+    CredentialEvent,
+    CredentialState,
+    Student,
+    StudentStatus,
+)
+from core.students.eligibility import Policy, check_eligibility, validity_end
+from core.students.semester import end_of_day, removal_deadline
+
+__all__ = [
+    "CLOCK_ACTOR",
+    "ELS_APPLY_AGAIN",
+    "RenewalCheck",
+    "ReplacementCheck",
+    "activate",
+    "activation_window",
+    "effective_activation_deadline",
+    "effective_valid_until",
+    "expire_activation_window",
+    "expire_overdue_activation",
+    "find_credential",
+    "latest_credential",
+    "live_credential",
+    "renew",
+    "renewal_check",
+    "replace_credential",
+    "replacement_check",
+    "request_credential",
+    "revoke",
+]
+
+
+def live_credential(session: Session, student_id: int) -> Credential | None:
+    return session.exec(
+        select(Credential)
+        .where(Credential.student_id == student_id)
+        .where(col(Credential.state).in_([s.value for s in LIVE_STATES]))
+    ).first()
+
+
+def latest_credential(session: Session, student_id: int) -> Credential | None:
+    return session.exec(
+        select(Credential)
+        .where(Credential.student_id == student_id)
+        .order_by(sa.desc(col(Credential.created_at)), sa.desc(col(Credential.id)))
+    ).first()
+
+
+def find_credential(session: Session, ref: str) -> Credential:
+    """By numeric id or public id."""
+    credential = None
+    if ref.isdigit():
+        credential = session.get(Credential, int(ref))
+    if credential is None:
+        credential = session.exec(select(Credential).where(Credential.public_id == ref)).first()
+    if credential is None:
+        raise NotFoundError(f"no credential {ref!r}")
+    return credential
+
+
+# Who expires data found past its deadline between sweeps: the clock did it, not the student.
+CLOCK_ACTOR = "lifecycle"
+
+
+def effective_valid_until(student: Student, credential: Credential) -> date:
+    """The day a credential really ends: its validity, or sooner one month after removal from the student list."""
+    # The same condition as the sweep's removal revocation: a stale removed_on on a reinstated
+    # student ends nothing.
+    if student.status == StudentStatus.REMOVED and student.removed_on is not None:
+        return min(credential.valid_until, removal_deadline(student.removed_on))
+    return credential.valid_until
+
+
+def effective_activation_deadline(student: Student, credential: Credential) -> datetime | None:
+    """The last moment the credential's activation data can serve: its deadline, or sooner the
+    end of the credential's last day when a removal brings that end forward (data activating a
+    credential that has ended is of no use, and the student must not be told to wait for it)."""
+    deadline = credential.activation_deadline
+    if deadline is None:
+        return None
+    return min(deadline, end_of_day(effective_valid_until(student, credential)))
+
+
+def activation_window(ctx: AppContext, valid_until: date, now: datetime) -> timedelta:
+    """The activation window of data issued `now` (30 days by default), never past the credential's last day.
+
+    Activation data for a credential that has already ended is of no use, under either
+    policy: the deadline must not promise more. Under the ELS policy the card's date can
+    come within the window; the semester's validity date (31 March for data issued from
+    October to February, 31 October from March to September) is always more than 30 days
+    away: it cuts only a window configured longer than that.
+    """
+    return min(ctx.activation_window, max(timedelta(0), end_of_day(valid_until) - now))
+
+
+def expire_activation_window(ctx: AppContext, session: Session, credential: Credential, *, now: datetime,
+                             actor: str) -> None:
+    """The activation data died unused: the credential expires and the student must apply again.
+
+    The one move for it, made by the nightly sweep and by a conversation that meets such a
+    credential before the sweep has run; each caller tells the student its own way.
+    """
+    ctx.issuer.invalidate(credential)
+    transition(session, credential, CredentialState.EXPIRED, actor=actor,
+               reason=EndReason.ACTIVATION_WINDOW_PASSED, now=now)
+
+
+def expire_overdue_activation(ctx: AppContext, session: Session, student_id: int, *,
+                              actor: str = CLOCK_ACTOR) -> bool:
+    """Expire the student's pending credential if its activation deadline has passed; says if it did.
+
+    The sweep runs nightly; a student asking in between must not be told to activate by a
+    date already gone, nor be refused a new application because of dead data.
+    """
+    now = ctx.clock.now()
+    query = (
+        select(Credential)
+        .where(Credential.student_id == student_id)
+        .where(Credential.state == CredentialState.PENDING_ACTIVATION)
+        .where(col(Credential.activation_deadline) < now)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # A sweep moving the same row meanwhile: wait for it, and the re-checked WHERE drops
+        # the row, so it is not moved (and recorded) twice. SQLite holds one writer at a time.
+        query = query.with_for_update().execution_options(populate_existing=True)
+    credential = session.exec(query).first()
+    if credential is None:
+        return False
+    expire_activation_window(ctx, session, credential, now=now, actor=actor)
+    return True
+
+
+def _queue_activation(
+    ctx: AppContext,
+    session: Session,
+    student: Student,
+    credential: Credential,
+    language: str,
+) -> None:
+    now = ctx.clock.now()
+    data = ctx.issuer.issue(credential, now, activation_window(ctx, credential.valid_until, now))
+    transition(
+        session,
+        credential,
+        CredentialState.PENDING_ACTIVATION,
+        actor="issuer",
+        reason="activation_data_issued",
+        now=now,
+    )
+    message = activation_email(
+        ctx.catalog,
+        student=student,
+        credential=credential,
+        data=data,
+        university=ctx.settings.university.name,
+        language=language,
+    )
+    # Only ever the register address: never one typed into a chat or an e-mail's From.
+    outbox.enqueue(
+        session,
+        ctx.box,
+        key=f"activation:{credential.public_id}",
+        channel="email",
+        recipient=student.email,
+        kind="activation",
+        message=message,
+        now=now,
+        language=language,
+        student_id=student.id,
+        credential_id=credential.id,
+    )
+
+
+def request_credential(
+    ctx: AppContext,
+    session: Session,
+    student: Student,
+    *,
+    channel: str,
+    actor: str,
+    language: str = "pl",
+) -> Credential:
+    """A new credential: checks, application, credential, activation e-mail queued."""
+    now = ctx.clock.now()
+    today = ctx.clock.today()
+    policy = Policy(ctx.settings.policy)
+    eligibility = check_eligibility(student, policy, today)
+    if not eligibility.ok:
+        raise EligibilityError(list(eligibility.reasons))
+    existing = live_credential(session, student.id or 0)
+    if existing is not None:
+        raise ConflictError(f"student already has a {existing.state} credential")
+    credential = _new_credential(session, student, policy, validity_end(student, policy, today),
+                                 kind="new", channel=channel, actor=actor, now=now)
+    audit.record(
+        session, at=now, actor=actor, action="application.new",
+        student_id=student.id, credential_id=credential.id, channel=channel,
+    )
+    _queue_activation(ctx, session, student, credential, language)
+    return credential
+
+
+def _new_credential(
+    session: Session,
+    student: Student,
+    policy: Policy,
+    valid_until: date,
+    *,
+    kind: str,
+    channel: str,
+    actor: str,
+    now: datetime,
+) -> Credential:
+    """A requested credential with its first lifecycle event and its application (wniosek)."""
+    credential = Credential(
+        student_id=student.id or 0,
+        state=CredentialState.REQUESTED,
+        policy=policy,
+        valid_until=valid_until,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(credential)
+    session.flush()
+    session.add(
+        CredentialEvent(
+            credential_id=credential.id or 0,
+            from_state=None,
+            to_state=CredentialState.REQUESTED,
+            actor=actor,
+            reason="application",
+            at=now,
+        )
+    )
+    session.add(
+        Application(
+            student_id=student.id or 0,
+            kind=kind,
+            channel=channel,
+            credential_id=credential.id,
+            created_at=now,
+        )
+    )
+    return credential
+
+
+# renewal_check's reason under the ELS policy: never renewed, a new application instead.
+ELS_APPLY_AGAIN = "els_apply_again"
+
+
+@dataclass(frozen=True)
+class RenewalCheck:
+    possible: bool
+    reason: str  # a catalog key suffix: "ok", "not_active", "too_early", "els_apply_again", ...
+    new_valid_until: date | None = None
+
+
+def renewal_check(ctx: AppContext, student: Student, credential: Credential | None) -> RenewalCheck:
+    """Renewal (a new student certificate for the next semester) when the rules allow it.
+
+    Stand-alone policy only. Under the ELS policy the credential is valid for one semester, up
+    to the card's date, and extending it needs a new application (docs/domain.md): never possible,
+    reason ELS_APPLY_AGAIN; `replacement_check` says whether that new application is.
+    """
+    today = ctx.clock.today()
+    policy = Policy(ctx.settings.policy)
+    if policy is Policy.ELS:
+        return RenewalCheck(False, ELS_APPLY_AGAIN)
+    if credential is None or credential.state != CredentialState.ACTIVE:
+        return RenewalCheck(False, "not_active")
+    eligibility = check_eligibility(student, policy, today)
+    if not eligibility.ok:
+        return RenewalCheck(False, "not_eligible")
+    window = timedelta(days=ctx.settings.credential.renewal_window_days)
+    if today < credential.valid_until - window:
+        return RenewalCheck(False, "too_early")
+    new_end = _next_validity_end(student, policy, credential, today)
+    if new_end <= credential.valid_until:
+        return RenewalCheck(False, "not_eligible")
+    return RenewalCheck(True, "ok", new_end)
+
+
+def _next_validity_end(student: Student, policy: Policy, credential: Credential, today: date) -> date:
+    """The end of the validity that follows `credential`'s, for a renewal or a new application today.
+
+    The validity of the semester after the credential's end: applying before that semester has
+    begun (a window longer than a month, or an end cut short by the ELS card) must still reach
+    into it. Under the ELS policy no later than the card.
+    """
+    target_day = max(today, credential.valid_until + timedelta(days=1))
+    return validity_end(student, policy, target_day)
+
+
+@dataclass(frozen=True)
+class ReplacementCheck:
+    """Whether a new application may replace the student's active credential (ELS policy).
+
+    reason: "ok", "not_els" (stand-alone: renew instead), "not_active" (no active credential:
+    an ordinary application, if any), "not_eligible", "too_early" (before `opens_on`, the first
+    day of the last renewal_window_days), "els_not_extended" (the card is not valid beyond
+    the current credential's end).
+    """
+
+    possible: bool
+    reason: str
+    new_valid_until: date | None = None
+    opens_on: date | None = None
+
+
+def replacement_check(ctx: AppContext, student: Student, credential: Credential | None) -> ReplacementCheck:
+    """Under the ELS policy: may the student apply now for a new credential replacing the active one?
+
+    Only in the last `renewal_window_days` of the current credential, and only when the ELS
+    card is valid beyond its end (extended at the dean's office): otherwise the new credential
+    would end no later than the one it replaces.
+    """
+    today = ctx.clock.today()
+    policy = Policy(ctx.settings.policy)
+    if policy is not Policy.ELS:
+        return ReplacementCheck(False, "not_els")
+    if credential is None or credential.state != CredentialState.ACTIVE:
+        return ReplacementCheck(False, "not_active")
+    if not check_eligibility(student, policy, today).ok:
+        return ReplacementCheck(False, "not_eligible")
+    new_end = _next_validity_end(student, policy, credential, today)
+    if new_end <= credential.valid_until:
+        return ReplacementCheck(False, "els_not_extended")
+    opens_on = credential.valid_until - timedelta(days=ctx.settings.credential.renewal_window_days)
+    if today < opens_on:
+        return ReplacementCheck(False, "too_early", new_end, opens_on)
+    return ReplacementCheck(True, "ok", new_end, opens_on)
+
+
+def replace_credential(
+    ctx: AppContext,
+    session: Session,
+    student: Student,
+    credential: Credential,
+    *,
+    channel: str,
+    actor: str,
+    language: str = "pl",
+) -> Credential:
+    """A new application replacing the active credential (ELS policy): one transaction.
+
+    The current credential is revoked (EndReason.REPLACED) and the new one is requested and
+    gets its activation data, e-mailed to the register address; the student activates it in
+    mObywatel within its activation window. A notice of the replacement goes to the same
+    address, so an application the student did not make does not go unnoticed.
+    """
+    now = ctx.clock.now()
+    if session.get_bind().dialect.name == "postgresql":
+        # Another turn (the student's other chat) replacing or revoking it meanwhile: wait
+        # for it, then see the row as it committed it. SQLite holds one writer at a time.
+        session.exec(
+            select(Credential).where(Credential.id == credential.id).with_for_update()
+            .execution_options(populate_existing=True)
+        ).one()
+    check = replacement_check(ctx, student, credential)
+    if not check.possible or check.new_valid_until is None:
+        raise ConflictError(f"new application not possible: {check.reason}")
+    policy = Policy(ctx.settings.policy)
+    old_end = credential.valid_until
+    revoke(ctx, session, credential, reason=EndReason.REPLACED, actor=actor, language=language, notify=False)
+    session.flush()  # ended before the new one counts against the one-live-credential index
+    replacement = _new_credential(session, student, policy, check.new_valid_until,
+                                  kind="replacement", channel=channel, actor=actor, now=now)
+    audit.record(
+        session, at=now, actor=actor, action="application.replacement",
+        student_id=student.id, credential_id=replacement.id, channel=channel,
+        replaced_credential_id=credential.id,
+        old_valid_until=old_end.isoformat(), new_valid_until=check.new_valid_until.isoformat(),
+    )
+    _queue_activation(ctx, session, student, replacement, language)
+    outbox.enqueue(
+        session, ctx.box,
+        key=f"replaced:{credential.public_id}",
+        channel="email", recipient=student.email, kind="replaced",
+        message=notice_email(
+            ctx.catalog, "email.replaced", language=language,
+            first_name=student.first_name, old_valid_until=format_date(old_end),
+            valid_until=format_date(replacement.valid_until),
+            deadline=format_datetime(replacement.activation_deadline) if replacement.activation_deadline else "",
+            university=ctx.settings.university.name,
+        ),
+        now=now, language=language, student_id=student.id, credential_id=credential.id,
+    )
+    return replacement
+
+
+def renew(
+    ctx: AppContext,
+    session: Session,
+    student: Student,
+    credential: Credential,
+    *,
+    channel: str,
+    actor: str,
+    language: str = "pl",
+) -> Credential:
+    check = renewal_check(ctx, student, credential)
+    if not check.possible or check.new_valid_until is None:
+        raise ConflictError(f"renewal not possible: {check.reason}")
+    now = ctx.clock.now()
+    old_end = credential.valid_until
+    credential.valid_until = check.new_valid_until
+    transition(session, credential, CredentialState.ACTIVE, actor=actor, reason="renewed", now=now)
+    session.add(
+        Application(
+            student_id=student.id or 0, kind="renewal", channel=channel,
+            credential_id=credential.id, created_at=now,
+        )
+    )
+    audit.record(
+        session, at=now, actor=actor, action="application.renewal",
+        student_id=student.id, credential_id=credential.id,
+        old_valid_until=old_end.isoformat(), new_valid_until=credential.valid_until.isoformat(),
+    )
+    outbox.enqueue(
+        session, ctx.box,
+        key=f"renewed:{credential.public_id}:{credential.valid_until.isoformat()}",
+        channel="email", recipient=student.email, kind="renewed",
+        message=notice_email(
+            ctx.catalog, "email.renewed", language=language,
+            first_name=student.first_name, valid_until=format_date(credential.valid_until),
+            university=ctx.settings.university.name,
+        ),
+        now=now, language=language, student_id=student.id, credential_id=credential.id,
+    )
+    return credential
+
+
+# The generic notice invites a new application; these reasons (STUDIES_ENDED) get their own,
+# the same the sweep sends when it revokes for them.
+_ENDED_NOTICES: dict[str, str] = {
+    EndReason.REMOVAL: "email.revoked_removal",
+    EndReason.REMOVAL_GRACE_ENDED: "jobs.notice.revoked_removal",
+    EndReason.GRADUATION: "jobs.notice.revoked_graduation",
+}
+
+
+def revoke(
+    ctx: AppContext,
+    session: Session,
+    credential: Credential,
+    *,
+    reason: EndReason | str,
+    actor: str,
+    language: str = "pl",
+    notify: bool = True,
+) -> Credential:
+    """Revoke (unieważnienie): the activation data dies with it; the student is told by e-mail."""
+    now = ctx.clock.now()
+    ctx.issuer.invalidate(credential)
+    transition(session, credential, CredentialState.REVOKED, actor=actor, reason=str(reason), now=now)
+    student = session.get(Student, credential.student_id)
+    if notify and student is not None:
+        outbox.enqueue(
+            session, ctx.box,
+            key=f"revoked:{credential.public_id}",
+            channel="email", recipient=student.email, kind="revoked",
+            message=notice_email(
+                ctx.catalog, _ENDED_NOTICES.get(str(reason), "email.revoked"), language=language,
+                first_name=student.first_name,
+                # Each half of the bilingual mail in its own language, not the student's twice.
+                catalog_params={"reason": f"end_reason.{reason}"},
+                university=ctx.settings.university.name,
+            ),
+            now=now, language=language, student_id=student.id, credential_id=credential.id,
+        )
+    return credential
+
+
+def activate(
+    ctx: AppContext, session: Session, credential: Credential, code: str, *, actor: str
+) -> Credential:
+    """What mObywatel does when the student types the code; used by the local issuer's stand-in."""
+    now = ctx.clock.now()
+    limits = ctx.settings.limits
+    scopes = [("student", str(credential.student_id))]
+    ratelimit.check_allowed(
+        session, "activation", scopes, now=now,
+        limit=limits.guesses_per_hour, window=timedelta(minutes=limits.guess_window_minutes),
+    )
+    if credential.state != CredentialState.PENDING_ACTIVATION:
+        raise ActivationError(f"credential is {credential.state}, not pending activation")
+    try:
+        ctx.issuer.redeem(credential, code, now)
+    except ActivationError:
+        ratelimit.record_failure(session, "activation", scopes, now=now)
+        session.commit()  # the failed guess must count even though the caller sees an error
+        raise
+    transition(session, credential, CredentialState.ACTIVE, actor=actor, reason="activated", now=now)
+    return credential

@@ -1,0 +1,2 @@
+"""Students and the register: the register CSV and its import and sync, PESEL checks and moves,
+eligibility, semesters, and changes of a student's university address."""
