@@ -39,8 +39,7 @@ from telegram.ext import Application
 from bot.delivery import retry_seconds
 from bot.runtime import runtime_of
 from core.app.context import AppContext
-from core.app.serve import TELEGRAM_POLLING_LOCK
-from core.jobs.leader import Leadership
+from core.jobs.leader import TELEGRAM_POLLING_LOCK, Leadership
 
 __all__ = ["Poller", "PollingLock"]
 

@@ -46,7 +46,7 @@ from bot.events import CHANNEL
 from bot.polling import PollingLock, order_key
 from core.app.context import AppContext
 from core.app.errors import UnreachableError
-from core.app.serve import TELEGRAM_UPDATES_LOCK
+from core.jobs.leader import TELEGRAM_UPDATES_LOCK
 from core.storage import update_store
 from core.storage.db import unit_of_work
 from core.storage.update_store import StoredRef, Waiting

@@ -26,14 +26,8 @@ from core.storage.db import unit_of_work
 from core.storage.models import AuditEvent, BindingCode, ChatLink, Credential, OutboxMessage, Student
 from core.students.demo_register import make_pesel
 from core.students.email_change import NOTICE_KEY
-from core.students.register import (
-    HEADER,
-    MAX_LENGTHS,
-    ImportReport,
-    RegisterWriteError,
-    import_register,
-    parse_register,
-)
+from core.students.register import ImportReport, RegisterWriteError, import_register
+from core.students.register_csv import HEADER, MAX_LENGTHS, parse_register
 from tests.chat_driver import ChatDriver
 from tests.cli_helpers import cli_environment, run
 from tests.conftest import UNIVERSITY_DOMAIN

@@ -12,7 +12,8 @@ from core.app.errors import RegisterImportError
 from core.storage.db import unit_of_work
 from core.storage.models import Student
 from core.students.demo_register import generate_rows, rows_to_csv
-from core.students.register import HEADER, import_register, parse_register
+from core.students.register import import_register
+from core.students.register_csv import HEADER, parse_register
 
 
 def _import(ctx: AppContext, data: bytes, sync: bool = False):  # type: ignore[no-untyped-def]

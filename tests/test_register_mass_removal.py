@@ -10,7 +10,8 @@ from core.app.errors import MassRemovalError
 from core.storage.db import unit_of_work
 from core.storage.models import Student
 from core.students.demo_register import generate_rows, rows_to_csv
-from core.students.register import ImportReport, import_register, mass_removal_reason, parse_register
+from core.students.register import ImportReport, import_register, mass_removal_reason
+from core.students.register_csv import parse_register
 
 
 def _sync(ctx: AppContext, rows: list[dict[str, str]], **options: object) -> ImportReport:

@@ -44,7 +44,7 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 SECRET = "webhook-secret_for-the-durability-tests_0123"
 PATH = "/telegram/hook"
 WAIT = 60.0
-UPDATES_LOCK = "mleg:telegram-updates"  # core.app.serve.TELEGRAM_UPDATES_LOCK, spelled out: status shows it by it
+UPDATES_LOCK = "mleg:telegram-updates"  # core.jobs.leader.TELEGRAM_UPDATES_LOCK, spelled out: status shows it by it
 
 
 def _free_port() -> int:

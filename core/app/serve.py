@@ -22,16 +22,9 @@ from core.messaging.delivery_alerts import reporter_for
 from core.messaging.delivery_failures import FailureReporter
 from core.storage.models import OutboxMessage
 
-__all__ = ["TELEGRAM_POLLING_LOCK", "TELEGRAM_UPDATES_LOCK", "Server"]
+__all__ = ["Server"]
 
 log = logging.getLogger(__name__)
-# The PostgreSQL advisory lock (core.jobs.leader.advisory_key) the Telegram front-end holds
-# while it long-polls: Telegram allows one getUpdates per token, so of several servers on one
-# database one polls and the others only send. Named here, where `mleg status` can read it.
-TELEGRAM_POLLING_LOCK = "mleg:telegram-polling"
-# In webhook mode every server stores the updates that reach it and the holder of this lock
-# handles them all (bot.webhook): one chat's turns never run on two servers at once.
-TELEGRAM_UPDATES_LOCK = "mleg:telegram-updates"
 IDLE_POLL_SECONDS = 1.0
 CLAIM_BATCH = 50
 # On stop, how long a delivery in flight may take to finish and be recorded.

@@ -11,7 +11,8 @@ import typer
 from core.app.errors import MassRemovalError, MlegError, RegisterImportError
 from core.cli.common import build_context, emit_json, friendly_errors
 from core.storage.db import unit_of_work
-from core.students.register import HEADER, ImportReport, import_register, parse_register
+from core.students.register import ImportReport, import_register
+from core.students.register_csv import HEADER, parse_register
 
 app = typer.Typer(help="The student register (rejestr studentów).", no_args_is_help=True)
 

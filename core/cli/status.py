@@ -17,10 +17,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from core.app.health import read_health
-from core.app.serve import TELEGRAM_POLLING_LOCK, TELEGRAM_UPDATES_LOCK
 from core.app.settings import Settings
 from core.cli.common import build_context, friendly_errors
-from core.jobs.leader import LIFECYCLE_LOCK, advisory_key
+from core.jobs.leader import LIFECYCLE_LOCK, TELEGRAM_POLLING_LOCK, TELEGRAM_UPDATES_LOCK, advisory_key
 from core.jobs.retention import rules as retention_rules
 from core.jobs.runner import JOBS
 from core.messaging.delivery_failures import FailingDeliveries, failing, given_up

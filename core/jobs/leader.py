@@ -20,11 +20,18 @@ import logging
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["LIFECYCLE_LOCK", "Leadership", "advisory_key"]
+__all__ = ["LIFECYCLE_LOCK", "TELEGRAM_POLLING_LOCK", "TELEGRAM_UPDATES_LOCK", "Leadership", "advisory_key"]
 
 log = logging.getLogger(__name__)
 
 LIFECYCLE_LOCK = "mleg:lifecycle-jobs"
+# Every advisory lock the servers of one database share is named here. The one the Telegram front-end holds
+# while it long-polls: Telegram allows one getUpdates per token, so of several servers on one
+# database one polls and the others only send.
+TELEGRAM_POLLING_LOCK = "mleg:telegram-polling"
+# In webhook mode every server stores the updates that reach it and the holder of this lock
+# handles them all (bot.webhook): one chat's turns never run on two servers at once.
+TELEGRAM_UPDATES_LOCK = "mleg:telegram-updates"
 
 
 def advisory_key(name: str) -> int:

@@ -16,7 +16,8 @@ from core.app.context import AppContext
 from core.app.errors import MassRemovalError, RegisterImportError
 from core.jobs.ledger import JobResult
 from core.storage.db import unit_of_work
-from core.students.register import RegisterWriteError, import_register, parse_register
+from core.students.register import RegisterWriteError, import_register
+from core.students.register_csv import parse_register
 
 __all__ = ["sync_register"]
 

@@ -13,7 +13,7 @@ import random
 from collections.abc import Iterator
 from datetime import date, timedelta
 
-from core.students.register import HEADER
+from core.students.register_csv import HEADER
 
 __all__ = ["DEMO_DOMAIN", "generate_rows", "make_pesel", "rows_to_csv"]
 
