@@ -12,6 +12,7 @@ from datetime import date, datetime
 
 from core.catalog import Catalog
 from core.clock import WARSAW
+from core.contact import Contact
 from core.issuer import ActivationData, qr_png
 from core.models import Credential, Student
 from core.outgoing import Attachment, OutgoingMessage
@@ -56,6 +57,7 @@ def activation_email(
     data: ActivationData,
     university: str,
     language: str,
+    contact: Contact,
 ) -> OutgoingMessage:
     """The activation e-mail: the QR code (inline and attached, and its text to type by hand), the code,
     deadline and steps."""
@@ -73,6 +75,7 @@ def activation_email(
             "qr_text": data.qr_payload,
             "deadline": format_datetime(data.deadline),
             "valid_until": format_date(credential.valid_until),
+            **contact.params(catalog, lang),
         }
         body = catalog.text(lang, "email.activation.body", **params)
         steps = catalog.text(lang, "activation.steps_all")
@@ -83,7 +86,9 @@ def activation_email(
             + f'<p>{html.escape(catalog.text(lang, "email.activation.qr_text_label"))}<br>\n'
             + '<code style="font-size:14px;word-break:break-all">'
             + f'{html.escape(data.qr_payload)}</code></p>\n'
-            + f'<p style="font-size:20px;letter-spacing:2px"><b>{html.escape(data.code)}</b></p>\n'
+            # Labelled, and apart from the QR text: a student must not take one for the other.
+            + f'<p>{html.escape(catalog.text(lang, "email.activation.code_label"))}<br>\n'
+            + f'<b style="font-size:20px;letter-spacing:2px">{html.escape(data.code)}</b></p>\n'
             + _text_to_html(catalog.text(lang, "email.activation.body_after_qr", **params))
             + _text_to_html(steps)
         )
@@ -107,12 +112,14 @@ def notice_email(
     key: str,
     *,
     language: str,
+    contact: Contact,
     subject_key: str | None = None,
     catalog_params: Mapping[str, str] | None = None,
     **params: object,
 ) -> OutgoingMessage:
     """A plain notice in both languages (revocation, reminder, chat-binding code...).
 
+    `contact`: where the student reaches us ({bot_chat}, {bot_link}, {help_desk}), in every notice.
     `catalog_params`: placeholders whose value is itself a catalog text (name -> key, e.g.
     reason -> "end_reason.new_phone"), put into each half in that half's language: a reason
     rendered once would stand in Polish in the English half.
@@ -120,7 +127,8 @@ def notice_email(
     subject_key = subject_key or f"{key}.subject"
     languages = (language, other_language(language))
     per_language = {
-        lang: {**params, **{name: catalog.text(lang, ref) for name, ref in (catalog_params or {}).items()}}
+        lang: {**contact.params(catalog, lang), **params,
+               **{name: catalog.text(lang, ref) for name, ref in (catalog_params or {}).items()}}
         for lang in languages
     }
     texts = [catalog.text(lang, f"{key}.body", **per_language[lang]) for lang in languages]

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from core import audit, outbox, ratelimit
 from core.compose import activation_email, format_date, format_datetime, notice_email
+from core.contact import Contact
 from core.context import AppContext
 from core.eligibility import Policy, check_eligibility, validity_end
 from core.errors import ActivationError, ConflictError, EligibilityError, NotFoundError
@@ -179,6 +180,7 @@ def _queue_activation(
         data=data,
         university=ctx.settings.university.name,
         language=language,
+        contact=Contact.of(ctx.settings),
     )
     # Only ever the register address: never one typed into a chat or an e-mail's From.
     outbox.enqueue(
@@ -402,7 +404,7 @@ def replace_credential(
         key=f"replaced:{credential.public_id}",
         channel="email", recipient=student.email, kind="replaced",
         message=notice_email(
-            ctx.catalog, "email.replaced", language=language,
+            ctx.catalog, "email.replaced", language=language, contact=Contact.of(ctx.settings),
             first_name=student.first_name, old_valid_until=format_date(old_end),
             valid_until=format_date(replacement.valid_until),
             deadline=format_datetime(replacement.activation_deadline) if replacement.activation_deadline else "",
@@ -446,7 +448,7 @@ def renew(
         key=f"renewed:{credential.public_id}:{credential.valid_until.isoformat()}",
         channel="email", recipient=student.email, kind="renewed",
         message=notice_email(
-            ctx.catalog, "email.renewed", language=language,
+            ctx.catalog, "email.renewed", language=language, contact=Contact.of(ctx.settings),
             first_name=student.first_name, valid_until=format_date(credential.valid_until),
             university=ctx.settings.university.name,
         ),
@@ -486,7 +488,7 @@ def revoke(
             channel="email", recipient=student.email, kind="revoked",
             message=notice_email(
                 ctx.catalog, _ENDED_NOTICES.get(str(reason), "email.revoked"), language=language,
-                first_name=student.first_name,
+                first_name=student.first_name, contact=Contact.of(ctx.settings),
                 # Each half of the bilingual mail in its own language, not the student's twice.
                 catalog_params={"reason": f"end_reason.{reason}"},
                 university=ctx.settings.university.name,

@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 
 from core import audit, outbox, ratelimit
 from core.compose import format_datetime, notice_email
+from core.contact import Contact
 from core.context import AppContext
 from core.eligibility import normalize_els_number
 from core.errors import RateLimitedError
@@ -83,8 +84,7 @@ def notify_locked(ctx: AppContext, session: Session, student: Student, until: da
     language = _language(ctx, session, student)
     message = notice_email(
         ctx.catalog, "email.identify_locked", language=language, first_name=student.first_name,
-        university=ctx.settings.university.name, until=format_datetime(until),
-        help_desk=ctx.settings.university.help_desk_email,
+        university=ctx.settings.university.name, until=format_datetime(until), contact=Contact.of(ctx.settings),
     )
     outbox.enqueue(session, ctx.box, key=f"lock-notice:{student.id}:{uuid.uuid4().hex}", channel="email",
                    recipient=student.email, kind="lock-notice", message=message, now=now, language=language,

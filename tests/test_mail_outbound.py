@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 from core import outbox
 from core.clock import FixedClock
 from core.compose import activation_email
+from core.contact import Contact
 from core.context import AppContext
 from core.credentials import request_credential
 from core.issuer import ActivationData, ActivationIssuer
@@ -85,7 +86,7 @@ def test_mime_shape_and_headers(sqlite_ctx: AppContext) -> None:
                                 valid_until=datetime(2027, 3, 31).date())
         data = ActivationData("ACDE-FGHJ-KMNP", "MLEG1:x:y", sqlite_ctx.clock.now() + timedelta(days=30))
         message = activation_email(sqlite_ctx.catalog, student=student, credential=credential, data=data,
-                                   university="U", language="en")
+                                   university="U", language="en", contact=Contact.of(sqlite_ctx.settings))
     email = build_email(message, sender="a@u.test", recipient="s@u.test", message_id="<1@u.test>",
                         date=sqlite_ctx.clock.now(), reply_to="help@u.test")
     parsed = parse(email.as_bytes())

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from core import audit, lockout, outbox, ratelimit, support, update_store
 from core import credentials as credential_service
 from core.compose import notice_email
+from core.contact import Contact
 from core.context import AppContext
 from core.conversation import ops
 from core.conversation.engine import CHAT_CODE_LENGTH, EngineConfig, step
@@ -203,6 +204,7 @@ class _Executor:
         message = notice_email(
             self.ctx.catalog, "email.binding", language=op.language, first_name=student.first_name, code=code,
             minutes=self.ctx.settings.limits.chat_code_ttl_minutes, university=self.ctx.settings.university.name,
+            contact=Contact.of(self.ctx.settings),
         )
         # Not the row id alone: retention deletes used codes and SQLite then hands the same id
         # out again, and an outbox key seen before is silently not queued (the code never went).

@@ -9,6 +9,7 @@ from sqlmodel import Session, col, select
 
 from core import outbox
 from core.compose import notice_email
+from core.contact import Contact
 from core.context import AppContext
 from core.models import ChatLink, Credential, Student
 from core.outgoing import Button, OutgoingMessage
@@ -63,7 +64,7 @@ def queue_email(
 ) -> None:
     """A notice in both languages to the register address (never an address typed anywhere else)."""
     message = notice_email(
-        ctx.catalog, catalog_key, language=language, first_name=student.first_name,
+        ctx.catalog, catalog_key, language=language, first_name=student.first_name, contact=Contact.of(ctx.settings),
         university=ctx.settings.university.name, **params,
     )
     outbox.enqueue(
