@@ -112,8 +112,8 @@ def test_mime_shape_and_headers(sqlite_ctx: AppContext) -> None:
     # The QR's content as text too, on its own line, for a student who cannot scan it (a phone
     # cannot scan its own screen): labelled, in both languages and both parts.
     assert "MLEG1:x:y" in text.get_content().splitlines()
-    assert "The QR code's text, to type by hand" in text.get_content()
-    assert "Treść kodu QR, do wpisania ręcznie" in text.get_content()
+    assert "If you cannot scan it, type its text by hand:" in text.get_content()
+    assert "Jeśli nie możesz go zeskanować, wpisz ręcznie jego treść:" in text.get_content()
     assert html.get_content().count("MLEG1:x:y</code>") == 2
     assert parsed.get_payload()[1].get_filename() == "mlegitymacja-qr.png"  # type: ignore[index]
 
