@@ -2,8 +2,9 @@
 
 An e-mail that says "apply in the chat with the university's bot" must say where that chat
 is: `https://t.me/<username>` from MLEG_TELEGRAM__BOT_USERNAME. Without a username the
-e-mail words the chat without a link (`email.where.bot_chat_no_link`) rather than show an
-empty one. The help desk's address (MLEG_UNIVERSITY__HELP_DESK_EMAIL) is always known.
+e-mail words the chat without a link (`email.where.bot_chat_no_link`, in
+config/messages/*/contact.toml) rather than show an empty one. The help desk's address
+(MLEG_UNIVERSITY__HELP_DESK_EMAIL) is always known.
 """
 
 from __future__ import annotations
