@@ -7,6 +7,7 @@ never chose one still reads the message.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Mapping
 from datetime import date, datetime
 
@@ -34,10 +35,16 @@ def format_datetime(moment: datetime) -> str:
     return moment.astimezone(WARSAW).strftime("%d.%m.%Y %H:%M")
 
 
+# An https address in our own texts (the bot's t.me link), without a sentence's closing punctuation.
+_LINK = re.compile(r"https://[^\s<>\"()]+?(?=[.,;:!?]*(?:[\s<()]|$))")
+
+
 def _text_to_html(text: str) -> str:
+    """Paragraphs of escaped text; the links in it clickable (a student taps the bot's link)."""
     paragraphs = [p for p in text.split("\n\n") if p.strip()]
     return "".join(
-        "<p>" + html.escape(p).replace("\n", "<br>\n") + "</p>\n" for p in paragraphs
+        "<p>" + _LINK.sub(lambda m: f'<a href="{m[0]}">{m[0]}</a>', html.escape(p)).replace("\n", "<br>\n")
+        + "</p>\n" for p in paragraphs
     )
 
 

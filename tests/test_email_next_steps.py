@@ -87,6 +87,12 @@ def test_activation_revocation_and_reminder_e_mails_say_where(bot_ctx: AppContex
         service.revoke(ctx, session, credential, reason=EndReason.LOST_PHONE, actor="staff")
     [revoked] = _texts(ctx, "revoked")
     _says_where(ctx, revoked)
+    if ctx.settings.telegram.bot_username:
+        # A link a student taps in the HTML part, once per language.
+        with Session(ctx.engine) as session:
+            row = session.exec(select(OutboxMessage).where(OutboxMessage.kind == "revoked")).one()
+            html = open_body(ctx.box, row).html or ""
+        assert html.count(f'<a href="{LINK}">{LINK}</a>') == 2
 
 
 def test_expired_activation_data_says_it_was_never_used_and_where_to_apply(bot_ctx: AppContext) -> None:
