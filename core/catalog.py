@@ -137,6 +137,8 @@ class Catalog:
 def _plural_tables(tree: Mapping[str, Any], language: str, path: Path) -> dict[str, dict[str, str]]:
     """`[plural.NAME]` tables: each must give every category the language's rules can choose."""
     needed = _categories(language)
+    if not isinstance(tree, Mapping):
+        raise ValueError(f"{path}: `{PLURAL}` must be a table of plural tables ([{PLURAL}.NAME])")
     tables: dict[str, dict[str, str]] = {}
     for name, forms in tree.items():
         key = f"{PLURAL}.{name}"
