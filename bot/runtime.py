@@ -122,6 +122,21 @@ class BotRuntime:
             if not self._initialized:
                 await self.app.initialize()
                 self._initialized = True
+                self._check_username()
+
+    def _check_username(self) -> None:
+        """Say when the e-mails' link to the bot (MLEG_TELEGRAM__BOT_USERNAME) is missing or wrong.
+
+        Only the bot's own getMe knows its username; jobs and the mail reader compose e-mails
+        without a bot, from the setting, so a wrong one would send students to another bot.
+        """
+        configured, actual = self.ctx.settings.telegram.bot_username, self.app.bot.username or ""
+        if not configured:
+            log.warning("MLEG_TELEGRAM__BOT_USERNAME is not set: e-mails name the bot's chat without a link; "
+                        "set it to %s", actual)
+        elif configured.lower() != actual.lower():
+            log.warning("MLEG_TELEGRAM__BOT_USERNAME is %s but this token is the bot @%s: e-mails link to "
+                        "https://t.me/%s; set it to %s", configured, actual, configured, actual)
 
     async def release(self) -> None:
         async with self._lock:

@@ -206,7 +206,7 @@ async def test_email_failing_is_logged_shown_and_the_staff_room_is_told_once(
 
         # Both rows reached ERROR in the same drain: the staff room was told once.
         [told] = api.sent_messages(STAFF_CHAT)
-        assert "E-maile do studentów nie wychodzą: 2" in (told.plain_text or "")
+        assert "E-maile do studentów nie wychodzą: czekają 2 wiadomości" in (told.plain_text or "")
         assert "451" in (told.plain_text or "")
         [alert] = outbox_rows(ctx, kind=STAFF_ALERT_KIND)
         assert alert.status == OutboxStatus.SENT

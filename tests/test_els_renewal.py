@@ -391,7 +391,7 @@ def test_semester_start_reminder_with_the_card_not_extended_by_email(els: AppCon
     [row] = _reminder_rows(els, "semester-start")
     text = _text(els, row)
     assert "gdy przedłużysz ważność legitymacji ELS w dziekanacie (hologram), złóż nowy wniosek" in text
-    assert "once your ELS card is extended at the dean's office (hologram), apply for a new mLegitymacja" in text
+    assert "once your ELS card is extended at the dean's office (hologram), apply for a new mobile student ID" in text
     assert "Przedłuż mLegitymację" not in text and "you can now renew" not in text
 
 
@@ -402,7 +402,7 @@ def test_validity_reminder_by_email_with_a_card_valid_longer(els: AppContext) ->
     [row] = _reminder_rows(els, "validity")
     text = _text(els, row)
     assert "złóż nowy wniosek w czacie z botem uczelni" in text and "ważna do 30.09.2027" in text
-    assert "apply for a new mLegitymacja in the chat" in text
+    assert "apply for a new mobile student ID in the chat" in text
     assert "nie wymaga nowej aktywacji" not in text and "needs no new activation" not in text
 
 

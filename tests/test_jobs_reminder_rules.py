@@ -69,7 +69,8 @@ def test_email_reminder_in_the_language_chosen_in_a_chat(ctx: AppContext, channe
     [row] = _validity_rows(ctx)
     assert (row.channel, row.language) == ("email", "en")  # no usable Telegram chat: e-mail
     message = _body(ctx, row)
-    assert message.subject is not None and message.subject.startswith("mLegitymacja: validity ends on")
+    assert message.subject is not None
+    assert message.subject.startswith("Mobile student ID (mLegitymacja): validity ends on")
     assert message.text.index("Hello") < message.text.index("Dzień dobry")
 
 
@@ -256,8 +257,8 @@ def test_reminder_text_days_left_agrees_with_the_last_valid_day(ctx: AppContext)
     reminders(ctx)
     [sent] = _rows(ctx, "reminder")
     text = _body(ctx, sent).text
-    assert "ważna do 15.01.2027 włącznie (zostało dni, licząc dzisiejszy: 4)" in text
-    assert "valid until 15.01.2027 inclusive (days left, counting today: 4)" in text
+    assert "ważna do 15.01.2027 włącznie (zostały 4 dni łącznie z dzisiejszym)" in text
+    assert "valid until 15.01.2027 inclusive (4 days left, including today)" in text
 
 
 # --- 5. removed or graduated: the dean's office, not "apply again" ----------------------------

@@ -72,7 +72,7 @@ def test_a_year_issue_remind_expire_renew_remove_revoke(ctx: AppContext) -> None
     message = open_body(ctx.box, row)
     assert row.recipient == "4242" and row.language == "en"
     # Valid the whole of 31 March: 28, 29, 30 and 31 are left.
-    assert "valid until 31.03.2027 inclusive (days left, counting today: 4)" in message.text
+    assert "valid until 31.03.2027 inclusive (4 days left, including today)" in message.text
     assert [[b.data for b in line] for line in message.buttons] == [["menu:renew"]]
 
     # Renewed before the end: valid until 31 October; the next semester has its own reminders.
@@ -125,7 +125,7 @@ def test_a_year_issue_remind_expire_renew_remove_revoke(ctx: AppContext) -> None
     revoked = credential(ctx, new_id)
     assert (revoked.state, revoked.end_reason) == ("revoked", "removal_grace_ended")
     revoked_text = open_body(ctx.box, outbox(ctx)[-1]).text
-    assert "one month has passed since removal" in revoked_text
+    assert "one month has passed since your removal" in revoked_text
     # Removed students may not apply: the dean's office, not "apply again".
     assert "contact the dean's office" in revoked_text and "skontaktuj się z dziekanatem" in revoked_text
     assert "apply again in the chat" not in revoked_text

@@ -18,6 +18,7 @@ from core.credentials.compose import activation_email
 from core.credentials.issuer import ActivationData, ActivationIssuer
 from core.credentials.service import request_credential
 from core.messaging import outbox
+from core.messaging.contact import Contact
 from core.messaging.outgoing import OutgoingMessage
 from core.security.secrets_box import SecretBox
 from core.storage.models import Credential, OutboxMessage, OutboxStatus
@@ -85,7 +86,7 @@ def test_mime_shape_and_headers(sqlite_ctx: AppContext) -> None:
                                 valid_until=datetime(2027, 3, 31).date())
         data = ActivationData("ACDE-FGHJ-KMNP", "MLEG1:x:y", sqlite_ctx.clock.now() + timedelta(days=30))
         message = activation_email(sqlite_ctx.catalog, student=student, credential=credential, data=data,
-                                   university="U", language="en")
+                                   university="U", language="en", contact=Contact.of(sqlite_ctx.settings))
     email = build_email(message, sender="a@u.test", recipient="s@u.test", message_id="<1@u.test>",
                         date=sqlite_ctx.clock.now(), reply_to="help@u.test")
     parsed = parse(email.as_bytes())
@@ -111,8 +112,8 @@ def test_mime_shape_and_headers(sqlite_ctx: AppContext) -> None:
     # The QR's content as text too, on its own line, for a student who cannot scan it (a phone
     # cannot scan its own screen): labelled, in both languages and both parts.
     assert "MLEG1:x:y" in text.get_content().splitlines()
-    assert "The QR code's text, to type by hand" in text.get_content()
-    assert "Treść kodu QR, do wpisania ręcznie" in text.get_content()
+    assert "If you cannot scan it, type its text by hand:" in text.get_content()
+    assert "Jeśli nie możesz go zeskanować, wpisz ręcznie jego treść:" in text.get_content()
     assert html.get_content().count("MLEG1:x:y</code>") == 2
     assert parsed.get_payload()[1].get_filename() == "mlegitymacja-qr.png"  # type: ignore[index]
 

@@ -72,7 +72,7 @@ def test_status_mail_after_the_activation_deadline_says_expired(sqlite_ctx: AppC
     with Session(sqlite_ctx.engine) as session:
         credential = session.get(Credential, credential_id)
         assert credential is not None and credential.state == CredentialState.EXPIRED
-    assert "wygasła" in text and "30 dni" in text and "Aktywuj" not in text
+    assert "wygasła" in text and "nie zostały użyte w terminie" in text and "Aktywuj" not in text
 
 
 QUESTION_EN = ("Application status",

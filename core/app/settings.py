@@ -47,6 +47,8 @@ _LOCAL_PART = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
 # Telegram takes 1-256 characters of these as a webhook's secret token; fewer than 32 can be
 # guessed by whoever finds the URL, and a guessed one lets them post updates as any student.
 _WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
+# A Telegram bot's username: 5-32 characters of A-Z, a-z, 0-9 and _, starting with a letter.
+_BOT_USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{4,31}$")
 
 
 def _check_domain(value: str) -> str:
@@ -83,6 +85,9 @@ def _split_csv(value: Any) -> Any:
 class TelegramSettings(BaseModel):
     token: SecretStr | None = None
     api_base_url: str = "https://api.telegram.org/bot"
+    # The bot's @username, for the https://t.me/<username> link e-mails give: a student told to
+    # act "in the chat with the bot" must be able to find it. Empty: e-mails name no link.
+    bot_username: str = ""
     staff_chat_id: int | None = None
     staff_user_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     webhook_url: str | None = None
@@ -93,6 +98,14 @@ class TelegramSettings(BaseModel):
     messages_per_chat_per_second: float = 1.0
 
     _split = field_validator("staff_user_ids", mode="before")(_split_csv)
+
+    @field_validator("bot_username")
+    @classmethod
+    def _valid_bot_username(cls, name: str) -> str:
+        name = name.strip().removeprefix("@")
+        if name and not _BOT_USERNAME.match(name):
+            raise ValueError(f"{name!r} is not a Telegram bot username (5-32 characters of A-Z, a-z, 0-9, _)")
+        return name
 
     @field_validator("webhook_secret")
     @classmethod

@@ -26,6 +26,7 @@ from core.conversation.terms import Terms, TermsSource, load_terms
 from core.credentials import service as credential_service
 from core.credentials.compose import notice_email
 from core.messaging import outbox
+from core.messaging.contact import Contact
 from core.messaging.outgoing import Button, OutgoingMessage
 from core.security import lockout, ratelimit
 from core.security.forget import forget_account
@@ -206,6 +207,7 @@ class _Executor:
         message = notice_email(
             self.ctx.catalog, "email.binding", language=op.language, first_name=student.first_name, code=code,
             minutes=self.ctx.settings.limits.chat_code_ttl_minutes, university=self.ctx.settings.university.name,
+            contact=Contact.of(self.ctx.settings),
         )
         # Not the row id alone: retention deletes used codes and SQLite then hands the same id
         # out again, and an outbox key seen before is silently not queued (the code never went).

@@ -7,12 +7,14 @@ never chose one still reads the message.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Mapping
 from datetime import date, datetime
 
 from core.app.catalog import Catalog
 from core.app.clock import WARSAW
 from core.credentials.issuer import ActivationData, qr_png
+from core.messaging.contact import Contact
 from core.messaging.outgoing import Attachment, OutgoingMessage
 from core.storage.models import Credential, Student
 
@@ -33,10 +35,16 @@ def format_datetime(moment: datetime) -> str:
     return moment.astimezone(WARSAW).strftime("%d.%m.%Y %H:%M")
 
 
+# An https address in our own texts (the bot's t.me link), without a sentence's closing punctuation.
+_LINK = re.compile(r"https://[^\s<>\"()]+?(?=[.,;:!?]*(?:[\s<()]|$))")
+
+
 def _text_to_html(text: str) -> str:
+    """Paragraphs of escaped text; the links in it clickable (a student taps the bot's link)."""
     paragraphs = [p for p in text.split("\n\n") if p.strip()]
     return "".join(
-        "<p>" + html.escape(p).replace("\n", "<br>\n") + "</p>\n" for p in paragraphs
+        "<p>" + _LINK.sub(lambda m: f'<a href="{m[0]}">{m[0]}</a>', html.escape(p)).replace("\n", "<br>\n")
+        + "</p>\n" for p in paragraphs
     )
 
 
@@ -56,6 +64,7 @@ def activation_email(
     data: ActivationData,
     university: str,
     language: str,
+    contact: Contact,
 ) -> OutgoingMessage:
     """The activation e-mail: the QR code (inline and attached, and its text to type by hand), the code,
     deadline and steps."""
@@ -73,6 +82,7 @@ def activation_email(
             "qr_text": data.qr_payload,
             "deadline": format_datetime(data.deadline),
             "valid_until": format_date(credential.valid_until),
+            **contact.params(catalog, lang),
         }
         body = catalog.text(lang, "email.activation.body", **params)
         steps = catalog.text(lang, "activation.steps_all")
@@ -83,7 +93,9 @@ def activation_email(
             + f'<p>{html.escape(catalog.text(lang, "email.activation.qr_text_label"))}<br>\n'
             + '<code style="font-size:14px;word-break:break-all">'
             + f'{html.escape(data.qr_payload)}</code></p>\n'
-            + f'<p style="font-size:20px;letter-spacing:2px"><b>{html.escape(data.code)}</b></p>\n'
+            # Labelled, and apart from the QR text: a student must not take one for the other.
+            + f'<p>{html.escape(catalog.text(lang, "email.activation.code_label"))}<br>\n'
+            + f'<b style="font-size:20px;letter-spacing:2px">{html.escape(data.code)}</b></p>\n'
             + _text_to_html(catalog.text(lang, "email.activation.body_after_qr", **params))
             + _text_to_html(steps)
         )
@@ -107,12 +119,14 @@ def notice_email(
     key: str,
     *,
     language: str,
+    contact: Contact,
     subject_key: str | None = None,
     catalog_params: Mapping[str, str] | None = None,
     **params: object,
 ) -> OutgoingMessage:
     """A plain notice in both languages (revocation, reminder, chat-binding code...).
 
+    `contact`: where the student reaches us ({bot_chat}, {bot_link}, {help_desk}), in every notice.
     `catalog_params`: placeholders whose value is itself a catalog text (name -> key, e.g.
     reason -> "end_reason.new_phone"), put into each half in that half's language: a reason
     rendered once would stand in Polish in the English half.
@@ -120,7 +134,8 @@ def notice_email(
     subject_key = subject_key or f"{key}.subject"
     languages = (language, other_language(language))
     per_language = {
-        lang: {**params, **{name: catalog.text(lang, ref) for name, ref in (catalog_params or {}).items()}}
+        lang: {**contact.params(catalog, lang), **params,
+               **{name: catalog.text(lang, ref) for name, ref in (catalog_params or {}).items()}}
         for lang in languages
     }
     texts = [catalog.text(lang, f"{key}.body", **per_language[lang]) for lang in languages]

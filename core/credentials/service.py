@@ -20,6 +20,7 @@ from core.app.errors import ActivationError, ConflictError, EligibilityError, No
 from core.credentials.compose import activation_email, format_date, format_datetime, notice_email
 from core.credentials.lifecycle import EndReason, transition
 from core.messaging import outbox
+from core.messaging.contact import Contact
 from core.security import ratelimit
 from core.storage import audit
 from core.storage.models import (
@@ -181,6 +182,7 @@ def _queue_activation(
         data=data,
         university=ctx.settings.university.name,
         language=language,
+        contact=Contact.of(ctx.settings),
     )
     # Only ever the register address: never one typed into a chat or an e-mail's From.
     outbox.enqueue(
@@ -404,7 +406,7 @@ def replace_credential(
         key=f"replaced:{credential.public_id}",
         channel="email", recipient=student.email, kind="replaced",
         message=notice_email(
-            ctx.catalog, "email.replaced", language=language,
+            ctx.catalog, "email.replaced", language=language, contact=Contact.of(ctx.settings),
             first_name=student.first_name, old_valid_until=format_date(old_end),
             valid_until=format_date(replacement.valid_until),
             deadline=format_datetime(replacement.activation_deadline) if replacement.activation_deadline else "",
@@ -448,7 +450,7 @@ def renew(
         key=f"renewed:{credential.public_id}:{credential.valid_until.isoformat()}",
         channel="email", recipient=student.email, kind="renewed",
         message=notice_email(
-            ctx.catalog, "email.renewed", language=language,
+            ctx.catalog, "email.renewed", language=language, contact=Contact.of(ctx.settings),
             first_name=student.first_name, valid_until=format_date(credential.valid_until),
             university=ctx.settings.university.name,
         ),
@@ -488,7 +490,7 @@ def revoke(
             channel="email", recipient=student.email, kind="revoked",
             message=notice_email(
                 ctx.catalog, _ENDED_NOTICES.get(str(reason), "email.revoked"), language=language,
-                first_name=student.first_name,
+                first_name=student.first_name, contact=Contact.of(ctx.settings),
                 # Each half of the bilingual mail in its own language, not the student's twice.
                 catalog_params={"reason": f"end_reason.{reason}"},
                 university=ctx.settings.university.name,
