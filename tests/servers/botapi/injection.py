@@ -8,9 +8,22 @@ a webhook is set, by a POST to it.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from tests.servers.botapi.state import StandInState, strip_reply
+
+
+class MessageOptions(TypedDict, total=False):
+    """The rest of ``push_message``'s say over a pushed message: the chat's title, more about
+    the sender, the forum topic, the message replied to. Unset, ``push_message``'s defaults
+    apply (language "pl", the rest none)."""
+
+    chat_title: str | None
+    last_name: str | None
+    username: str | None
+    language_code: str | None
+    message_thread_id: int | None
+    reply_to_message_id: int | None
 
 
 class UpdateInjection(StandInState):
@@ -81,24 +94,11 @@ class UpdateInjection(StandInState):
         *,
         chat_type: str = "private",
         first_name: str = "Jan",
-        last_name: str | None = None,
-        username: str | None = None,
-        language_code: str | None = "pl",
-        message_thread_id: int | None = None,
-        reply_to_message_id: int | None = None,
+        **options: Unpack[MessageOptions],
     ) -> dict[str, Any]:
         """Queue a plain text message from ``user_id`` in ``chat_id``."""
         return self.push_message(
-            chat_id,
-            user_id,
-            text=text,
-            chat_type=chat_type,
-            first_name=first_name,
-            last_name=last_name,
-            username=username,
-            language_code=language_code,
-            message_thread_id=message_thread_id,
-            reply_to_message_id=reply_to_message_id,
+            chat_id, user_id, text=text, chat_type=chat_type, first_name=first_name, **options
         )
 
     def push_command(
@@ -110,10 +110,7 @@ class UpdateInjection(StandInState):
         *,
         chat_type: str = "private",
         first_name: str = "Jan",
-        last_name: str | None = None,
-        username: str | None = None,
-        language_code: str | None = "pl",
-        message_thread_id: int | None = None,
+        **options: Unpack[MessageOptions],
     ) -> dict[str, Any]:
         """Queue ``/command args`` with its bot_command entity (``command`` may omit the /)."""
         head = command if command.startswith("/") else f"/{command}"
@@ -126,10 +123,7 @@ class UpdateInjection(StandInState):
             entities=[{"type": "bot_command", "offset": 0, "length": length}],
             chat_type=chat_type,
             first_name=first_name,
-            last_name=last_name,
-            username=username,
-            language_code=language_code,
-            message_thread_id=message_thread_id,
+            **options,
         )
 
     def push_group_text(
@@ -139,28 +133,11 @@ class UpdateInjection(StandInState):
         text: str,
         *,
         chat_type: str = "supergroup",
-        chat_title: str | None = None,
         first_name: str = "Anna",
-        last_name: str | None = None,
-        username: str | None = None,
-        language_code: str | None = "pl",
-        message_thread_id: int | None = None,
-        reply_to_message_id: int | None = None,
+        **options: Unpack[MessageOptions],
     ) -> dict[str, Any]:
         """Queue a text from ``user_id`` in a group/supergroup (e.g. the staff chat)."""
-        return self.push_message(
-            chat_id,
-            user_id,
-            text=text,
-            chat_type=chat_type,
-            chat_title=chat_title,
-            first_name=first_name,
-            last_name=last_name,
-            username=username,
-            language_code=language_code,
-            message_thread_id=message_thread_id,
-            reply_to_message_id=reply_to_message_id,
-        )
+        return self.push_text(chat_id, user_id, text, chat_type=chat_type, first_name=first_name, **options)
 
     def push_sticker(
         self,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from tests.servers.botapi.methods.bot import commands_key
 from tests.servers.botapi.records import ApiCall, SentMessage
 from tests.servers.botapi.state import POLLING_METHODS, StandInState
+
+T = TypeVar("T")
 
 
 class Inspection(StandInState):
@@ -63,34 +66,43 @@ class Inspection(StandInState):
         self, chat_id: int | None, count: int = 1, timeout: float = 5.0
     ) -> list[SentMessage]:
         """Block until ``chat_id`` (None: any chat) got ``count`` messages; return them all."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = [s for s in self._sent if chat_id is None or s.chat_id == chat_id]
-                if len(found) >= count:
-                    return found
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"chat {chat_id}: expected {count} message(s) within {timeout}s, got "
-                        f"{len(found)}: {[s.text for s in found]!r}; recent calls: "
-                        f"{[(c.method, c.status) for c in self._calls[-10:]]}"
-                    )
-                self._cond.wait(remaining)
+        return self._wait_for(
+            lambda: [s for s in self._sent if chat_id is None or s.chat_id == chat_id],
+            count,
+            timeout,
+            lambda found: (
+                f"chat {chat_id}: expected {count} message(s) within {timeout}s, got "
+                f"{len(found)}: {[s.text for s in found]!r}; recent calls: "
+                f"{[(c.method, c.status) for c in self._calls[-10:]]}"
+            ),
+        )
 
     def wait_for_calls(self, method: str, count: int = 1, timeout: float = 5.0) -> list[ApiCall]:
         """Block until ``method`` was called ``count`` times; return those calls."""
+        return self._wait_for(
+            lambda: [c for c in self._calls if c.method.lower() == method.lower()],
+            count,
+            timeout,
+            lambda found: f"expected {count} {method} call(s) within {timeout}s, got {len(found)}",
+        )
+
+    def _wait_for(
+        self,
+        find: Callable[[], list[T]],
+        count: int,
+        timeout: float,
+        failure: Callable[[list[T]], str],
+    ) -> list[T]:
+        """Wait (holding the lock between looks) until ``find`` has ``count`` items."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                found = [c for c in self._calls if c.method.lower() == method.lower()]
+                found = find()
                 if len(found) >= count:
                     return found
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(
-                        f"expected {count} {method} call(s) within {timeout}s, got {len(found)}"
-                    )
+                    raise TimeoutError(failure(found))
                 self._cond.wait(remaining)
 
     async def await_messages(

@@ -140,6 +140,16 @@ _NOT_MODIFIED = (
 )
 
 
+def _record_edit(message: dict[str, Any], sent: SentMessage, new_markup: dict[str, Any] | None) -> None:
+    """Stamp the edit, set (or drop) the keyboard, and keep the record's previous version."""
+    message["edit_date"] = int(time.time())
+    if new_markup is None:
+        message.pop("reply_markup", None)
+    else:
+        message["reply_markup"] = new_markup
+    sent.edits.append({"text": sent.text, "reply_markup": sent.reply_markup})
+
+
 def _api_editMessageText(s: StandInState, p: Params, f: Files, token: str) -> Any:
     with s._cond:
         message, sent = _edit_target(s, p, token)
@@ -154,12 +164,7 @@ def _api_editMessageText(s: StandInState, p: Params, f: Files, token: str) -> An
         if plain == message.get("text") and new_markup == message.get("reply_markup"):
             raise ApiError(400, _NOT_MODIFIED)
         message["text"] = plain
-        message["edit_date"] = int(time.time())
-        if new_markup is None:
-            message.pop("reply_markup", None)
-        else:
-            message["reply_markup"] = new_markup
-        sent.edits.append({"text": sent.text, "reply_markup": sent.reply_markup})
+        _record_edit(message, sent, new_markup)
         sent.text, sent.plain_text = str(text), plain
         sent.parse_mode = p.get("parse_mode") or None
         sent.reply_markup = markup if isinstance(markup, dict) else None
@@ -174,12 +179,7 @@ def _api_editMessageReplyMarkup(s: StandInState, p: Params, f: Files, token: str
         new_markup = markup if isinstance(markup, dict) and markup.get("inline_keyboard") else None
         if new_markup == message.get("reply_markup"):
             raise ApiError(400, _NOT_MODIFIED)
-        message["edit_date"] = int(time.time())
-        if new_markup is None:
-            message.pop("reply_markup", None)
-        else:
-            message["reply_markup"] = new_markup
-        sent.edits.append({"text": sent.text, "reply_markup": sent.reply_markup})
+        _record_edit(message, sent, new_markup)
         sent.reply_markup = new_markup
         s._cond.notify_all()
         return dict(message)
