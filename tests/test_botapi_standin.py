@@ -390,6 +390,13 @@ def test_blocking_wait_from_another_thread_and_checkers(api: BotApiStandIn) -> N
             check_markdown_v2(bad)
 
 
+async def test_legacy_markdown_is_refused_not_passed_unchecked(api: BotApiStandIn, bot: Bot) -> None:
+    """Nothing in the stand-in checks legacy Markdown, so it must not answer as if Telegram took it."""
+    with pytest.raises(BadRequest, match=r"(?i)unsupported parse_mode"):
+        await bot.send_message(3005, "*gruby* i _pochyły_", parse_mode="Markdown")
+    assert api.sent_messages(3005) == []
+
+
 def test_bot_in_a_separate_process_is_served(api: BotApiStandIn) -> None:
     env = {**os.environ, "BOT_TOKEN": api.token, "BOT_API": api.base_url}
     proc = subprocess.Popen([sys.executable, "-c", SUBPROCESS_BOT], env=env)
