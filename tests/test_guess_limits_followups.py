@@ -213,7 +213,7 @@ def test_resend_limit_is_shared_by_accounts_and_lifts_after_the_window(sqlite_ct
     sqlite_ctx.clock.advance(minutes=15, seconds=1)  # type: ignore[attr-defined]
     second.press_anyway("code:resend")
     assert len(second.outbox("binding-code")) == 4
-    assert "Wysłałem jednorazowy kod" in second.text
+    assert "Jednorazowy kod został wysłany" in second.text
 
 
 def test_resend_limit_is_per_account_across_students(sqlite_ctx: AppContext) -> None:

@@ -132,7 +132,7 @@ def test_status_mail_after_studies_ended_points_to_the_deans_office(
 
 
 @pytest.mark.parametrize(("status", "why_pl", "why_en"), [
-    ("graduated", "studia zostały ukończone", "your studies have ended"),
+    ("graduated", "studia zostały ukończone", "you have graduated"),
     ("removed", "skreślono Cię z listy studentów", "you have been removed from the student list"),
 ])
 def test_status_mail_of_an_expired_credential_of_a_student_no_longer_eligible(
