@@ -131,8 +131,7 @@ class Turn:
         return format_datetime(moment)
 
     def days(self, count: int) -> str:
-        """`count` days in words with the language's plural form: "30 dni", "1 dzień", "30 days"."""
-        return format_unit(count, "duration-day", locale=self.lang, length="long")
+        return days_text(count, self.lang)
 
     # --- input -----------------------------------------------------------------------------
     @property
@@ -171,6 +170,12 @@ class Turn:
         """Wipe the conversation; the rest of this turn still answers in the student's language."""
         self.spoken = self.lang
         self.state.__init__()  # type: ignore[misc]
+
+
+def days_text(count: int, language: str) -> str:
+    """`count` days in words with the language's plural form (CLDR, through Babel): "1 dzień",
+    "2 dni", "5 dni", "22 dni", "1 day", "30 days"."""
+    return format_unit(count, "duration-day", locale=language, length="long")
 
 
 def step(config: EngineConfig, state: ConversationState, event: Event, now: datetime) -> Flow:
