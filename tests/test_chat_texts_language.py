@@ -7,15 +7,17 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
-from core.catalog import Catalog
+from core.catalog import LANGUAGES, Catalog
 from core.clock import FixedClock
 from core.context import AppContext
-from core.conversation.engine import days_text
+from core.conversation.engine import EngineConfig, Turn, days_text
+from core.conversation.events import Event
+from core.conversation.state import ConversationState
 from core.db import make_engine
 from core.faq import Faq
 from core.settings import PROJECT_ROOT
@@ -178,3 +180,17 @@ def test_the_chat_shows_the_els_terms_and_help_under_the_els_policy(els_ctx: App
 ])
 def test_day_counts_take_the_plural_form_of_the_language(language: str, count: int, said: str) -> None:
     assert days_text(count, language) == said
+
+
+def test_any_chat_text_can_be_worded_per_policy_in_a_catalog_file(tmp_path: Path) -> None:
+    """`<key>_<policy>` in a catalog file is preferred under that policy, for every key the chat says."""
+    for language in LANGUAGES:
+        (tmp_path / language).mkdir()
+        (tmp_path / language / "own.toml").write_text('[status]\nnone = "plain"\nnone_els = "ELS"\n', encoding="utf-8")
+    catalog = Catalog.load(tmp_path)
+    event = Event.text_message("console", "account", "hello")
+    for policy, said in (("els", "ELS"), ("standalone", "plain")):
+        config = EngineConfig(catalog=catalog, faq=None, terms=None, policy=policy,  # type: ignore[arg-type]
+                              pesel_hasher=str)
+        turn = Turn(config, ConversationState(language="en"), event, datetime(2026, 10, 5, tzinfo=UTC))
+        assert turn.t("status.none") == said

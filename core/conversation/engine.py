@@ -112,14 +112,17 @@ class Turn:
         return self.state.language or self.spoken or self.config.default_language
 
     def t(self, key: str, **params: Any) -> str:
-        return self.config.catalog.text(self.lang, key, **params)
+        """The text of `key` in the student's language, as the issuing policy in force words it."""
+        return self.config.catalog.text(self.lang, self.policy_key(key), **params)
 
     def say(self, key: str, buttons: list[list[tuple[str, str]]] | None = None, **params: Any) -> None:
         self.say_text(self.t(key, **params), buttons)
 
     def policy_key(self, key: str) -> str:
         """`key` as the issuing policy in force words it: `<key>_<policy>` when the catalog has one
-        (e.g. `intro_els`: under the ELS policy nothing is renewed), else `key` itself."""
+        (e.g. `intro_els`: under the ELS policy nothing is renewed), else `key` itself. Every text
+        the chat says goes through here, so an installation words any key per policy in its own
+        catalog file, without code (docs/texts.md)."""
         specific = f"{key}_{self.config.policy}"
         return specific if self.config.catalog.has(self.lang, specific) else key
 
@@ -282,7 +285,7 @@ def _choose_language(turn: Turn, language: str) -> Generator[ops.Op, Any, None]:
         # link must follow, or reminders and e-mails keep the old language.
         yield ops.SetLanguage(language)
     if turn.state.step in ("new", "language"):
-        turn.say(turn.policy_key("intro"))
+        turn.say("intro")
         turn.state.step = "terms"
         _show_terms(turn)
         return
@@ -384,7 +387,7 @@ def _identify(turn: Turn) -> Generator[ops.Op, Any, None]:
         yield from _prompt(turn)
         return
     if turn.command in ("help", "pomoc"):
-        turn.say(turn.policy_key("help.before_binding"))
+        turn.say("help.before_binding")
         yield from _prompt(turn)
         return
     if turn.command == "start":
@@ -547,7 +550,7 @@ def _bound(turn: Turn) -> Generator[ops.Op, Any, None]:
     if command in ("help", "pomoc") or button == "menu:help":
         state.step = "menu"
         if command:  # the "How to activate" button asks only about activation
-            turn.say(turn.policy_key("help.commands"))
+            turn.say("help.commands")
         turn.say("help.choose", [[("steps_one", "help:step"), ("steps_all", "help:all")], [("menu", "menu:status")]])
         return
     if button == "help:all":
@@ -559,7 +562,7 @@ def _bound(turn: Turn) -> Generator[ops.Op, Any, None]:
         if state.help_step > ACTIVATION_STEPS:
             state.help_step = 0
             state.step = "menu"
-            turn.say(turn.policy_key("activation.done"), [[("menu", "menu:status")]])
+            turn.say("activation.done", [[("menu", "menu:status")]])
             return
         state.step = "help_steps"
         turn.say(f"activation.step{state.help_step}", [[("next", "help:next"), ("menu", "menu:status")]],
