@@ -215,7 +215,8 @@ def test_els_card_ending_soon_is_announced_before_applying(els_ctx: AppContext) 
     until = els_ctx.clock.today() + timedelta(days=SHORT_VALIDITY_DAYS - 2)
     chat, _ = _bound(els_ctx, "pl", els_number="ELS-00004321", els_valid_until=until)
     chat.press("menu:request")
-    assert f"ELS jest ważna tylko do {until:%d.%m.%Y}" in chat.text and "(jeszcze 6 dni, łącznie z dzisiejszym)" in chat.text
+    assert f"ELS jest ważna tylko do {until:%d.%m.%Y}" in chat.text
+    assert "(jeszcze 6 dni, łącznie z dzisiejszym)" in chat.text
     chat.press("confirm:yes:request")  # they may still apply
     assert "Wniosek przyjęty" in chat.text
     [credential] = _credentials(els_ctx)

@@ -150,7 +150,8 @@ def test_renewal_for_the_new_semester(sqlite_ctx: AppContext) -> None:
     chat.press("confirm:yes:renew")
     assert "Przedłużone" in chat.text and "31.10.2027" in chat.text
     chat.say("/renew")
-    assert "za wcześnie" in chat.text and "przedłużysz ją od 01.10.2027" in chat.text  # the date, not "in the last 30 days"
+    # The date, not "in the last 30 days".
+    assert "za wcześnie" in chat.text and "przedłużysz ją od 01.10.2027" in chat.text
 
 
 def test_declined_terms_allow_only_help(sqlite_ctx: AppContext) -> None:
