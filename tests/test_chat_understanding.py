@@ -141,5 +141,5 @@ def test_the_chat_code_not_arriving_is_answered_at_the_code_step(sqlite_ctx: App
     chat.say(pesel)
     chat.say(student.album)
     chat.say("nie dostałem kodu do czatu")
-    assert "Jednorazowy kod do czatu wysyłam tylko na Twój adres uczelniany" in chat.text
+    assert "Jednorazowy kod do czatu przychodzi tylko na Twój adres uczelniany" in chat.text
     assert "code:resend" in chat.buttons
