@@ -44,7 +44,10 @@ def test_every_menu_command_is_understood(sqlite_ctx: AppContext, command: str) 
     chat.say(f"/{command}")
     keys = EXPECTED[command]
     if keys is None:
-        newest = sorted((sqlite_ctx.settings.config_dir / "terms").glob("*.en.md"))[-1]
-        assert chat.text.startswith(newest.read_text(encoding="utf-8").splitlines()[0])
+        # The newest plain version (a `<version>.<policy>.en.md` is that version's wording under a policy).
+        folder = sqlite_ctx.settings.config_dir / "terms"
+        newest = sorted(p for p in folder.glob("*.en.md") if p.name.count(".") == 2)[-1]
+        heading = sqlite_ctx.catalog.text("en", "terms.full_heading", version=newest.name.split(".")[0])
+        assert chat.text.startswith(heading + "\n\n" + newest.read_text(encoding="utf-8").splitlines()[0])
     else:
         assert chat.text == "\n".join(sqlite_ctx.catalog.text("en", key).strip() for key in keys)

@@ -77,7 +77,7 @@ def test_after_an_escalation_the_menu_comes_back(sqlite_ctx: AppContext) -> None
     chat = _bound(sqlite_ctx)
     chat.say("czy mogę zapłacić za akademik w ratach")
     chat.press("confirm:yes:support")
-    assert "Przekazałem Twoje pytanie do biura obsługi" in chat.text
+    assert "Twoje pytanie trafiło do biura obsługi" in chat.text
     assert "menu:request" in chat.buttons and "menu:support" in chat.buttons
     with Session(sqlite_ctx.engine) as session:
         assert len(session.exec(select(SupportThread)).all()) == 1
@@ -127,7 +127,7 @@ def test_asking_for_a_person_at_the_help_desk_prompt_sends_the_question(sqlite_c
     chat = _bound(sqlite_ctx)
     chat.say("czy mogę zapłacić za akademik w ratach")
     chat.say("chcę rozmawiać z człowiekiem")
-    assert "Przekazałem Twoje pytanie do biura obsługi" in chat.text
+    assert "Twoje pytanie trafiło do biura obsługi" in chat.text
     with Session(sqlite_ctx.engine) as session:
         [thread] = session.exec(select(SupportThread)).all()
     assert thread.status == "escalated"
@@ -141,5 +141,5 @@ def test_the_chat_code_not_arriving_is_answered_at_the_code_step(sqlite_ctx: App
     chat.say(pesel)
     chat.say(student.album)
     chat.say("nie dostałem kodu do czatu")
-    assert "Jednorazowy kod do czatu wysyłam tylko na Twój adres uczelniany" in chat.text
+    assert "Jednorazowy kod do czatu przychodzi tylko na Twój adres uczelniany" in chat.text
     assert "code:resend" in chat.buttons

@@ -72,7 +72,7 @@ def test_forget_is_confirmed_in_the_language_the_student_used(sqlite_ctx: AppCon
         chat.start_in("en")
     chat.say("/forget")
     chat.press("forget:yes")
-    assert "Done: the conversation data is deleted" in chat.text
+    assert "Done: the conversation data has been deleted" in chat.text
     assert "Gotowe" not in chat.text
 
 
@@ -83,7 +83,7 @@ def test_gone_student_is_told_in_their_language(sqlite_ctx: AppContext) -> None:
             session.execute(sa.delete(model).where(model.student_id == student.id))  # type: ignore[arg-type]
         session.delete(session.get(Student, student.id))
     chat.say("/status")
-    assert "I can no longer find you in the student register" in chat.text
+    assert "You're no longer in the student register" in chat.text
 
 
 @pytest.mark.parametrize("word", ["tak", "yes", "t", "y", "ok", "Tak!"])
@@ -91,7 +91,7 @@ def test_typed_yes_confirms_forget(sqlite_ctx: AppContext, word: str) -> None:
     chat, _ = _bound(sqlite_ctx)
     chat.say("/forget")
     chat.say(word)
-    assert "dane rozmowy usunięte" in chat.text
+    assert "dane rozmowy zostały usunięte" in chat.text
     assert _links(sqlite_ctx) == []
 
 
@@ -108,11 +108,11 @@ def test_other_text_at_forget_asks_again_instead_of_cancelling(sqlite_ctx: AppCo
     chat, _ = _bound(sqlite_ctx, "en")
     chat.say("/forget")
     chat.say("hmm, what does that mean?")
-    assert "Please answer \"yes\"" in chat.text and "forget:yes" in chat.buttons
+    assert "Choose \"Yes, delete\"" in chat.text and "forget:yes" in chat.buttons
     assert "Cancelled" not in chat.text
     assert chat.service.state_of("console", chat.account).step == "confirm_forget"
     chat.say("yes")
-    assert "Done: the conversation data is deleted" in chat.text and _links(sqlite_ctx) == []
+    assert "Done: the conversation data has been deleted" in chat.text and _links(sqlite_ctx) == []
 
 
 def test_typed_yes_confirms_forget_before_the_terms_are_accepted(sqlite_ctx: AppContext) -> None:
@@ -121,7 +121,7 @@ def test_typed_yes_confirms_forget_before_the_terms_are_accepted(sqlite_ctx: App
     chat.press("lang:pl")
     chat.say("/forget")
     chat.say("tak")
-    assert "dane rozmowy usunięte" in chat.text and "Regulamin usługi zmienił się" not in chat.text
+    assert "dane rozmowy zostały usunięte" in chat.text and "Regulamin usługi zmienił się" not in chat.text
 
 
 # --- 3: activation data past its deadline -------------------------------------------------------
@@ -137,7 +137,7 @@ def test_activation_past_its_deadline_expires_when_the_student_asks(ctx: AppCont
     _request(chat)
     ctx.clock.advance(days=30, minutes=1)  # type: ignore[attr-defined]
     chat.say("/status")
-    assert "(activation data not used in time)" in chat.text
+    assert "The activation data from your last application expired unused" in chat.text
     assert "Activate" not in chat.text and "menu:request" in chat.buttons
     [ended] = _credentials(ctx)
     assert (ended.state, ended.end_reason, ended.code_hash) == ("expired", "activation_window_passed", None)
@@ -215,7 +215,8 @@ def test_els_card_ending_soon_is_announced_before_applying(els_ctx: AppContext) 
     until = els_ctx.clock.today() + timedelta(days=SHORT_VALIDITY_DAYS - 2)
     chat, _ = _bound(els_ctx, "pl", els_number="ELS-00004321", els_valid_until=until)
     chat.press("menu:request")
-    assert f"ELS jest ważna tylko do {until:%d.%m.%Y}" in chat.text and "(łącznie 6 dni)" in chat.text
+    assert f"ELS jest ważna tylko do {until:%d.%m.%Y}" in chat.text
+    assert "(jeszcze 6 dni, łącznie z dzisiejszym)" in chat.text
     chat.press("confirm:yes:request")  # they may still apply
     assert "Wniosek przyjęty" in chat.text
     [credential] = _credentials(els_ctx)
@@ -239,7 +240,7 @@ def test_els_number_is_matched_however_it_is_typed(els_ctx: AppContext, typed: s
     chat.say(pesel)
     assert "e.g. ELS-12345678" in chat.text
     chat.say(typed)
-    assert "I sent a one-time code" in chat.text
+    assert "A one-time code has been sent" in chat.text
 
 
 def test_wrong_els_number_still_counts_as_a_failed_guess(els_ctx: AppContext) -> None:
@@ -293,15 +294,15 @@ def test_help_after_binding_lists_commands_and_still_offers_activation_help(
 
 def test_single_ineligibility_reason_ends_with_a_full_stop(sqlite_ctx: AppContext) -> None:
     chat, _ = _bound(sqlite_ctx, "en", status="graduated")
-    assert "• your studies have ended." in chat.text
-    assert ";" not in chat.text.split("You cannot have")[1]
+    assert "• you have graduated, and the mobile student ID is only for current students." in chat.text
+    assert ";" not in chat.text.split("can't be issued to you")[1]
 
 
 def test_several_ineligibility_reasons_are_a_punctuated_list(sqlite_ctx: AppContext) -> None:
     chat, _ = _bound(sqlite_ctx, "pl", study_level="doctoral", status="suspended")
-    assert "Nie możesz teraz otrzymać mLegitymacji:" in chat.text
+    assert "mLegitymacja nie może zostać wydana, ponieważ:" in chat.text
     assert "Teraz nie możesz" not in chat.text
-    assert "nie przysługuje;\n• Twój status studenta jest zawieszony — wyjaśnij to w dziekanacie." in chat.text
+    assert "nie przysługuje;\n• masz zawieszone prawa studenta – wyjaśnij to w dziekanacie." in chat.text
 
 
 def test_cancel_shows_the_menu(sqlite_ctx: AppContext) -> None:
@@ -315,7 +316,7 @@ def test_cancel_shows_the_menu(sqlite_ctx: AppContext) -> None:
 
 @pytest.mark.parametrize(("language", "said", "unsaid"), [
     ("pl", ("Przedłużenie nie jest możliwe", "doktoranci"), "złóż wniosek"),
-    ("en", ("Renewal is not possible", "doctoral students"), "apply"),
+    ("en", ("Renewal isn't possible", "doctoral students"), "apply"),
 ])
 def test_renew_for_a_student_who_may_not_have_one_says_why(
     sqlite_ctx: AppContext, language: str, said: tuple[str, str], unsaid: str,
@@ -345,7 +346,7 @@ def test_text_that_is_no_code_is_not_a_guess(sqlite_ctx: AppContext) -> None:
     chat.say(student.album)
     for typed in ["abc", "12345", "1234567", "no idea"] * 3:  # twelve: over the five-guess limit
         chat.say(typed)
-        assert "6 digits" in chat.text and "not right" not in chat.text, typed
+        assert "6 digits" in chat.text and "isn't right" not in chat.text, typed
     chat.say(" ".join(chat.binding_code()))  # "1 2 3 4 5 6" is the code, typed with spaces
     assert "Too many" not in chat.text
     assert chat.service.state_of(chat.channel, chat.account).student_id == student.id
@@ -361,7 +362,7 @@ def test_a_question_at_the_code_step_is_answered_and_the_code_asked_again(sqlite
     assert "6 digits" in chat.text and len(chat.replies) >= 2
 
 
-@pytest.mark.parametrize("language,phrase", [("en", "I do not know that command"), ("pl", "Nie znam")])
+@pytest.mark.parametrize("language,phrase", [("en", "I don't know that command"), ("pl", "Nie znam")])
 def test_unknown_command_before_binding_is_said(sqlite_ctx: AppContext, language: str, phrase: str) -> None:
     chat = ChatDriver(sqlite_ctx)
     chat.start_in(language)

@@ -30,7 +30,7 @@ def test_polish_journey_request_status_revoke_and_reissue(ctx: AppContext) -> No
     chat.say("/start")
     assert "lang:pl" in chat.buttons
     chat.press("lang:pl")
-    assert "Regulamin (wersja 2025-10-01)" in chat.text
+    assert "Regulamin usługi mLegitymacja (wersja 2025-10-01)" in chat.text
     chat.press("terms:accept")
     assert "PESEL" in chat.text
     chat.say(pesel)
@@ -40,7 +40,7 @@ def test_polish_journey_request_status_revoke_and_reissue(ctx: AppContext) -> No
     binding = chat.outbox("binding-code")
     assert [r.recipient for r in binding] == [student.email]
     chat.say(chat.binding_code())
-    assert "rozpoznałem" in chat.text and "Nie masz jeszcze mLegitymacji" in chat.text
+    assert "tożsamość potwierdzona" in chat.text and "Nie masz jeszcze mLegitymacji" in chat.text
     chat.press("menu:request")
     assert "TYLKO na Twój adres uczelniany a***@" in chat.text and "Na aktywację masz 30 dni." in chat.text
     chat.press("confirm:yes:request")
@@ -71,7 +71,7 @@ def test_english_journey_under_els_policy(tmp_path: Path, db_url: str, clock) ->
     chat.say(pesel)
     assert "ELS card" in chat.text
     chat.say(student.album)  # the album is not the ELS number under this policy
-    assert "does not match" in chat.text
+    assert "doesn't match" in chat.text
     chat.say(pesel)
     chat.say("els-2026-777")  # case and spacing forgiven
     chat.say(chat.binding_code())
@@ -100,7 +100,7 @@ def test_expired_els_card_refused_under_els_policy(tmp_path: Path, db_url: str, 
         ({"study_level": "postgraduate"}, "podyplomowych"),
         ({"status": "removed", "removed_on": date(2026, 9, 20)}, "skreślono Cię z listy studentów"),
         ({"status": "graduated"}, "ukończone"),
-        ({"status": "suspended"}, "zawieszony"),
+        ({"status": "suspended"}, "zawieszone prawa studenta"),
     ],
 )
 def test_each_refusal_reason_is_explained(sqlite_ctx: AppContext, overrides: dict[str, object], phrase: str) -> None:
@@ -150,7 +150,8 @@ def test_renewal_for_the_new_semester(sqlite_ctx: AppContext) -> None:
     chat.press("confirm:yes:renew")
     assert "Przedłużone" in chat.text and "31.10.2027" in chat.text
     chat.say("/renew")
-    assert "Za wcześnie" in chat.text
+    # The date, not "in the last 30 days".
+    assert "za wcześnie" in chat.text and "przedłużysz ją od 01.10.2027" in chat.text
 
 
 def test_declined_terms_allow_only_help(sqlite_ctx: AppContext) -> None:
@@ -267,7 +268,7 @@ def test_forget_unbinds_and_deletes_conversation_but_keeps_register_and_limits(s
     assert ("identify", "account") in {(kind, scope) for kind, scope, _ in limits_before}
     chat.say("/forget")
     chat.press("forget:yes")
-    assert "dane rozmowy usunięte" in chat.text
+    assert "dane rozmowy zostały usunięte" in chat.text
     with Session(sqlite_ctx.engine) as session:
         assert session.exec(select(ChatLink)).all() == []
         assert session.get(Student, student.id) is not None
@@ -284,7 +285,7 @@ def test_state_survives_a_restart(sqlite_ctx: AppContext) -> None:
     chat.say(pesel)
     restarted = ChatDriver(sqlite_ctx, account=chat.account)  # a new service: nothing in memory
     restarted.say(student.album)
-    assert "Wysłałem jednorazowy kod" in restarted.text
+    assert "Jednorazowy kod został wysłany" in restarted.text
 
 
 def test_redelivered_event_changes_nothing(sqlite_ctx: AppContext) -> None:
@@ -312,9 +313,9 @@ def test_binding_code_expires_after_15_minutes_and_can_be_resent(sqlite_ctx: App
     chat.press("code:resend")
     new = chat.binding_code()
     chat.say(old)
-    assert old != new and "not right" in chat.text  # the resent code replaced the old one
+    assert old != new and "isn't right" in chat.text  # the resent code replaced the old one
     chat.say(new)
-    assert "I know who you are" in chat.text
+    assert "you're identified" in chat.text
     chat.say(new)  # single use: now it is just text in the menu
     assert "I know who you are" not in chat.text
 

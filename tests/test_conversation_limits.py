@@ -26,7 +26,7 @@ def test_pesel_format_problems_are_named(sqlite_ctx: AppContext) -> None:
         chat.say(typed)
         assert phrase in chat.text, typed
     chat.say("02223100129")  # 31 February 2002, check digit right
-    assert "does not exist" in chat.text
+    assert "doesn't exist" in chat.text
 
 
 def test_unknown_pesel_and_wrong_album_look_the_same(sqlite_ctx: AppContext) -> None:
@@ -81,7 +81,7 @@ def test_five_wrong_email_codes_lock(sqlite_ctx: AppContext) -> None:
     wrong = "000000" if code != "000000" else "111111"
     for _ in range(4):
         chat.say(wrong)
-        assert "not right" in chat.text
+        assert "isn't right" in chat.text
     chat.say(wrong)
     assert "Too many failed attempts" in chat.text
     chat.say(code)

@@ -119,8 +119,8 @@ def test_status_mail_without_a_credential_tells_why_one_cannot_be_had(sqlite_ctx
     overrides: dict[str, object] = ({"study_level": "doctoral"} if status == "doctoral"
                                     else {"status": status, "removed_on": REMOVED_ON if status == "removed" else None})
     student_id, _, _ = _new_student(sqlite_ctx, **overrides)
-    for lang, intro in (("en", "You cannot have a mobile student ID now"),
-                        ("pl", "Nie możesz teraz otrzymać mLegitymacji")):
+    for lang, intro in (("en", "A mobile student ID can't be issued to you because"),
+                        ("pl", "mLegitymacja nie może zostać wydana, ponieważ")):
         text = _mail_status(sqlite_ctx, student_id, lang)
         assert intro in text, text
         assert "apply again" not in text and "złożyć wniosek" not in text
@@ -349,7 +349,7 @@ def test_chat_status_of_an_ended_credential_of_an_ineligible_student(sqlite_ctx:
     chat = ChatDriver(sqlite_ctx)
     chat.identify(pesel, album, "en")
     assert "You can apply again" not in chat.text
-    assert "You cannot have a mobile student ID now" in chat.text
+    assert "A mobile student ID can't be issued to you because" in chat.text
     assert "menu:request" not in chat.buttons
 
 

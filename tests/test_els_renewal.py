@@ -267,15 +267,15 @@ def test_chat_renew_explains_and_offers_the_new_application(els: AppContext) -> 
     assert "menu:request" in chat.buttons and "menu:renew" not in chat.buttons
 
     chat.say("/renew")
-    assert "At our university the mobile student ID is not renewed" in chat.text
+    assert "At our university the mobile student ID isn't renewed" in chat.text
     assert "extended at the dean's office (hologram)" in chat.text
     assert "so you can apply now: the new mobile student ID will be valid until 30.09.2027" in chat.text
     assert "confirm:yes:renew" not in chat.buttons
 
     chat.press("menu:request")  # the same confirmation as a first application, saying what it replaces
-    assert "It REPLACES your current one (valid until 31.03.2027)" in chat.text
-    assert "revoked as soon as the new activation data is issued" in chat.text
-    assert "ONLY to your university address a***@" in chat.text and "you have 30 days to activate" in chat.text
+    assert "REPLACES your current one (valid until 31.03.2027) at once" in chat.text
+    assert "the current one stops working" in chat.text
+    assert "goes ONLY to a***@" in chat.text and "Activate it within 30 days" in chat.text
     assert "confirm:yes:replace" in chat.buttons and "confirm:yes:request" not in chat.buttons
     assert [c.state for c in _credentials(els, student_id)] == ["active"]  # nothing before the yes
 
@@ -301,7 +301,7 @@ def test_chat_renew_before_the_window_says_when(els: AppContext) -> None:
     chat = _bound_chat(els, student_id)
     assert "menu:request" not in chat.buttons and "menu:renew" not in chat.buttons
     chat.say("/renew")
-    assert "is not renewed" in chat.text
+    assert "isn't renewed" in chat.text
     assert "You can apply for a new one from 01.03.2027" in chat.text
     assert chat.buttons == ["menu:status"]
     chat.say("/request")
@@ -342,7 +342,7 @@ def test_chat_stale_renew_confirmation_under_els_renews_nothing(els: AppContext)
         row.state = state.to_json()
         session.add(row)
     chat.press_anyway("confirm:yes:renew")
-    assert "is not renewed" in chat.text and "menu:request" in chat.buttons
+    assert "isn't renewed" in chat.text and "menu:request" in chat.buttons
     assert credential(els, cid).valid_until == date(2027, 3, 31)
     assert [c.state for c in _credentials(els, student_id)] == ["active"]
 
@@ -359,7 +359,7 @@ def test_chat_standalone_renewal_unchanged(ctx: AppContext) -> None:
     chat.say("/status")
     assert "menu:renew" in chat.buttons and "menu:request" not in chat.buttons
     chat.press("menu:renew")
-    assert "is not renewed" not in chat.text
+    assert "isn't renewed" not in chat.text
     chat.press("confirm:yes:renew")
     [renewed] = _credentials(ctx, student.id or 0)
     assert (renewed.id, renewed.state, renewed.valid_until) == (issued.id, "active", date(2027, 10, 31))

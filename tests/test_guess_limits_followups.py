@@ -191,7 +191,7 @@ def test_resending_the_code_is_limited_per_student(sqlite_ctx: AppContext) -> No
     for _ in range(30):
         chat.press_anyway("code:resend")
     assert len(chat.outbox("binding-code")) == 3  # the first code and two more
-    assert "You have asked for a code too many times" in chat.text
+    assert "You've asked for a code too many times" in chat.text
     assert "05.10.2026 11:15" in chat.text  # 09:00 UTC + 15 minutes, Warsaw
     # The last code mailed still binds.
     chat.say(chat.binding_code())
@@ -213,7 +213,7 @@ def test_resend_limit_is_shared_by_accounts_and_lifts_after_the_window(sqlite_ct
     sqlite_ctx.clock.advance(minutes=15, seconds=1)  # type: ignore[attr-defined]
     second.press_anyway("code:resend")
     assert len(second.outbox("binding-code")) == 4
-    assert "Wysłałem jednorazowy kod" in second.text
+    assert "Jednorazowy kod został wysłany" in second.text
 
 
 def test_resend_limit_is_per_account_across_students(sqlite_ctx: AppContext) -> None:
@@ -225,7 +225,7 @@ def test_resend_limit_is_per_account_across_students(sqlite_ctx: AppContext) -> 
     chat.say(two_pesel)
     chat.say(two.album)  # the third code from this account
     chat.press_anyway("code:resend")
-    assert "You have asked for a code too many times" in chat.text
+    assert "You've asked for a code too many times" in chat.text
     assert len(chat.outbox("binding-code")) == 3
 
 
@@ -235,7 +235,7 @@ def test_identifying_again_and_again_mails_no_more_codes(sqlite_ctx: AppContext)
     for account in ("x1", "x2", "x3", "x4", "x5"):
         _try(sqlite_ctx, account, pesel, student.album)
     chat = _try(sqlite_ctx, "x6", pesel, student.album)
-    assert "You have asked for a code too many times" in chat.text
+    assert "You've asked for a code too many times" in chat.text
     assert len(chat.outbox("binding-code")) == 3
 
 
@@ -248,4 +248,4 @@ def test_forgetting_does_not_reset_the_resend_limit(sqlite_ctx: AppContext) -> N
     chat.press("forget:yes")
     again = _try(sqlite_ctx, "a1", pesel, student.album)
     again.press_anyway("code:resend")
-    assert "You have asked for a code too many times" in again.text
+    assert "You've asked for a code too many times" in again.text

@@ -200,7 +200,7 @@ def test_demo_console_journey_to_an_activation_email_then_status(installed: Inst
         code = re.search(r"code for the mLegitymacja chat: (\S+)", _text(binding))
         assert code, _text(binding)
         assert "Apply" in console.say(code[1])
-        assert "Do you confirm?" in console.say("1")
+        assert "Shall I go ahead?" in console.say("1")
         accepted = console.say("1")
         assert "Application accepted" in accepted and "your activation data" in accepted
     finally:

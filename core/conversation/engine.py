@@ -112,14 +112,17 @@ class Turn:
         return self.state.language or self.spoken or self.config.default_language
 
     def t(self, key: str, **params: Any) -> str:
-        return self.config.catalog.text(self.lang, key, **params)
+        """The text of `key` in the student's language, as the issuing policy in force words it."""
+        return self.config.catalog.text(self.lang, self.policy_key(key), **params)
 
     def say(self, key: str, buttons: list[list[tuple[str, str]]] | None = None, **params: Any) -> None:
         self.say_text(self.t(key, **params), buttons)
 
     def policy_key(self, key: str) -> str:
         """`key` as the issuing policy in force words it: `<key>_<policy>` when the catalog has one
-        (e.g. `intro_els`: under the ELS policy nothing is renewed), else `key` itself."""
+        (e.g. `intro_els`: under the ELS policy nothing is renewed), else `key` itself. Every text
+        the chat says goes through here, so an installation words any key per policy in its own
+        catalog file, without code (docs/texts.md)."""
         specific = f"{key}_{self.config.policy}"
         return specific if self.config.catalog.has(self.lang, specific) else key
 
@@ -131,8 +134,7 @@ class Turn:
         return format_datetime(moment)
 
     def days(self, count: int) -> str:
-        """`count` days in words with the language's plural form: "30 dni", "1 dzień", "30 days"."""
-        return format_unit(count, "duration-day", locale=self.lang, length="long")
+        return days_text(count, self.lang)
 
     # --- input -----------------------------------------------------------------------------
     @property
@@ -171,6 +173,12 @@ class Turn:
         """Wipe the conversation; the rest of this turn still answers in the student's language."""
         self.spoken = self.lang
         self.state.__init__()  # type: ignore[misc]
+
+
+def days_text(count: int, language: str) -> str:
+    """`count` days in words with the language's plural form (CLDR, through Babel): "1 dzień",
+    "2 dni", "5 dni", "22 dni", "1 day", "30 days"."""
+    return format_unit(count, "duration-day", locale=language, length="long")
 
 
 def step(config: EngineConfig, state: ConversationState, event: Event, now: datetime) -> Flow:
@@ -213,7 +221,7 @@ def _dispatch(turn: Turn) -> Generator[ops.Op, Any, None]:
         yield from _forget(turn)
         return
     if command == "terms" and state.step not in ("new", "language"):
-        turn.say_text(turn.config.terms.full[turn.lang])
+        _show_full_terms(turn)
         return
     if command == "cancel" or button == "cancel":
         yield from _cancel(turn)
@@ -277,7 +285,7 @@ def _choose_language(turn: Turn, language: str) -> Generator[ops.Op, Any, None]:
         # link must follow, or reminders and e-mails keep the old language.
         yield ops.SetLanguage(language)
     if turn.state.step in ("new", "language"):
-        turn.say(turn.policy_key("intro"))
+        turn.say("intro")
         turn.state.step = "terms"
         _show_terms(turn)
         return
@@ -298,9 +306,16 @@ def _language_step(turn: Turn) -> Generator[ops.Op, Any, None]:
 def _show_terms(turn: Turn) -> None:
     terms = turn.config.terms
     turn.say_text(
-        turn.t("terms.prompt", version=terms.version, summary=terms.summary[turn.lang]),
+        turn.t("terms.prompt", version=terms.version, summary=terms.summary_for(turn.lang, turn.config.policy)),
         [[("accept", "terms:accept"), ("decline", "terms:decline")], [("terms_full", "terms:full")]],
     )
+
+
+def _show_full_terms(turn: Turn) -> None:
+    """The whole terms under the policy in force, under the catalog's heading (the file has none)."""
+    terms = turn.config.terms
+    turn.say_text(turn.t("terms.full_heading", version=terms.version) + "\n\n"
+                  + terms.full_for(turn.lang, turn.config.policy))
 
 
 def _terms_step(turn: Turn) -> Generator[ops.Op, Any, None]:
@@ -326,7 +341,7 @@ def _terms_step(turn: Turn) -> Generator[ops.Op, Any, None]:
         turn.say("identify.ask_pesel")
         return
     if button == "terms:full":
-        turn.say_text(turn.config.terms.full[turn.lang])
+        _show_full_terms(turn)
         _show_terms(turn)
         return
     if button == "terms:decline" or text in ("nie akceptuję", "odrzucam", "decline", "no", "nie") \
@@ -500,7 +515,7 @@ def _code_step(turn: Turn) -> Generator[ops.Op, Any, None]:
         yield from _show_status(turn)
         return
     if result == "expired":
-        turn.say("identify.code_expired", [[("resend_code", "code:resend")]])
+        turn.say("identify.code_expired", [[("resend_code", "code:resend")]], resend=turn.t("button.resend_code"))
         return
     if result == "none":
         state.step = "pesel"
@@ -535,7 +550,7 @@ def _bound(turn: Turn) -> Generator[ops.Op, Any, None]:
     if command in ("help", "pomoc") or button == "menu:help":
         state.step = "menu"
         if command:  # the "How to activate" button asks only about activation
-            turn.say(turn.policy_key("help.commands"))
+            turn.say("help.commands")
         turn.say("help.choose", [[("steps_one", "help:step"), ("steps_all", "help:all")], [("menu", "menu:status")]])
         return
     if button == "help:all":
@@ -611,7 +626,7 @@ def _bound(turn: Turn) -> Generator[ops.Op, Any, None]:
     likely = [intent for intent, _ in turn.understood.candidates if intent in OFFERED_INTENTS][:3]
     rows: list[list[tuple[str, str]]] = [[(f"intent_{intent}", f"{INTENT_BUTTON}{intent}")] for intent in likely]
     rows.append([("send_to_staff", f"{CONFIRM_YES}support"), ("no", "confirm:no")])
-    turn.say("understand.options" if likely else "support.offer", rows)
+    turn.say("understand.options" if likely else "support.offer", rows, send=turn.t("button.send_to_staff"))
 
 
 def _status_buttons(overview: ops.Overview) -> list[list[tuple[str, str]]]:
@@ -756,7 +771,9 @@ def _offer_renew(turn: Turn) -> Generator[ops.Op, Any, None]:
         return
     if not overview.renewal_possible or overview.renewal_until is None:
         valid_until = format_date(overview.credential.valid_until) if overview.credential else ""
-        turn.say(f"renew.{overview.renewal_reason}", [[("status", "menu:status")]], valid_until=valid_until)
+        opens_on = format_date(overview.renewal_opens_on) if overview.renewal_opens_on else ""
+        turn.say(f"renew.{overview.renewal_reason}", [[("status", "menu:status")]], valid_until=valid_until,
+                 opens_on=opens_on)
         return
     turn.state.step = "confirm_renew"
     turn.say("renew.confirm", [[("confirm", f"{CONFIRM_YES}renew"), ("cancel", "confirm:no")]],
@@ -780,7 +797,7 @@ def _offer_revoke(turn: Turn, reason: str | None = None) -> Generator[ops.Op, An
         turn.state.revoke_reason = reason
         turn.state.step = "confirm_revoke"
         turn.say("revoke.confirm_typed", [[("revoke_yes", f"{CONFIRM_YES}revoke"), ("cancel", "confirm:no")]],
-                 reason=turn.t(f"revoke.because.{reason}"))
+                 reason=turn.t(f"revoke.because.{reason}"), days=turn.days(turn.config.activation_window_days))
         return
     turn.state.step = "revoke_reason"
     turn.say("revoke.ask_reason", [[("reason_lost_phone", "revoke:lost_phone")],
@@ -884,7 +901,10 @@ def _do_revoke(turn: Turn) -> Flow:
     if not result.ok:
         _service_error(turn, result)
         return []
-    turn.say("revoke.done", [[("issue_new", "menu:request")], [("status", "menu:status")]])
+    # A phone's revocation: the new application waits for the phone, as the activation window starts at once.
+    turn.say("revoke.done_phone" if reason in ("lost_phone", "new_phone") else "revoke.done",
+             [[("issue_new", "menu:request")], [("status", "menu:status")]],
+             days=turn.days(turn.config.activation_window_days))
     return []
 
 
@@ -920,7 +940,8 @@ def _confirm_forget(turn: Turn) -> Generator[ops.Op, Any, None]:
     elif answer is False:
         yield from _cancel(turn)
     else:  # neither yes nor no: nothing is deleted and nothing is silently cancelled
-        turn.say("forget.expected", [[("forget_yes", "forget:yes"), ("cancel", "cancel")]])
+        turn.say("forget.expected", [[("forget_yes", "forget:yes"), ("cancel", "cancel")]],
+                 yes=turn.t("button.forget_yes"), no=turn.t("button.cancel"))
 
 
 def _forget(turn: Turn) -> Generator[ops.Op, Any, None]:
@@ -1003,7 +1024,8 @@ def _prompt(turn: Turn) -> Generator[ops.Op, Any, None]:
         yes, no = _confirm_labels(what)
         # Names what waits for the answer: "Potwierdzasz?" alone says nothing after another question.
         key = f"confirm.again_{what}"
-        params = {"reason": turn.t(f"revoke.because.{state.revoke_reason or 'student_request'}")}
+        params = {"reason": turn.t(f"revoke.because.{state.revoke_reason or 'student_request'}"),
+                  "yes": turn.t(f"button.{yes}"), "no": turn.t(f"button.{no}")}
         turn.say(key if turn.config.catalog.has(turn.lang, key) else "confirm.buttons",
                  [[(yes, f"{CONFIRM_YES}{what}"), (no, "confirm:no")]], **params)
     elif state.step == "confirm_forget":

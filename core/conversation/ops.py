@@ -151,6 +151,7 @@ class Overview:
     renewal_possible: bool
     renewal_reason: str
     renewal_until: date | None
+    renewal_opens_on: date | None = None  # reason "too_early": the first day a renewal is possible
     short_validity_until: date | None = None  # set when the ELS card would cut a new credential short
     # Set when the end of a new credential's validity would cut its activation window short.
     short_activation_until: datetime | None = None

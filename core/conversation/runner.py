@@ -302,6 +302,7 @@ class _Executor:
             first_name=student.first_name, masked_email=mask_email(student.email),
             ineligible=tuple(str(r) for r in eligibility.reasons), credential=credential_view(credential, student),
             renewal_possible=renewal.possible, renewal_reason=renewal.reason, renewal_until=renewal.new_valid_until,
+            renewal_opens_on=renewal.opens_on,
             short_validity_until=short_els_validity(student, policy, today) if eligibility.ok else None,
             short_activation_until=short_activation_until,
             replacement_possible=replacement.possible, replacement_reason=replacement.reason,

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from core.conversation import ops
 from core.credentials import service as credential_service
 from core.credentials.compose import format_date, format_datetime
-from core.credentials.lifecycle import STUDIES_ENDED
+from core.credentials.lifecycle import STUDIES_ENDED, EndReason
 from core.storage.models import Credential, Student
 
 __all__ = ["credential_view", "ineligible_text", "status_lines"]
@@ -48,7 +48,8 @@ def status_lines(t: Text, view: ops.CredentialView | None, *, email: str, inelig
     """
     lines: list[str] = []
     if view is None:
-        lines.append(t("status.none"))
+        # Not "not yet" to someone who may never have one (doctoral, graduated): the reasons follow.
+        lines.append(t("status.none_ineligible" if ineligible else "status.none"))
     elif view.state == "pending_activation" and view.activation_deadline:
         lines.append(t("status.pending_activation", email=email, deadline=format_datetime(view.activation_deadline),
                        valid_until=format_date(view.valid_until)))
@@ -62,6 +63,9 @@ def status_lines(t: Text, view: ops.CredentialView | None, *, email: str, inelig
         reason = t(f"end_reason.{end_reason}")
         if view.state == "revoked" and end_reason in STUDIES_ENDED:
             lines.append(t("status.revoked_studies_ended", reason=reason))
+        elif view.state == "expired" and end_reason == EndReason.ACTIVATION_WINDOW_PASSED:
+            # Never activated, so it never worked: the activation data expired, not "your mLegitymacja".
+            lines.append(t("status.expired_unused_ineligible" if ineligible else "status.expired_unused"))
         elif ineligible:
             # Not "you can apply again": the reasons below say why not.
             lines.append(t(f"status.{view.state}_ineligible", reason=reason))

@@ -1,7 +1,15 @@
 """The service terms (regulamin): versioned files in `config/terms/`, `<version>.<language>.md`.
 
 The newest version (versions sort as dates, e.g. 2025-10-01) is the one in force; the part
-of a file above a line `---` is the short form shown in the chat. A version named with a
+of a file above a line `---` is the short form shown in the chat. The heading ("Terms of the
+mLegitymacja service (version …)") is the catalog's (`terms.prompt`, `terms.full_heading`), not
+the file's, so it is shown once.
+
+A version may word its terms differently under an issuing policy (MLEG_POLICY, see
+docs/domain.md): `<version>.<policy>.<language>.md` (e.g. `2025-10-01.els.pl.md`) is the text
+of that version under that policy, used in both languages when both are there; without it the
+policy reads the plain `<version>.<language>.md`. Accepting a version accepts it under either
+policy: the variants are one version. A version named with a
 date (its first 10 characters, YYYY-MM-DD) comes into force on that date (Europe/Warsaw),
 so a new version can be put in place ahead of time. A version must have both a Polish and
 an English text to count.
@@ -21,11 +29,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 from core.app.config_files import Layers, glob
+
+# The issuing policies a terms file may be specific to (core.app.settings: `policy`).
+POLICIES = ("els", "standalone")
 
 __all__ = ["TERMS_CHECK_SECONDS", "Terms", "TermsSource", "load_terms"]
 
@@ -42,6 +53,27 @@ class Terms:
     version: str
     summary: dict[str, str]
     full: dict[str, str]
+    # Per issuing policy: (summary, full) by language, from `<version>.<policy>.<language>.md`.
+    by_policy: dict[str, tuple[dict[str, str], dict[str, str]]] = field(default_factory=dict)
+
+    def summary_for(self, language: str, policy: str) -> str:
+        """The short form in `language` under the issuing policy in force."""
+        return self.by_policy[policy][0][language] if policy in self.by_policy else self.summary[language]
+
+    def full_for(self, language: str, policy: str) -> str:
+        """The whole text in `language` under the issuing policy in force."""
+        return self.by_policy[policy][1][language] if policy in self.by_policy else self.full[language]
+
+
+def _parts(texts: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(summary, full) by language: the summary is the part above `---`, the full text all of it."""
+    summary: dict[str, str] = {}
+    full: dict[str, str] = {}
+    for language, text in texts.items():
+        head, separator, _ = text.partition("\n---\n")
+        summary[language] = (head if separator else text).strip()
+        full[language] = text.replace("\n---\n", "\n\n").strip()
+    return summary, full
 
 
 def _in_force_from(version: str) -> date | None:
@@ -55,9 +87,14 @@ def _in_force_from(version: str) -> date | None:
 def load_terms(directory: Layers, today: date | None = None) -> Terms:
     """The terms in force: the newest complete version, leaving out, given `today`, those dated after it."""
     versions: dict[str, dict[str, str]] = {}
+    variants: dict[tuple[str, str], dict[str, str]] = {}  # (version, policy) -> texts by language
     for path in glob(directory, "*.md"):
         version, _, language = path.stem.rpartition(".")
         if not version or language not in ("pl", "en"):
+            continue
+        base, _, policy = version.rpartition(".")
+        if base and policy in POLICIES:
+            variants.setdefault((base, policy), {})[language] = path.read_text(encoding="utf-8")
             continue
         versions.setdefault(version, {})[language] = path.read_text(encoding="utf-8")
     complete = sorted(v for v, texts in versions.items() if {"pl", "en"} <= texts.keys())
@@ -67,13 +104,16 @@ def load_terms(directory: Layers, today: date | None = None) -> Terms:
         where = directory if isinstance(directory, Path) else directory[-1]  # the shipped layer
         raise FileNotFoundError(errno.ENOENT, "no terms in force with both pl and en texts", str(where))
     current = complete[-1]
-    summary: dict[str, str] = {}
-    full: dict[str, str] = {}
-    for language, text in versions[current].items():
-        head, separator, _ = text.partition("\n---\n")
-        summary[language] = (head if separator else text).strip()
-        full[language] = text.replace("\n---\n", "\n\n").strip()
-    return Terms(current, summary, full)
+    summary, full = _parts(versions[current])
+    # A policy's variant counts only with both languages, as a version does: never Polish under
+    # one policy beside English under the other.
+    by_policy = {policy: _parts(texts) for (version, policy), texts in variants.items()
+                 if version == current and {"pl", "en"} <= texts.keys()}
+    for (version, policy), texts in variants.items():
+        if version == current and policy not in by_policy:
+            log.warning("terms %s for policy %s lack a language (%s): the plain version is used",
+                        version, policy, ", ".join(sorted(texts)))
+    return Terms(current, summary, full, by_policy)
 
 
 def _signature(directory: Layers) -> tuple[tuple[str, int, int], ...]:

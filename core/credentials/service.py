@@ -282,6 +282,7 @@ class RenewalCheck:
     possible: bool
     reason: str  # a catalog key suffix: "ok", "not_active", "too_early", "els_apply_again", ...
     new_valid_until: date | None = None
+    opens_on: date | None = None  # reason "too_early": the first day of the renewal window
 
 
 def renewal_check(ctx: AppContext, student: Student, credential: Credential | None) -> RenewalCheck:
@@ -302,7 +303,7 @@ def renewal_check(ctx: AppContext, student: Student, credential: Credential | No
         return RenewalCheck(False, "not_eligible")
     window = timedelta(days=ctx.settings.credential.renewal_window_days)
     if today < credential.valid_until - window:
-        return RenewalCheck(False, "too_early")
+        return RenewalCheck(False, "too_early", opens_on=credential.valid_until - window)
     new_end = _next_validity_end(student, policy, credential, today)
     if new_end <= credential.valid_until:
         return RenewalCheck(False, "not_eligible")
