@@ -55,6 +55,8 @@ VALUES: dict[str, Value] = {
     "cleared": NUMBER,
     "code": "ACDE-FGHJ-KMNP",
     "count": NUMBER,
+    "resend": lambda language, n: "Wyślij nowy kod" if language == "pl" else "Send a new code",
+    "send": lambda language, n: "Przekaż do biura" if language == "pl" else "Send to the help desk",
     # In the chat `{days}` is already words (core.conversation.engine.Turn.days); with a plural
     # spec (`{days:plural.days_left}`) it is the bare count.
     "days": lambda language, n: format_unit(n, "duration-day", locale=language, length="long"),
