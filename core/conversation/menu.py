@@ -1,0 +1,181 @@
+"""The bound menu: a student the chat knows chooses what to do (status, apply, renew, revoke,
+activation help, a question for staff), answers the confirmation pending, or types freely.
+
+Every action that changes something is confirmed first; the confirmation a step waits for is
+answered here, whatever other question is asked meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+from core.conversation import ops
+from core.conversation.apply import do_replace, do_request, offer_request
+from core.conversation.faq_answers import answer_faq
+from core.conversation.intents import OFFERED_INTENTS, act_on_intent
+from core.conversation.leaving import cancel, confirm_forget
+from core.conversation.overview import show_status
+from core.conversation.prompts import confirm_labels, prompt
+from core.conversation.renewal import do_renew, offer_renew
+from core.conversation.revocation import choose_revoke_reason, do_revoke, offer_revoke
+from core.conversation.support_thread import do_support, support_text
+from core.conversation.turn import CONFIRM_YES, INTENT_BUTTON, Buttons, Flow, Steps, Turn
+from core.security.redact import redact_personal
+
+__all__ = ["BOUND_STEPS", "bound"]
+
+ACTIVATION_STEPS = 9
+BOUND_STEPS = {
+    "menu", "confirm_request", "confirm_replace", "confirm_renew", "revoke_reason", "confirm_revoke",
+    "help_steps", "support_text", "confirm_support", "confirm_forget",
+}
+# The steps that wait for a yes or no: what the yes does, and what its button's data names.
+_CONFIRMATIONS: dict[str, tuple[Callable[[Turn], Flow], str]] = {
+    "confirm_request": (do_request, "request"),
+    "confirm_replace": (do_replace, "replace"),
+    "confirm_renew": (do_renew, "renew"),
+    "confirm_revoke": (do_revoke, "revoke"),
+    "confirm_support": (do_support, "support"),
+}
+
+
+def bound(turn: Turn) -> Steps:
+    state, button = turn.state, turn.button
+    step_name = state.step if state.step in BOUND_STEPS else "menu"
+    state.step = step_name
+
+    if (yield from _menu_choice(turn)):
+        return
+    if button.startswith(INTENT_BUTTON):  # one of the likeliest meanings, offered as a button
+        state.support_draft = None
+        state.step = "menu"
+        yield from act_on_intent(turn, button.removeprefix(INTENT_BUTTON))
+        return
+    if turn.intent in ("revoke_lost_phone", "new_phone") and step_name not in ("support_text", "confirm_revoke"):
+        # The lost phone is heard in every step: whatever was pending, its confirmation comes first.
+        state.support_draft = None
+        yield from act_on_intent(turn, turn.intent)
+        return
+    if (yield from _pending_step(turn, step_name)):
+        return
+    yield from _free_input(turn)
+
+
+def _menu_choice(turn: Turn) -> Generator[ops.Op, Any, bool]:
+    """A menu command or button, in any bound step; False when the input is none."""
+    state, command, button = turn.state, turn.command, turn.button
+    if command in ("status", "start", "menu") or button == "menu:status":
+        state.step = "menu"
+        yield from show_status(turn)
+    elif command in ("request", "apply", "wniosek") or button == "menu:request":
+        yield from offer_request(turn)
+    elif command in ("renew", "przedluz") or button == "menu:renew":
+        yield from offer_renew(turn)
+    elif command in ("revoke", "uniewaznij") or button == "menu:revoke":
+        yield from offer_revoke(turn)
+    elif command in ("help", "pomoc") or button == "menu:help":
+        state.step = "menu"
+        if command:  # the "How to activate" button asks only about activation
+            turn.say(turn.policy_key("help.commands"))
+        turn.say("help.choose", [[("steps_one", "help:step"), ("steps_all", "help:all")], [("menu", "menu:status")]])
+    elif button == "help:all":
+        state.step = "menu"
+        turn.say("activation.steps_all", [[("menu", "menu:status")]])
+    elif button in ("help:step", "help:next"):
+        _activation_step(turn, first=button == "help:step")
+    elif command in ("support", "pomoc_czlowiek") or button == "menu:support":
+        state.step = "support_text"
+        turn.say("support.ask")
+    else:
+        return False
+    return True
+
+
+def _activation_step(turn: Turn, *, first: bool) -> None:
+    """The activation in the app, one step a message, then back to the menu."""
+    state = turn.state
+    state.help_step = 1 if first else state.help_step + 1
+    if state.help_step > ACTIVATION_STEPS:
+        state.help_step = 0
+        state.step = "menu"
+        turn.say("activation.done", [[("menu", "menu:status")]])
+        return
+    state.step = "help_steps"
+    turn.say(f"activation.step{state.help_step}", [[("next", "help:next"), ("menu", "menu:status")]],
+             n=state.help_step, total=ACTIVATION_STEPS)
+
+
+def _pending_step(turn: Turn, step_name: str) -> Generator[ops.Op, Any, bool]:
+    """The answer to what the step waits for; False in the menu and the activation steps."""
+    if step_name in _CONFIRMATIONS:
+        action, what = _CONFIRMATIONS[step_name]
+        yield from _confirm(turn, action, what)
+    elif step_name == "revoke_reason":
+        if turn.button == "confirm:no":
+            yield from cancel(turn)
+        else:
+            yield from choose_revoke_reason(turn)
+    elif step_name == "support_text":
+        yield from support_text(turn)
+    elif step_name == "confirm_forget":
+        yield from confirm_forget(turn)
+    else:
+        return False
+    return True
+
+
+def _free_input(turn: Turn) -> Steps:
+    """Nothing pending: a command or button not known here, an intent, a FAQ question, or else a
+    question for staff, offered with the likeliest meanings."""
+    if turn.event.kind == "command":
+        turn.say("unknown_command")
+        yield from prompt(turn)
+        return
+    if turn.event.kind == "button":
+        yield from show_status(turn)  # a stale button from an older message
+        return
+    if turn.intent not in ("", "out_of_scope"):
+        yield from act_on_intent(turn, turn.intent)
+        return
+    if answer_faq(turn, allow_personal=True):
+        return
+    # Kept in the conversation's state until confirmed: never with a PESEL or a code in clear.
+    turn.state.support_draft = redact_personal(turn.text)
+    turn.state.step = "confirm_support"
+    likely = [intent for intent, _ in turn.understood.candidates if intent in OFFERED_INTENTS][:3]
+    rows: Buttons = [[(f"intent_{intent}", f"{INTENT_BUTTON}{intent}")] for intent in likely]
+    rows.append([("send_to_staff", f"{CONFIRM_YES}support"), ("no", "confirm:no")])
+    turn.say("understand.options" if likely else "support.offer", rows)
+
+
+def _confirm(turn: Turn, action: Callable[[Turn], Flow], what: str) -> Steps:
+    """Yes, no, or ask again. A yes button names what it confirms: an old "Confirm" under an
+    application, pressed while a revocation is asked, must not revoke (it asks again)."""
+    answer = turn.yes_no()
+    if what == "support" and turn.intent == "human":  # "a person, please": that is a yes here
+        answer = True
+    if turn.button == f"{CONFIRM_YES}{what}" or answer is True:
+        turn.state.step = "menu"
+        replies = yield from action(turn)
+        turn.replies.extend(replies)
+        return
+    if turn.button == "confirm:no" or answer is False:
+        yield from cancel(turn)
+        return
+    step_name = turn.state.step
+    if turn.event.kind == "text" and turn.intent not in ("", "out_of_scope") and what != "support":
+        # Another question while a confirmation waits: answered, then the same question again.
+        yield from act_on_intent(turn, turn.intent, answer_only=True)
+        turn.state.step = step_name
+        yield from prompt(turn)
+        return
+    if what == "support" and turn.event.kind == "text" and turn.intent not in ("", "out_of_scope"):
+        # Instead of sending the draft, the student said what they meant.
+        turn.state.support_draft = None
+        turn.state.step = "menu"
+        yield from act_on_intent(turn, turn.intent)
+        return
+    labels = confirm_labels(what)
+    turn.say("confirm.expected", yes=turn.t(f"button.{labels[0]}"), no=turn.t(f"button.{labels[1]}"))
+    yield from prompt(turn)
