@@ -101,6 +101,7 @@ def terms_step(turn: Turn) -> Steps:
     # Not the terms' answer (a PESEL typed too early, a word not understood): say what is expected,
     # in the words of the buttons shown.
     turn.say("terms.expected", accept=turn.t("button.accept"), decline=turn.t("button.decline"))
+    show_terms(turn)
 
 
 def _accept_terms(turn: Turn) -> Steps:
