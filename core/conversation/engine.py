@@ -21,7 +21,7 @@ This module is the engine's public face; the journey's parts live beside it:
 - `turn`: the configuration, the turn being handled, and the words every step shares;
 - `onboarding`: greeting, language, terms; `identification`: PESEL, ELS or album number, code;
 - `menu`: the bound menu and the confirmations it waits for; `intents`: what typed intents lead to;
-- `overview` (status and menu buttons), `apply`, `renewal`, `revocation`, `support_thread`: the actions;
+- `overview`: the status and the menu's buttons; `actions/`: apply, renew, revoke, ask staff;
 - `prompts`: what each step asks; `leaving`: cancel and forget; `faq_answers`: the FAQ in any step.
 """
 

@@ -7,12 +7,12 @@ from collections.abc import Generator
 from typing import Any
 
 from core.conversation import ops
-from core.conversation.apply import offer_request
+from core.conversation.actions.apply import offer_request
+from core.conversation.actions.renewal import offer_renew
+from core.conversation.actions.revocation import offer_revoke
 from core.conversation.faq_answers import answer_faq
 from core.conversation.overview import menu, show_status
 from core.conversation.prompts import ask_forget
-from core.conversation.renewal import offer_renew
-from core.conversation.revocation import offer_revoke
 from core.conversation.turn import Steps, Turn
 
 __all__ = ["OFFERED_INTENTS", "act_on_intent"]

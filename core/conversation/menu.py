@@ -11,15 +11,15 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from core.conversation import ops
-from core.conversation.apply import do_replace, do_request, offer_request
+from core.conversation.actions.apply import do_replace, do_request, offer_request
+from core.conversation.actions.renewal import do_renew, offer_renew
+from core.conversation.actions.revocation import choose_revoke_reason, do_revoke, offer_revoke
+from core.conversation.actions.support import do_support, support_text
 from core.conversation.faq_answers import answer_faq
 from core.conversation.intents import OFFERED_INTENTS, act_on_intent
 from core.conversation.leaving import cancel, confirm_forget
 from core.conversation.overview import show_status
 from core.conversation.prompts import confirm_labels, prompt
-from core.conversation.renewal import do_renew, offer_renew
-from core.conversation.revocation import choose_revoke_reason, do_revoke, offer_revoke
-from core.conversation.support_thread import do_support, support_text
 from core.conversation.turn import CONFIRM_YES, INTENT_BUTTON, Buttons, Flow, Steps, Turn
 from core.security.redact import redact_personal
 

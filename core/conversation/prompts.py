@@ -3,9 +3,9 @@ was not one (so no input ends in a dead end)."""
 
 from __future__ import annotations
 
+from core.conversation.actions.revocation import offer_revoke
 from core.conversation.events import Reply, ReplyButton
 from core.conversation.overview import menu
-from core.conversation.revocation import offer_revoke
 from core.conversation.turn import CONFIRM_YES, Steps, Turn
 
 __all__ = ["ask_forget", "ask_language", "confirm_labels", "prompt", "show_terms"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from core.app.clock import WARSAW
 from core.conversation import ops
+from core.conversation.actions.renewal import els_situation
 from core.conversation.overview import load_overview, service_error
-from core.conversation.renewal import els_situation
 from core.conversation.status import ineligible_text
 from core.conversation.turn import CONFIRM_YES, Flow, Steps, Turn
 from core.credentials.compose import format_date
