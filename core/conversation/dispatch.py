@@ -14,7 +14,7 @@ from core.conversation.leaving import cancel, confirm_forget, forget
 from core.conversation.menu import bound
 from core.conversation.onboarding import choose_language, greet, language_step, terms_changed, terms_step
 from core.conversation.prompts import ask_forget, ask_language, prompt
-from core.conversation.state import ConversationState
+from core.conversation.state import ConversationState, Step
 from core.conversation.turn import EngineConfig, Flow, Steps, Turn
 
 __all__ = ["step"]
@@ -44,13 +44,13 @@ def _dispatch(turn: Turn) -> Steps:
     if (yield from _in_every_step(turn)):
         return
 
-    if state.step == "new" or (command == "start" and state.step == "language"):
+    if state.step == Step.NEW or (command == "start" and state.step == Step.LANGUAGE):
         greet(turn)
         return
-    if state.step == "language":
+    if state.step == Step.LANGUAGE:
         yield from language_step(turn)
         return
-    if state.step in ("terms", "declined") or not state.terms_version:
+    if state.step in (Step.TERMS, Step.DECLINED) or not state.terms_version:
         # Also a command in the middle of a /forget asked before the terms were accepted:
         # terms never accepted are not "changed terms".
         yield from terms_step(turn)
@@ -72,17 +72,17 @@ def _in_every_step(turn: Turn) -> Generator[ops.Op, Any, bool]:
     elif button.startswith("lang:"):
         yield from choose_language(turn, button.removeprefix("lang:"))
     elif command == "forget":
-        if state.step == "new":
+        if state.step == Step.NEW:
             turn.say("forget.nothing")
         else:
             ask_forget(turn)
-    elif button == "forget:yes" and state.step == "confirm_forget":
+    elif button == "forget:yes" and state.step == Step.CONFIRM_FORGET:
         yield from forget(turn)
-    elif command == "terms" and state.step not in ("new", "language"):
+    elif command == Step.TERMS and state.step not in (Step.NEW, Step.LANGUAGE):
         turn.say_text(turn.config.terms.full[turn.lang])
     elif command == "cancel" or button == "cancel":
         yield from cancel(turn)
-    elif state.step == "confirm_forget" and turn.event.kind == "text":
+    elif state.step == Step.CONFIRM_FORGET and turn.event.kind == "text":
         yield from confirm_forget(turn)
     else:
         return False

@@ -14,6 +14,7 @@ from core.conversation import ops
 from core.conversation.faq_answers import answer_faq, faq_match
 from core.conversation.overview import show_status
 from core.conversation.prompts import prompt
+from core.conversation.state import Step
 from core.conversation.turn import Steps, Turn
 from core.students.eligibility import normalize_els_number
 from core.students.pesel import check_pesel
@@ -51,14 +52,14 @@ def identify(turn: Turn) -> Steps:
         turn.say("unknown_command")
         yield from prompt(turn)
         return
-    if state.step == "pesel":
+    if state.step == Step.PESEL:
         yield from _pesel_step(turn)
-    elif state.step == "second_id":
+    elif state.step == Step.SECOND_ID:
         yield from _second_id_step(turn)
-    elif state.step == "code":
+    elif state.step == Step.CODE:
         yield from _code_step(turn)
     else:
-        state.step = "pesel"
+        state.step = Step.PESEL
         yield from prompt(turn)
 
 
@@ -80,14 +81,14 @@ def _pesel_step(turn: Turn) -> Steps:
         turn.say(f"identify.{problem}")
         return
     turn.state.pesel_hash = turn.config.pesel_hasher(number)
-    turn.state.step = "second_id"
+    turn.state.step = Step.SECOND_ID
     turn.say("identify.ask_els" if turn.config.policy == "els" else "identify.ask_album")
 
 
 def _second_id_step(turn: Turn) -> Steps:
     state = turn.state
     if turn.event.kind != "text" or state.pesel_hash is None:
-        state.step = "pesel" if state.pesel_hash is None else state.step
+        state.step = Step.PESEL if state.pesel_hash is None else state.step
         yield from prompt(turn)
         return
     second = re.sub(r"\s+", "", turn.text).upper()
@@ -107,7 +108,7 @@ def _second_id_step(turn: Turn) -> Steps:
     if student_id is None:
         until = yield ops.RecordWrongGuess("identify", state.pesel_hash, also=keys)
         state.pesel_hash = None
-        state.step = "pesel"
+        state.step = Step.PESEL
         # The same words whether the PESEL is unknown or the second number is wrong.
         turn.say("identify.no_match")
         if not _locked(turn, until):
@@ -115,7 +116,7 @@ def _second_id_step(turn: Turn) -> Steps:
         return
     state.pesel_hash = None
     state.pending_student_id = student_id
-    state.step = "code"
+    state.step = Step.CODE
     # Identifying again (another account, after /forget) mails a code too: the same cap as the
     # resend button, or knowing a PESEL and an album would be enough to flood the inbox.
     yield from _send_code(turn, student_id)
@@ -154,7 +155,7 @@ def _code_step(turn: Turn) -> Steps:
         yield ops.BindAccount(student_id, turn.lang)
         state.student_id = student_id
         state.pending_student_id = None
-        state.step = "menu"
+        state.step = Step.MENU
         turn.say("identify.bound")
         yield from show_status(turn)
         return
@@ -162,7 +163,7 @@ def _code_step(turn: Turn) -> Steps:
         turn.say("identify.code_expired", [[("resend_code", "code:resend")]])
         return
     if result == "none":
-        state.step = "pesel"
+        state.step = Step.PESEL
         state.pending_student_id = None
         turn.say("identify.ask_pesel")
         return

@@ -13,6 +13,7 @@ from core.conversation.actions.revocation import offer_revoke
 from core.conversation.faq_answers import answer_faq
 from core.conversation.overview import menu, show_status
 from core.conversation.prompts import ask_forget
+from core.conversation.state import Step
 from core.conversation.turn import Steps, Turn
 
 __all__ = ["OFFERED_INTENTS", "act_on_intent"]
@@ -60,14 +61,14 @@ def _act(turn: Turn, intent: str) -> Generator[ops.Op, Any, bool]:
         yield from offer_request(turn)
     elif intent == "renew":
         yield from offer_renew(turn)
-        if turn.state.step != "confirm_renew":  # not possible now: how renewal works, with its button
+        if turn.state.step != Step.CONFIRM_RENEW:  # not possible now: how renewal works, with its button
             answer_faq(turn, allow_personal=True)
     elif intent in ("revoke_lost_phone", "new_phone"):
         yield from offer_revoke(turn, reason="lost_phone" if intent == "revoke_lost_phone" else "new_phone")
     elif intent == "forget_data":
         ask_forget(turn)
     elif intent == "human":
-        turn.state.step = "support_text"
+        turn.state.step = Step.SUPPORT_TEXT
         turn.say("support.ask")
     elif intent == "status_validity":
         yield from show_status(turn)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from core.conversation import ops
 from core.conversation.prompts import prompt
+from core.conversation.state import Step
 from core.conversation.turn import Steps, Turn
 
 __all__ = ["cancel", "confirm_forget", "forget"]
@@ -15,16 +16,16 @@ def cancel(turn: Turn) -> Steps:
     state.revoke_reason = None
     state.support_draft = None
     if state.student_id is not None:
-        state.step = "menu"
+        state.step = Step.MENU
         turn.say("cancelled")
         yield from prompt(turn)  # the menu's buttons, not a dead end
         return
-    if state.step in ("second_id", "code"):
-        state.step = "pesel"
+    if state.step in (Step.SECOND_ID, Step.CODE):
+        state.step = Step.PESEL
         state.pesel_hash = None
         state.pending_student_id = None
-    if state.step == "confirm_forget":
-        state.step = "pesel" if state.terms_version else "terms"
+    if state.step == Step.CONFIRM_FORGET:
+        state.step = Step.PESEL if state.terms_version else Step.TERMS
     turn.say("cancelled")
     yield from prompt(turn)
 

@@ -20,39 +20,41 @@ from core.conversation.intents import OFFERED_INTENTS, act_on_intent
 from core.conversation.leaving import cancel, confirm_forget
 from core.conversation.overview import show_status
 from core.conversation.prompts import confirm_labels, prompt
+from core.conversation.state import Step
 from core.conversation.turn import CONFIRM_YES, INTENT_BUTTON, Buttons, Flow, Steps, Turn
 from core.security.redact import redact_personal
 
 __all__ = ["BOUND_STEPS", "bound"]
 
 ACTIVATION_STEPS = 9
-BOUND_STEPS = {
-    "menu", "confirm_request", "confirm_replace", "confirm_renew", "revoke_reason", "confirm_revoke",
-    "help_steps", "support_text", "confirm_support", "confirm_forget",
-}
+# The steps of a chat bound to a student; any other step in a bound chat is taken as the menu.
+BOUND_STEPS = frozenset({
+    Step.MENU, Step.CONFIRM_REQUEST, Step.CONFIRM_REPLACE, Step.CONFIRM_RENEW, Step.REVOKE_REASON,
+    Step.CONFIRM_REVOKE, Step.HELP_STEPS, Step.SUPPORT_TEXT, Step.CONFIRM_SUPPORT, Step.CONFIRM_FORGET,
+})
 # The steps that wait for a yes or no: what the yes does, and what its button's data names.
-_CONFIRMATIONS: dict[str, tuple[Callable[[Turn], Flow], str]] = {
-    "confirm_request": (do_request, "request"),
-    "confirm_replace": (do_replace, "replace"),
-    "confirm_renew": (do_renew, "renew"),
-    "confirm_revoke": (do_revoke, "revoke"),
-    "confirm_support": (do_support, "support"),
+_CONFIRMATIONS: dict[Step, tuple[Callable[[Turn], Flow], str]] = {
+    Step.CONFIRM_REQUEST: (do_request, "request"),
+    Step.CONFIRM_REPLACE: (do_replace, "replace"),
+    Step.CONFIRM_RENEW: (do_renew, "renew"),
+    Step.CONFIRM_REVOKE: (do_revoke, "revoke"),
+    Step.CONFIRM_SUPPORT: (do_support, "support"),
 }
 
 
 def bound(turn: Turn) -> Steps:
     state, button = turn.state, turn.button
-    step_name = state.step if state.step in BOUND_STEPS else "menu"
+    step_name = state.step if state.step in BOUND_STEPS else Step.MENU
     state.step = step_name
 
     if (yield from _menu_choice(turn)):
         return
     if button.startswith(INTENT_BUTTON):  # one of the likeliest meanings, offered as a button
         state.support_draft = None
-        state.step = "menu"
+        state.step = Step.MENU
         yield from act_on_intent(turn, button.removeprefix(INTENT_BUTTON))
         return
-    if turn.intent in ("revoke_lost_phone", "new_phone") and step_name not in ("support_text", "confirm_revoke"):
+    if turn.intent in ("revoke_lost_phone", "new_phone") and step_name not in (Step.SUPPORT_TEXT, Step.CONFIRM_REVOKE):
         # The lost phone is heard in every step: whatever was pending, its confirmation comes first.
         state.support_draft = None
         yield from act_on_intent(turn, turn.intent)
@@ -66,7 +68,7 @@ def _menu_choice(turn: Turn) -> Generator[ops.Op, Any, bool]:
     """A menu command or button, in any bound step; False when the input is none."""
     state, command, button = turn.state, turn.command, turn.button
     if command in ("status", "start", "menu") or button == "menu:status":
-        state.step = "menu"
+        state.step = Step.MENU
         yield from show_status(turn)
     elif command in ("request", "apply", "wniosek") or button == "menu:request":
         yield from offer_request(turn)
@@ -75,17 +77,17 @@ def _menu_choice(turn: Turn) -> Generator[ops.Op, Any, bool]:
     elif command in ("revoke", "uniewaznij") or button == "menu:revoke":
         yield from offer_revoke(turn)
     elif command in ("help", "pomoc") or button == "menu:help":
-        state.step = "menu"
+        state.step = Step.MENU
         if command:  # the "How to activate" button asks only about activation
             turn.say(turn.policy_key("help.commands"))
         turn.say("help.choose", [[("steps_one", "help:step"), ("steps_all", "help:all")], [("menu", "menu:status")]])
     elif button == "help:all":
-        state.step = "menu"
+        state.step = Step.MENU
         turn.say("activation.steps_all", [[("menu", "menu:status")]])
     elif button in ("help:step", "help:next"):
         _activation_step(turn, first=button == "help:step")
     elif command in ("support", "pomoc_czlowiek") or button == "menu:support":
-        state.step = "support_text"
+        state.step = Step.SUPPORT_TEXT
         turn.say("support.ask")
     else:
         return False
@@ -98,27 +100,27 @@ def _activation_step(turn: Turn, *, first: bool) -> None:
     state.help_step = 1 if first else state.help_step + 1
     if state.help_step > ACTIVATION_STEPS:
         state.help_step = 0
-        state.step = "menu"
+        state.step = Step.MENU
         turn.say("activation.done", [[("menu", "menu:status")]])
         return
-    state.step = "help_steps"
-    turn.say(f"activation.step{state.help_step}", [[("next", "help:next"), ("menu", "menu:status")]],
+    state.step = Step.HELP_STEPS
+    turn.say(f"activation.step{state.help_step}", [[("next", "help:next"), (Step.MENU, "menu:status")]],
              n=state.help_step, total=ACTIVATION_STEPS)
 
 
-def _pending_step(turn: Turn, step_name: str) -> Generator[ops.Op, Any, bool]:
+def _pending_step(turn: Turn, step_name: Step) -> Generator[ops.Op, Any, bool]:
     """The answer to what the step waits for; False in the menu and the activation steps."""
     if step_name in _CONFIRMATIONS:
         action, what = _CONFIRMATIONS[step_name]
         yield from _confirm(turn, action, what)
-    elif step_name == "revoke_reason":
+    elif step_name == Step.REVOKE_REASON:
         if turn.button == "confirm:no":
             yield from cancel(turn)
         else:
             yield from choose_revoke_reason(turn)
-    elif step_name == "support_text":
+    elif step_name == Step.SUPPORT_TEXT:
         yield from support_text(turn)
-    elif step_name == "confirm_forget":
+    elif step_name == Step.CONFIRM_FORGET:
         yield from confirm_forget(turn)
     else:
         return False
@@ -142,7 +144,7 @@ def _free_input(turn: Turn) -> Steps:
         return
     # Kept in the conversation's state until confirmed: never with a PESEL or a code in clear.
     turn.state.support_draft = redact_personal(turn.text)
-    turn.state.step = "confirm_support"
+    turn.state.step = Step.CONFIRM_SUPPORT
     likely = [intent for intent, _ in turn.understood.candidates if intent in OFFERED_INTENTS][:3]
     rows: Buttons = [[(f"intent_{intent}", f"{INTENT_BUTTON}{intent}")] for intent in likely]
     rows.append([("send_to_staff", f"{CONFIRM_YES}support"), ("no", "confirm:no")])
@@ -156,7 +158,7 @@ def _confirm(turn: Turn, action: Callable[[Turn], Flow], what: str) -> Steps:
     if what == "support" and turn.intent == "human":  # "a person, please": that is a yes here
         answer = True
     if turn.button == f"{CONFIRM_YES}{what}" or answer is True:
-        turn.state.step = "menu"
+        turn.state.step = Step.MENU
         replies = yield from action(turn)
         turn.replies.extend(replies)
         return
@@ -173,7 +175,7 @@ def _confirm(turn: Turn, action: Callable[[Turn], Flow], what: str) -> Steps:
     if what == "support" and turn.event.kind == "text" and turn.intent not in ("", "out_of_scope"):
         # Instead of sending the draft, the student said what they meant.
         turn.state.support_draft = None
-        turn.state.step = "menu"
+        turn.state.step = Step.MENU
         yield from act_on_intent(turn, turn.intent)
         return
     labels = confirm_labels(what)

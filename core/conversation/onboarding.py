@@ -8,6 +8,7 @@ from core.conversation.events import ReplyButton
 from core.conversation.faq_answers import answer_faq
 from core.conversation.overview import show_status
 from core.conversation.prompts import ask_language, prompt, show_terms
+from core.conversation.state import Step
 from core.conversation.turn import Steps, Turn
 
 __all__ = ["choose_language", "greet", "language_step", "terms_changed", "terms_step"]
@@ -18,7 +19,7 @@ _DECLINE_WORDS = ("nie akceptuję", "odrzucam", "decline", "no", "nie")
 
 def greet(turn: Turn) -> None:
     hint = turn.event.language_hint
-    turn.state.step = "language"
+    turn.state.step = Step.LANGUAGE
     if turn.state.language is None and hint in ("pl", "en"):
         turn.state.language = hint
     turn.say_text(
@@ -37,9 +38,9 @@ def choose_language(turn: Turn, language: str) -> Steps:
         # Before binding the state's choice goes onto the link when it is made; after, the
         # link must follow, or reminders and e-mails keep the old language.
         yield ops.SetLanguage(language)
-    if turn.state.step in ("new", "language"):
+    if turn.state.step in (Step.NEW, Step.LANGUAGE):
         turn.say(turn.policy_key("intro"))
-        turn.state.step = "terms"
+        turn.state.step = Step.TERMS
         show_terms(turn)
         return
     turn.say("language.set")
@@ -59,7 +60,7 @@ def language_step(turn: Turn) -> Steps:
 def terms_changed(turn: Turn) -> None:
     """A new terms version: nothing more until it is accepted again."""
     turn.state.resume_menu = turn.state.student_id is not None
-    turn.state.step = "terms"
+    turn.state.step = Step.TERMS
     turn.say("terms.changed")
     show_terms(turn)
 
@@ -79,15 +80,15 @@ def terms_step(turn: Turn) -> Steps:
         show_terms(turn)
         return
     if button == "terms:decline" or text in _DECLINE_WORDS or typed in ("decline_terms", "no"):
-        state.step = "declined"
+        state.step = Step.DECLINED
         turn.say("terms.declined", [[("terms_review", "terms:review")]])
         return
     if button == "terms:review" or turn.command == "start":
-        state.step = "terms"
+        state.step = Step.TERMS
         show_terms(turn)
         return
     if answer_faq(turn, allow_personal=False):
-        if state.step == "declined":
+        if state.step == Step.DECLINED:
             turn.replies[-1].buttons.append([ReplyButton(turn.t("button.terms_review"), "terms:review")])
         else:
             # The question is answered; the terms still wait: no dead end after an answer.
@@ -95,7 +96,7 @@ def terms_step(turn: Turn) -> Steps:
                                         [("terms_full", "terms:full")]],
                      accept=turn.t("button.accept"), decline=turn.t("button.decline"))
         return
-    if state.step == "declined":
+    if state.step == Step.DECLINED:
         turn.say("terms.declined_help", [[("terms_review", "terms:review")]])
         return
     # Not the terms' answer (a PESEL typed too early, a word not understood): say what is expected,
@@ -111,10 +112,10 @@ def _accept_terms(turn: Turn) -> Steps:
     state.terms_version = version
     if state.resume_menu and state.student_id:
         state.resume_menu = False
-        state.step = "menu"
+        state.step = Step.MENU
         turn.say("terms.accepted")
         yield from show_status(turn)
         return
-    state.step = "pesel"
+    state.step = Step.PESEL
     turn.say("terms.accepted")
     turn.say("identify.ask_pesel")

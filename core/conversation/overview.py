@@ -10,6 +10,7 @@ from collections.abc import Generator
 from typing import Any
 
 from core.conversation import ops
+from core.conversation.state import Step
 from core.conversation.status import ineligible_text, status_lines
 from core.conversation.turn import Buttons, Steps, Turn
 from core.credentials.compose import format_date
@@ -62,7 +63,7 @@ def show_status(turn: Turn) -> Steps:
 
 def menu(turn: Turn) -> Steps:
     """The menu with what this student can do now (Apply when they have no credential)."""
-    turn.state.step = "menu"
+    turn.state.step = Step.MENU
     overview = (yield ops.StudentOverview(turn.state.student_id)) if turn.state.student_id else None
     if overview is None:
         turn.say("menu.prompt", [[("status", "menu:status"), ("activation_help", "menu:help")],

@@ -6,6 +6,7 @@ from __future__ import annotations
 from core.conversation.actions.revocation import offer_revoke
 from core.conversation.events import Reply, ReplyButton
 from core.conversation.overview import menu
+from core.conversation.state import Step
 from core.conversation.turn import CONFIRM_YES, Steps, Turn
 
 __all__ = ["ask_forget", "ask_language", "confirm_labels", "prompt", "show_terms"]
@@ -28,7 +29,7 @@ def show_terms(turn: Turn) -> None:
 
 def ask_forget(turn: Turn) -> None:
     """/forget's question: nothing is deleted before a yes."""
-    turn.state.step = "confirm_forget"
+    turn.state.step = Step.CONFIRM_FORGET
     turn.say("forget.confirm", [[("forget_yes", "forget:yes"), ("cancel", "cancel")]])
 
 
@@ -42,21 +43,22 @@ def confirm_labels(what: str) -> tuple[str, str]:
 def prompt(turn: Turn) -> Steps:
     """Say again what the current step expects."""
     state = turn.state
-    if state.step in ("new", "language"):
+    if state.step in (Step.NEW, Step.LANGUAGE):
         ask_language(turn)
-    elif state.step == "terms":
+    elif state.step == Step.TERMS:
         show_terms(turn)
-    elif state.step == "declined":
+    elif state.step == Step.DECLINED:
         turn.say("terms.declined_help", [[("terms_review", "terms:review")]])
-    elif state.step == "pesel":
+    elif state.step == Step.PESEL:
         turn.say("identify.ask_pesel")
-    elif state.step == "second_id":
+    elif state.step == Step.SECOND_ID:
         turn.say("identify.ask_els" if turn.config.policy == "els" else "identify.ask_album")
-    elif state.step == "code":
+    elif state.step == Step.CODE:
         turn.say("identify.ask_code", [[("resend_code", "code:resend")]])
-    elif state.step == "support_text":
+    elif state.step == Step.SUPPORT_TEXT:
         turn.say("support.ask")
-    elif state.step in ("confirm_request", "confirm_replace", "confirm_renew", "confirm_revoke", "confirm_support"):
+    elif state.step in (Step.CONFIRM_REQUEST, Step.CONFIRM_REPLACE, Step.CONFIRM_RENEW, Step.CONFIRM_REVOKE,
+                        Step.CONFIRM_SUPPORT):
         what = state.step.removeprefix("confirm_")
         yes, no = confirm_labels(what)
         # Names what waits for the answer: "Potwierdzasz?" alone says nothing after another question.
@@ -64,9 +66,9 @@ def prompt(turn: Turn) -> Steps:
         params = {"reason": turn.t(f"revoke.because.{state.revoke_reason or 'student_request'}")}
         turn.say(key if turn.config.catalog.has(turn.lang, key) else "confirm.buttons",
                  [[(yes, f"{CONFIRM_YES}{what}"), (no, "confirm:no")]], **params)
-    elif state.step == "confirm_forget":
+    elif state.step == Step.CONFIRM_FORGET:
         ask_forget(turn)
-    elif state.step == "revoke_reason":
+    elif state.step == Step.REVOKE_REASON:
         yield from offer_revoke(turn)
     else:
         yield from menu(turn)

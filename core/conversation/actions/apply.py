@@ -7,6 +7,7 @@ from core.app.clock import WARSAW
 from core.conversation import ops
 from core.conversation.actions.renewal import els_situation
 from core.conversation.overview import load_overview, service_error
+from core.conversation.state import Step
 from core.conversation.status import ineligible_text
 from core.conversation.turn import CONFIRM_YES, Flow, Steps, Turn
 from core.credentials.compose import format_date
@@ -18,7 +19,7 @@ def offer_request(turn: Turn) -> Steps:
     overview = yield from load_overview(turn)
     if overview is None:
         return
-    turn.state.step = "menu"
+    turn.state.step = Step.MENU
     if overview.ineligible:
         turn.say_text(ineligible_text(turn.t, overview.ineligible))
         return
@@ -34,7 +35,7 @@ def offer_request(turn: Turn) -> Steps:
             text += "\n\n" + els_situation(turn, overview, credential)
         turn.say_text(text, [[("status", "menu:status"), ("revoke", "menu:revoke")]])
         return
-    turn.state.step = "confirm_request"
+    turn.state.step = Step.CONFIRM_REQUEST
     _ask_confirm_request(turn, overview)
 
 
@@ -56,7 +57,7 @@ def _ask_confirm_request(turn: Turn, overview: ops.Overview) -> None:
 
 def _offer_replace(turn: Turn, overview: ops.Overview, credential: ops.CredentialView) -> None:
     """ELS policy: the same confirmation as a first application, saying that it replaces the active one."""
-    turn.state.step = "confirm_replace"
+    turn.state.step = Step.CONFIRM_REPLACE
     buttons = [[("confirm", f"{CONFIRM_YES}replace"), ("cancel", "confirm:no")]]
     params = {"email": overview.masked_email, "valid_until": format_date(credential.valid_until),
               "until": format_date(overview.replacement_until) if overview.replacement_until else ""}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from core.conversation import ops
 from core.conversation.overview import load_overview, service_error
+from core.conversation.state import Step
 from core.conversation.status import ineligible_text
 from core.conversation.turn import CONFIRM_YES, Flow, Steps, Turn
 from core.credentials.compose import format_date
@@ -47,7 +48,7 @@ def offer_renew(turn: Turn) -> Steps:
     overview = yield from load_overview(turn)
     if overview is None:
         return
-    turn.state.step = "menu"
+    turn.state.step = Step.MENU
     if overview.ineligible and not overview.renewal_possible:
         # Not "apply if you have none": they may not have one at all, and hear why.
         turn.say_text(turn.t("renew.ineligible") + "\n\n" + ineligible_text(turn.t, overview.ineligible),
@@ -60,7 +61,7 @@ def offer_renew(turn: Turn) -> Steps:
         valid_until = format_date(overview.credential.valid_until) if overview.credential else ""
         turn.say(f"renew.{overview.renewal_reason}", [[("status", "menu:status")]], valid_until=valid_until)
         return
-    turn.state.step = "confirm_renew"
+    turn.state.step = Step.CONFIRM_RENEW
     turn.say("renew.confirm", [[("confirm", f"{CONFIRM_YES}renew"), ("cancel", "confirm:no")]],
              until=format_date(overview.renewal_until))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from core.conversation import ops
 from core.conversation.overview import load_overview, service_error, status_buttons
+from core.conversation.state import Step
 from core.conversation.turn import CONFIRM_YES, Flow, Steps, Turn
 
 __all__ = ["REVOKE_REASONS", "choose_revoke_reason", "do_revoke", "offer_revoke"]
@@ -18,7 +19,7 @@ def offer_revoke(turn: Turn, reason: str | None = None) -> Steps:
         return
     credential = overview.credential
     if credential is None or credential.state not in ("requested", "pending_activation", "active"):
-        turn.state.step = "menu"
+        turn.state.step = Step.MENU
         if reason is not None:  # nothing to revoke: what to do with the new phone instead
             turn.say(f"revoke.nothing_{reason}", status_buttons(overview))
             return
@@ -27,11 +28,11 @@ def offer_revoke(turn: Turn, reason: str | None = None) -> Steps:
     if reason is not None:
         # Typed "I lost my phone": the same confirmation as the reason button, naming the action.
         turn.state.revoke_reason = reason
-        turn.state.step = "confirm_revoke"
+        turn.state.step = Step.CONFIRM_REVOKE
         turn.say("revoke.confirm_typed", [[("revoke_yes", f"{CONFIRM_YES}revoke"), ("cancel", "confirm:no")]],
                  reason=turn.t(f"revoke.because.{reason}"))
         return
-    turn.state.step = "revoke_reason"
+    turn.state.step = Step.REVOKE_REASON
     turn.say("revoke.ask_reason", [[("reason_lost_phone", "revoke:lost_phone")],
                                    [("reason_new_phone", "revoke:new_phone")],
                                    [("reason_student_request", "revoke:student_request")],
@@ -46,7 +47,7 @@ def choose_revoke_reason(turn: Turn) -> Steps:
         yield from offer_revoke(turn)
         return
     turn.state.revoke_reason = reason
-    turn.state.step = "confirm_revoke"
+    turn.state.step = Step.CONFIRM_REVOKE
     turn.say("revoke.confirm", [[("revoke_yes", f"{CONFIRM_YES}revoke"), ("cancel", "confirm:no")]],
              reason=turn.t(f"end_reason.{reason}"))
 

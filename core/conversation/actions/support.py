@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from core.conversation import ops
 from core.conversation.overview import menu
+from core.conversation.state import Step
 from core.conversation.turn import Flow, Steps, Turn
 from core.security.redact import redact_personal
 
@@ -23,10 +24,10 @@ def support_text(turn: Turn) -> Steps:
 def do_support(turn: Turn) -> Flow:
     draft = turn.state.support_draft
     turn.state.support_draft = None
-    turn.state.step = "menu"
+    turn.state.step = Step.MENU
     if not draft:
         turn.say("support.ask")
-        turn.state.step = "support_text"
+        turn.state.step = Step.SUPPORT_TEXT
         return []
     thread_id = yield ops.OpenSupportThread(turn.state.student_id, draft, turn.lang)
     if turn.truncated:
