@@ -16,7 +16,7 @@ from core.conversation.overview import show_status
 from core.conversation.prompts import prompt
 from core.conversation.state import Step
 from core.conversation.turn import Steps, Turn
-from core.students.eligibility import normalize_els_number
+from core.students.eligibility import Policy, normalize_els_number
 from core.students.pesel import check_pesel
 
 __all__ = ["CHAT_CODE_LENGTH", "identify"]
@@ -82,7 +82,7 @@ def _pesel_step(turn: Turn) -> Steps:
         return
     turn.state.pesel_hash = turn.config.pesel_hasher(number)
     turn.state.step = Step.SECOND_ID
-    turn.say("identify.ask_els" if turn.config.policy == "els" else "identify.ask_album")
+    turn.say("identify.ask_els" if turn.config.policy == Policy.ELS else "identify.ask_album")
 
 
 def _second_id_step(turn: Turn) -> Steps:
@@ -93,11 +93,11 @@ def _second_id_step(turn: Turn) -> Steps:
         return
     second = re.sub(r"\s+", "", turn.text).upper()
     # An ELS number is compared without its "ELS" prefix and dashes: only that prefix is no number.
-    significant = normalize_els_number(second) if turn.config.policy == "els" else second
+    significant = normalize_els_number(second) if turn.config.policy == Policy.ELS else second
     if not significant or len(second) > 40:
         turn.say("identify.second_format")
         return
-    by = "els" if turn.config.policy == "els" else "album"
+    by = "els" if turn.config.policy == Policy.ELS else "album"
     # Counted against the typed number (and so its student) too, not only the typed PESEL:
     # otherwise PESELs tried against one known album from many accounts are each a first
     # guess. Checked before matching, so a locked student is refused even the right data.

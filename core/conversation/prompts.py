@@ -8,6 +8,7 @@ from core.conversation.events import Reply, ReplyButton
 from core.conversation.overview import menu
 from core.conversation.state import Step
 from core.conversation.turn import CONFIRM_YES, Steps, Turn
+from core.students.eligibility import Policy
 
 __all__ = ["ask_forget", "ask_language", "confirm_labels", "prompt", "show_terms"]
 
@@ -52,7 +53,7 @@ def prompt(turn: Turn) -> Steps:
     elif state.step == Step.PESEL:
         turn.say("identify.ask_pesel")
     elif state.step == Step.SECOND_ID:
-        turn.say("identify.ask_els" if turn.config.policy == "els" else "identify.ask_album")
+        turn.say("identify.ask_els" if turn.config.policy == Policy.ELS else "identify.ask_album")
     elif state.step == Step.CODE:
         turn.say("identify.ask_code", [[("resend_code", "code:resend")]])
     elif state.step == Step.SUPPORT_TEXT:

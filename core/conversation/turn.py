@@ -21,6 +21,7 @@ from core.conversation.events import Event, Reply, ReplyButton
 from core.conversation.state import ConversationState
 from core.conversation.terms import Terms
 from core.credentials.compose import format_datetime
+from core.students.eligibility import Policy
 from core.support.faq import Faq
 from core.understanding import Understood
 
@@ -57,7 +58,7 @@ class EngineConfig:
     catalog: Catalog
     faq: Faq
     terms: Terms
-    policy: str
+    policy: Policy
     pesel_hasher: Callable[[str], str]
     default_language: str = "pl"
     chat_code_ttl_minutes: int = 15

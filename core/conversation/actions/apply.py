@@ -11,6 +11,7 @@ from core.conversation.state import Step
 from core.conversation.status import ineligible_text
 from core.conversation.turn import CONFIRM_YES, Flow, Steps, Turn
 from core.credentials.compose import format_date
+from core.students.eligibility import Policy
 
 __all__ = ["do_replace", "do_request", "offer_request"]
 
@@ -29,7 +30,7 @@ def offer_request(turn: Turn) -> Steps:
         return
     if credential is not None and credential.state in ("requested", "pending_activation", "active"):
         text = turn.t(f"request.already_{credential.state}")
-        if credential.state == "active" and turn.config.policy == "els":
+        if credential.state == "active" and turn.config.policy == Policy.ELS:
             # Not "revoke it first" alone: under the ELS policy a new application replaces it, and
             # the student hears when that becomes possible.
             text += "\n\n" + els_situation(turn, overview, credential)

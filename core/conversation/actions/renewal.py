@@ -9,6 +9,7 @@ from core.conversation.state import Step
 from core.conversation.status import ineligible_text
 from core.conversation.turn import CONFIRM_YES, Flow, Steps, Turn
 from core.credentials.compose import format_date
+from core.students.eligibility import Policy
 
 __all__ = ["do_renew", "els_situation", "offer_renew"]
 
@@ -54,7 +55,7 @@ def offer_renew(turn: Turn) -> Steps:
         turn.say_text(turn.t("renew.ineligible") + "\n\n" + ineligible_text(turn.t, overview.ineligible),
                       [[("status", "menu:status")]])
         return
-    if turn.config.policy == "els":
+    if turn.config.policy == Policy.ELS:
         _explain_els_renewal(turn, overview)
         return
     if not overview.renewal_possible or overview.renewal_until is None:
