@@ -14,6 +14,7 @@ from core.conversation.state import Step
 from core.conversation.status import ineligible_text, status_lines
 from core.conversation.turn import Buttons, Steps, Turn
 from core.credentials.compose import format_date
+from core.storage.models import LIVE_STATES
 
 __all__ = ["load_overview", "menu", "service_error", "show_status", "status_buttons"]
 
@@ -34,7 +35,7 @@ def load_overview(turn: Turn) -> Generator[ops.Op, Any, ops.Overview | None]:
 def status_buttons(overview: ops.Overview) -> Buttons:
     rows: Buttons = []
     credential = overview.credential
-    live = credential is not None and credential.state in ("requested", "pending_activation", "active")
+    live = credential is not None and credential.state in LIVE_STATES
     if (not live and not overview.ineligible) or overview.replacement_possible:
         rows.append([("request", "menu:request")])
     if overview.renewal_possible:

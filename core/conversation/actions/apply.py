@@ -11,6 +11,7 @@ from core.conversation.state import Step
 from core.conversation.status import ineligible_text
 from core.conversation.turn import CONFIRM_YES, Flow, Steps, Turn
 from core.credentials.compose import format_date
+from core.storage.models import LIVE_STATES
 from core.students.eligibility import Policy
 
 __all__ = ["do_replace", "do_request", "offer_request"]
@@ -28,7 +29,7 @@ def offer_request(turn: Turn) -> Steps:
     if credential is not None and credential.state == "active" and overview.replacement_possible:
         _offer_replace(turn, overview, credential)
         return
-    if credential is not None and credential.state in ("requested", "pending_activation", "active"):
+    if credential is not None and credential.state in LIVE_STATES:
         text = turn.t(f"request.already_{credential.state}")
         if credential.state == "active" and turn.config.policy == Policy.ELS:
             # Not "revoke it first" alone: under the ELS policy a new application replaces it, and

@@ -9,6 +9,7 @@ from core.conversation.state import Step
 from core.conversation.status import ineligible_text
 from core.conversation.turn import CONFIRM_YES, Flow, Steps, Turn
 from core.credentials.compose import format_date
+from core.storage.models import LIVE_STATES
 from core.students.eligibility import Policy
 
 __all__ = ["do_renew", "els_situation", "offer_renew"]
@@ -22,7 +23,7 @@ def els_situation(turn: Turn, overview: ops.Overview, credential: ops.Credential
     if overview.replacement_possible and overview.replacement_until:
         return turn.t("renew.els_replace_now", els_valid_until=els_until,
                       until=format_date(overview.replacement_until))
-    if credential is None or credential.state not in ("requested", "pending_activation", "active"):
+    if credential is None or credential.state not in LIVE_STATES:
         return turn.t("renew.els_none")
     if credential.state != "active":
         return turn.t(f"request.already_{credential.state}")
@@ -38,7 +39,7 @@ def _explain_els_renewal(turn: Turn, overview: ops.Overview) -> None:
     """/renew under the ELS policy: never renewed; a new application once the card is extended."""
     credential = overview.credential
     text = turn.t("renew.els_apply_again") + "\n\n" + els_situation(turn, overview, credential)
-    live = credential is not None and credential.state in ("requested", "pending_activation", "active")
+    live = credential is not None and credential.state in LIVE_STATES
     if overview.replacement_possible or not live:
         turn.say_text(text, [[("request", "menu:request")], [("status", "menu:status")]])
         return

@@ -7,6 +7,7 @@ from core.conversation import ops
 from core.conversation.overview import load_overview, service_error, status_buttons
 from core.conversation.state import Step
 from core.conversation.turn import CONFIRM_YES, Flow, Steps, Turn
+from core.storage.models import LIVE_STATES
 
 __all__ = ["REVOKE_REASONS", "choose_revoke_reason", "do_revoke", "offer_revoke"]
 
@@ -18,7 +19,7 @@ def offer_revoke(turn: Turn, reason: str | None = None) -> Steps:
     if overview is None:
         return
     credential = overview.credential
-    if credential is None or credential.state not in ("requested", "pending_activation", "active"):
+    if credential is None or credential.state not in LIVE_STATES:
         turn.state.step = Step.MENU
         if reason is not None:  # nothing to revoke: what to do with the new phone instead
             turn.say(f"revoke.nothing_{reason}", status_buttons(overview))
