@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -37,7 +38,7 @@ from core.students.eligibility import Policy, check_eligibility, short_els_valid
 from core.support import threads as support
 from core.support.faq import Faq
 
-__all__ = ["ConversationService", "engine_config"]
+__all__ = ["OP_HANDLERS", "ConversationService", "engine_config"]
 
 log = logging.getLogger(__name__)
 BINDING_CODE_DIGITS = "0123456789"
@@ -77,8 +78,7 @@ class _Executor:
         self._pesel_owner: Student | None = None
 
     def run(self, op: ops.Op) -> Any:
-        handler = getattr(self, f"_{type(op).__name__}")
-        return handler(op)
+        return OP_HANDLERS[type(op)](self, op)
 
     # --- guessing limits ---------------------------------------------------------------------
     def _scopes(self, *student_keys: str | None) -> list[tuple[str, str]]:
@@ -382,6 +382,29 @@ class _Executor:
         # Wrong guesses stay: forgetting must not reset the guessing limits.
         forget_account(self.session, channel=self.event.channel, account_id=self.event.account_id,
                        now=self.ctx.clock.now())
+
+
+# The method that answers each request the engine yields (core.conversation.ops.Op): explicit, so a
+# request without one fails a test (tests/test_conversation_ops.py) instead of a student's turn.
+OP_HANDLERS: dict[type, Callable[[_Executor, Any], Any]] = {
+    ops.CheckLocked: _Executor._CheckLocked,
+    ops.RecordWrongGuess: _Executor._RecordWrongGuess,
+    ops.IdentifyKeys: _Executor._IdentifyKeys,
+    ops.CheckResend: _Executor._CheckResend,
+    ops.MatchStudent: _Executor._MatchStudent,
+    ops.SendBindingCode: _Executor._SendBindingCode,
+    ops.MaskedEmail: _Executor._MaskedEmail,
+    ops.VerifyBindingCode: _Executor._VerifyBindingCode,
+    ops.BindAccount: _Executor._BindAccount,
+    ops.SetLanguage: _Executor._SetLanguage,
+    ops.AcceptTerms: _Executor._AcceptTerms,
+    ops.StudentOverview: _Executor._StudentOverview,
+    ops.RequestCredential: _Executor._RequestCredential,
+    ops.RenewCredential: _Executor._RenewCredential,
+    ops.RevokeCredential: _Executor._RevokeCredential,
+    ops.OpenSupportThread: _Executor._OpenSupportThread,
+    ops.ForgetAccount: _Executor._ForgetAccount,
+}
 
 
 class ConversationService:
