@@ -20,7 +20,8 @@ This module is the engine's public face; the journey's parts live beside it:
 - `dispatch`: `step()`, and the routing of an event (what works in every step, then by step);
 - `turn`: the configuration, the turn being handled, and the words every step shares;
 - `onboarding`: greeting, language, terms; `identification`: PESEL, ELS or album number, code;
-- `menu`: the bound menu and the confirmations it waits for; `intents`: what typed intents lead to;
+- `menu`: the bound menu; `confirmations`: the table of its yes/no questions; `intents`: what
+  typed intents lead to;
 - `overview`: the status and the menu's buttons; `actions/`: apply, renew, revoke, ask staff;
 - `prompts`: what each step asks; `leaving`: cancel and forget; `faq_answers`: the FAQ in any step.
 """

@@ -7,21 +7,22 @@ answered here, whatever other question is asked meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
 from core.conversation import ops
-from core.conversation.actions.apply import do_replace, do_request, offer_request
-from core.conversation.actions.renewal import do_renew, offer_renew
-from core.conversation.actions.revocation import choose_revoke_reason, do_revoke, offer_revoke
-from core.conversation.actions.support import do_support, support_text
+from core.conversation.actions.apply import offer_request
+from core.conversation.actions.renewal import offer_renew
+from core.conversation.actions.revocation import choose_revoke_reason, offer_revoke
+from core.conversation.actions.support import support_text
+from core.conversation.confirmations import CONFIRMATIONS, NO_BUTTON, Confirmation
 from core.conversation.faq_answers import answer_faq
 from core.conversation.intents import OFFERED_INTENTS, act_on_intent
 from core.conversation.leaving import cancel, confirm_forget
 from core.conversation.overview import show_status
-from core.conversation.prompts import confirm_labels, prompt
+from core.conversation.prompts import prompt
 from core.conversation.state import Step
-from core.conversation.turn import CONFIRM_YES, INTENT_BUTTON, Buttons, Flow, Steps, Turn
+from core.conversation.turn import INTENT_BUTTON, Buttons, Steps, Turn
 from core.security.redact import redact_personal
 
 __all__ = ["BOUND_STEPS", "bound"]
@@ -32,14 +33,6 @@ BOUND_STEPS = frozenset({
     Step.MENU, Step.CONFIRM_REQUEST, Step.CONFIRM_REPLACE, Step.CONFIRM_RENEW, Step.REVOKE_REASON,
     Step.CONFIRM_REVOKE, Step.HELP_STEPS, Step.SUPPORT_TEXT, Step.CONFIRM_SUPPORT, Step.CONFIRM_FORGET,
 })
-# The steps that wait for a yes or no: what the yes does, and what its button's data names.
-_CONFIRMATIONS: dict[Step, tuple[Callable[[Turn], Flow], str]] = {
-    Step.CONFIRM_REQUEST: (do_request, "request"),
-    Step.CONFIRM_REPLACE: (do_replace, "replace"),
-    Step.CONFIRM_RENEW: (do_renew, "renew"),
-    Step.CONFIRM_REVOKE: (do_revoke, "revoke"),
-    Step.CONFIRM_SUPPORT: (do_support, "support"),
-}
 
 
 def bound(turn: Turn) -> Steps:
@@ -110,11 +103,10 @@ def _activation_step(turn: Turn, *, first: bool) -> None:
 
 def _pending_step(turn: Turn, step_name: Step) -> Generator[ops.Op, Any, bool]:
     """The answer to what the step waits for; False in the menu and the activation steps."""
-    if step_name in _CONFIRMATIONS:
-        action, what = _CONFIRMATIONS[step_name]
-        yield from _confirm(turn, action, what)
+    if step_name in CONFIRMATIONS:
+        yield from _confirm(turn, CONFIRMATIONS[step_name])
     elif step_name == Step.REVOKE_REASON:
-        if turn.button == "confirm:no":
+        if turn.button == NO_BUTTON:
             yield from cancel(turn)
         else:
             yield from choose_revoke_reason(turn)
@@ -147,37 +139,35 @@ def _free_input(turn: Turn) -> Steps:
     turn.state.step = Step.CONFIRM_SUPPORT
     likely = [intent for intent, _ in turn.understood.candidates if intent in OFFERED_INTENTS][:3]
     rows: Buttons = [[(f"intent_{intent}", f"{INTENT_BUTTON}{intent}")] for intent in likely]
-    rows.append([("send_to_staff", f"{CONFIRM_YES}support"), ("no", "confirm:no")])
+    rows.extend(CONFIRMATIONS[Step.CONFIRM_SUPPORT].buttons)
     turn.say("understand.options" if likely else "support.offer", rows)
 
 
-def _confirm(turn: Turn, action: Callable[[Turn], Flow], what: str) -> Steps:
-    """Yes, no, or ask again. A yes button names what it confirms: an old "Confirm" under an
-    application, pressed while a revocation is asked, must not revoke (it asks again)."""
+def _confirm(turn: Turn, confirmation: Confirmation) -> Steps:
+    """Yes, no, or ask again. Only this confirmation's own yes button is a yes (CONFIRMATIONS)."""
     answer = turn.yes_no()
-    if what == "support" and turn.intent == "human":  # "a person, please": that is a yes here
+    if confirmation.draft and turn.intent == "human":  # "a person, please": that is a yes here
         answer = True
-    if turn.button == f"{CONFIRM_YES}{what}" or answer is True:
+    if turn.button == confirmation.yes_data or answer is True:
         turn.state.step = Step.MENU
-        replies = yield from action(turn)
+        replies = yield from confirmation.action(turn)
         turn.replies.extend(replies)
         return
-    if turn.button == "confirm:no" or answer is False:
+    if turn.button == NO_BUTTON or answer is False:
         yield from cancel(turn)
         return
     step_name = turn.state.step
-    if turn.event.kind == "text" and turn.intent not in ("", "out_of_scope") and what != "support":
+    if turn.event.kind == "text" and turn.intent not in ("", "out_of_scope") and not confirmation.draft:
         # Another question while a confirmation waits: answered, then the same question again.
         yield from act_on_intent(turn, turn.intent, answer_only=True)
         turn.state.step = step_name
         yield from prompt(turn)
         return
-    if what == "support" and turn.event.kind == "text" and turn.intent not in ("", "out_of_scope"):
+    if confirmation.draft and turn.event.kind == "text" and turn.intent not in ("", "out_of_scope"):
         # Instead of sending the draft, the student said what they meant.
         turn.state.support_draft = None
         turn.state.step = Step.MENU
         yield from act_on_intent(turn, turn.intent)
         return
-    labels = confirm_labels(what)
-    turn.say("confirm.expected", yes=turn.t(f"button.{labels[0]}"), no=turn.t(f"button.{labels[1]}"))
+    turn.say("confirm.expected", yes=turn.t(f"button.{confirmation.yes}"), no=turn.t(f"button.{confirmation.no}"))
     yield from prompt(turn)

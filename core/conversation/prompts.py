@@ -4,13 +4,14 @@ was not one (so no input ends in a dead end)."""
 from __future__ import annotations
 
 from core.conversation.actions.revocation import offer_revoke
+from core.conversation.confirmations import CONFIRMATIONS
 from core.conversation.events import Reply, ReplyButton
 from core.conversation.overview import menu
 from core.conversation.state import Step
-from core.conversation.turn import CONFIRM_YES, Steps, Turn
+from core.conversation.turn import Steps, Turn
 from core.students.eligibility import Policy
 
-__all__ = ["ask_forget", "ask_language", "confirm_labels", "prompt", "show_terms"]
+__all__ = ["ask_forget", "ask_language", "prompt", "show_terms"]
 
 
 def ask_language(turn: Turn) -> None:
@@ -34,13 +35,6 @@ def ask_forget(turn: Turn) -> None:
     turn.say("forget.confirm", [[("forget_yes", "forget:yes"), ("cancel", "cancel")]])
 
 
-def confirm_labels(what: str) -> tuple[str, str]:
-    """The labels of the yes and no buttons of a confirmation (a re-prompt names the same ones)."""
-    if what == "support":
-        return "send_to_staff", "no"
-    return ("revoke_yes" if what == "revoke" else "confirm"), "cancel"
-
-
 def prompt(turn: Turn) -> Steps:
     """Say again what the current step expects."""
     state = turn.state
@@ -58,15 +52,13 @@ def prompt(turn: Turn) -> Steps:
         turn.say("identify.ask_code", [[("resend_code", "code:resend")]])
     elif state.step == Step.SUPPORT_TEXT:
         turn.say("support.ask")
-    elif state.step in (Step.CONFIRM_REQUEST, Step.CONFIRM_REPLACE, Step.CONFIRM_RENEW, Step.CONFIRM_REVOKE,
-                        Step.CONFIRM_SUPPORT):
-        what = state.step.removeprefix("confirm_")
-        yes, no = confirm_labels(what)
+    elif state.step in CONFIRMATIONS:
+        confirmation = CONFIRMATIONS[state.step]
         # Names what waits for the answer: "Potwierdzasz?" alone says nothing after another question.
-        key = f"confirm.again_{what}"
+        key = confirmation.again
         params = {"reason": turn.t(f"revoke.because.{state.revoke_reason or 'student_request'}")}
-        turn.say(key if turn.config.catalog.has(turn.lang, key) else "confirm.buttons",
-                 [[(yes, f"{CONFIRM_YES}{what}"), (no, "confirm:no")]], **params)
+        turn.say(key if turn.config.catalog.has(turn.lang, key) else "confirm.buttons", confirmation.buttons,
+                 **params)
     elif state.step == Step.CONFIRM_FORGET:
         ask_forget(turn)
     elif state.step == Step.REVOKE_REASON:
