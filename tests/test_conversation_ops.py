@@ -1,4 +1,4 @@
-"""Every request the engine can yield (core.conversation.ops) has the runner's answer: the runner
+"""Every request the engine can yield (core.conversation.ops) has the runner's answer: the executor
 picks it from an explicit table, so a new operation without a handler fails here, not in a turn."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import inspect
 from typing import get_args
 
 from core.conversation import ops
-from core.conversation.runner import OP_HANDLERS
+from core.conversation.executor import OP_HANDLERS
 
 
 def _requests_in_ops_module() -> set[type]:
