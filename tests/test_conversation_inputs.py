@@ -18,6 +18,7 @@ from core.conversation import ConversationState, Event, ops
 from core.conversation.engine import EngineConfig, step
 from core.conversation.terms import load_terms
 from core.storage.db import unit_of_work
+from core.students.eligibility import Policy
 from core.support.faq import Faq
 from tests.chat_driver import ChatDriver
 from tests.conftest import add_student
@@ -68,7 +69,7 @@ def _config() -> EngineConfig:
     config_dir = PROJECT_ROOT / "config"
     return EngineConfig(
         catalog=Catalog.load(config_dir / "messages"), faq=Faq.load(config_dir / "faq"),
-        terms=load_terms(config_dir / "terms"), policy="standalone", pesel_hasher=lambda p: "h:" + p,
+        terms=load_terms(config_dir / "terms"), policy=Policy.STANDALONE, pesel_hasher=lambda p: "h:" + p,
     )
 
 
