@@ -260,6 +260,9 @@ class LimitsSettings(BaseModel):
 class CredentialSettings(BaseModel):
     activation_window_days: int = 30
     renewal_window_days: int = 30
+    # Staff resending a pending credential's activation data (core.credentials.resend_activation):
+    # at most this many times a day per credential, so a mistaken loop cannot flood a student.
+    activation_resends_per_day: int = Field(default=3, ge=1)
     revoke_on_graduation: bool = True
 
 
