@@ -9,6 +9,7 @@ card's validity and is never renewed: the student applies again once the card is
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 # Counted attempts (core.ratelimit) of resending one credential's activation data.
-RESEND_KIND = "activation_resend"
+RESEND_KIND = "code_resend"
 RESEND_WINDOW = timedelta(days=1)
 
 
@@ -257,7 +258,7 @@ def resend_activation(
     audit.record(session, at=now, actor=actor, action="credential.activation_resent",
                  student_id=student.id, credential_id=credential.id)
     _mail_activation(ctx, session, student, credential, data, language,
-                     key=f"activation-resend:{credential.public_id}:{now.isoformat()}", resent=True)
+                     key=f"activation-resend:{credential.public_id}:{uuid.uuid4().hex}", resent=True)
     return data.deadline
 
 
