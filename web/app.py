@@ -31,6 +31,7 @@ from core.catalog import LANGUAGES
 from core.context import AppContext
 from core.faq import Faq
 from web import auth
+from web.telegram_probe import TelegramProbe
 
 __all__ = ["COOKIE_LANGUAGE", "Desk", "build_app", "guarded"]
 
@@ -206,6 +207,7 @@ def build_app(ctx: AppContext) -> Starlette:
     ]
     app = Starlette(routes=routes)
     app.state.desk = Desk(ctx)
+    app.state.telegram_probe = TelegramProbe(ctx)
     app.state.metrics = CollectorRegistry()
     app.state.metrics.register(ops.DatabaseCollector(ctx))
     app.add_middleware(SecurityHeaders)
