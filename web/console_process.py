@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
+import os
 import signal
+import socket
+import sys
 import threading
 from multiprocessing.connection import Connection
-from typing import Any
 
 from core.context import AppContext
 from core.settings import Settings
@@ -41,7 +42,7 @@ class ConsoleProcess:
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
-        self._process: Any = None
+        self._process: asyncio.subprocess.Process | None = None
         self._conn: Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -50,13 +51,16 @@ class ConsoleProcess:
         return None if self._process is None else self._process.pid
 
     async def start(self) -> None:
-        # spawn, not fork: the parent has threads (database, PTB) whose locks a fork would copy held.
-        spawn = multiprocessing.get_context("spawn")
-        self._conn, child_conn = spawn.Pipe()
-        self._process = spawn.Process(target=run_child, args=(self.ctx.settings, child_conn),
-                                      name="mleg-web", daemon=True)
-        self._process.start()
-        child_conn.close()
+        # A fresh interpreter, not a fork (the parent has threads, database and PTB, whose locks a fork
+        # would copy held) and not multiprocessing's spawn (it imports the parent's __main__, the
+        # whole CLI, again): `python -m web.console_process FD` with the parent's import path.
+        ours, theirs = socket.socketpair()
+        with theirs:
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "web.console_process", str(theirs.fileno()), pass_fds=[theirs.fileno()], env=env)
+        self._conn = Connection(ours.detach())
+        self._conn.send(self.ctx.settings)
         first = await asyncio.to_thread(self._first_message)
         if first[0] != "started":
             await self.stop()
@@ -71,7 +75,7 @@ class ConsoleProcess:
                 message = self._conn.recv()
                 return tuple(message)
         except (EOFError, OSError):
-            return ("failed", f"its process exited (code {self._process.exitcode})")
+            return ("failed", "its process exited")
         return ("failed", f"no answer within {START_SECONDS:g} s")
 
     def _on_message(self) -> None:
@@ -83,7 +87,7 @@ class ConsoleProcess:
         except (EOFError, OSError):
             # The child went away; stop() (or the log) says the rest.
             self._loop.remove_reader(self._conn.fileno())
-            log.error("the web console's process ended (exit code %s)", self._process.exitcode)
+            log.error("the web console's process ended (exit code %s)", self._process and self._process.returncode)
 
     async def stop(self) -> None:
         if self._process is None or self._conn is None:
@@ -93,16 +97,26 @@ class ConsoleProcess:
             self._loop = None
         with contextlib.suppress(OSError):
             self._conn.send("stop")
-        await asyncio.to_thread(self._process.join, STOP_SECONDS)
-        if self._process.is_alive():
+        process = self._process
+        try:
+            await asyncio.wait_for(process.wait(), STOP_SECONDS)
+        except TimeoutError:
             log.warning("the web console did not stop within %g s; terminating it", STOP_SECONDS)
-            self._process.terminate()
-            await asyncio.to_thread(self._process.join, 5)
-            if self._process.is_alive():
-                self._process.kill()
-                await asyncio.to_thread(self._process.join, 5)
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 5)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
         self._conn.close()
         self._process = self._conn = None
+
+
+def main(argv: list[str]) -> None:
+    """`python -m web.console_process FD`: FD is this end of the parent's socket pair."""
+    conn = Connection(int(argv[1]))
+    settings = conn.recv()
+    run_child(settings, conn)
 
 
 def run_child(settings: Settings, conn: Connection) -> None:
@@ -156,3 +170,7 @@ async def _serve(ctx: AppContext, conn: Connection) -> None:
         await stop.wait()
     finally:
         await console.stop()
+
+
+if __name__ == "__main__":
+    main(sys.argv)
