@@ -22,6 +22,7 @@ import logging
 import multiprocessing
 import os
 import re
+import resource
 import tempfile
 import time
 from collections import Counter
@@ -121,7 +122,7 @@ async def _serving(tmp: Path, token: str, base_url: str, smtp: tuple[str, int], 
 
 
 async def _measure(tmp: Path, chats: int, concurrency: int, staff: int, poll_seconds: float,
-                   with_web: bool, in_loop: bool) -> tuple[float, list[float], Counter[str], float]:
+                   with_web: bool, in_loop: bool) -> tuple[float, list[float], Counter[str], float, float]:
     spawn = multiprocessing.get_context("spawn")
     parent, child = spawn.Pipe()
     generator = spawn.Process(target=_load_generator, args=(child, "full", chats, concurrency), daemon=True)
@@ -146,8 +147,10 @@ async def _measure(tmp: Path, chats: int, concurrency: int, staff: int, poll_sec
                 pollers.start()
                 await asyncio.to_thread(poll_parent.recv)  # "ready"
                 await asyncio.sleep(poll_seconds)  # every session polling before the chats start
+            own_before = _own_cpu_seconds()
             parent.send("go")
             elapsed, latencies, _ = await asyncio.to_thread(parent.recv)
+            own_cpu = _own_cpu_seconds() - own_before
             if pollers is not None:
                 poll_parent.send("stop")
                 answers = await asyncio.to_thread(poll_parent.recv)
@@ -159,7 +162,13 @@ async def _measure(tmp: Path, chats: int, concurrency: int, staff: int, poll_sec
                 process.join(timeout=30)
                 if process.is_alive():
                     process.kill()
-    return elapsed, latencies, answers, console_cpu
+    return elapsed, latencies, answers, console_cpu, own_cpu
+
+
+def _own_cpu_seconds() -> float:
+    """CPU time of this process (the bot, and the console when on its loop), all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def run(chats: int, concurrency: int, staff: int, poll_seconds: float, in_loop: bool) -> None:
@@ -173,12 +182,16 @@ async def run(chats: int, concurrency: int, staff: int, poll_seconds: float, in_
     print(f"chat throughput with the web console ({'on the bot loop' if in_loop else 'own process'}), "
           f"{chats} whole journeys, {concurrency} at once; {staff} staff sessions polling every {poll_seconds:g} s:")
     rates = {}
-    for with_web, (elapsed, latencies, _, _) in results.items():
+    for with_web, (elapsed, latencies, _, _, _) in results.items():
         rates[with_web] = len(latencies) / elapsed
         print(f"  {'with console ' if with_web else 'chat alone   '} {len(latencies):6d} updates {elapsed:7.2f} s "
               f"{rates[with_web]:8.1f} updates/s   latency p50 {_quantile(latencies, 0.5) * 1000:7.1f} ms  "
               f"p99 {_quantile(latencies, 0.99) * 1000:7.1f} ms")
     print(f"  ratio with/without {rates[True] / rates[False]:5.2f}   (target >= 0.9)")
+    # The bot's CPU per update hardly depends on what else the machine runs; the rates above do.
+    per_update = {w: 1000 * r[4] / max(1, len(r[1])) for w, r in results.items()}
+    print(f"  bot process CPU per update: alone {per_update[False]:.2f} ms, with console {per_update[True]:.2f} ms "
+          f"(ratio alone/with {per_update[False] / per_update[True]:.2f})")
     answers, console_cpu = results[True][2], results[True][3]
     print("  console answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(answers.items())))
     if console_cpu:
