@@ -67,7 +67,12 @@ async def test_the_console_s_process_wakes_the_parent_s_drainers(sqlite_ctx: App
     ctx.settings.web.port = port = free_port()
     heard: list[str] = []
     woke = asyncio.Event()
-    ctx.outbox_listeners.append(lambda channel: (heard.append(channel), woke.set()))
+
+    def listener(channel: str) -> None:
+        heard.append(channel)
+        woke.set()
+
+    ctx.outbox_listeners.append(listener)
     thread_id = _escalated_thread(ctx)
     _account(ctx, "ola")
     console = ConsoleProcess(ctx)
