@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from core.app.context import AppContext
 from web import oidc, ops, pages, pages_admin, sign_in
 from web.desk import HERE, Desk, SecurityHeaders
+from web.telegram_probe import TelegramProbe
 
 __all__ = ["build_app"]
 
@@ -33,6 +34,7 @@ def build_app(ctx: AppContext) -> Starlette:
     ]
     app = Starlette(routes=routes)
     app.state.desk = Desk(ctx)
+    app.state.telegram_probe = TelegramProbe(ctx)
     app.state.metrics = CollectorRegistry()
     app.state.metrics.register(ops.DatabaseCollector(ctx))
     app.add_middleware(SecurityHeaders)

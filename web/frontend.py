@@ -2,7 +2,9 @@
 
 Started when MLEG_WEB__PORT is set; listens on MLEG_WEB__HOST (default 127.0.0.1), meant to
 sit behind the university's reverse proxy, whose X-Forwarded-For/-Proto are believed only
-from MLEG_WEB__FORWARDED_ALLOW_IPS.
+from MLEG_WEB__FORWARDED_ALLOW_IPS. Under `mleg serve` it runs in a child process of its own
+(web.console_process, MLEG_WEB__OWN_PROCESS, default on) so staff's pages never take the
+chat's CPU time; `mleg web`, the console alone, runs it on its own event loop.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import uvicorn
 
 from core.app.context import AppContext
 from web.app import build_app
+from web.console_process import ConsoleProcess
 
-__all__ = ["WebFrontend"]
+__all__ = ["InLoopConsole", "WebFrontend"]
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +38,32 @@ class WebFrontend:
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._runner: InLoopConsole | ConsoleProcess | None = None
 
     def enabled(self) -> bool:
         return self.ctx.settings.web.port is not None
+
+    async def start(self) -> None:
+        runner = ConsoleProcess(self.ctx) if self.ctx.settings.web.own_process else InLoopConsole(self.ctx)
+        await runner.start()
+        self._runner = runner
+        web = self.ctx.settings.web
+        where = f"process {runner.pid}" if isinstance(runner, ConsoleProcess) else "this process"
+        log.info("web console on http://%s:%s (%s)", web.host, web.port, where)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.stop()
+            self._runner = None
+
+
+class InLoopConsole:
+    """uvicorn serving the console on the running event loop."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         web = self.ctx.settings.web
@@ -53,7 +77,6 @@ class WebFrontend:
                 await self._task  # its error (the port is taken ...) is ours
                 raise RuntimeError(f"the web console did not start on {web.host}:{web.port}")
             await asyncio.sleep(0.05)
-        log.info("web console on http://%s:%s", web.host, web.port)
 
     async def stop(self) -> None:
         if self._server is None or self._task is None:

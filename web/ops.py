@@ -1,12 +1,14 @@
 """Operations endpoints: `/healthz` (JSON) and `/metrics` (Prometheus text format).
 
 Both read the shared database, so they tell the state of the whole installation, not of one
-process: several `mleg serve` on one PostgreSQL give the same figures. Neither shows personal
+process: several `mleg serve` on one PostgreSQL give the same figures. /healthz also asks the
+Telegram Bot API itself (web.telegram_probe: getMe, short timeout, cached). Neither shows personal
 data; keep them off the public side of the reverse proxy all the same.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -25,6 +27,7 @@ from core.app.health import read_health
 from core.jobs.leader import LIFECYCLE_LOCK, advisory_key
 from core.storage.models import AuditEvent, JobRun, OutboxMessage, OutboxStatus, SupportMessage, SupportThread
 from web.desk import Desk
+from web.telegram_probe import TelegramProbe
 
 __all__ = ["DatabaseCollector", "health", "routes"]
 
@@ -70,7 +73,11 @@ def health(ctx: AppContext) -> tuple[bool, dict[str, Any]]:
 
 async def healthz(request: Request) -> Response:
     desk: Desk = request.app.state.desk
-    ok, report = await desk.db(health, desk.ctx)
+    probe: TelegramProbe = request.app.state.telegram_probe
+    (ok, report), telegram = await asyncio.gather(desk.db(health, desk.ctx), probe.check())
+    if telegram is not None and "connections" in report:
+        # Asked now (at most every few seconds), not the last state a bot recorded.
+        report["connections"]["telegram.api"] = telegram
     return JSONResponse({"ok": ok, **report}, status_code=200 if ok else 503)
 
 

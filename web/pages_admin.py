@@ -1,4 +1,5 @@
-"""The admins' pages: credentials (find, history, revoke with a reason), locked-out students, audit log."""
+"""The admins' pages: credentials (find, history, revoke with a reason, resend activation data),
+locked-out students, audit log."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from core.app.errors import ConflictError, RateLimitedError
 from core.credentials import service
 from core.credentials.lifecycle import EndReason
 from core.security import lockout
 from core.storage.db import unit_of_work
-from core.storage.models import LIVE_STATES, AuditEvent, ChatLink, Credential, Student
+from core.storage.models import LIVE_STATES, AuditEvent, ChatLink, Credential, CredentialState, Student
 from web import desk_queries
 from web.auth import SignedIn
 from web.desk import WARSAW, Desk, guarded
@@ -81,10 +83,8 @@ def _revoke(desk: Desk, credential_id: int, reason: EndReason, staff: SignedIn) 
             return 0, "not_found"
         if credential.state not in [s.value for s in LIVE_STATES]:
             return credential.student_id, "already_ended"
-        link = session.exec(select(ChatLink).where(ChatLink.student_id == credential.student_id)
-                            .order_by(sa.desc(col(ChatLink.bound_at)))).first()
         service.revoke(ctx, session, credential, reason=reason, actor=f"staff:{staff.login}",
-                       language=link.language if link else ctx.settings.default_language)
+                       language=_language(desk, session, credential.student_id))
         student_id = credential.student_id
     ctx.outbox_changed("email")
     return student_id, "revoked"
@@ -99,6 +99,42 @@ async def revoke(request: Request, desk: Desk, staff: SignedIn) -> Response:
     if reason not in REVOKE_REASONS:
         return desk.render(request, "error.html", 400, message_key="errors.bad_reason")
     student_id, notice = await desk.db(_revoke, desk, int(request.path_params["credential_id"]), reason, staff)
+    if not student_id:
+        return desk.render(request, "error.html", 404, message_key="errors.not_found")
+    return _redirect(f"/students/{student_id}", notice=notice)
+
+
+def _language(desk: Desk, session: Session, student_id: int) -> str:
+    """The language the student last chose in a chat (the mail has both halves anyway)."""
+    link = session.exec(select(ChatLink).where(ChatLink.student_id == student_id)
+                        .order_by(sa.desc(col(ChatLink.bound_at)))).first()
+    return link.language if link else desk.ctx.settings.default_language
+
+
+def _resend(desk: Desk, credential_id: int, staff: SignedIn) -> tuple[int, str]:
+    ctx = desk.ctx
+    try:
+        with unit_of_work(ctx.engine) as session:
+            credential = session.get(Credential, credential_id)
+            if credential is None:
+                return 0, "not_found"
+            student_id = credential.student_id
+            if credential.state != CredentialState.PENDING_ACTIVATION:
+                return student_id, "not_pending"
+            # The same service as `mleg credentials resend`: new data, register address only, audited.
+            service.resend_activation(ctx, session, credential, actor=f"staff:{staff.login}",
+                                      language=_language(desk, session, student_id))
+    except RateLimitedError:
+        return student_id, "resend_limited"
+    except ConflictError:
+        return student_id, "window_passed"
+    ctx.outbox_changed("email")
+    return student_id, "resent"
+
+
+@guarded(admin=True)
+async def resend(request: Request, desk: Desk, staff: SignedIn) -> Response:
+    student_id, notice = await desk.db(_resend, desk, int(request.path_params["credential_id"]), staff)
     if not student_id:
         return desk.render(request, "error.html", 404, message_key="errors.not_found")
     return _redirect(f"/students/{student_id}", notice=notice)
@@ -182,6 +218,7 @@ def routes() -> list[Route]:
         Route("/credentials", credentials_page, methods=["GET"]),
         Route("/students/{student_id:int}", student_page, methods=["GET"]),
         Route("/credentials/{credential_id:int}/revoke", revoke, methods=["POST"]),
+        Route("/credentials/{credential_id:int}/resend", resend, methods=["POST"]),
         Route("/locked", locked_page, methods=["GET"]),
         Route("/locked/unlock", unlock, methods=["POST"]),
         Route("/audit", audit_page, methods=["GET"]),

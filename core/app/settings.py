@@ -273,6 +273,9 @@ class LimitsSettings(BaseModel):
 class CredentialSettings(BaseModel):
     activation_window_days: int = 30
     renewal_window_days: int = 30
+    # Staff resending a pending credential's activation data (core.credentials.service.resend_activation):
+    # at most this many times a day per credential, so a mistaken loop cannot flood a student.
+    activation_resends_per_day: int = Field(default=3, ge=1)
     revoke_on_graduation: bool = True
 
 
@@ -418,6 +421,9 @@ class WebSettings(BaseModel):
     first_response_minutes: int = Field(default=8 * 60, ge=1)
     # How often an open inbox asks for new escalations (htmx polling).
     inbox_refresh_seconds: int = Field(default=10, ge=1)
+    # Under `mleg serve`, serve the console from a child process of its own (web.console_process):
+    # staff's pages and /metrics scrapes then never take the chat's CPU time. Off: on the bot's loop.
+    own_process: bool = True
     # The issuer shown in authenticator apps for `mleg staff totp`.
     totp_issuer: str = "mLegitymacja"
     oidc: WebOidcSettings = Field(default_factory=WebOidcSettings)

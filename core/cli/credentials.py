@@ -1,4 +1,4 @@
-"""`mleg credentials`: list, show, revoke (and activate, standing in for mObywatel)."""
+"""`mleg credentials`: list, show, revoke, resend activation data (and activate, standing in for mObywatel)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import sqlalchemy as sa
 import typer
 from sqlmodel import Session, col, select
 
-from core.app.errors import ConflictError
+from core.app.errors import ConflictError, NotFoundError
 from core.cli.common import build_context, emit_json, friendly_errors, print_table
 from core.credentials import service
+from core.credentials.compose import format_datetime
 from core.credentials.lifecycle import EndReason
 from core.storage.db import unit_of_work
 from core.storage.models import Credential, CredentialEvent, CredentialState, Student
@@ -171,6 +172,31 @@ def _refuse_ended(credential: Credential) -> None:
     if credential.state == CredentialState.EXPIRED:
         raise ConflictError(
             f"credential {credential.id} has already expired ({credential.end_reason}): nothing to revoke")
+
+
+@app.command("resend")
+@friendly_errors
+def resend_command(
+    album: Annotated[str, typer.Argument(help="The student's album number.")],
+    by: Annotated[str | None, typer.Option(help="Who does this (for the audit trail).")] = None,
+) -> None:
+    """Resend the activation data of the student's credential waiting for activation.
+
+    New activation data (the earlier code stops working), e-mailed only to the register
+    address; the activation deadline stays. A few times a day per credential at most.
+    """
+    ctx = build_context()
+    actor = f"staff:{by or getpass.getuser()}"
+    with unit_of_work(ctx.engine) as session:
+        student = session.exec(select(Student).where(Student.album == album.strip())).first()
+        if student is None:
+            raise NotFoundError(f"no student with album {album!r}")
+        credential = service.live_credential(session, student.id or 0)
+        if credential is None or credential.state != CredentialState.PENDING_ACTIVATION:
+            raise ConflictError(f"student {album} has no credential waiting for activation")
+        deadline = service.resend_activation(ctx, session, credential, actor=actor)
+    typer.echo(f"credential {credential.id}: new activation data sent to the register address "
+               f"(activate by {format_datetime(deadline)}, as before)")
 
 
 @app.command("activate")

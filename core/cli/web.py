@@ -40,6 +40,7 @@ def web_command(
     ctx = build_context()
     ctx.settings.web.host = host or ctx.settings.web.host
     ctx.settings.web.port = port or ctx.settings.web.port or 8080
+    ctx.settings.web.own_process = False  # the console is all this process runs
     frontend = load_frontend(ctx, "web")
     if frontend is None:
         raise ConfigurationError("the web console (package web/) is not installed")

@@ -65,9 +65,11 @@ def activation_email(
     university: str,
     language: str,
     contact: Contact,
+    resent: bool = False,
 ) -> OutgoingMessage:
     """The activation e-mail: the QR code (inline and attached, and its text to type by hand), the code,
-    deadline and steps."""
+    deadline and steps. `resent`: new data replacing what was sent before, which the mail says no
+    longer works (a student comparing two mails must know which one to use)."""
     png = qr_png(data.qr_payload)
     texts: list[str] = []
     htmls: list[str] = []
@@ -84,11 +86,13 @@ def activation_email(
             "valid_until": format_date(credential.valid_until),
             **contact.params(catalog, lang),
         }
+        note = catalog.text(lang, "email.activation.resent_note") + "\n\n" if resent else ""
         body = catalog.text(lang, "email.activation.body", **params)
         steps = catalog.text(lang, "activation.steps_all")
-        texts.append(f"{body}\n\n{steps}")
+        texts.append(f"{note}{body}\n\n{steps}")
         htmls.append(
-            _text_to_html(catalog.text(lang, "email.activation.body_before_qr", **params))
+            (_text_to_html(note) if note else "")
+            + _text_to_html(catalog.text(lang, "email.activation.body_before_qr", **params))
             + f'<p><img src="cid:{QR_CID}" alt="QR" width="264" height="264"></p>\n'
             + f'<p>{html.escape(catalog.text(lang, "email.activation.qr_text_label"))}<br>\n'
             + '<code style="font-size:14px;word-break:break-all">'

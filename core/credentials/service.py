@@ -9,6 +9,7 @@ card's validity and is never renewed: the student applies again once the card is
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -18,6 +19,7 @@ from sqlmodel import Session, col, select
 from core.app.context import AppContext
 from core.app.errors import ActivationError, ConflictError, EligibilityError, NotFoundError
 from core.credentials.compose import activation_email, format_date, format_datetime, notice_email
+from core.credentials.issuer import ActivationData
 from core.credentials.lifecycle import EndReason, transition
 from core.messaging import outbox
 from core.messaging.contact import Contact
@@ -54,8 +56,13 @@ __all__ = [
     "replace_credential",
     "replacement_check",
     "request_credential",
+    "resend_activation",
     "revoke",
 ]
+
+# Counted attempts (core.security.ratelimit) of resending one credential's activation data.
+RESEND_KIND = "code_resend"
+RESEND_WINDOW = timedelta(days=1)
 
 
 def live_credential(session: Session, student_id: int) -> Credential | None:
@@ -175,6 +182,12 @@ def _queue_activation(
         reason="activation_data_issued",
         now=now,
     )
+    _mail_activation(ctx, session, student, credential, data, language, key=f"activation:{credential.public_id}")
+
+
+def _mail_activation(ctx: AppContext, session: Session, student: Student, credential: Credential,
+                     data: ActivationData, language: str, *, key: str, resent: bool = False) -> None:
+    now = ctx.clock.now()
     message = activation_email(
         ctx.catalog,
         student=student,
@@ -183,12 +196,13 @@ def _queue_activation(
         university=ctx.settings.university.name,
         language=language,
         contact=Contact.of(ctx.settings),
+        resent=resent,
     )
     # Only ever the register address: never one typed into a chat or an e-mail's From.
     outbox.enqueue(
         session,
         ctx.box,
-        key=f"activation:{credential.public_id}",
+        key=key,
         channel="email",
         recipient=student.email,
         kind="activation",
@@ -198,6 +212,58 @@ def _queue_activation(
         student_id=student.id,
         credential_id=credential.id,
     )
+
+
+def resend_activation(
+    ctx: AppContext,
+    session: Session,
+    credential: Credential,
+    *,
+    actor: str,
+    language: str = "pl",
+) -> datetime:
+    """Issue a pending credential's activation data anew and mail it to the register address only.
+
+    Core keeps only hashes, so the data sent before cannot be sent again: a new activation
+    code and QR code replace it (the old ones stop working) for the same credential. The
+    activation deadline stays as it was (docs/domain.md, "Resending activation data"): a
+    resend is a second delivery, not a new application. Counted against the credential,
+    at most `credential.activation_resends_per_day` a day; audited. Returns the deadline.
+    Raises ConflictError when the credential is not waiting for activation or its window
+    has passed (the student applies again), RateLimitedError when resent too often.
+    """
+    now = ctx.clock.now()
+    if session.get_bind().dialect.name == "postgresql":
+        # An activation, a revocation or another resend of the same credential meanwhile: wait
+        # for it and see the row as it committed it. SQLite holds one writer at a time.
+        session.exec(
+            select(Credential).where(Credential.id == credential.id).with_for_update()
+            .execution_options(populate_existing=True)
+        ).one()
+    if credential.state != CredentialState.PENDING_ACTIVATION:
+        raise ConflictError(f"credential {credential.id} is {credential.state}, not waiting for activation")
+    student = session.get(Student, credential.student_id)
+    deadline = effective_activation_deadline(student, credential) if student is not None else None
+    if student is None or credential.activation_deadline is None or deadline is None or deadline <= now:
+        raise ConflictError(f"credential {credential.id}: its activation window has passed; the student applies again")
+    scopes = [("credential", str(credential.id))]
+    ratelimit.check_allowed(session, RESEND_KIND, scopes, now=now,
+                            limit=ctx.settings.credential.activation_resends_per_day, window=RESEND_WINDOW)
+    ratelimit.record(session, RESEND_KIND, scopes, now=now)
+    ctx.issuer.invalidate(credential)
+    # The same deadline: issued for what is left of the window (never past the credential's end).
+    data = ctx.issuer.issue(credential, now, credential.activation_deadline - now)
+    credential.updated_at = now
+    session.add(credential)
+    # Not a state move (pending stays pending), but part of the credential's history all the same.
+    session.add(CredentialEvent(credential_id=credential.id or 0, from_state=CredentialState.PENDING_ACTIVATION,
+                                to_state=CredentialState.PENDING_ACTIVATION, actor=actor,
+                                reason="activation_data_reissued", at=now))
+    audit.record(session, at=now, actor=actor, action="credential.activation_resent",
+                 student_id=student.id, credential_id=credential.id)
+    _mail_activation(ctx, session, student, credential, data, language,
+                     key=f"activation-resend:{credential.public_id}:{uuid.uuid4().hex}", resent=True)
+    return data.deadline
 
 
 def request_credential(
