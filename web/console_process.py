@@ -29,6 +29,7 @@ from multiprocessing.connection import Connection
 
 from core.app.context import AppContext
 from core.app.settings import Settings
+from web.in_loop import InLoopConsole
 
 __all__ = ["ConsoleProcess"]
 
@@ -142,7 +143,6 @@ def run_child(settings: Settings, conn: Connection) -> None:
 
 
 async def _serve(ctx: AppContext, conn: Connection) -> None:
-    from web.frontend import InLoopConsole
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
