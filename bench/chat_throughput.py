@@ -58,7 +58,7 @@ from core.demo_register import make_pesel
 from core.models import Application as ApplicationRow
 from core.models import Student
 from core.pesel import mask_pesel
-from tests.conftest import UNIVERSITY_DOMAIN, SeededRandom, make_settings
+from tests.factories import UNIVERSITY_DOMAIN, SeededRandom, make_settings
 from tests.servers.botapi import BotApiStandIn
 from tests.servers.smtp_relay import SmtpRelay
 

@@ -31,7 +31,7 @@ from core.context import AppContext
 from core.db import make_engine, unit_of_work, upgrade
 from core.models import ChatLink, OutboxMessage, OutboxStatus
 from core.outgoing import Button, OutgoingMessage
-from tests.conftest import SeededRandom, add_student, make_settings
+from tests.factories import SeededRandom, add_student, make_settings
 from tests.servers.botapi import BotApiStandIn
 
 FIRST_CHAT = 800_000

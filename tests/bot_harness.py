@@ -23,7 +23,7 @@ from core.context import AppContext
 from core.db import make_engine, unit_of_work
 from core.models import OutboxMessage, OutboxStatus, Student
 from core.outbox import open_body
-from tests.conftest import SeededRandom, add_student, make_settings
+from tests.factories import SeededRandom, add_student, make_settings
 from tests.servers.botapi import BotApiStandIn, SentMessage
 
 __all__ = ["STAFF_CHAT", "TgStudent", "bot_context", "new_student", "outbox_rows", "running_bot", "wait_until"]

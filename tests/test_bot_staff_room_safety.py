@@ -4,7 +4,6 @@ a public staff chat gets nothing, and staff can write notes that never reach the
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +26,6 @@ from tests.servers.botapi import BotApiStandIn
 
 pytestmark = pytest.mark.timeout(60)
 STAFF = 501
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
 
 
 def _escalate(ctx: AppContext, account: str, text: str) -> int:

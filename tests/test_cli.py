@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 from core.db import MIGRATIONS_DIR
 from core.demo_register import generate_rows, rows_to_csv
 from core.settings import PROJECT_ROOT
-from tests.conftest import TEST_SECRET
+from tests.factories import TEST_SECRET
 
 MLEG = [sys.executable, "-m", "core.cli"]
 

@@ -16,7 +16,7 @@ from core.faq import Faq
 from core.settings import PROJECT_ROOT, load_settings
 from core.terms import TermsSource, load_terms
 from tests.cli_helpers import cli_environment, run
-from tests.conftest import TEST_SECRET
+from tests.factories import TEST_SECRET
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from core.models import (
 from core.outbox import open_body
 from core.semester import end_of_day
 from tests.chat_driver import ChatDriver
-from tests.conftest import add_student, build_ctx, make_settings
+from tests.factories import activation_code, add_student, build_ctx, make_settings
 
 
 def _student(ctx: AppContext, **kw: object) -> tuple[Student, str]:
@@ -176,7 +176,7 @@ def _activate(ctx: AppContext, chat: ChatDriver) -> None:
     with unit_of_work(ctx.engine) as session:
         credential = session.exec(select(Credential)).one()
         text = open_body(ctx.box, chat.outbox("activation")[0]).text
-        code = text.split("Kod aktywacyjny: ")[1].split()[0]
+        code = activation_code(text)
         credentials.activate(ctx, session, credential, code, actor="test")
 
 
@@ -399,7 +399,7 @@ def test_a_yes_button_from_before_the_upgrade_asks_again(sqlite_ctx: AppContext)
 
 def test_a_pesel_in_a_support_question_is_masked_everywhere(sqlite_ctx: AppContext) -> None:
     from core.models import Conversation, SupportMessage, SupportThread
-    from tests.conftest import student_pesel
+    from tests.factories import student_pesel
 
     chat, _ = _bound(sqlite_ctx, "en")
     typed = student_pesel(901)

@@ -20,7 +20,7 @@ from core.faq import Faq
 from core.settings import PROJECT_ROOT
 from core.terms import load_terms
 from tests.chat_driver import ChatDriver
-from tests.conftest import add_student
+from tests.factories import add_student
 
 ODD_INPUTS = [
     "", "   ", "\x00\x01\x02", "😀😀😀", "x" * 10_000, "'; DROP TABLE student; --", "<b>hi</b>",

@@ -40,7 +40,7 @@ from core.semester import end_of_day, removal_deadline
 from core.settings import PROJECT_ROOT
 from tests.chat_driver import ChatDriver
 from tests.cli_helpers import cli_environment, run
-from tests.conftest import add_student, build_ctx, make_settings
+from tests.factories import add_student, build_ctx, make_settings
 
 REMOVED_ON = date(2026, 9, 20)  # a month later, 20 October 2026, the credential ends
 CONFIG = PROJECT_ROOT / "config"

@@ -35,8 +35,8 @@ from core.lifecycle import EndReason
 from core.models import Application, AuditEvent, Credential, CredentialEvent, OutboxMessage, Student
 from core.outbox import open_body
 from tests.chat_driver import ChatDriver
-from tests.conftest import add_student, build_ctx, make_settings
-from tests.test_jobs_helpers import activate, at, credential, link_chat, outbox
+from tests.factories import add_student, build_ctx, link_chat, make_settings
+from tests.support.lifecycle import activate, at, credential, outbox
 
 CARD_LATER = date(2027, 9, 30)
 IN_WINDOW = "2027-03-10T10:00:00+01:00"

@@ -34,7 +34,7 @@ from core.outgoing import OutgoingMessage
 from core.support import staff_reply
 from tests.chat_driver import ChatDriver
 from tests.cli_helpers import cli_environment, run
-from tests.conftest import add_student, build_ctx, make_settings
+from tests.factories import add_student, build_ctx, make_settings
 
 ACCOUNT = "4242424242"
 QUESTION = "Czy mogę mieć legitymację na dwóch telefonach naraz, pyta Zuzanna Kwiatkowska?"

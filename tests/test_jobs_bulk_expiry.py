@@ -11,7 +11,7 @@ from core.db import unit_of_work
 from core.jobs.sweep import expire_validity
 from core.lifecycle import transition
 from core.models import AuditEvent, Credential, CredentialEvent, CredentialState
-from tests.conftest import add_student
+from tests.factories import add_student
 
 NOW = datetime(2027, 4, 1, 6, 0, tzinfo=UTC)
 

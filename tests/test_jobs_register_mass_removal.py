@@ -12,7 +12,7 @@ from core.context import AppContext
 from core.demo_register import generate_rows, rows_to_csv
 from core.jobs import run_due
 from core.models import JobRun, Student
-from tests.test_jobs_helpers import at
+from tests.support.lifecycle import at
 
 
 def _statuses(ctx: AppContext) -> dict[str, str]:

@@ -17,8 +17,8 @@ from core.jobs.reminders import activation_due_days, days_left
 from core.models import Credential, OutboxMessage, Student
 from core.outbox import open_body
 from core.outgoing import OutgoingMessage
-from tests.conftest import make_settings
-from tests.test_jobs_helpers import activate, at, credential, issue, link_chat, outbox
+from tests.factories import issue, link_chat, make_settings
+from tests.support.lifecycle import activate, at, credential, outbox
 
 
 def _rows(ctx: AppContext, kind: str) -> list[OutboxMessage]:

@@ -13,7 +13,7 @@ from core.mailbox_rules import InboundFacts, Outcome, handle_inbound
 from core.models import InboundMail, OutboxMessage, Student
 from core.outbox import open_body
 from mail.parse import parse_inbound
-from tests.conftest import add_student
+from tests.factories import add_student
 
 
 def _handle(ctx: AppContext, facts: InboundFacts) -> Outcome:

@@ -24,7 +24,7 @@ from core.secrets_box import SecretBox
 from core.support import email_message_id
 from mail.channel import MaildirChannel, SmtpChannel, make_email_channel
 from mail.mime import build_email
-from tests.conftest import add_student
+from tests.factories import add_student
 from tests.mail_samples.kit import mail_ctx, parse, part_types
 from tests.servers.dovecot import DovecotServer
 from tests.servers.fixtures import SmtpServerFactory

@@ -15,7 +15,7 @@ from core.models import OutboxMessage
 from core.outgoing import OutgoingMessage
 from core.support import reply_subject
 from mail.parse import parse_inbound
-from tests.test_mail_privacy import handle
+from tests.support.mail_rules import handle
 
 OWN = {"pomoc@example.edu.pl"}
 

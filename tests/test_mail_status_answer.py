@@ -16,7 +16,7 @@ from core.mailbox_rules import InboundFacts, handle_inbound
 from core.models import Credential, CredentialState, InboundMail, OutboxMessage, Student
 from core.outbox import open_body
 from core.semester import removal_deadline
-from tests.conftest import add_student
+from tests.factories import add_student
 
 QUESTION = ("Status wniosku", "Jaki jest status wniosku? Czy mam już legitymację?")
 

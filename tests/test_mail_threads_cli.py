@@ -7,7 +7,6 @@ import mailbox
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from sqlmodel import Session
 from typer.testing import CliRunner
 
@@ -19,22 +18,8 @@ from core.mailbox_rules import InboundFacts, Outcome, handle_inbound
 from core.models import InboundMail
 from core.pesel import mask_pesel
 from mail.channel import MaildirChannel
-from tests.conftest import TEST_SECRET, student_pesel
-
-
-@pytest.fixture
-def runner(sqlite_ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("MLEG_MODE", "production")
-    monkeypatch.setenv("MLEG_SECRET_KEY", TEST_SECRET)
-    monkeypatch.setenv("MLEG_VAR_DIR", str(sqlite_ctx.settings.var_dir))
-    monkeypatch.setenv("MLEG_DATABASE_URL", sqlite_ctx.settings.effective_database_url)
-    return CliRunner()
-
-
-def invoke(runner: CliRunner, *args: str) -> str:
-    result = runner.invoke(app, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
+from tests.cli_helpers import invoke
+from tests.factories import student_pesel
 
 
 def _handled(ctx: AppContext, facts: InboundFacts, *, digest: str) -> Outcome:

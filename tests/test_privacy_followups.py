@@ -30,7 +30,7 @@ from mail import inbound
 from mail.inbound import process_pending, store_raw
 from tests.chat_driver import ChatDriver
 from tests.cli_helpers import cli_environment
-from tests.conftest import add_student, build_ctx, make_settings, student_pesel
+from tests.factories import add_student, build_ctx, make_settings, student_pesel
 
 PESEL = student_pesel(53)
 MASKED = mask_pesel(PESEL)

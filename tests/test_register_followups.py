@@ -29,8 +29,8 @@ from core.outbox import mark_sent, open_body
 from core.register import HEADER, MAX_LENGTHS, ImportReport, RegisterWriteError, import_register, parse_register
 from tests.chat_driver import ChatDriver
 from tests.cli_helpers import cli_environment, run
-from tests.conftest import UNIVERSITY_DOMAIN
-from tests.test_jobs_helpers import activate, at
+from tests.factories import UNIVERSITY_DOMAIN, activation_code
+from tests.support.lifecycle import activate, at
 
 D = UNIVERSITY_DOMAIN
 P1 = make_pesel(date(2003, 5, 7), 123, True)  # born in the 2000s: starts with 0
@@ -120,7 +120,7 @@ def test_changed_email_kills_what_was_meant_for_the_old_address(ctx: AppContext)
     credential_id = _request(ctx, "2001")
     [activation] = _outbox(ctx, kind="activation")
     assert activation.recipient == f"old.jan@{D}"
-    code = open_body(ctx.box, activation).text.split("Kod aktywacyjny: ")[1].split()[0]
+    code = activation_code(open_body(ctx.box, activation).text)
     # A chat binding code for the other student, mailed to her old address and not typed yet.
     chat = ChatDriver(ctx, account="a2")
     chat.start_in("pl")

@@ -8,7 +8,7 @@ from core.demo_register import generate_rows, rows_to_csv
 from core.errors import RegisterImportError
 from core.register import HEADER, parse_register
 from core.secrets_box import SecretBox
-from tests.conftest import TEST_SECRET, UNIVERSITY_DOMAIN
+from tests.factories import TEST_SECRET, UNIVERSITY_DOMAIN
 
 
 def _problem(data: bytes) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -10,19 +9,14 @@ import pytest
 from core.errors import ConfigurationError
 from core.settings import load_settings
 from tests.cli_helpers import cli_environment, run
+from tests.servers.ports import free_port  # nothing listens on it once returned
 
 TOKEN = "123456789:AAsecretTOKENvalue-for-tests"
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])  # closed again when the block ends: nothing listens
-
-
 def test_unreachable_bot_api_is_one_error_line_without_the_token(tmp_path: Path, sqlite_url: str) -> None:
     env = {**cli_environment(tmp_path, sqlite_url, MLEG_TELEGRAM__TOKEN=TOKEN,
-                             MLEG_TELEGRAM__API_BASE_URL=f"http://127.0.0.1:{_closed_port()}/bot"),
+                             MLEG_TELEGRAM__API_BASE_URL=f"http://127.0.0.1:{free_port()}/bot"),
            "MLEG_MODE": "demo"}
     result = run(["serve", "--no-jobs"], env)
     assert result.returncode == 2, result.stderr[-2000:]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +31,11 @@ from tests.bot_harness import (
     running_bot,
     wait_until,
 )
-from tests.conftest import TEST_SECRET
+from tests.factories import TEST_SECRET
 from tests.servers.botapi import BotApiStandIn
 
 pytestmark = pytest.mark.timeout(40)
 EWA, PIOTR = 501, 502
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
 
 
 # --- helpers ---------------------------------------------------------------------------------

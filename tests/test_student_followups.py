@@ -20,8 +20,8 @@ from core.outbox import open_body
 from core.semester import end_of_day
 from tests.chat_driver import ChatDriver
 from tests.cli_helpers import cli_environment, run
-from tests.conftest import add_student
-from tests.test_jobs_helpers import at, issue, outbox
+from tests.factories import add_student, issue
+from tests.support.lifecycle import at, outbox
 
 
 def _bound(ctx: AppContext, language: str = "pl", channel: str = "console",

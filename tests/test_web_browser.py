@@ -32,7 +32,7 @@ from core.context import AppContext
 from core.db import make_engine, unit_of_work
 from core.models import GuessAttempt, OutboxMessage, SupportThread
 from tests.cli_helpers import PROJECT_ROOT, cli_environment
-from tests.conftest import add_student, build_ctx, make_settings
+from tests.factories import add_student, build_ctx, make_settings
 from tests.servers.dovecot import DovecotServer, free_port
 from tests.servers.smtp_relay import SmtpRelay
 

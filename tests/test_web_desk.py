@@ -35,7 +35,7 @@ from core.models import (
     SupportThread,
 )
 from tests.cli_helpers import PROJECT_ROOT, cli_environment
-from tests.conftest import TEST_SECRET, add_student
+from tests.factories import TEST_SECRET, add_student
 from tests.servers.dovecot import free_port
 from web.app import build_app
 

@@ -11,7 +11,7 @@ from typing import Any
 from core.clock import FixedClock
 from core.context import AppContext
 from core.db import make_engine
-from tests.conftest import build_ctx, make_settings
+from tests.factories import build_ctx, make_settings
 
 SAMPLES = Path(__file__).resolve().parent
 

@@ -1,9 +1,8 @@
-"""Helpers shared by the lifecycle-job tests (no tests here): issue, activate, read the outbox."""
+"""A credential's life as the jobs see it: move the clock, activate, read the outbox and the row."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -11,9 +10,9 @@ from core import credentials as service
 from core.clock import FixedClock
 from core.context import AppContext
 from core.db import unit_of_work
-from core.models import ChatLink, Credential, OutboxMessage
+from core.models import Credential, OutboxMessage
 from core.outbox import open_body
-from tests.conftest import add_student
+from tests.factories import activation_code
 
 
 def at(ctx: AppContext, moment: str) -> None:
@@ -22,36 +21,27 @@ def at(ctx: AppContext, moment: str) -> None:
     ctx.clock.set(datetime.fromisoformat(moment))
 
 
-def issue(ctx: AppContext, **student: Any) -> tuple[int, int]:
-    """A student in the register and a credential requested for them: (student id, credential id)."""
-    with unit_of_work(ctx.engine) as session:
-        row, _ = add_student(session, ctx.box, **student)
-        credential = service.request_credential(ctx, session, row, channel="console", actor="student")
-        return row.id or 0, credential.id or 0
-
-
-def activate(ctx: AppContext, credential_id: int) -> None:
-    """What the student does in mObywatel with the code from the activation e-mail."""
+def mailed_activation_code(ctx: AppContext, credential_id: int) -> str:
+    """The code in the activation e-mail queued for the credential."""
     with Session(ctx.engine) as session:
         row = session.exec(
             select(OutboxMessage).where(OutboxMessage.credential_id == credential_id,
                                         OutboxMessage.kind == "activation")
         ).one()
-        code = open_body(ctx.box, row).text.split("Kod aktywacyjny: ")[1].split()[0]
+        return activation_code(open_body(ctx.box, row).text)
+
+
+def activate(ctx: AppContext, credential_id: int) -> None:
+    """What the student does in mObywatel with the code from the activation e-mail."""
+    code = mailed_activation_code(ctx, credential_id)
     with unit_of_work(ctx.engine) as session:
         credential = session.get(Credential, credential_id)
         assert credential is not None
         service.activate(ctx, session, credential, code, actor="student")
 
 
-def link_chat(ctx: AppContext, student_id: int, language: str = "pl", account_id: str = "4242", *,
-              channel: str = "telegram", blocked_at: datetime | None = None) -> None:
-    with unit_of_work(ctx.engine) as session:
-        session.add(ChatLink(channel=channel, account_id=account_id, student_id=student_id,
-                             language=language, bound_at=ctx.clock.now(), blocked_at=blocked_at))
-
-
 def outbox(ctx: AppContext, after_id: int = 0) -> list[OutboxMessage]:
+    """The queued messages after `after_id`, oldest first."""
     with Session(ctx.engine) as session:
         return list(session.exec(
             select(OutboxMessage).where(col(OutboxMessage.id) > after_id).order_by(col(OutboxMessage.id))
