@@ -1,5 +1,7 @@
-"""Follow-ups of the guessing-limit review: guesses counted against the student an album or ELS
-number points to, check-and-record serialised on PostgreSQL, and "send the code again" limited."""
+"""Guessing limits: guesses counted against the student an album or ELS number points to,
+check-and-record serialised on PostgreSQL, and "send the code again" limited.
+
+The album lock's unlock and the CLI live in test_album_lockout.py."""
 
 from __future__ import annotations
 
