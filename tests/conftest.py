@@ -153,6 +153,14 @@ def sqlite_ctx(tmp_path: Path, sqlite_url: str, clock: FixedClock) -> Iterator[A
     engine.dispose()
 
 
+@pytest.fixture
+def els_ctx(tmp_path: Path, sqlite_url: str, clock: FixedClock) -> Iterator[AppContext]:
+    """Like `sqlite_ctx`, under the ELS policy (the credential lives as long as the ELS card)."""
+    engine = make_engine(sqlite_url)
+    yield build_ctx(make_settings(tmp_path, database_url=sqlite_url, policy="els"), engine, clock)
+    engine.dispose()
+
+
 # --- servers and front-ends -----------------------------------------------------------------
 
 @pytest.fixture

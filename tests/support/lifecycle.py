@@ -53,3 +53,8 @@ def credential(ctx: AppContext, credential_id: int) -> Credential:
         found = session.get(Credential, credential_id)
         assert found is not None
         return found
+
+
+def queued(ctx: AppContext, kind: str) -> list[OutboxMessage]:
+    """The queued messages of one kind ("activation", "reminder", "revoked"...), oldest first."""
+    return [row for row in outbox(ctx) if row.kind == kind]
