@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 from core.clock import FixedClock
 from core.context import AppContext
 from core.db import make_engine, upgrade
+from core.faq import Faq
 from core.secrets_box import SecretBox
-from core.settings import Settings
+from core.settings import PROJECT_ROOT, Settings
 from tests.factories import TEST_SECRET, build_ctx, make_settings
 from tests.servers.botapi import BotApiStandIn
 from tests.servers.dovecot import DovecotServer
@@ -159,6 +160,12 @@ def els_ctx(tmp_path: Path, sqlite_url: str, clock: FixedClock) -> Iterator[AppC
     engine = make_engine(sqlite_url)
     yield build_ctx(make_settings(tmp_path, database_url=sqlite_url, policy="els"), engine, clock)
     engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def faq() -> Faq:
+    """The shipped FAQ (config/faq), its understanding trained once per module."""
+    return Faq.load(PROJECT_ROOT / "config" / "faq")
 
 
 # --- servers and front-ends -----------------------------------------------------------------

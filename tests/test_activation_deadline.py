@@ -18,7 +18,6 @@ from tests.factories import issue
 from tests.support.chat import bound_chat
 from tests.support.lifecycle import at, queued
 
-
 # --- the activation deadline never outlasts the credential (standalone policy) -----------------
 
 # With the default 30-day window a stand-alone credential always outlasts its activation data:

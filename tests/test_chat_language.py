@@ -16,7 +16,6 @@ from tests.factories import add_student
 from tests.support.chat import bound_chat
 from tests.support.lifecycle import at, queued
 
-
 # --- a language changed in a bound chat reaches the jobs ------------------------------------------
 
 def _change_language(chat: ChatDriver, language: str, *, by_command: bool) -> None:

@@ -21,6 +21,7 @@ from core.settings import PROJECT_ROOT
 from core.terms import load_terms
 from tests.chat_driver import ChatDriver
 from tests.factories import add_student
+from tests.support.lifecycle import enrolled
 
 ODD_INPUTS = [
     "", "   ", "\x00\x01\x02", "😀😀😀", "x" * 10_000, "'; DROP TABLE student; --", "<b>hi</b>",
@@ -145,3 +146,36 @@ def test_random_events_against_real_storage(sqlite_ctx: AppContext, events: list
         replies = chat.service.handle(Event(kind=event.kind, channel="console", account_id=chat.account,
                                             text=event.text))
         assert replies and all(r.text.strip() for r in replies)
+
+
+# --- the chat code that did not arrive ------------------------------------------------------------
+
+@pytest.mark.parametrize(("lang", "question", "expected"), [
+    ("en", "The email with the code did not arrive", ("a***@student.example.edu.pl", "15 min", "Spam")),
+    ("pl", "Nie dostałem maila z kodem", ("a***@student.example.edu.pl", "15 min", "SPAM")),
+])
+def test_at_the_code_step_a_missing_mail_is_about_the_chat_code(
+        sqlite_ctx: AppContext, lang: str, question: str, expected: tuple[str, ...]) -> None:
+    _, pesel, album = enrolled(sqlite_ctx)
+    chat = ChatDriver(sqlite_ctx)
+    chat.start_in(lang)
+    chat.say(pesel)
+    chat.say(album)
+    chat.say(question)
+    for part in expected:
+        assert part in chat.text, chat.text
+    assert "/status" not in chat.text  # refused before binding
+    assert "hour" not in chat.text and "godzin" not in chat.text  # the code lives 15 minutes
+    assert "code:resend" in chat.buttons
+    chat.press("code:resend")
+    assert len(chat.outbox("binding-code")) == 2
+
+
+def test_before_binding_an_expired_code_question_is_about_the_chat_code(sqlite_ctx: AppContext) -> None:
+    _, pesel, album = enrolled(sqlite_ctx)
+    chat = ChatDriver(sqlite_ctx)
+    chat.start_in("en")
+    chat.say(pesel)
+    chat.say(album)
+    chat.say("My code expired, what now?")
+    assert "15 min" in chat.text and "30 days" not in chat.text and "code:resend" in chat.buttons

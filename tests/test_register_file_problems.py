@@ -19,7 +19,6 @@ from core.register import HEADER, MAX_LENGTHS, RegisterWriteError, import_regist
 from tests.cli_helpers import cli_environment, run
 from tests.support.register_csv import P1, P2, P3, D, csv_file, csv_line, parse_rows, refusal_problems
 
-
 # --- line numbers, control characters ----------------------------------------------------------
 
 def test_line_numbers_count_the_lines_of_a_quoted_cell(ctx: AppContext) -> None:

@@ -11,14 +11,14 @@ from sqlmodel import Session, select
 from core import credentials as service
 from core.context import AppContext
 from core.db import make_engine, unit_of_work
-from core.lifecycle import EndReason
-from core.models import Credential, OutboxMessage
+from core.lifecycle import EndReason, transition
+from core.models import Credential, CredentialState, OutboxMessage
 from core.outbox import open_body
+from tests.chat_driver import ChatDriver
 from tests.cli_helpers import cli_environment, run
 from tests.factories import issue
 from tests.support.chat import bound_chat
-from tests.support.lifecycle import queued
-
+from tests.support.lifecycle import enrolled, force_active, queued, request_for, update_student
 
 # --- a staff revocation for removal or graduation does not say "apply again" -------------------
 
@@ -87,3 +87,42 @@ def test_chat_status_after_revocation_matches_the_reason(
         service.revoke(sqlite_ctx, session, credential, reason=reason, actor="staff:test")
     chat.say("/status")
     assert says in chat.text and not_says not in chat.text, chat.text
+
+
+# --- the revocation e-mail's reason in each language ------------------------------------------------
+
+def test_revocation_mail_gives_the_reason_in_each_halfs_language(sqlite_ctx: AppContext) -> None:
+    student_id, pesel, album = enrolled(sqlite_ctx)
+    force_active(sqlite_ctx, request_for(sqlite_ctx, student_id))
+    chat = ChatDriver(sqlite_ctx)
+    chat.identify(pesel, album, "pl")
+    chat.press("menu:revoke")
+    chat.press("revoke:new_phone")
+    chat.press("confirm:yes:revoke")
+    (row,) = chat.outbox("revoked")
+    polish, english = open_body(sqlite_ctx.box, row).text.split("\n----------\n")
+    assert "Powód: zmiana telefonu" in polish
+    assert "Reason: new phone" in english and "zmiana telefonu" not in english
+
+
+# --- never "apply again" to an ineligible student ---------------------------------------------------
+
+@pytest.mark.parametrize("end", ["expired", "revoked"])
+def test_chat_status_of_an_ended_credential_of_an_ineligible_student(sqlite_ctx: AppContext, end: str) -> None:
+    student_id, pesel, album = enrolled(sqlite_ctx)
+    credential_id = request_for(sqlite_ctx, student_id)
+    force_active(sqlite_ctx, credential_id)
+    with unit_of_work(sqlite_ctx.engine) as session:
+        credential = session.get(Credential, credential_id)
+        assert credential is not None
+        if end == "expired":
+            transition(session, credential, CredentialState.EXPIRED, actor="test", reason=EndReason.VALIDITY_ENDED,
+                       now=sqlite_ctx.clock.now())
+        else:
+            service.revoke(sqlite_ctx, session, credential, reason=EndReason.LOST_PHONE, actor="test")
+    update_student(sqlite_ctx, student_id, status="graduated")
+    chat = ChatDriver(sqlite_ctx)
+    chat.identify(pesel, album, "en")
+    assert "You can apply again" not in chat.text
+    assert "You cannot have a mobile student ID now" in chat.text
+    assert "menu:request" not in chat.buttons

@@ -1,8 +1,10 @@
-"""A credential's life as the jobs see it: move the clock, activate, read the outbox and the row."""
+"""A credential's life as the jobs see it: move the clock, enrol, request, activate, change the register's
+row, read the outbox and the credential."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -10,9 +12,10 @@ from core import credentials as service
 from core.clock import FixedClock
 from core.context import AppContext
 from core.db import unit_of_work
-from core.models import Credential, OutboxMessage
+from core.lifecycle import transition
+from core.models import Credential, CredentialState, OutboxMessage, Student
 from core.outbox import open_body
-from tests.factories import activation_code
+from tests.factories import activation_code, add_student
 
 
 def at(ctx: AppContext, moment: str) -> None:
@@ -58,3 +61,37 @@ def credential(ctx: AppContext, credential_id: int) -> Credential:
 def queued(ctx: AppContext, kind: str) -> list[OutboxMessage]:
     """The queued messages of one kind ("activation", "reminder", "revoked"...), oldest first."""
     return [row for row in outbox(ctx) if row.kind == kind]
+
+
+def enrolled(ctx: AppContext, **overrides: Any) -> tuple[int, str, str]:
+    """A committed student: (student id, clear PESEL, album)."""
+    with unit_of_work(ctx.engine) as session:
+        student, pesel = add_student(session, ctx.box, **overrides)
+        return student.id or 0, pesel, student.album
+
+
+def request_for(ctx: AppContext, student_id: int) -> int:
+    """A credential requested for a student already in the register: its id."""
+    with unit_of_work(ctx.engine) as session:
+        student = session.get(Student, student_id)
+        assert student is not None
+        return service.request_credential(ctx, session, student, channel="console", actor="test").id or 0
+
+
+def force_active(ctx: AppContext, credential_id: int) -> None:
+    """The credential made active without the activation code (what the code would do)."""
+    with unit_of_work(ctx.engine) as session:
+        credential = session.get(Credential, credential_id)
+        assert credential is not None
+        transition(session, credential, CredentialState.ACTIVE, actor="test", reason="activated",
+                   now=ctx.clock.now())
+
+
+def update_student(ctx: AppContext, student_id: int, **values: Any) -> None:
+    """The register's row changed in place (status, removal date...)."""
+    with unit_of_work(ctx.engine) as session:
+        student = session.get(Student, student_id)
+        assert student is not None
+        for name, value in values.items():
+            setattr(student, name, value)
+        session.add(student)
