@@ -6,16 +6,19 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from core.compose import format_datetime
 from core.context import AppContext
-from core.jobs import reminders
-from core.models import Credential
+from core.jobs import reminders, sweep
+from core.models import (
+    Credential,
+    CredentialEvent,
+)
 from core.outbox import open_body
 from core.semester import end_of_day
 from tests.factories import issue
-from tests.support.chat import bound_chat
+from tests.support.chat import all_credentials, apply_in_chat, bound_chat
 from tests.support.lifecycle import at, queued
 
 # --- the activation deadline never outlasts the credential (standalone policy) -----------------
@@ -103,3 +106,44 @@ def test_activation_reminder_names_the_earlier_deadline(sqlite_ctx: AppContext) 
     [reminder] = queued(sqlite_ctx, "reminder")
     assert reminder.idempotency_key.endswith(":activation-1")
     assert "31.10.2026 23:59" in open_body(sqlite_ctx.box, reminder).text
+
+
+# --- activation data past its deadline -------------------------------------------------------
+
+def test_activation_past_its_deadline_expires_when_the_student_asks(ctx: AppContext) -> None:
+    """On SQLite and PostgreSQL: the turn locks the row as the sweep does."""
+    chat, _ = bound_chat(ctx, "en")
+    apply_in_chat(chat)
+    ctx.clock.advance(days=30, minutes=1)  # type: ignore[attr-defined]
+    chat.say("/status")
+    assert "expired (activation data not used within 30 days)" in chat.text
+    assert "Activate" not in chat.text and "menu:request" in chat.buttons
+    [ended] = all_credentials(ctx)
+    assert (ended.state, ended.end_reason, ended.code_hash) == ("expired", "activation_window_passed", None)
+    with Session(ctx.engine) as session:
+        events = session.exec(select(CredentialEvent).where(CredentialEvent.credential_id == ended.id)).all()
+    assert [(e.from_state, e.to_state, e.reason) for e in events][-1] == (
+        "pending_activation", "expired", "activation_window_passed")
+    assert sweep(ctx)["activation_expired"] == 0  # one move, not two
+    chat.say("/request")
+    assert "already have activation data" not in chat.text and "confirm:yes:request" in chat.buttons
+    chat.press("confirm:yes:request")
+    assert "Application accepted" in chat.text
+    assert [c.state for c in all_credentials(ctx)] == ["expired", "pending_activation"]
+
+
+def test_request_straight_after_the_deadline_is_a_new_application(sqlite_ctx: AppContext) -> None:
+    chat, _ = bound_chat(sqlite_ctx)
+    apply_in_chat(chat)
+    sqlite_ctx.clock.advance(days=31)  # type: ignore[attr-defined]
+    chat.say("/request")
+    assert "Masz już wysłane dane aktywacyjne" not in chat.text and "confirm:yes:request" in chat.buttons
+
+
+def test_activation_still_within_its_deadline_stays_pending(sqlite_ctx: AppContext) -> None:
+    chat, _ = bound_chat(sqlite_ctx)
+    apply_in_chat(chat)
+    sqlite_ctx.clock.advance(days=29)  # type: ignore[attr-defined]  # a day before the 30-day deadline
+    chat.say("/status")
+    assert "Aktywuj mLegitymację w mObywatelu do" in chat.text
+    assert [c.state for c in all_credentials(sqlite_ctx)] == ["pending_activation"]

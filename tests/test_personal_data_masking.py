@@ -18,7 +18,11 @@ from core.context import AppContext
 from core.db import make_engine, unit_of_work
 from core.demo_register import make_pesel
 from core.faq import Faq
-from core.models import OutboxMessage, SupportMessage, SupportThread
+from core.models import (
+    OutboxMessage,
+    SupportMessage,
+    SupportThread,
+)
 from core.outbox import open_body
 from core.pesel import mask_pesel
 from core.redact import redact_personal
@@ -26,6 +30,7 @@ from mail import inbound
 from mail.inbound import process_pending, store_raw
 from tests.chat_driver import ChatDriver
 from tests.factories import add_student, build_ctx, make_settings, student_pesel
+from tests.support.chat import bound_chat
 
 PESEL = student_pesel(53)
 MASKED = mask_pesel(PESEL)
@@ -180,3 +185,22 @@ def test_one_checkpoint_per_batch_and_a_blocked_one_is_retried(
     assert process_pending(sqlite_ctx, faq) == []
     assert calls == [True, False, True]
     assert all(pesel.encode() not in data for data in _database_files(sqlite_ctx).values())
+
+
+# --- a PESEL typed into a help-desk question -------------------------------------------------------
+
+def test_a_pesel_in_a_support_question_is_masked_everywhere(sqlite_ctx: AppContext) -> None:
+    from core.models import Conversation, SupportMessage, SupportThread
+    from tests.factories import student_pesel
+
+    chat, _ = bound_chat(sqlite_ctx, "en")
+    typed = student_pesel(901)
+    chat.say("/support")
+    chat.say(f"My PESEL is {typed}, the code K7MN-P2QR-TXWZ does not work, help")
+    assert "ticket no. 1" in chat.text
+    with Session(sqlite_ctx.engine) as session:
+        stored = [t.subject for t in session.exec(select(SupportThread)).all()]
+        stored += [m.body for m in session.exec(select(SupportMessage)).all()]
+        stored += [c.state for c in session.exec(select(Conversation)).all()]
+    assert stored and not any(typed in text or "K7MN-P2QR-TXWZ" in text for text in stored)
+    assert any(f"{typed[:2]}*******{typed[-2:]}" in text for text in stored)

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from core import credentials as service
 from core.catalog import LANGUAGES
@@ -16,11 +16,16 @@ from core.clock import FixedClock
 from core.context import AppContext
 from core.db import make_engine, unit_of_work
 from core.mailbox_rules import _status_text
-from core.models import Credential, Student
+from core.models import (
+    Credential,
+    Student,
+)
+from core.outbox import open_body
 from core.semester import end_of_day, removal_deadline
 from tests.chat_driver import ChatDriver
 from tests.cli_helpers import cli_environment, run
-from tests.factories import build_ctx, make_settings
+from tests.factories import activation_code, build_ctx, make_settings
+from tests.support.chat import apply_in_chat, bound_chat
 from tests.support.lifecycle import enrolled, request_for, update_student
 
 REMOVED_ON = date(2026, 9, 20)  # a month later, 20 October 2026, the credential ends
@@ -124,3 +129,33 @@ def test_effective_activation_deadline_is_the_earlier_one(sqlite_ctx: AppContext
         assert service.effective_activation_deadline(student, credential) == end_of_day(date(2026, 10, 20))
         student.status, student.removed_on = "active", None  # reinstated: the data's own deadline
         assert service.effective_activation_deadline(student, credential) == credential.activation_deadline
+
+
+# --- removal from the student list ------------------------------------------------------------
+
+def _activate(ctx: AppContext, chat: ChatDriver) -> None:
+    with unit_of_work(ctx.engine) as session:
+        credential = session.exec(select(Credential)).one()
+        text = open_body(ctx.box, chat.outbox("activation")[0]).text
+        code = activation_code(text)
+        service.activate(ctx, session, credential, code, actor="test")
+
+
+@pytest.mark.parametrize(("language", "phrases"), [
+    ("pl", ("aktywna i ważna do 20.10.2026", "najpóźniej 20.10.2026")),
+    ("en", ("active and valid until 20.10.2026", "ends on 20.10.2026")),
+])
+def test_removed_students_status_shows_the_removal_deadline(
+    sqlite_ctx: AppContext, language: str, phrases: tuple[str, str],
+) -> None:
+    chat, student = bound_chat(sqlite_ctx, language)
+    apply_in_chat(chat)
+    _activate(sqlite_ctx, chat)
+    with unit_of_work(sqlite_ctx.engine) as session:
+        row = session.get(Student, student.id)
+        assert row is not None
+        row.status, row.removed_on = "removed", date(2026, 9, 20)  # the removal deadline is 20 October
+        session.add(row)
+    chat.say("/status")
+    assert all(phrase in chat.text for phrase in phrases), chat.text
+    assert "31.03.2027" not in chat.text  # the semester's end, later than the removal deadline
