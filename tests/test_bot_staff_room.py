@@ -21,6 +21,7 @@ from tests.bot_harness import (
 )
 from tests.servers.botapi import BotApiStandIn
 from tests.support.staff_room import (
+    escalate,
     mleg,
     open_thread,
     thread,
@@ -32,21 +33,11 @@ STAFF = 501
 EWA, PIOTR = STAFF, 502  # two colleagues in the staff room
 
 
-def _escalate(ctx: AppContext, account: str, text: str) -> int:
-    """What the engine does when a student asks for the help desk."""
-    student, _ = new_student(ctx)
-    with unit_of_work(ctx.engine) as session:
-        thread = support.open_thread(ctx, session, student_id=student.id, channel="telegram", account_id=account,
-                                     text=text, language="pl", subject=text[:40])
-    ctx.outbox_changed("staff")
-    return thread.id or 0
-
-
 async def test_reply_claim_close_in_a_plain_group(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:
     ctx = bot_context(tmp_path, sqlite_url, api)
     api.set_member_status(STAFF_CHAT, STAFF, "member")
     async with running_bot(ctx):
-        thread_id = _escalate(ctx, "9191", "Nie dostałem maila z kodem")
+        thread_id = escalate(ctx, "9191", "Nie dostałem maila z kodem")
         [posted] = await api.await_messages(STAFF_CHAT, 1, timeout=GROUP_WAIT_SECONDS)
         assert f"#{thread_id}" in (posted.plain_text or "") and "Nie dostałem maila" in (posted.plain_text or "")
         assert posted.callback_data("/claim") == f"staff:claim:{thread_id}"
@@ -84,8 +75,8 @@ async def test_forum_topic_per_thread(api: BotApiStandIn, tmp_path: Path, sqlite
     api.make_forum(STAFF_CHAT)
     api.set_member_status(STAFF_CHAT, STAFF, "administrator")
     async with running_bot(ctx):
-        first = _escalate(ctx, "9292", "Zgubiłem telefon")
-        second = _escalate(ctx, "9393", "Nowy semestr")
+        first = escalate(ctx, "9292", "Zgubiłem telefon")
+        second = escalate(ctx, "9393", "Nowy semestr")
         await api.await_messages(STAFF_CHAT, 2, timeout=GROUP_WAIT_SECONDS)
         topics = api.forum_topics(STAFF_CHAT)
         assert sorted(t["name"] for t in topics.values()) == [f"#{first} Zgubiłem telefon", f"#{second} Nowy semestr"]

@@ -18,6 +18,7 @@ from core.models import AuditEvent, ChatLink, SupportThread
 from tests.bot_harness import STAFF_CHAT
 from tests.factories import TEST_SECRET
 from tests.servers.botapi import BotApiStandIn
+from tests.support.chat import new_student
 
 
 def open_thread(ctx: AppContext, account: str, text: str, *, student_id: int | None) -> int:
@@ -27,6 +28,12 @@ def open_thread(ctx: AppContext, account: str, text: str, *, student_id: int | N
                                      text=text, language="pl", subject=text[:40])
     ctx.outbox_changed("staff")
     return thread.id or 0
+
+
+def escalate(ctx: AppContext, account: str, text: str) -> int:
+    """A new student's help-desk question, as the engine opens it: the thread's id."""
+    student, _ = new_student(ctx)
+    return open_thread(ctx, account, text, student_id=student.id)
 
 
 def staff_reply(ctx: AppContext, thread_id: int, text: str, staff: str = "Ewa (501)") -> None:
