@@ -58,7 +58,7 @@ from core.storage.models import Application as ApplicationRow
 from core.storage.models import Student
 from core.students.demo_register import make_pesel
 from core.students.pesel import mask_pesel
-from tests.conftest import UNIVERSITY_DOMAIN, SeededRandom, make_settings
+from tests.factories import UNIVERSITY_DOMAIN, SeededRandom, make_settings
 from tests.servers.botapi import BotApiStandIn
 from tests.servers.smtp_relay import SmtpRelay
 

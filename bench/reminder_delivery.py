@@ -32,7 +32,7 @@ from core.messaging import outbox
 from core.messaging.outgoing import Button, OutgoingMessage
 from core.storage.db import make_engine, unit_of_work, upgrade
 from core.storage.models import ChatLink, OutboxMessage, OutboxStatus
-from tests.conftest import SeededRandom, add_student, make_settings
+from tests.factories import SeededRandom, add_student, make_settings
 from tests.servers.botapi import BotApiStandIn
 
 FIRST_CHAT = 800_000

@@ -35,7 +35,7 @@ from typing import Any
 from bench.chat_throughput import _full_bot, _load_generator, _quantile
 from core.app.context import AppContext
 from core.storage.db import unit_of_work
-from tests.servers.dovecot import free_port
+from tests.servers.ports import free_port
 
 PASSWORD = "bench password 0123456789"
 

@@ -31,15 +31,10 @@ import sqlalchemy as sa
 
 from core.app.settings import PROJECT_ROOT
 from core.storage.db import make_engine
+from tests.servers.ports import free_port
 
 SECRET = "bench-webhook-secret_0123456789abcdefghij"
 PATH = "/telegram/hook"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _update(update_id: int) -> bytes:
@@ -70,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp, BotApiStandIn(auto_deliver_webhook=False) as api:
         url = args.db or f"sqlite:///{Path(tmp) / 'bench.db'}"
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLEG_")}
         env.update(MLEG_MODE="demo", MLEG_DATABASE_URL=url, MLEG_VAR_DIR=str(Path(tmp) / "var"),
                    MLEG_TELEGRAM__TOKEN=api.token, MLEG_TELEGRAM__API_BASE_URL=api.base_url,

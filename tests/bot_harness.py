@@ -21,10 +21,11 @@ from core.app import serve
 from core.app.clock import SystemClock
 from core.app.context import AppContext
 from core.messaging.outbox import open_body
-from core.storage.db import make_engine, unit_of_work
-from core.storage.models import OutboxMessage, OutboxStatus, Student
-from tests.conftest import SeededRandom, add_student, make_settings
+from core.storage.db import make_engine
+from core.storage.models import OutboxMessage, OutboxStatus
+from tests.factories import SeededRandom, make_settings
 from tests.servers.botapi import BotApiStandIn, SentMessage
+from tests.support.chat import new_student  # re-exported: the bot tests take it from here
 
 __all__ = ["STAFF_CHAT", "TgStudent", "bot_context", "new_student", "outbox_rows", "running_bot", "wait_until"]
 
@@ -59,11 +60,6 @@ async def running_bot(ctx: AppContext) -> AsyncIterator[serve.Server]:
         yield server
     finally:
         await server.stop()
-
-
-def new_student(ctx: AppContext, **overrides: Any) -> tuple[Student, str]:
-    with unit_of_work(ctx.engine) as session:
-        return add_student(session, ctx.box, **overrides)
 
 
 def outbox_rows(ctx: AppContext, **where: Any) -> list[OutboxMessage]:

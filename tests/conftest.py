@@ -1,4 +1,5 @@
-"""Shared fixtures: settings, storage on SQLite and PostgreSQL, a FakeClock, factories."""
+"""Shared fixtures: settings, storage on SQLite and PostgreSQL, a FakeClock, the Bot API stand-in,
+the support mailbox, the `mleg` CLI runner. Data builders live in tests/factories.py."""
 
 from __future__ import annotations
 
@@ -6,23 +7,26 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from typer.testing import CliRunner
 
-from core.app.clock import FixedClock, RandomSource
+from core.app.clock import FixedClock
 from core.app.context import AppContext
-from core.app.settings import Settings, load_settings
+from core.app.settings import PROJECT_ROOT, Settings
 from core.security.secrets_box import SecretBox
 from core.storage.db import make_engine, upgrade
-from core.storage.models import Student
-from core.students.demo_register import make_pesel
-from core.students.pesel import mask_pesel
+from core.support.faq import Faq
+from tests.factories import TEST_SECRET, build_ctx, make_settings
+from tests.servers.botapi import BotApiStandIn
+from tests.servers.dovecot import DovecotServer
+from tests.servers.smtp_relay import SmtpRelay
+from tests.support.databases import POSTGRES_URL, in_ci, truncate_all
+from tests.support.mail_desk import Desk, open_desk
 
 pytest_plugins = ["tests.servers.fixtures"]
 
@@ -35,14 +39,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.get_closest_marker("slow") is not None:
             item.add_marker(pytest.mark.xdist_group("slow"))
 
-TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
-POSTGRES_URL = os.environ.get("MLEG_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-UNIVERSITY_DOMAIN = "student.example.edu.pl"
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
-
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -51,17 +47,6 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith("MLEG_") and key != "MLEG_TEST_POSTGRES_URL":
             monkeypatch.delenv(key)
     monkeypatch.setenv("MLEG_VAR_DIR", str(tmp_path / "var"))
-
-
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "mode": "production",
-        "secret_key": TEST_SECRET,
-        "var_dir": tmp_path / "var",
-        "database_url": f"sqlite:///{tmp_path / 'var' / 'test.db'}",
-    }
-    values.update(overrides)
-    return load_settings(**values)
 
 
 @pytest.fixture
@@ -104,7 +89,7 @@ def postgres_database() -> Iterator[str]:
     except Exception as exc:
         admin.dispose()
         reason = f"PostgreSQL not reachable at {POSTGRES_URL}: {type(exc).__name__}"
-        if _in_ci():
+        if in_ci():
             pytest.fail(reason + " (CI=true: storage must be tested on PostgreSQL)")
         pytest.skip(reason)
     name = f"mleg_test_{uuid.uuid4().hex[:10]}"
@@ -122,14 +107,6 @@ def postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
-def _truncate_all(engine: Engine) -> None:
-    from sqlmodel import SQLModel
-
-    tables = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
     """Every storage test runs on both databases."""
@@ -140,7 +117,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
         return f"sqlite:///{target}"
     url: str = request.getfixturevalue("postgres_database")
     engine = make_engine(url)
-    _truncate_all(engine)
+    truncate_all(engine)
     engine.dispose()
     return url
 
@@ -160,20 +137,6 @@ def engine(db_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-class SeededRandom(RandomSource):
-    """Reproducible codes for tests."""
-
-    def __init__(self, seed: int = 7) -> None:
-        import random
-
-        rng = random.Random(seed)
-        super().__init__(choice=rng.choice)
-
-
-def build_ctx(settings: Settings, engine: Engine, clock: FixedClock) -> AppContext:
-    return AppContext(settings=settings, engine=engine, clock=clock, random=SeededRandom())
-
-
 @pytest.fixture
 def ctx(tmp_path: Path, db_url: str, clock: FixedClock) -> Iterator[AppContext]:
     settings = make_settings(tmp_path, database_url=db_url)
@@ -191,40 +154,43 @@ def sqlite_ctx(tmp_path: Path, sqlite_url: str, clock: FixedClock) -> Iterator[A
     engine.dispose()
 
 
-# --- factories ---------------------------------------------------------------------------
-
-_counter = iter(range(1, 10**6))
-
-
-def student_pesel(n: int, female: bool = False) -> str:
-    """A valid, generated PESEL; `n` makes it distinct."""
-    return make_pesel(date(2001, 1, 1 + n % 28), serial=100 + n, female=female)
+@pytest.fixture
+def els_ctx(tmp_path: Path, sqlite_url: str, clock: FixedClock) -> Iterator[AppContext]:
+    """Like `sqlite_ctx`, under the ELS policy (the credential lives as long as the ELS card)."""
+    engine = make_engine(sqlite_url)
+    yield build_ctx(make_settings(tmp_path, database_url=sqlite_url, policy="els"), engine, clock)
+    engine.dispose()
 
 
-def add_student(session: Session, box: SecretBox, **overrides: Any) -> tuple[Student, str]:
-    """Insert a student; returns it with its clear (generated) PESEL for the test to type."""
-    n = next(_counter)
-    pesel = overrides.pop("pesel", student_pesel(n))
-    now = datetime(2026, 9, 1, tzinfo=UTC)
-    values: dict[str, Any] = {
-        "album": str(500000 + n),
-        "first_name": "Anna",
-        "last_name": "Testowa",
-        "email": f"anna.testowa.{n}@{UNIVERSITY_DOMAIN}",
-        "study_level": "first_cycle",
-        "status": "active",
-        "els_number": f"ELS-{n:08d}",
-        "els_valid_until": date(2027, 3, 31),
-        "removed_on": None,
-        "row_digest": "x",
-        "created_at": now,
-        "updated_at": now,
-    }
-    values.update(overrides)
-    if pesel:
-        values.setdefault("pesel_hash", box.pesel_hash(pesel))
-        values.setdefault("pesel_masked", mask_pesel(pesel))
-    student = Student(**values)
-    session.add(student)
-    session.flush()
-    return student, pesel
+@pytest.fixture(scope="module")
+def faq() -> Faq:
+    """The shipped FAQ (config/faq), its understanding trained once per module."""
+    return Faq.load(PROJECT_ROOT / "config" / "faq")
+
+
+# --- servers and front-ends -----------------------------------------------------------------
+
+@pytest.fixture
+def api() -> Iterator[BotApiStandIn]:
+    """The local Bot API stand-in the real PTB Application talks to."""
+    with BotApiStandIn() as standin:
+        yield standin
+
+
+@pytest.fixture
+def desk(tmp_path: Path, sqlite_url: str, clock: FixedClock, dovecot: DovecotServer,
+         smtp_server: SmtpRelay) -> Iterator[Desk]:
+    """The support mailbox on the session's Dovecot, read by the real mail front-end."""
+    opened = open_desk(tmp_path, sqlite_url, clock, dovecot, smtp_server)
+    yield opened
+    opened.ctx.engine.dispose()
+
+
+@pytest.fixture
+def runner(sqlite_ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """`mleg` in-process (typer's runner) on the same database and var/ as `sqlite_ctx`."""
+    monkeypatch.setenv("MLEG_MODE", "production")
+    monkeypatch.setenv("MLEG_SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("MLEG_VAR_DIR", str(sqlite_ctx.settings.var_dir))
+    monkeypatch.setenv("MLEG_DATABASE_URL", sqlite_ctx.settings.effective_database_url)
+    return CliRunner()

@@ -14,9 +14,9 @@ from core.storage.db import unit_of_work
 from core.storage.models import AuditEvent, OutboxMessage, Student
 from tests.chat_driver import ChatDriver
 from tests.cli_helpers import cli_environment, run
-from tests.conftest import add_student
-from tests.test_guess_limits_followups import LOCKED_EN, _wrong_pesels
+from tests.factories import add_student, wrong_pesels
 
+LOCKED_EN = "Too many failed attempts"
 CODE_SENT_EN = "one-time code"
 
 
@@ -42,7 +42,7 @@ def _lock_notices(ctx: AppContext) -> list[OutboxMessage]:
 
 
 def _lock_album(ctx: AppContext, student: Student, pesel: str, prefix: str = "stranger") -> None:
-    for n, wrong in enumerate(_wrong_pesels(pesel, ctx.settings.limits.album_limit)):
+    for n, wrong in enumerate(wrong_pesels(pesel, ctx.settings.limits.album_limit)):
         _try(ctx, f"{prefix}-{n}", wrong, student.album)
 
 
@@ -50,7 +50,7 @@ def test_an_accounts_worth_of_failures_does_not_lock_the_album(sqlite_ctx: AppCo
     limits = sqlite_ctx.settings.limits
     assert limits.album_limit > limits.guesses_per_hour
     student, pesel = _student(sqlite_ctx)
-    for n, wrong in enumerate(_wrong_pesels(pesel, limits.guesses_per_hour)):
+    for n, wrong in enumerate(wrong_pesels(pesel, limits.guesses_per_hour)):
         _try(sqlite_ctx, f"stranger-{n}", wrong, student.album)
     owner = _try(sqlite_ctx, "owner", pesel, student.album)
     assert LOCKED_EN not in owner.text and CODE_SENT_EN in owner.text
@@ -80,7 +80,7 @@ def test_a_lock_by_the_pesel_tells_its_student_and_an_unknown_album_tells_nobody
     [notice] = _lock_notices(sqlite_ctx)
     assert notice.recipient == student.email
     _, other_pesel = _student(sqlite_ctx)
-    for n, wrong in enumerate(_wrong_pesels(other_pesel, sqlite_ctx.settings.limits.album_limit)):
+    for n, wrong in enumerate(wrong_pesels(other_pesel, sqlite_ctx.settings.limits.album_limit)):
         _try(sqlite_ctx, f"u-{n}", wrong, "999777")  # nobody's album
     assert len(_lock_notices(sqlite_ctx)) == 1
 
@@ -114,7 +114,7 @@ def test_unlock_of_an_unknown_album_is_one_error_line(tmp_path: Path, sqlite_url
 
 def test_the_album_limit_follows_the_account_limit_and_must_exceed_it(tmp_path: Path) -> None:
     from core.app.errors import ConfigurationError
-    from tests.conftest import make_settings
+    from tests.factories import make_settings
 
     assert make_settings(tmp_path).limits.album_limit == 10
     # An installation that had raised the account limit still starts, the album's above it.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,6 @@ from tests.bot_harness import TgStudent, bot_context, new_student, outbox_rows, 
 from tests.servers.botapi import BotApiStandIn
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
 
 
 async def test_blocked_bot_recorded_and_given_up(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:

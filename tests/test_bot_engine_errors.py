@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +13,6 @@ from tests.bot_harness import TgStudent, bot_context, outbox_rows, running_bot, 
 from tests.servers.botapi import BotApiStandIn
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
 
 
 def _failing(times: int, monkeypatch: pytest.MonkeyPatch) -> list[str]:

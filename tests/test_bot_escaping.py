@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,6 @@ from tests.servers.botapi import BotApiStandIn, check_html
 
 pytestmark = pytest.mark.timeout(30)
 NASTY = "Zo_ë *Ann* [x](y) <b>&amp; O'Brien & Co"
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
 
 
 async def test_nasty_names_escaped(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -15,12 +15,6 @@ from tests.bot_harness import bot_context, outbox_rows, running_bot
 from tests.servers.botapi import BotApiStandIn
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")]
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
 
 
 def _two_turns(api: BotApiStandIn, chat_id: int) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,12 +12,6 @@ from tests.bot_harness import STAFF_CHAT, bot_context, outbox_rows, running_bot,
 from tests.servers.botapi import BotApiStandIn
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
 
 
 async def test_group_and_channel_refused_staff_room_silent(api: BotApiStandIn, tmp_path: Path,

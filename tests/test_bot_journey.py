@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,12 +12,6 @@ from tests.bot_harness import TgStudent, bot_context, new_student, outbox_rows, 
 from tests.servers.botapi import BotApiStandIn
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
 
 
 async def test_start_to_activation_email(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:

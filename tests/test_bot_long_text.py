@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,6 @@ from tests.bot_harness import bot_context, new_student, outbox_rows, running_bot
 from tests.servers.botapi import BotApiStandIn
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
 
 
 async def test_staff_answer_of_5000_characters(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -20,51 +16,18 @@ import pytest
 from sqlmodel import Session, select
 
 from core.app.context import AppContext
-from core.app.settings import PROJECT_ROOT
 from core.storage.db import make_engine
 from core.storage.models import Credential, SupportThread
 from core.students.demo_register import make_pesel
 from tests.bot_harness import STAFF_CHAT, TgStudent, outbox_rows, wait_until
-from tests.conftest import TEST_SECRET, make_settings
+from tests.factories import TEST_SECRET, make_settings
 from tests.servers.botapi import BotApiStandIn
+from tests.servers.ports import free_port
+from tests.support.serve import ServeProcess
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 STUDENT_CHAT, STAFF_MEMBER = 31337, 4711
 HEADER = "album,pesel,first_name,last_name,email,study_level,status,els_number,els_valid_until,removed_on"
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServeProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env, self.log = env, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def run(self, *args: str) -> None:
-        subprocess.run([sys.executable, "-m", "core.cli", *args], env=self.env, cwd=PROJECT_ROOT, check=True,
-                       capture_output=True, timeout=60)
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "core.cli", "serve", "--no-jobs"], env=self.env,
-                                         cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
-
-    def kill(self, sig: int = signal.SIGKILL) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=15)
-        self.proc = None
-        return code
 
 
 async def test_serve_journey_restart_and_staff_answer(api: BotApiStandIn, tmp_path: Path) -> None:
@@ -80,7 +43,7 @@ async def test_serve_journey_restart_and_staff_answer(api: BotApiStandIn, tmp_pa
            "MLEG_TELEGRAM__STAFF_CHAT_ID": str(STAFF_CHAT),
            "MLEG_TELEGRAM__MESSAGES_PER_CHAT_PER_SECOND": "100",
            # Mail goes nowhere: e-mails stay queued (with their bodies) whether or not mail/ is installed.
-           "MLEG_SMTP__HOST": "127.0.0.1", "MLEG_SMTP__PORT": str(_closed_port()), "MLEG_SMTP__SECURITY": "none"}
+           "MLEG_SMTP__HOST": "127.0.0.1", "MLEG_SMTP__PORT": str(free_port()), "MLEG_SMTP__SECURITY": "none"}
     serve = ServeProcess(env, tmp_path / "serve.log")
     serve.run("registry", "import", str(register))
     ctx = AppContext(settings=make_settings(tmp_path, database_url=f"sqlite:///{db}"),

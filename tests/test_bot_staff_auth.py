@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,12 +23,6 @@ from tests.servers.botapi import BotApiStandIn
 
 pytestmark = pytest.mark.timeout(30)
 OUTSIDER, LISTED = 666, 777
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
 
 
 def _refusals(engine) -> list[AuditEvent]:  # type: ignore[no-untyped-def]

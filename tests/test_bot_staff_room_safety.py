@@ -4,7 +4,6 @@ a public staff chat gets nothing, and staff can write notes that never reach the
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,24 +23,10 @@ from tests.bot_harness import (
     wait_until,
 )
 from tests.servers.botapi import BotApiStandIn
+from tests.support.staff_room import escalate
 
 pytestmark = pytest.mark.timeout(60)
 STAFF = 501
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
-
-
-def _escalate(ctx: AppContext, account: str, text: str) -> int:
-    student, _ = new_student(ctx)
-    with unit_of_work(ctx.engine) as session:
-        thread = support.open_thread(ctx, session, student_id=student.id, channel="telegram", account_id=account,
-                                     text=text, language="pl", subject=text[:40])
-    ctx.outbox_changed("staff")
-    return thread.id or 0
 
 
 def _thread(ctx: AppContext, thread_id: int) -> SupportThread:
@@ -72,8 +57,8 @@ async def test_a_removed_member_is_refused_at_once(api: BotApiStandIn, tmp_path:
     ctx = bot_context(tmp_path, sqlite_url, api)
     api.set_member_status(STAFF_CHAT, STAFF, "member")
     async with running_bot(ctx):
-        first = _escalate(ctx, "9191", "Nie dostałem maila z kodem")
-        second = _escalate(ctx, "9292", "Zgubiłem telefon")
+        first = escalate(ctx, "9191", "Nie dostałem maila z kodem")
+        second = escalate(ctx, "9292", "Zgubiłem telefon")
         await api.await_messages(STAFF_CHAT, 2, timeout=GROUP_WAIT_SECONDS)
         api.push_group_text(STAFF_CHAT, STAFF, f"/claim {first}")
         await wait_until(lambda: _thread(ctx, first).status == "claimed", what="claimed while a member")
@@ -96,7 +81,7 @@ async def test_a_public_staff_chat_gets_no_escalations(api: BotApiStandIn, tmp_p
     api.add_chat(STAFF_CHAT, username="biuro_mlegitymacji")  # a public link: anyone can read it
     caplog.set_level(logging.ERROR, logger="bot.staff_room")
     async with running_bot(ctx):
-        thread_id = _escalate(ctx, "9191", "Mój PESEL nie przechodzi, pomocy")
+        thread_id = escalate(ctx, "9191", "Mój PESEL nie przechodzi, pomocy")
         [row] = await wait_until(lambda: [r for r in outbox_rows(ctx, channel="staff", thread_id=thread_id)
                                           if "public" in (r.last_error or "")], what="the refusal recorded")
         assert row.status == "pending"  # waits for a private chat, not given up
@@ -111,7 +96,7 @@ async def test_notes_and_hash_chatter_stay_internal(api: BotApiStandIn, tmp_path
     api.make_forum(STAFF_CHAT)
     api.set_member_status(STAFF_CHAT, STAFF, "administrator")
     async with running_bot(ctx):
-        thread_id = _escalate(ctx, "9292", "Zgubiłem telefon")
+        thread_id = escalate(ctx, "9292", "Zgubiłem telefon")
         await api.await_messages(STAFF_CHAT, 1, timeout=GROUP_WAIT_SECONDS)
         topic = await wait_until(lambda: _thread(ctx, thread_id).staff_topic_id)
 

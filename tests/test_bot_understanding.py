@@ -3,7 +3,6 @@ the student types instead of tapping, and every step understands. Console side: 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +21,6 @@ pytestmark = pytest.mark.timeout(90)
 def _trained() -> None:
     """The understanding is trained once per process (seconds): not inside the first reply's wait."""
     load_understanding(Path(__file__).resolve().parents[1] / "config" / "intents.toml")
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
 
 
 def _buttons(chat: TgStudent) -> list[str]:

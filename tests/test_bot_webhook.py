@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -20,21 +18,10 @@ from core.storage.models import Conversation
 from tests.bot_harness import TgStudent, bot_context, outbox_rows, running_bot, wait_until
 from tests.cli_helpers import cli_environment, run
 from tests.servers.botapi import BotApiStandIn, post_update_to_webhook
+from tests.servers.ports import free_port
 
 pytestmark = pytest.mark.timeout(30)
 SECRET = "s3cret-token-for-tests_0123456789abcdef"
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _update(update_id: int, chat_id: int, text: str) -> dict[str, object]:
@@ -45,7 +32,7 @@ def _update(update_id: int, chat_id: int, text: str) -> dict[str, object]:
 
 
 async def test_forged_update_without_secret_refused(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/telegram/hook"
     ctx = bot_context(tmp_path, sqlite_url, api, webhook_url=url, webhook_secret=SECRET,
                       webhook_listen="127.0.0.1", webhook_port=port)
@@ -68,7 +55,7 @@ async def test_forged_update_without_secret_refused(api: BotApiStandIn, tmp_path
 
 async def test_retried_update_is_handled_once(api: BotApiStandIn, tmp_path: Path, sqlite_url: str) -> None:
     """Telegram sends an update again when our answer did not reach it: twice at once, and once more later."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/telegram/hook"
     ctx = bot_context(tmp_path, sqlite_url, api, webhook_url=url, webhook_secret=SECRET,
                       webhook_listen="127.0.0.1", webhook_port=port)
@@ -122,7 +109,7 @@ async def test_status_shows_waiting_updates_and_the_webhooks_health(api: BotApiS
     from core.storage import update_store
     from core.storage.models import WebhookState
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/telegram/hook"
     ctx = bot_context(tmp_path, sqlite_url, api, webhook_url=url, webhook_secret=SECRET,
                       webhook_listen="127.0.0.1", webhook_port=port)
@@ -158,7 +145,7 @@ async def test_updates_that_are_no_turn_are_marked_handled_too(api: BotApiStandI
     """An edit, a message in a group: no engine turn marks them, the worker does once their handler returned."""
     from core.storage.models import StoredUpdate
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/telegram/hook"
     ctx = bot_context(tmp_path, sqlite_url, api, webhook_url=url, webhook_secret=SECRET,
                       webhook_listen="127.0.0.1", webhook_port=port)
@@ -183,7 +170,7 @@ async def test_updates_that_are_no_turn_are_marked_handled_too(api: BotApiStandI
 
 def test_a_refused_set_webhook_is_one_error_line_and_shown_by_status(api: BotApiStandIn, tmp_path: Path,
                                                                      sqlite_url: str) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"ftp://bot.example.edu.pl:{port}/telegram/hook"  # Telegram: "Webhook can be set up only on HTTPS"
     env = cli_environment(tmp_path, sqlite_url, MLEG_TELEGRAM__TOKEN=api.token,
                           MLEG_TELEGRAM__API_BASE_URL=api.base_url, MLEG_TELEGRAM__WEBHOOK_URL=url,
@@ -206,12 +193,12 @@ async def test_an_update_another_server_stored_is_handled_at_once(api: BotApiSta
     from bot import webhook
     from core.storage import update_store
     from core.storage.db import make_engine as engine_for
-    from tests.conftest import _truncate_all
+    from tests.support.databases import truncate_all
 
     engine = engine_for(postgres_database)
-    _truncate_all(engine)
+    truncate_all(engine)
     engine.dispose()
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/telegram/hook"
     ctx = bot_context(tmp_path, postgres_database, api, webhook_url=url, webhook_secret=SECRET,
                       webhook_listen="127.0.0.1", webhook_port=port)

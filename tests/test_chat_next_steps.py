@@ -9,7 +9,7 @@ from core.app.context import AppContext
 from core.app.settings import PROJECT_ROOT
 from core.storage.db import unit_of_work
 from tests.chat_driver import ChatDriver
-from tests.conftest import add_student
+from tests.factories import add_student
 
 
 def _bound(ctx: AppContext, language: str, **kw: object) -> ChatDriver:

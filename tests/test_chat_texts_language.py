@@ -23,7 +23,7 @@ from core.conversation.turn import EngineConfig, Turn, days_text
 from core.storage.db import make_engine
 from core.support.faq import Faq
 from tests.chat_driver import ChatDriver
-from tests.conftest import build_ctx, make_settings
+from tests.factories import build_ctx, make_settings
 
 CONFIG = PROJECT_ROOT / "config"
 # The chat's own files (config/messages/*/{chat,bot}.toml, the FAQ, the terms); the e-mail texts

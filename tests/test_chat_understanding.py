@@ -12,7 +12,7 @@ from core.app.context import AppContext
 from core.storage.db import unit_of_work
 from core.storage.models import Credential, SupportThread
 from tests.chat_driver import ChatDriver
-from tests.conftest import add_student
+from tests.factories import add_student
 
 
 def _bound(ctx: AppContext) -> ChatDriver:

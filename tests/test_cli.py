@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 from core.app.settings import PROJECT_ROOT
 from core.storage.db import MIGRATIONS_DIR
 from core.students.demo_register import generate_rows, rows_to_csv
-from tests.conftest import TEST_SECRET
+from tests.factories import TEST_SECRET
 
 MLEG = [sys.executable, "-m", "core.cli"]
 

@@ -12,7 +12,7 @@ from core.app.context import AppContext
 from core.app.settings import PROJECT_ROOT
 from core.cli.chat import ConsoleChat, _demo_hint
 from core.storage.db import make_engine, unit_of_work
-from tests.conftest import add_student, build_ctx, make_settings
+from tests.factories import add_student, build_ctx, make_settings
 
 
 def test_a_failed_turn_is_apologised_for_in_the_students_language(sqlite_ctx: AppContext,

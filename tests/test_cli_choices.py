@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import select
 
 from tests.cli_helpers import cli_environment, run
-from tests.conftest import TEST_SECRET
+from tests.factories import TEST_SECRET
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_revoking_twice_says_already_revoked(cli_env: dict[str, str], tmp_path: 
     from core.credentials.service import request_credential
     from core.storage.db import make_engine, unit_of_work
     from core.storage.models import Student
-    from tests.conftest import add_student
+    from tests.factories import add_student
 
     url = cli_env["MLEG_DATABASE_URL"]
     settings = load_settings(mode="production", secret_key=TEST_SECRET, database_url=url, var_dir=tmp_path / "var")

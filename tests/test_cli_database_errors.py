@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from core.app.settings import PROJECT_ROOT
-from tests.conftest import POSTGRES_URL, TEST_SECRET, _in_ci
+from tests.factories import TEST_SECRET
+from tests.servers.ports import free_port  # nothing listens on it once returned
+from tests.support.databases import POSTGRES_URL, in_ci
 
 PASSWORD = "s3cret-Passw0rd"
 COMMANDS = [["status"], ["db", "upgrade"], ["credentials", "list"], ["threads", "list"], ["jobs", "run-once"]]
@@ -23,12 +24,6 @@ def run(args: list[str], database_url: str, tmp_path: Path) -> subprocess.Comple
                MLEG_DATABASE_URL=database_url)
     return subprocess.run([sys.executable, "-m", "core.cli", *args], env=env, capture_output=True, text=True,
                           timeout=120, cwd=PROJECT_ROOT)
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -55,7 +50,7 @@ def test_unknown_kind_of_database(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", [["status"], ["db", "upgrade"]], ids=lambda c: "-".join(c))
 def test_postgres_not_listening(command: list[str], tmp_path: Path) -> None:
-    url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{_closed_port()}/mleg"
+    url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/mleg"
     line = _one_error_line(run(command, url, tmp_path))
     assert "cannot connect to the database" in line and "postgres:***@127.0.0.1" in line
 
@@ -72,7 +67,7 @@ def test_postgres_refuses_the_role(tmp_path: Path) -> None:
             connection.execute(sa.text("SELECT 1"))
     except Exception as exc:  # any failure means: no server to test against here
         reason = f"PostgreSQL not reachable at {POSTGRES_URL}: {type(exc).__name__}"
-        if _in_ci():  # as tests/conftest.py's postgres_database: CI must test against a real server
+        if in_ci():  # as tests/conftest.py's postgres_database: CI must test against a real server
             pytest.fail(reason + " (CI=true: storage must be tested on PostgreSQL)")
         pytest.skip(reason)
     finally:

@@ -16,7 +16,7 @@ from core.app.settings import PROJECT_ROOT, load_settings
 from core.conversation.terms import TermsSource, load_terms
 from core.support.faq import Faq
 from tests.cli_helpers import cli_environment, run
-from tests.conftest import TEST_SECRET
+from tests.factories import TEST_SECRET
 
 
 @pytest.fixture

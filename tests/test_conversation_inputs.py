@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlmodel import Session, select
 
 from core.app.catalog import Catalog
 from core.app.context import AppContext
@@ -18,10 +19,16 @@ from core.conversation import ConversationState, Event, ops
 from core.conversation.engine import EngineConfig, step
 from core.conversation.terms import load_terms
 from core.storage.db import unit_of_work
+from core.storage.models import (
+    Credential,
+    GuessAttempt,
+)
 from core.students.eligibility import Policy
 from core.support.faq import Faq
 from tests.chat_driver import ChatDriver
-from tests.conftest import add_student
+from tests.factories import add_student
+from tests.support.chat import bound_chat, new_student
+from tests.support.lifecycle import enrolled
 
 ODD_INPUTS = [
     "", "   ", "\x00\x01\x02", "😀😀😀", "x" * 10_000, "'; DROP TABLE student; --", "<b>hi</b>",
@@ -146,3 +153,121 @@ def test_random_events_against_real_storage(sqlite_ctx: AppContext, events: list
         replies = chat.service.handle(Event(kind=event.kind, channel="console", account_id=chat.account,
                                             text=event.text))
         assert replies and all(r.text.strip() for r in replies)
+
+
+# --- the chat code that did not arrive ------------------------------------------------------------
+
+@pytest.mark.parametrize(("lang", "question", "expected"), [
+    ("en", "The email with the code did not arrive", ("a***@student.example.edu.pl", "15 min", "Spam")),
+    ("pl", "Nie dostałem maila z kodem", ("a***@student.example.edu.pl", "15 min", "SPAM")),
+])
+def test_at_the_code_step_a_missing_mail_is_about_the_chat_code(
+        sqlite_ctx: AppContext, lang: str, question: str, expected: tuple[str, ...]) -> None:
+    _, pesel, album = enrolled(sqlite_ctx)
+    chat = ChatDriver(sqlite_ctx)
+    chat.start_in(lang)
+    chat.say(pesel)
+    chat.say(album)
+    chat.say(question)
+    for part in expected:
+        assert part in chat.text, chat.text
+    assert "/status" not in chat.text  # refused before binding
+    assert "hour" not in chat.text and "godzin" not in chat.text  # the code lives 15 minutes
+    assert "code:resend" in chat.buttons
+    chat.press("code:resend")
+    assert len(chat.outbox("binding-code")) == 2
+
+
+def test_before_binding_an_expired_code_question_is_about_the_chat_code(sqlite_ctx: AppContext) -> None:
+    _, pesel, album = enrolled(sqlite_ctx)
+    chat = ChatDriver(sqlite_ctx)
+    chat.start_in("en")
+    chat.say(pesel)
+    chat.say(album)
+    chat.say("My code expired, what now?")
+    assert "15 min" in chat.text and "30 days" not in chat.text and "code:resend" in chat.buttons
+
+
+# --- ELS numbers typed by hand -----------------------------------------------------------------
+
+@pytest.mark.parametrize("typed", ["99892850", "els 99892850", "ELS-99892850", "Els–9989 2850"])
+def test_els_number_is_matched_however_it_is_typed(els_ctx: AppContext, typed: str) -> None:
+    _, pesel = new_student(els_ctx, els_number="ELS-99892850")
+    chat = ChatDriver(els_ctx)
+    chat.start_in("en")
+    chat.say(pesel)
+    assert "e.g. ELS-12345678" in chat.text
+    chat.say(typed)
+    assert "A one-time code has been sent" in chat.text
+
+
+def test_wrong_els_number_still_counts_as_a_failed_guess(els_ctx: AppContext) -> None:
+    _, pesel = new_student(els_ctx, els_number="ELS-99892850")
+    chat = ChatDriver(els_ctx)
+    chat.start_in("pl")
+    chat.say(pesel)
+    assert "np. ELS-12345678" in chat.text
+    chat.say("ELS 99892851")
+    assert "nie pasują do rejestru" in chat.text
+    with Session(els_ctx.engine) as session:
+        assert len(session.exec(select(GuessAttempt)).all()) >= 1
+
+
+# --- not a code, not a command -------------------------------------------------------------------
+
+def test_text_that_is_no_code_is_not_a_guess(sqlite_ctx: AppContext) -> None:
+    student, pesel = new_student(sqlite_ctx)
+    chat = ChatDriver(sqlite_ctx)
+    chat.start_in("en")
+    chat.say(pesel)
+    chat.say(student.album)
+    for typed in ["abc", "12345", "1234567", "no idea"] * 3:  # twelve: over the five-guess limit
+        chat.say(typed)
+        assert "6 digits" in chat.text and "isn't right" not in chat.text, typed
+    chat.say(" ".join(chat.binding_code()))  # "1 2 3 4 5 6" is the code, typed with spaces
+    assert "Too many" not in chat.text
+    assert chat.service.state_of(chat.channel, chat.account).student_id == student.id
+
+
+def test_a_question_at_the_code_step_is_answered_and_the_code_asked_again(sqlite_ctx: AppContext) -> None:
+    student, pesel = new_student(sqlite_ctx)
+    chat = ChatDriver(sqlite_ctx)
+    chat.start_in("en")
+    chat.say(pesel)
+    chat.say(student.album)
+    chat.say("The activation email did not arrive, I checked spam")
+    assert "6 digits" in chat.text and len(chat.replies) >= 2
+
+
+@pytest.mark.parametrize("language,phrase", [("en", "I don't know that command"), ("pl", "Nie znam")])
+def test_unknown_command_before_binding_is_said(sqlite_ctx: AppContext, language: str, phrase: str) -> None:
+    chat = ChatDriver(sqlite_ctx)
+    chat.start_in(language)
+    chat.say("/foo")
+    assert phrase in chat.text and "PESEL" in chat.text
+
+
+# --- a yes button confirms only what it was put under ---------------------------------------------
+
+def test_an_old_confirm_under_the_application_does_not_revoke(sqlite_ctx: AppContext) -> None:
+    chat, student = bound_chat(sqlite_ctx, "en")
+    chat.press("menu:request")
+    chat.press("confirm:yes:request")
+    chat.say("/revoke")
+    chat.press("revoke:lost_phone")
+    assert "confirm:yes:revoke" in chat.buttons
+    chat.press_anyway("confirm:yes:request")  # scrolled up and pressed the application's "Confirm"
+    with Session(sqlite_ctx.engine) as session:
+        states = session.exec(select(Credential.state).where(Credential.student_id == student.id)).all()
+    assert states == ["pending_activation"]
+    assert "confirm:yes:revoke" in chat.buttons  # asked again, with the right button
+    chat.press("confirm:yes:revoke")
+    with Session(sqlite_ctx.engine) as session:
+        assert session.exec(select(Credential.state).where(Credential.student_id == student.id)).one() == "revoked"
+
+
+def test_a_yes_button_from_before_the_upgrade_asks_again(sqlite_ctx: AppContext) -> None:
+    chat, _ = bound_chat(sqlite_ctx, "pl")
+    chat.press("menu:request")
+    chat.press_anyway("confirm:yes")  # the data every yes button had before
+    assert "confirm:yes:request" in chat.buttons

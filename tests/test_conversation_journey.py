@@ -16,7 +16,7 @@ from core.storage.db import make_engine, unit_of_work
 from core.storage.models import ChatLink, Credential, GuessAttempt, Student, SupportThread, TermsAcceptance
 from core.support.threads import staff_reply
 from tests.chat_driver import ChatDriver
-from tests.conftest import add_student, build_ctx, make_settings
+from tests.factories import activation_code, add_student, build_ctx, make_settings
 
 
 def _student(ctx: AppContext, **kw: object) -> tuple[Student, str]:
@@ -114,7 +114,7 @@ def test_each_refusal_reason_is_explained(sqlite_ctx: AppContext, overrides: dic
 
 
 def test_student_without_pesel_cannot_be_identified_in_chat(sqlite_ctx: AppContext) -> None:
-    from tests.conftest import student_pesel
+    from tests.factories import student_pesel
 
     student, _ = _student(sqlite_ctx, pesel="")
     chat = ChatDriver(sqlite_ctx)
@@ -135,7 +135,7 @@ def test_renewal_for_the_new_semester(sqlite_ctx: AppContext) -> None:
     with unit_of_work(sqlite_ctx.engine) as session:
         credential = session.exec(select(Credential)).one()
         text = open_body(sqlite_ctx.box, chat.outbox("activation")[0]).text
-        code = text.split("Kod aktywacyjny: ")[1].split()[0]
+        code = activation_code(text)
         credentials.activate(sqlite_ctx, session, credential, code, actor="test")
     chat.say("/status")
     assert "aktywna i ważna do 31.03.2027" in chat.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 from core.app.context import AppContext
 from core.storage.db import unit_of_work
 from tests.chat_driver import ChatDriver
-from tests.conftest import add_student, student_pesel
+from tests.factories import add_student, student_pesel
 
 
 def _student(ctx: AppContext):  # type: ignore[no-untyped-def]

@@ -13,32 +13,15 @@ from core.app.context import AppContext
 from core.app.errors import ActivationError, ConflictError, EligibilityError, RateLimitedError, TransitionError
 from core.credentials import service
 from core.credentials.lifecycle import transition
-from core.messaging.outbox import open_body
 from core.storage.db import unit_of_work
 from core.storage.models import Credential, CredentialEvent, CredentialState, OutboxMessage
 from core.students.eligibility import Reason
-from tests.conftest import add_student
-
-
-def _request(ctx: AppContext, **student_kw: object) -> tuple[int, int]:
-    with unit_of_work(ctx.engine) as session:
-        student, _ = add_student(session, ctx.box, **student_kw)
-        credential = service.request_credential(ctx, session, student, channel="console", actor="student")
-        return student.id or 0, credential.id or 0
-
-
-def _code_from_outbox(ctx: AppContext, credential_id: int) -> str:
-    with Session(ctx.engine) as session:
-        row = session.exec(
-            select(OutboxMessage).where(OutboxMessage.credential_id == credential_id,
-                                        OutboxMessage.kind == "activation")
-        ).one()
-        text = open_body(ctx.box, row).text
-    return text.split("Kod aktywacyjny: ")[1].split()[0]
+from tests.factories import add_student, issue
+from tests.support.lifecycle import mailed_activation_code
 
 
 def test_request_issues_activation_data_to_register_address(ctx: AppContext) -> None:
-    _, credential_id = _request(ctx)
+    _, credential_id = issue(ctx)
     with Session(ctx.engine) as session:
         credential = session.get(Credential, credential_id)
         assert credential is not None
@@ -49,7 +32,7 @@ def test_request_issues_activation_data_to_register_address(ctx: AppContext) -> 
         row = session.exec(select(OutboxMessage).where(OutboxMessage.credential_id == credential_id)).one()
         assert row.recipient.endswith("@student.example.edu.pl")
         assert row.channel == "email"
-        code = _code_from_outbox(ctx, credential_id)
+        code = mailed_activation_code(ctx, credential_id)
         # Only the keyed hash of the code is stored; the clear code lives in the encrypted body.
         assert credential.code_hash == ctx.box.keyed_hash("activation-code", code.replace("-", ""))
         assert code.encode() not in (row.body or b"")
@@ -62,7 +45,7 @@ def test_request_issues_activation_data_to_register_address(ctx: AppContext) -> 
 
 
 def test_one_live_credential_per_student(ctx: AppContext) -> None:
-    student_id, _ = _request(ctx)
+    student_id, _ = issue(ctx)
     with unit_of_work(ctx.engine) as session:
         from core.storage.models import Student
 
@@ -73,7 +56,7 @@ def test_one_live_credential_per_student(ctx: AppContext) -> None:
 
 
 def test_database_refuses_second_live_credential(ctx: AppContext) -> None:
-    student_id, _ = _request(ctx)
+    student_id, _ = issue(ctx)
     with pytest.raises(IntegrityError), unit_of_work(ctx.engine) as session:
         session.add(Credential(student_id=student_id, state="active", policy="standalone",
                                valid_until=date(2027, 3, 31), created_at=ctx.clock.now(),
@@ -95,8 +78,8 @@ def _try(ctx: AppContext, credential_id: int, code: str) -> None:
 
 
 def test_activation_code_is_single_use(ctx: AppContext) -> None:
-    _, credential_id = _request(ctx)
-    code = _code_from_outbox(ctx, credential_id)
+    _, credential_id = issue(ctx)
+    code = mailed_activation_code(ctx, credential_id)
     _try(ctx, credential_id, code.lower())  # typed in lower case still works
     with Session(ctx.engine) as session:
         credential = session.get(Credential, credential_id)
@@ -108,8 +91,8 @@ def test_activation_code_is_single_use(ctx: AppContext) -> None:
 
 
 def test_activation_guesses_limited_per_student(ctx: AppContext) -> None:
-    _, credential_id = _request(ctx)
-    code = _code_from_outbox(ctx, credential_id)
+    _, credential_id = issue(ctx)
+    code = mailed_activation_code(ctx, credential_id)
     for _ in range(5):
         with pytest.raises(ActivationError, match="wrong"):
             _try(ctx, credential_id, "AAAA-AAAA-AAAA")
@@ -121,8 +104,8 @@ def test_activation_guesses_limited_per_student(ctx: AppContext) -> None:
 
 
 def test_activation_window_of_30_days(ctx: AppContext) -> None:
-    _, credential_id = _request(ctx)
-    code = _code_from_outbox(ctx, credential_id)
+    _, credential_id = issue(ctx)
+    code = mailed_activation_code(ctx, credential_id)
     ctx.clock.advance(days=30, seconds=1)  # type: ignore[attr-defined]
     with pytest.raises(ActivationError, match="window"), unit_of_work(ctx.engine) as session:
         credential = session.get(Credential, credential_id)
@@ -131,7 +114,7 @@ def test_activation_window_of_30_days(ctx: AppContext) -> None:
 
 
 def _activate(ctx: AppContext, credential_id: int) -> None:
-    code = _code_from_outbox(ctx, credential_id)
+    code = mailed_activation_code(ctx, credential_id)
     with unit_of_work(ctx.engine) as session:
         credential = session.get(Credential, credential_id)
         assert credential is not None
@@ -141,7 +124,7 @@ def _activate(ctx: AppContext, credential_id: int) -> None:
 def test_renewal_window_and_new_semester(ctx: AppContext) -> None:
     from core.storage.models import Student
 
-    student_id, credential_id = _request(ctx)
+    student_id, credential_id = issue(ctx)
     _activate(ctx, credential_id)
     with unit_of_work(ctx.engine) as session:
         student = session.get(Student, student_id)
@@ -171,7 +154,7 @@ def test_renewal_before_the_next_semester_begins_reaches_its_end(ctx: AppContext
     from core.storage.models import Student
 
     ctx.settings.credential.renewal_window_days = 45
-    student_id, credential_id = _request(ctx)
+    student_id, credential_id = issue(ctx)
     _activate(ctx, credential_id)
     ctx.clock.set(datetime(2027, 2, 20, 10, 0, tzinfo=WARSAW))  # type: ignore[attr-defined]
     with unit_of_work(ctx.engine) as session:
@@ -188,10 +171,10 @@ def test_els_policy_new_application_needs_a_later_card(tmp_path, db_url, clock) 
     new application that replaces the credential needs a card valid beyond it, and ends with the card."""
     from core.storage.db import make_engine
     from core.storage.models import Student
-    from tests.conftest import build_ctx, make_settings
+    from tests.factories import build_ctx, make_settings
 
     ctx = build_ctx(make_settings(tmp_path, database_url=db_url, policy="els"), make_engine(db_url), clock)
-    student_id, credential_id = _request(ctx, els_valid_until=date(2026, 10, 31))
+    student_id, credential_id = issue(ctx, els_valid_until=date(2026, 10, 31))
     _activate(ctx, credential_id)
     with unit_of_work(ctx.engine) as session:
         student = session.get(Student, student_id)
@@ -208,7 +191,7 @@ def test_els_policy_new_application_needs_a_later_card(tmp_path, db_url, clock) 
 
 
 def test_revoke_records_who_why_when_and_notifies(ctx: AppContext) -> None:
-    _, credential_id = _request(ctx)
+    _, credential_id = issue(ctx)
     with unit_of_work(ctx.engine) as session:
         credential = session.get(Credential, credential_id)
         assert credential is not None
@@ -225,7 +208,7 @@ def test_revoke_records_who_why_when_and_notifies(ctx: AppContext) -> None:
 
 
 def test_terminal_states_do_not_move(ctx: AppContext) -> None:
-    _, credential_id = _request(ctx)
+    _, credential_id = issue(ctx)
     with unit_of_work(ctx.engine) as session:
         credential = session.get(Credential, credential_id)
         assert credential is not None
@@ -238,7 +221,7 @@ def test_terminal_states_do_not_move(ctx: AppContext) -> None:
 def test_after_revocation_a_new_request_is_possible(ctx: AppContext) -> None:
     from core.storage.models import Student
 
-    student_id, credential_id = _request(ctx)
+    student_id, credential_id = issue(ctx)
     with unit_of_work(ctx.engine) as session:
         credential = session.get(Credential, credential_id)
         student = session.get(Student, student_id)

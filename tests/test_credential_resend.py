@@ -19,8 +19,8 @@ from core.credentials import service
 from core.messaging.outbox import open_body
 from core.storage.db import unit_of_work
 from core.storage.models import AuditEvent, Credential, CredentialEvent, CredentialState, OutboxMessage
-from tests.conftest import TEST_SECRET, add_student
-from tests.test_web_desk import _account, _code, _form_token, _sign_in, _signed_in_agent
+from tests.factories import TEST_SECRET, add_student
+from tests.support.web_desk import account, form_token, sign_in, signed_in_agent, totp_code
 from web.app import build_app
 
 
@@ -122,32 +122,32 @@ def desk_client(sqlite_ctx: AppContext) -> TestClient:
 
 def test_an_admin_resends_from_the_credentials_page(sqlite_ctx: AppContext, desk_client: TestClient) -> None:
     student_id, credential_id, _, address = _request(sqlite_ctx)
-    secret = _account(sqlite_ctx, "kasia", admin=True, totp=True)
-    assert _sign_in(desk_client, "kasia", code=_code(sqlite_ctx, secret or "")).status_code == 303
+    secret = account(sqlite_ctx, "kasia", admin=True, totp=True)
+    assert sign_in(desk_client, "kasia", code=totp_code(sqlite_ctx, secret or "")).status_code == 303
     page = desk_client.get(f"/students/{student_id}").text
     assert f'action="/credentials/{credential_id}/resend"' in page
     forged = desk_client.post(f"/credentials/{credential_id}/resend", data={"csrf": "forged"})
     assert forged.status_code == 403 and len(_activation_mails(sqlite_ctx, credential_id)) == 1
-    done = desk_client.post(f"/credentials/{credential_id}/resend", data={"csrf": _form_token(page)})
+    done = desk_client.post(f"/credentials/{credential_id}/resend", data={"csrf": form_token(page)})
     assert done.status_code == 200 and "wcześniejszy kod już nie działa" in done.text
     assert [m[0] for m in _activation_mails(sqlite_ctx, credential_id)] == [address, address]
     with Session(sqlite_ctx.engine) as session:
         audited = session.exec(select(AuditEvent).where(AuditEvent.action == "credential.activation_resent")).all()
     assert [a.actor for a in audited] == ["staff:kasia"]
     for _ in range(sqlite_ctx.settings.credential.activation_resends_per_day - 1):
-        desk_client.post(f"/credentials/{credential_id}/resend", data={"csrf": _form_token(page)})
-    limited = desk_client.post(f"/credentials/{credential_id}/resend", data={"csrf": _form_token(page)})
+        desk_client.post(f"/credentials/{credential_id}/resend", data={"csrf": form_token(page)})
+    limited = desk_client.post(f"/credentials/{credential_id}/resend", data={"csrf": form_token(page)})
     assert "zbyt wiele razy" in limited.text
     # An active credential has nothing to resend: no button, and a POST is refused in words.
     _activate(sqlite_ctx, credential_id, _activation_mails(sqlite_ctx, credential_id)[-1][2])
     assert "/resend" not in desk_client.get(f"/students/{student_id}").text
-    refused = desk_client.post(f"/credentials/{credential_id}/resend", data={"csrf": _form_token(page)})
+    refused = desk_client.post(f"/credentials/{credential_id}/resend", data={"csrf": form_token(page)})
     assert "czekającej na aktywację" in refused.text
 
 
 def test_an_agent_cannot_resend(sqlite_ctx: AppContext, desk_client: TestClient) -> None:
     _, credential_id, _, _ = _request(sqlite_ctx)
-    csrf = _signed_in_agent(sqlite_ctx, desk_client)
+    csrf = signed_in_agent(sqlite_ctx, desk_client)
     refused = desk_client.post(f"/credentials/{credential_id}/resend", data={"csrf": csrf})
     assert refused.status_code == 403
     assert len(_activation_mails(sqlite_ctx, credential_id)) == 1

@@ -33,7 +33,7 @@ from core.support import threads as support
 from mail.channel import SmtpChannel
 from tests.bot_harness import STAFF_CHAT, new_student, outbox_rows
 from tests.cli_helpers import cli_environment, run
-from tests.conftest import build_ctx, make_settings
+from tests.factories import build_ctx, make_settings
 from tests.mail_samples.kit import parse
 from tests.servers.botapi import BotApiStandIn
 from tests.servers.dovecot import DovecotServer
@@ -54,10 +54,10 @@ def _fresh_defect_memory() -> Iterator[None]:
 
 
 @pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        standin.add_chat(STAFF_CHAT, chat_type="supergroup", title="Biuro obsługi mLegitymacji")
-        yield standin
+def api(api: BotApiStandIn) -> BotApiStandIn:
+    """The shared stand-in (tests/conftest.py) with the staff room in it."""
+    api.add_chat(STAFF_CHAT, chat_type="supergroup", title="Biuro obsługi mLegitymacji")
+    return api
 
 
 def _ctx(tmp_path: Path, sqlite_url: str, clock: FixedClock, api: BotApiStandIn, smtp: SmtpRelay,

@@ -16,7 +16,7 @@ from core.app.settings import DEMO_SECRET, load_settings
 from core.cli.chat import ConsoleChat
 from core.storage.db import make_engine
 from tests.cli_helpers import cli_environment, run
-from tests.conftest import build_ctx, make_settings
+from tests.factories import build_ctx, make_settings
 
 DEMO_REGISTER = Path(__file__).resolve().parent.parent / "config" / "demo-register.csv"
 REAL_CHANNELS = {
@@ -111,7 +111,7 @@ def test_a_mail_that_cannot_be_written_is_said_in_the_chat_and_the_log(
     ctx: AppContext = build_ctx(make_settings(tmp_path, database_url=sqlite_url, var_dir=blocker / "var"),
                                 make_engine(sqlite_url), clock)
     from core.storage.db import unit_of_work
-    from tests.conftest import add_student
+    from tests.factories import add_student
 
     with unit_of_work(ctx.engine) as session:
         student, pesel = add_student(session, ctx.box)

@@ -18,7 +18,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -33,10 +33,20 @@ from core.credentials.lifecycle import EndReason
 from core.jobs import reminders
 from core.messaging.outbox import open_body
 from core.storage.db import make_engine, unit_of_work
-from core.storage.models import Application, AuditEvent, Credential, CredentialEvent, OutboxMessage, Student
+from core.storage.models import (
+    Application,
+    AuditEvent,
+    Credential,
+    CredentialEvent,
+    OutboxMessage,
+    Student,
+)
+from core.students.eligibility import SHORT_VALIDITY_DAYS
+from core.students.semester import end_of_day
 from tests.chat_driver import ChatDriver
-from tests.conftest import add_student, build_ctx, make_settings
-from tests.test_jobs_helpers import activate, at, credential, link_chat, outbox
+from tests.factories import add_student, build_ctx, link_chat, make_settings
+from tests.support.chat import all_credentials, apply_in_chat, bound_chat
+from tests.support.lifecycle import activate, at, credential, outbox
 
 CARD_LATER = date(2027, 9, 30)
 IN_WINDOW = "2027-03-10T10:00:00+01:00"
@@ -414,3 +424,33 @@ def test_standalone_reminders_still_say_renew(ctx: AppContext) -> None:
     for family in ("validity", "semester-start"):
         [row] = _reminder_rows(ctx, family)
         assert [[b.data for b in line] for line in open_body(ctx.box, row).buttons] == [["menu:renew"]]
+
+
+# --- ELS policy: the activation window and a card that ends soon ---------------------------
+
+def test_els_activation_deadline_never_outlasts_the_credential(els_ctx: AppContext) -> None:
+    chat, _ = bound_chat(els_ctx, "en", els_number="ELS-00001234", els_valid_until=date(2026, 10, 20))
+    apply_in_chat(chat)
+    assert "by 20.10.2026 23:59; it will be valid until 20.10.2026" in chat.text
+    [credential] = all_credentials(els_ctx)
+    assert credential.activation_deadline == end_of_day(date(2026, 10, 20))
+    assert "20.10.2026 23:59" in open_body(els_ctx.box, chat.outbox("activation")[0]).text
+
+
+def test_els_card_ending_soon_is_announced_before_applying(els_ctx: AppContext) -> None:
+    until = els_ctx.clock.today() + timedelta(days=SHORT_VALIDITY_DAYS - 2)
+    chat, _ = bound_chat(els_ctx, "pl", els_number="ELS-00004321", els_valid_until=until)
+    chat.press("menu:request")
+    assert f"ELS jest ważna tylko do {until:%d.%m.%Y}" in chat.text
+    assert "(jeszcze 6 dni, łącznie z dzisiejszym)" in chat.text
+    chat.press("confirm:yes:request")  # they may still apply
+    assert "Wniosek przyjęty" in chat.text
+    [credential] = all_credentials(els_ctx)
+    assert credential.valid_until == until and credential.activation_deadline == end_of_day(until)
+
+
+def test_els_card_valid_long_enough_brings_no_warning(els_ctx: AppContext) -> None:
+    until = els_ctx.clock.today() + timedelta(days=SHORT_VALIDITY_DAYS)
+    chat, _ = bound_chat(els_ctx, "en", els_number="ELS-00005555", els_valid_until=until)
+    chat.press("menu:request")
+    assert "ELS card is valid only" not in chat.text

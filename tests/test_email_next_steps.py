@@ -26,8 +26,8 @@ from core.storage.db import make_engine, unit_of_work
 from core.storage.models import Credential, InboundMail, OutboxMessage
 from core.support.faq import Faq
 from core.support.mailbox_rules import InboundFacts, handle_inbound
-from tests.conftest import build_ctx, make_settings
-from tests.test_jobs_helpers import activate, at, issue
+from tests.factories import build_ctx, issue, make_settings
+from tests.support.lifecycle import activate, at
 
 HELP_DESK = "pomoc.mlegitymacja@example.edu.pl"
 BOT = "UczelniaDemoBot"

@@ -7,19 +7,10 @@ Each case goes the way `core.support.mailbox_rules` takes a mail: the sender's o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from core.support.faq import Faq
 from core.support.mail_text import is_forward, own_text, question_text, strip_signature
-
-FAQ_DIR = Path(__file__).resolve().parents[1] / "config" / "faq"
-
-
-@pytest.fixture(scope="module")
-def faq() -> Faq:
-    return Faq.load(FAQ_DIR)
 
 
 def _answer(faq: Faq, subject: str, body: str) -> tuple[str, str | None]:
@@ -172,3 +163,28 @@ def test_forward_is_recognised(subject: str, body: str, forward: bool) -> None:
 
 def test_forward_gives_no_question() -> None:
     assert question_text("Fwd: Nie dostałem maila z kodem", "Dzień dobry, nie dostałem maila z kodem.") == ""
+
+
+# --- FAQ questions the audit found unanswered ------------------------------------------------------
+
+@pytest.mark.parametrize(("question", "expected"), [
+    ("Ukradli mi telefon", "new_phone"),
+    ("Ukradziono mi telefon z mLegitymacją", "new_phone"),
+    ("Mój kod QR jest już nieważny", "code_expired"),
+    ("Kod aktywacyjny jest nieważny", "code_expired"),
+    ("I didn't activate within 30 days, what now?", "code_expired"),
+    ("I did not activate it in time", "code_expired"),
+    ("The email with the QR code never came.", "email_not_arrived"),
+    ("The activation e-mail never arrived", "email_not_arrived"),
+    ("My surname changed, mLegitymacja shows the old one", "changed_data"),
+    ("My name changed, the mobile ID shows my old name", "changed_data"),
+    # No new false positives.
+    ("Ukradli mi rower spod akademika", None),
+    ("My surname changed, how do I update it in the dean's office records?", None),
+    ("My bike was stolen and never came back", None),
+    ("Mój bilet miesięczny jest już nieważny", None),
+])
+def test_audit_questions_reach_the_right_faq_entry(faq: Faq, question: str, expected: str | None) -> None:
+    lang = faq.language(question, "pl")
+    match = faq.match(question, lang)
+    assert (match.entry.id if match else None) == expected

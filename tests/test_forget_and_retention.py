@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col, select
 
@@ -21,6 +22,7 @@ from core.storage.db import make_engine, unit_of_work
 from core.storage.models import (
     Application,
     AuditEvent,
+    BindingCode,
     ChatLink,
     Credential,
     CredentialEvent,
@@ -35,7 +37,8 @@ from core.storage.models import (
 from core.support.threads import staff_reply
 from tests.chat_driver import ChatDriver
 from tests.cli_helpers import cli_environment, run
-from tests.conftest import add_student, build_ctx, make_settings
+from tests.factories import add_student, build_ctx, make_settings
+from tests.support.chat import bound_chat, chat_links
 
 ACCOUNT = "4242424242"
 QUESTION = "Czy mogę mieć legitymację na dwóch telefonach naraz, pyta Zuzanna Kwiatkowska?"
@@ -225,3 +228,66 @@ def test_former_students_and_ended_credentials_go_after_their_periods(tmp_path: 
         assert session.exec(select(ChatLink)).all() == [] and session.exec(select(TermsAcceptance)).all() == []
         assert session.exec(select(SupportThread)).one().student_id is None  # the ticket goes by its own rule
     ctx.engine.dispose()
+
+
+# --- /forget ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bound", [True, False])
+def test_forget_is_confirmed_in_the_language_the_student_used(sqlite_ctx: AppContext, bound: bool) -> None:
+    if bound:
+        chat, _ = bound_chat(sqlite_ctx, "en")
+    else:
+        chat = ChatDriver(sqlite_ctx)
+        chat.start_in("en")
+    chat.say("/forget")
+    chat.press("forget:yes")
+    assert "Done: the conversation data has been deleted" in chat.text
+    assert "Gotowe" not in chat.text
+
+
+def test_gone_student_is_told_in_their_language(sqlite_ctx: AppContext) -> None:
+    chat, student = bound_chat(sqlite_ctx, "en")
+    with unit_of_work(sqlite_ctx.engine) as session:
+        for model in (ChatLink, TermsAcceptance, BindingCode):
+            session.execute(sa.delete(model).where(model.student_id == student.id))  # type: ignore[arg-type]
+        session.delete(session.get(Student, student.id))
+    chat.say("/status")
+    assert "You're no longer in the student register" in chat.text
+
+
+@pytest.mark.parametrize("word", ["tak", "yes", "t", "y", "ok", "Tak!"])
+def test_typed_yes_confirms_forget(sqlite_ctx: AppContext, word: str) -> None:
+    chat, _ = bound_chat(sqlite_ctx)
+    chat.say("/forget")
+    chat.say(word)
+    assert "dane rozmowy zostały usunięte" in chat.text
+    assert chat_links(sqlite_ctx) == []
+
+
+@pytest.mark.parametrize("word", ["nie", "no"])
+def test_typed_no_cancels_forget_and_shows_the_menu(sqlite_ctx: AppContext, word: str) -> None:
+    chat, _ = bound_chat(sqlite_ctx)
+    chat.say("/forget")
+    chat.say(word)
+    assert "Anulowano" in chat.text and "menu:status" in chat.buttons
+    assert len(chat_links(sqlite_ctx)) == 1
+
+
+def test_other_text_at_forget_asks_again_instead_of_cancelling(sqlite_ctx: AppContext) -> None:
+    chat, _ = bound_chat(sqlite_ctx, "en")
+    chat.say("/forget")
+    chat.say("hmm, what does that mean?")
+    assert "Choose \"Yes, delete\"" in chat.text and "forget:yes" in chat.buttons
+    assert "Cancelled" not in chat.text
+    assert chat.service.state_of("console", chat.account).step == "confirm_forget"
+    chat.say("yes")
+    assert "Done: the conversation data has been deleted" in chat.text and chat_links(sqlite_ctx) == []
+
+
+def test_typed_yes_confirms_forget_before_the_terms_are_accepted(sqlite_ctx: AppContext) -> None:
+    chat = ChatDriver(sqlite_ctx)
+    chat.say("/start")
+    chat.press("lang:pl")
+    chat.say("/forget")
+    chat.say("tak")
+    assert "dane rozmowy zostały usunięte" in chat.text and "Regulamin usługi zmienił się" not in chat.text

@@ -16,12 +16,10 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
@@ -29,8 +27,9 @@ from pathlib import Path
 import pytest
 
 from core.app.settings import PROJECT_ROOT
-from tests.conftest import TEST_SECRET
+from tests.factories import TEST_SECRET
 from tests.servers.botapi import BotApiStandIn
+from tests.servers.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 # Never part of the wheel; leaving them out of the copy shows the build needs none of them.
@@ -218,24 +217,12 @@ def test_demo_console_journey_to_an_activation_email_then_status(installed: Inst
     assert re.search(r"^students\s+[1-9]\d*", status.stdout, re.M), status.stdout
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
-
-
 def test_serve_answers_a_start_through_the_bot_api(installed: Installed, api: BotApiStandIn) -> None:
     env = installed.env(
         MLEG_MODE="production", MLEG_SECRET_KEY=TEST_SECRET, MLEG_VAR_DIR=str(installed.work / "serve-var"),
         MLEG_TELEGRAM__TOKEN=api.token, MLEG_TELEGRAM__API_BASE_URL=api.base_url,
         # Production wants an SMTP server; nothing is mailed here, so one that is not listening does.
-        MLEG_SMTP__HOST="127.0.0.1", MLEG_SMTP__PORT=str(_closed_port()), MLEG_SMTP__SECURITY="none")
+        MLEG_SMTP__HOST="127.0.0.1", MLEG_SMTP__PORT=str(free_port()), MLEG_SMTP__SECURITY="none")
     log = installed.work / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([str(installed.mleg), "serve", "--no-jobs"], env=env, cwd=installed.work,

@@ -8,7 +8,8 @@ from core.app.context import AppContext
 from core.app.errors import ActivationError
 from core.jobs import reminders, run_due, sweep
 from core.messaging.outbox import open_body
-from tests.test_jobs_helpers import activate, at, credential, issue, link_chat, outbox
+from tests.factories import issue, link_chat
+from tests.support.lifecycle import activate, at, credential, outbox
 
 
 def _reminder_keys(ctx: AppContext) -> list[str]:

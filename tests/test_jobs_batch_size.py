@@ -15,7 +15,7 @@ from core.app.context import AppContext
 from core.app.settings import JobsSettings
 from core.jobs import sweep
 from core.storage.models import AuditEvent, Credential, Student
-from tests.conftest import build_ctx, make_settings
+from tests.factories import build_ctx, make_settings
 
 NOW = datetime(2027, 4, 1, 6, 0, tzinfo=UTC)
 DUE = 5_001  # one more than PostgreSQL's default batch: two batches there, six of 1,000 on SQLite

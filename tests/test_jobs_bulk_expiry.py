@@ -11,7 +11,7 @@ from core.credentials.lifecycle import transition
 from core.jobs.sweep import expire_validity
 from core.storage.db import unit_of_work
 from core.storage.models import AuditEvent, Credential, CredentialEvent, CredentialState
-from tests.conftest import add_student
+from tests.factories import add_student
 
 NOW = datetime(2027, 4, 1, 6, 0, tzinfo=UTC)
 

@@ -11,8 +11,8 @@ import pytest
 from core.app.clock import FixedClock
 from core.storage.db import make_engine
 from tests.cli_helpers import cli_environment, run
-from tests.conftest import build_ctx, make_settings
-from tests.test_jobs_helpers import activate, issue
+from tests.factories import build_ctx, issue, make_settings
+from tests.support.lifecycle import activate
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ from core.jobs import reminders, sweep
 from core.jobs.reminders import due_days
 from core.storage.db import unit_of_work
 from core.storage.models import Credential
-from tests.test_jobs_helpers import activate, at, issue, outbox
+from tests.factories import issue
+from tests.support.lifecycle import activate, at, outbox
 
 
 def _kinds(ctx: AppContext) -> list[str]:

@@ -10,7 +10,8 @@ from core.app.context import AppContext
 from core.jobs import sweep
 from core.storage.db import unit_of_work
 from core.storage.models import AuditEvent, Student
-from tests.test_jobs_helpers import activate, at, credential, issue, outbox
+from tests.factories import issue
+from tests.support.lifecycle import activate, at, credential, outbox
 
 
 def _set_status(ctx: AppContext, student_id: int, status: str, removed_on: date | None = None) -> None:

@@ -19,8 +19,9 @@ from core.jobs.leader import Leadership
 from core.jobs.scheduler import build_scheduler
 from core.storage.db import make_engine, unit_of_work
 from core.storage.models import Credential, JobRun, OutboxMessage, ReminderLog
-from tests.conftest import TEST_SECRET, _truncate_all, add_student, build_ctx, make_settings
-from tests.test_jobs_helpers import at
+from tests.factories import TEST_SECRET, add_student, build_ctx, make_settings
+from tests.support.databases import truncate_all
+from tests.support.lifecycle import at
 
 pytestmark = pytest.mark.postgres
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def pg_url(postgres_database: str) -> str:
     engine = make_engine(postgres_database)
-    _truncate_all(engine)
+    truncate_all(engine)
     engine.dispose()
     return postgres_database
 

@@ -12,7 +12,7 @@ from core.app.context import AppContext
 from core.jobs import run_due
 from core.storage.models import JobRun, Student
 from core.students.demo_register import generate_rows, rows_to_csv
-from tests.test_jobs_helpers import at
+from tests.support.lifecycle import at
 
 
 def _statuses(ctx: AppContext) -> dict[str, str]:

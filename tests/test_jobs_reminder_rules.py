@@ -17,8 +17,8 @@ from core.messaging.outbox import open_body
 from core.messaging.outgoing import OutgoingMessage
 from core.storage.db import unit_of_work
 from core.storage.models import Credential, OutboxMessage, Student
-from tests.conftest import make_settings
-from tests.test_jobs_helpers import activate, at, credential, issue, link_chat, outbox
+from tests.factories import issue, link_chat, make_settings
+from tests.support.lifecycle import activate, at, credential, outbox
 
 
 def _rows(ctx: AppContext, kind: str) -> list[OutboxMessage]:

@@ -26,8 +26,8 @@ from core.storage.models import (
 from core.support import threads as support
 from mail.inbound import RAW
 from tests.chat_driver import ChatDriver
-from tests.conftest import add_student
-from tests.test_jobs_helpers import at
+from tests.factories import add_student
+from tests.support.lifecycle import at
 
 NOW = datetime(2027, 10, 5, 9, 0, tzinfo=UTC)
 

@@ -14,8 +14,8 @@ import pytest
 from core.app.context import AppContext
 from core.app.settings import PROJECT_ROOT
 from core.jobs import run_due
-from tests.conftest import TEST_SECRET
-from tests.test_jobs_helpers import at
+from tests.factories import TEST_SECRET
+from tests.support.lifecycle import at
 
 
 def test_future_retention_run_does_not_block_now(ctx: AppContext, caplog: pytest.LogCaptureFixture) -> None:

@@ -12,7 +12,8 @@ from core.jobs import run_due
 from core.messaging.outbox import open_body
 from core.storage.db import unit_of_work
 from core.storage.models import CredentialEvent, OutboxMessage, ReminderLog, Student
-from tests.test_jobs_helpers import activate, at, credential, issue, link_chat, outbox
+from tests.factories import issue, link_chat
+from tests.support.lifecycle import activate, at, credential, outbox
 
 
 class Walk:

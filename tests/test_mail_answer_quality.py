@@ -13,7 +13,7 @@ from core.support.faq import Faq
 from core.support.mail_text import addressed
 from core.support.mailbox_rules import InboundFacts, Outcome, handle_inbound
 from mail.parse import parse_inbound
-from tests.conftest import add_student
+from tests.factories import add_student
 
 
 def _handle(ctx: AppContext, facts: InboundFacts) -> Outcome:

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from core.app.context import AppContext
 from core.storage.models import OutboxMessage, SupportThread
 from core.support.mailbox_rules import InboundFacts, Outcome
-from tests.test_mail_privacy import handle
-from tests.test_mail_threads_cli import invoke, runner  # noqa: F401  (runner: the fixture)
+from tests.cli_helpers import invoke
+from tests.support.mail_rules import handle
 
 OURS = "mx.example.edu.pl"
 QUESTION = "Czy mogę przyjść osobiście w sobotę?"  # no FAQ answer: escalated to staff
@@ -68,7 +68,7 @@ def _held(ctx: AppContext) -> list[int | None]:
 
 
 def test_escalations_per_sender_count_plus_tags_and_case_as_one(sqlite_desk: AppContext,
-                                                                 runner: CliRunner) -> None:  # noqa: F811
+                                                                 runner: CliRunner) -> None:
     desk = sqlite_desk
     outcomes = [_mail(desk, sender, n) for n, sender in enumerate(
         ["victim@example.org", "Victim+1@example.org", "victim+2@EXAMPLE.org", "victim+3@example.org"])]

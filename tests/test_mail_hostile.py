@@ -33,7 +33,7 @@ from core.support.mail_text import question_text, strip_signature
 from mail import frontend, guard, parse
 from mail.frontend import MailFrontend
 from mail.inbound import process_pending, store_raw
-from tests.conftest import TEST_SECRET
+from tests.factories import TEST_SECRET
 from tests.mail_samples.hostile import MB, escapes, html_bomb, many_lines
 from tests.mail_samples.kit import mail_ctx
 from tests.servers.dovecot import DovecotServer

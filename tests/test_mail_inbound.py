@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import imaplib
-import itertools
-from collections.abc import Iterator
-from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -13,96 +9,12 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
-from core.app.clock import FixedClock
-from core.app.context import AppContext
-from core.messaging import outbox
-from core.storage.models import InboundMail, OutboxMessage, SupportMessage, SupportThread
+from core.storage.models import SupportMessage
 from mail import frontend, inbound
-from mail.channel import SmtpChannel
 from mail.frontend import MailFrontend
-from tests.conftest import add_student
-from tests.mail_samples.kit import mail_ctx, parse, sample
-from tests.servers.dovecot import DovecotServer
-from tests.servers.smtp_relay import SmtpRelay
-
-_n = itertools.count(1)
-# The authserv-id our (pretend) receiving server writes into Authentication-Results.
-AUTHSERV_ID = "mx.example.test"
-
-
-@dataclass
-class Desk:
-    """The support mailbox, its reader, and the SMTP relay answers go out through."""
-
-    ctx: AppContext
-    dovecot: DovecotServer
-    smtp: SmtpRelay
-    address: str
-    frontend: MailFrontend
-
-    def deliver(self, name: str, *, mail_from: str = "student@example.org", proven: bool = False,
-                **values: str) -> bytes:
-        """A sample mail into the support mailbox; `proven`: as our receiving server marks a mail
-        whose DKIM signature and DMARC check passed for its From domain (core.support.mail_sender)."""
-        values.setdefault("support", self.address)
-        values.setdefault("n", str(next(_n)))
-        raw = sample(name, **values)
-        if proven:
-            domain = values["sender"].rpartition("@")[2]
-            raw = (f"Authentication-Results: {AUTHSERV_ID};\r\n\tdkim=pass header.d={domain} header.s=s1;\r\n"
-                   f"\tdmarc=pass (p=reject) header.from={domain}\r\n").encode() + raw
-        self.dovecot.deliver(self.address, raw, mail_from=mail_from)
-        return raw
-
-    def deliver_raw(self, raw: bytes, mail_from: str = "student@example.org") -> None:
-        self.dovecot.deliver(self.address, raw, mail_from=mail_from)
-
-    async def send_answers(self) -> list[EmailMessage]:
-        channel = SmtpChannel(self.ctx.settings, self.ctx.clock)
-        await outbox.drain_once(self.ctx.engine, self.ctx.box, channel="email", now=self.ctx.clock.now,
-                                deliver=channel.deliver)
-        return [parse(m.data) for m in self.smtp.messages]
-
-    def rows(self) -> list[InboundMail]:
-        with Session(self.ctx.engine) as session:
-            return list(session.exec(select(InboundMail).order_by(InboundMail.id)).all())  # type: ignore[arg-type]
-
-    def raw(self, row: InboundMail) -> bytes | None:
-        assert row.id is not None
-        with Session(self.ctx.engine) as session:
-            return inbound.stored_raw(session, row.id)
-
-    def threads(self) -> list[SupportThread]:
-        with Session(self.ctx.engine) as session:
-            return list(session.exec(select(SupportThread).order_by(SupportThread.id)).all())  # type: ignore[arg-type]
-
-    def outbox(self, channel: str = "email") -> list[OutboxMessage]:
-        with Session(self.ctx.engine) as session:
-            return list(session.exec(select(OutboxMessage).where(OutboxMessage.channel == channel)).all())
-
-    def unseen(self) -> list[bytes]:
-        with imaplib.IMAP4(self.dovecot.host, self.dovecot.imap_port, timeout=10) as imap:
-            imap.login(self.address, self.dovecot.password)
-            imap.select("INBOX", readonly=True)
-            _, data = imap.uid("SEARCH", "UNSEEN")
-            imap.logout()
-            return data[0].split() if data and data[0] else []
-
-
-@pytest.fixture
-def desk(tmp_path: Path, sqlite_url: str, clock: FixedClock, dovecot: DovecotServer,
-         smtp_server: SmtpRelay) -> Iterator[Desk]:
-    address = dovecot.new_user(prefix="support")
-    ctx = mail_ctx(
-        tmp_path, sqlite_url, clock,
-        imap={"host": dovecot.host, "port": dovecot.imap_port, "security": "none", "username": address,
-              "password": dovecot.password, "idle_timeout_seconds": 2, "poll_interval_seconds": 0.5,
-              "authserv_id": AUTHSERV_ID},
-        smtp={"host": smtp_server.host, "port": smtp_server.port, "security": "none", "sender": address},
-        university={"help_desk_email": address},
-    )
-    yield Desk(ctx, dovecot, smtp_server, address, MailFrontend(ctx))
-    ctx.engine.dispose()
+from tests.factories import add_student
+from tests.mail_samples.kit import parse
+from tests.support.mail_desk import Desk, mail_number
 
 
 async def test_automatic_mail_is_never_answered(desk: Desk) -> None:
@@ -140,7 +52,7 @@ async def test_vendor_auto_replies_are_never_answered(desk: Desk, header: str, s
     """Autoresponders that send no Auto-Submitted: their own headers, or only their subject."""
     (Path(desk.ctx.settings.var_dir) / "auto.eml").write_text(AUTO_REPLY.replace("{header}", header))
     desk.deliver_raw(sample_from(Path(desk.ctx.settings.var_dir) / "auto.eml", sender="jan@example.org",
-                                 support=desk.address, subject=subject, n=str(next(_n))))
+                                 support=desk.address, subject=subject, n=mail_number()))
 
     report = await desk.frontend.process_once()
 
@@ -280,7 +192,7 @@ async def test_personal_question_answered_only_to_the_register_address(desk: Des
     for sender in (address.upper(), "ewa.prywatna@example.org"):
         (Path(desk.ctx.settings.var_dir) / "q.eml").write_text(question)
         desk.deliver_raw(sample_from(Path(desk.ctx.settings.var_dir) / "q.eml", sender=sender,
-                                     support=desk.address, n=str(next(_n))))
+                                     support=desk.address, n=mail_number()))
 
     await desk.frontend.process_once()
 

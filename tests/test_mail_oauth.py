@@ -26,7 +26,7 @@ from mail.channel import SmtpChannel
 from mail.frontend import MailFrontend
 from mail.oauth import MailLoginError, shared_token_source
 from tests.cli_helpers import cli_environment, run
-from tests.conftest import build_ctx, make_settings
+from tests.factories import build_ctx, make_settings
 from tests.mail_samples.kit import sample
 from tests.servers.dovecot import DovecotServer
 from tests.servers.fixtures import SmtpServerFactory, _started_dovecot

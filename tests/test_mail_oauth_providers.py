@@ -21,7 +21,7 @@ from core.app.clock import FixedClock
 from core.app.errors import ConfigurationError
 from core.app.settings import MailOAuthSettings
 from mail.oauth import GOOGLE_SCOPE, MICROSOFT_SCOPE, GoogleTokenSource, MicrosoftTokenSource, TokenError
-from tests.conftest import make_settings
+from tests.factories import make_settings
 
 TENANT = "11111111-2222-3333-4444-555555555555"
 NOW = datetime(2026, 10, 5, 9, 0, tzinfo=UTC)

@@ -25,7 +25,7 @@ from core.storage.models import Credential, OutboxMessage, OutboxStatus
 from core.support.threads import email_message_id
 from mail.channel import MaildirChannel, SmtpChannel, make_email_channel
 from mail.mime import build_email
-from tests.conftest import add_student
+from tests.factories import add_student
 from tests.mail_samples.kit import mail_ctx, parse, part_types
 from tests.servers.dovecot import DovecotServer
 from tests.servers.fixtures import SmtpServerFactory

@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 from sqlmodel import Session, select
 
 from core.app.context import AppContext
 from core.messaging.outgoing import OutgoingMessage
 from core.security.redact import redact_personal
-from core.storage.models import InboundMail, OutboxMessage, SupportMessage, SupportThread
+from core.storage.models import OutboxMessage, SupportMessage, SupportThread
 from core.students.pesel import mask_pesel
-from core.support.faq import Faq
-from core.support.mailbox_rules import InboundFacts, Outcome, handle_inbound
+from core.support.mailbox_rules import InboundFacts
 from core.support.threads import reply_subject
-from tests.conftest import student_pesel
+from tests.factories import student_pesel
+from tests.support.mail_rules import handle
 
-_n = itertools.count(1)
 PESEL = student_pesel(37, female=True)
 CODE = "K7MN-P2QR-TXWZ"  # made of core.credentials.issuer.CODE_ALPHABET, as LocalIssuer prints it
-
-
-def handle(ctx: AppContext, facts: InboundFacts) -> Outcome:
-    """One mail through the rules, as mail/inbound.py does it (the row first, one commit)."""
-    with Session(ctx.engine) as session:
-        n = next(_n)
-        stored = InboundMail(mailbox="INBOX", uidvalidity=1, uid=n, message_id=facts.message_id,
-                             digest=f"{n:064d}", size=100, received_at=ctx.clock.now())
-        session.add(stored)
-        session.flush()
-        outcome = handle_inbound(ctx, session, facts, inbound_id=stored.id or 0,
-                                 faq=Faq.load(ctx.settings.config_dir / "faq"))
-        session.commit()
-    return outcome
 
 
 @pytest.mark.parametrize(("text", "expected"), [

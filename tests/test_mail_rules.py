@@ -15,7 +15,7 @@ from core.storage.models import OutboxMessage
 from core.support.mailbox_rules import InboundFacts, automatic_reason
 from core.support.threads import reply_subject
 from mail.parse import parse_inbound
-from tests.test_mail_privacy import handle
+from tests.support.mail_rules import handle
 
 OWN = {"pomoc@example.edu.pl"}
 

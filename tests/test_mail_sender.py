@@ -23,10 +23,10 @@ from core.storage.models import OutboxMessage, SupportMessage, SupportThread
 from core.support import threads as support
 from core.support.mail_sender import address_key, check_sender
 from core.support.mailbox_rules import InboundFacts
-from tests.conftest import add_student
-from tests.test_mail_inbound import AUTHSERV_ID, Desk, desk  # noqa: F401  (desk: the fixture)
-from tests.test_mail_privacy import handle
-from tests.test_mail_threads_cli import invoke, runner  # noqa: F401  (runner: the fixture)
+from tests.cli_helpers import invoke
+from tests.factories import add_student
+from tests.support.mail_desk import AUTHSERV_ID, Desk
+from tests.support.mail_rules import handle
 
 OURS = "mx.example.edu.pl"
 FROM = "jan@student.example.edu.pl"
@@ -61,7 +61,7 @@ def test_what_proves_a_sender(headers: list[str], verified: bool) -> None:
     assert check.verified is verified, check.reason
 
 
-def test_without_an_authserv_id_nobody_is_proven(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_without_an_authserv_id_nobody_is_proven(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     headers = [f"{OURS}; dmarc=pass header.from=student.example.edu.pl"]
     check = check_sender(FROM, headers, None)
     assert not check.verified and "MLEG_IMAP__AUTHSERV_ID" in check.reason
@@ -90,7 +90,7 @@ def _messages(ctx: AppContext, thread_id: int) -> list[SupportMessage]:
         return list(session.exec(select(SupportMessage).where(SupportMessage.thread_id == thread_id)).all())
 
 
-async def test_a_forged_from_does_not_write_into_a_students_ticket(desk: Desk) -> None:  # noqa: F811
+async def test_a_forged_from_does_not_write_into_a_students_ticket(desk: Desk) -> None:
     """On the real Dovecot: the student's ticket, then a mail forged in her name with its tag."""
     desk.ctx.settings.telegram.token = SecretStr("123:staff-room-configured")
     desk.ctx.settings.telegram.staff_chat_id = -100500
@@ -137,7 +137,7 @@ async def test_a_forged_from_does_not_write_into_a_students_ticket(desk: Desk) -
     assert all("NIEPOTWIERDZONY" not in text for text in _staff_posts(desk.ctx, ticket.id or 0))
 
 
-async def test_our_fail_beats_a_forged_pass_under_our_id(desk: Desk) -> None:  # noqa: F811
+async def test_our_fail_beats_a_forged_pass_under_our_id(desk: Desk) -> None:
     """A sender who writes a pass under our authserv-id, on a server that did not strip it but
     added its own fail: not proven, not threaded."""
     student_address = desk.dovecot.new_user()
@@ -154,7 +154,7 @@ async def test_our_fail_beats_a_forged_pass_under_our_id(desk: Desk) -> None:  #
     assert [t.sender_verified for t in desk.threads()] == [True, False]
 
 
-def test_threads_list_and_show_mark_an_unproven_sender(sqlite_ctx: AppContext, runner: CliRunner) -> None:  # noqa: F811
+def test_threads_list_and_show_mark_an_unproven_sender(sqlite_ctx: AppContext, runner: CliRunner) -> None:
     sqlite_ctx.settings.imap.authserv_id = OURS
     proven = handle(sqlite_ctx, InboundFacts(
         sender="ola@example.org", subject="Pytanie", text="Czy mogę przyjść osobiście?", message_id="<p1@x>",

@@ -16,7 +16,7 @@ from core.storage.models import Credential, CredentialState, InboundMail, Outbox
 from core.students.semester import removal_deadline
 from core.support.faq import Faq
 from core.support.mailbox_rules import InboundFacts, handle_inbound
-from tests.conftest import add_student
+from tests.factories import add_student
 
 QUESTION = ("Status wniosku", "Jaki jest status wniosku? Czy mam już legitymację?")
 

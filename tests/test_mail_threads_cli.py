@@ -7,53 +7,23 @@ import mailbox
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-from sqlmodel import Session
 from typer.testing import CliRunner
 
 from core.app.context import AppContext
 from core.cli import app
 from core.messaging import outbox
-from core.storage.models import InboundMail
 from core.students.pesel import mask_pesel
-from core.support.faq import Faq
-from core.support.mailbox_rules import InboundFacts, Outcome, handle_inbound
+from core.support.mailbox_rules import InboundFacts
 from mail.channel import MaildirChannel
-from tests.conftest import TEST_SECRET, student_pesel
-
-
-@pytest.fixture
-def runner(sqlite_ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("MLEG_MODE", "production")
-    monkeypatch.setenv("MLEG_SECRET_KEY", TEST_SECRET)
-    monkeypatch.setenv("MLEG_VAR_DIR", str(sqlite_ctx.settings.var_dir))
-    monkeypatch.setenv("MLEG_DATABASE_URL", sqlite_ctx.settings.effective_database_url)
-    return CliRunner()
-
-
-def invoke(runner: CliRunner, *args: str) -> str:
-    result = runner.invoke(app, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def _handled(ctx: AppContext, facts: InboundFacts, *, digest: str) -> Outcome:
-    """The mail stored as fetched and handled by the mailbox rules, committed."""
-    with Session(ctx.engine) as session:
-        stored = InboundMail(mailbox="INBOX", uidvalidity=1, uid=1, message_id=facts.message_id, digest=digest,
-                             size=100, received_at=ctx.clock.now())
-        session.add(stored)
-        session.flush()
-        outcome = handle_inbound(ctx, session, facts, inbound_id=stored.id or 0,
-                                 faq=Faq.load(ctx.settings.config_dir / "faq"))
-        session.commit()
-    return outcome
+from tests.cli_helpers import invoke
+from tests.factories import student_pesel
+from tests.support.mail_rules import handle
 
 
 async def test_list_show_reply_close(sqlite_ctx: AppContext, runner: CliRunner) -> None:
     facts = InboundFacts(sender="ola@example.org", subject="Pytanie o coś innego", text="Czy mogę przyjść osobiście?",
                          message_id="<q1@example.org>", references=["<q0@example.org>"])
-    outcome = _handled(sqlite_ctx, facts, digest="d" * 64)
+    outcome = handle(sqlite_ctx, facts)
     assert outcome.reason == "escalated to staff"
 
     listed = json.loads(invoke(runner, "threads", "list", "--json"))
@@ -93,7 +63,7 @@ def test_list_and_show_mask_a_pesel_and_code_from_the_mail(sqlite_ctx: AppContex
     facts = InboundFacts(sender="ola@example.org", subject=f"Problem PESEL {pesel}",
                          text=f"mój PESEL {pesel}. Kod aktywacyjny K7MN-P2QR-TXWZ nie działa",
                          message_id="<pesel-cli@example.org>")
-    _handled(sqlite_ctx, facts, digest="p" * 64)
+    handle(sqlite_ctx, facts)
 
     listed = invoke(runner, "threads", "list")
     [thread] = json.loads(invoke(runner, "threads", "list", "--json"))["threads"]
@@ -108,7 +78,7 @@ def test_claim_from_the_cli_refuses_a_silent_take_over(sqlite_ctx: AppContext, r
     """A help desk working from the terminal claims threads too, under the staff room's rule."""
     facts = InboundFacts(sender="ola@example.org", subject="Pytanie", text="Czy mogę przyjść osobiście?",
                          message_id="<c1@example.org>", references=[])
-    _handled(sqlite_ctx, facts, digest="c" * 64)
+    handle(sqlite_ctx, facts)
     [thread] = json.loads(invoke(runner, "threads", "list", "--json"))["threads"]
     number = str(thread["id"])
     assert "claimed by kasia" in invoke(runner, "threads", "claim", number, "--by", "kasia")

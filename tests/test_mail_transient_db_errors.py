@@ -24,8 +24,8 @@ from core.storage.db_errors import is_transient
 from core.storage.models import InboundMail, OutboxMessage
 from core.support.faq import Faq
 from mail import inbound
-from tests.conftest import _truncate_all
 from tests.mail_samples.kit import mail_ctx, sample
+from tests.support.databases import truncate_all
 
 pytestmark = pytest.mark.postgres
 SUPPORT = "support@example.edu.pl"
@@ -35,7 +35,7 @@ SUPPORT = "support@example.edu.pl"
 def ctx(tmp_path: Path, postgres_database: str, clock: FixedClock,
         monkeypatch: pytest.MonkeyPatch) -> Iterator[AppContext]:
     engine = make_engine(postgres_database)
-    _truncate_all(engine)
+    truncate_all(engine)
     engine.dispose()
     monkeypatch.setattr(inbound, "BACKOFF_SECONDS", (0.0,) * 8)  # the waits between tries, not their number
     made = mail_ctx(tmp_path, postgres_database, clock, smtp={"sender": SUPPORT},

@@ -21,7 +21,7 @@ from core.students.pesel import mask_pesel
 from core.support.faq import Faq
 from mail.inbound import process_pending, store_raw
 from tests.chat_driver import ChatDriver
-from tests.conftest import add_student, student_pesel
+from tests.factories import activation_code, add_student, student_pesel
 
 
 def separated_forms(pesel: str) -> tuple[str, str]:
@@ -63,9 +63,7 @@ async def test_no_clear_pesel_or_code_in_database_or_logs(
 
     await outbox.drain_once(sqlite_ctx.engine, sqlite_ctx.box, channel="email", now=sqlite_ctx.clock.now,
                             deliver=deliver)
-    activation_code = re.search(r"Kod aktywacyjny: (\S+)", "\n".join(sent))
-    assert activation_code, "the activation e-mail was delivered with its code"
-    code = activation_code.group(1)
+    code = activation_code("\n".join(sent))  # the activation e-mail was delivered with its code
     # The QR's content is printed in the e-mail for typing by hand: it must not stay behind either.
     qr_text = re.search(r"^(MLEG1:\S+)$", "\n".join(sent), re.MULTILINE)
     assert qr_text, "the activation e-mail carries the QR's content as text"
@@ -191,9 +189,7 @@ async def test_pesels_and_codes_typed_at_every_step_are_nowhere_in_clear(
         return outbox.DeliveryResult(ok=True)
 
     await outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver)
-    found = re.search(r"Kod aktywacyjny: (\S+)", "\n".join(sent))
-    assert found, "the activation e-mail was delivered with its code"
-    code = found.group(1)
+    code = activation_code("\n".join(sent))  # the activation e-mail was delivered with its code
     every_code = (f"kod {code}, {code.lower()}, {code.lower().replace('-', ' ')}, "
                   f"{code.lower().replace('-', '')}")
     chat.press_anyway("menu:support")  # an older message's button: the question goes to staff at once

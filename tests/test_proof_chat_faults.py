@@ -30,7 +30,6 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,9 +54,11 @@ from core.storage.models import (
     TermsAcceptance,
 )
 from tests.bot_harness import wait_until
-from tests.conftest import TEST_SECRET, _truncate_all, add_student, make_settings
+from tests.factories import TEST_SECRET, add_student, make_settings
 from tests.servers.botapi import BotApiStandIn
-from tests.test_bot_serve_e2e import ServeProcess, _closed_port
+from tests.servers.ports import free_port
+from tests.support.databases import truncate_all
+from tests.support.serve import ServeProcess
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
 JOURNEYS = 200
@@ -65,12 +66,6 @@ KILLS = 20
 FIRST_CHAT = 910_000
 STEP_TIMEOUT = 120.0  # a liveness bound (a step that never comes), not a speed target
 POLL = 0.1  # 200 journeys poll the database at once: not too often
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
 
 
 class Deployment:
@@ -83,7 +78,7 @@ class Deployment:
                "MLEG_DATABASE_URL": db_url, "MLEG_VAR_DIR": str(tmp_path / "var"),
                "MLEG_TELEGRAM__TOKEN": api.token, "MLEG_TELEGRAM__API_BASE_URL": api.base_url,
                "MLEG_TELEGRAM__MESSAGES_PER_CHAT_PER_SECOND": "100",
-               "MLEG_SMTP__HOST": "127.0.0.1", "MLEG_SMTP__PORT": str(_closed_port()), "MLEG_SMTP__SECURITY": "none"}
+               "MLEG_SMTP__HOST": "127.0.0.1", "MLEG_SMTP__PORT": str(free_port()), "MLEG_SMTP__SECURITY": "none"}
         self.log = tmp_path / "serve.log"
         self.serve = ServeProcess(env, self.log)
 
@@ -265,7 +260,7 @@ async def test_kill_9_during_concurrent_journeys(api: BotApiStandIn, tmp_path: P
 async def test_kill_9_during_concurrent_journeys_on_postgres(api: BotApiStandIn, tmp_path: Path,
                                                              postgres_database: str) -> None:
     engine = make_engine(postgres_database)
-    _truncate_all(engine)
+    truncate_all(engine)
     engine.dispose()
     await _kill_9_run(Deployment(tmp_path, postgres_database, api), journeys=24, kills=4, seed=20261206)
 

@@ -40,10 +40,11 @@ from core.app.context import AppContext
 from core.storage.db import make_engine
 from core.support.faq import Faq
 from mail import inbound
-from tests.conftest import TEST_SECRET, _truncate_all, make_settings
+from tests.factories import TEST_SECRET, make_settings
 from tests.servers.dovecot import DovecotServer
 from tests.servers.fixtures import SmtpServerFactory
 from tests.servers.smtp_relay import SmtpRelay
+from tests.support.databases import truncate_all
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -273,7 +274,7 @@ def test_kill_9_of_serve_while_mail_streams_in(setup: tuple[Serve, Engine, str],
 def test_kill_9_of_serve_on_postgres(tmp_path: Path, postgres_database: str, dovecot: DovecotServer,
                                      relay: SmtpRelay, sqlite_template: Path) -> None:
     engine = make_engine(postgres_database)
-    _truncate_all(engine)
+    truncate_all(engine)
     add_register(engine, AppContext(settings=make_settings(tmp_path), engine=engine), 200)
     support = dovecot.new_user(prefix="support")
     serve = Serve(tmp_path, postgres_database, dovecot, support, relay)
@@ -345,7 +346,7 @@ def test_dovecot_restart_mid_run_loses_nothing(setup: tuple[Serve, Engine, str],
 def test_postgres_connections_dropped_mid_run(tmp_path: Path, postgres_database: str, dovecot: DovecotServer,
                                               relay: SmtpRelay, sqlite_template: Path) -> None:
     engine = make_engine(postgres_database)
-    _truncate_all(engine)
+    truncate_all(engine)
     add_register(engine, AppContext(settings=make_settings(tmp_path), engine=engine), 200)
     support = dovecot.new_user(prefix="support")
     sent = _mails(200, support)

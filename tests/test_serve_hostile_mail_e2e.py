@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,11 +26,12 @@ from core.app.settings import PROJECT_ROOT
 from core.storage.db import make_engine
 from core.storage.models import InboundMail, OutboxMessage
 from tests.bot_harness import STAFF_CHAT, TgStudent
-from tests.conftest import TEST_SECRET, make_settings
+from tests.factories import TEST_SECRET, make_settings
 from tests.mail_samples.hostile import html_bomb, many_lines
 from tests.mail_samples.kit import sample
 from tests.servers.botapi import BotApiStandIn
 from tests.servers.dovecot import DovecotServer
+from tests.servers.ports import free_port
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 STUDENT_CHAT = 42424
@@ -40,18 +39,6 @@ STUDENT_CHAT = 42424
 MAX_GAP = 2.0
 # Exchanges the student has at least, and at least this long after the mails arrive.
 MIN_EXCHANGES = 8
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _mleg(env: dict[str, str], *args: str) -> None:
@@ -92,7 +79,7 @@ async def test_hostile_mails_do_not_stall_the_chat_and_the_question_behind_them_
            "MLEG_IMAP__PASSWORD": dovecot.password, "MLEG_IMAP__POLL_INTERVAL_SECONDS": "1",
            "MLEG_IMAP__IDLE_TIMEOUT_SECONDS": "5", "MLEG_UNIVERSITY__HELP_DESK_EMAIL": support,
            # Answers stay queued (nothing listens there): what was answered is in the outbox.
-           "MLEG_SMTP__HOST": "127.0.0.1", "MLEG_SMTP__PORT": str(_closed_port()), "MLEG_SMTP__SECURITY": "none"}
+           "MLEG_SMTP__HOST": "127.0.0.1", "MLEG_SMTP__PORT": str(free_port()), "MLEG_SMTP__SECURITY": "none"}
     log = tmp_path / "serve.log"
     _mleg(env, "db", "upgrade")
     ctx = AppContext(settings=make_settings(tmp_path, database_url=f"sqlite:///{db}"),

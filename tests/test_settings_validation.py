@@ -11,7 +11,7 @@ import pytest
 
 from core.app.errors import ConfigurationError
 from core.app.settings import PROJECT_ROOT, load_settings
-from tests.conftest import TEST_SECRET
+from tests.factories import TEST_SECRET
 
 
 @pytest.fixture

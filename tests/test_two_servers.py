@@ -40,9 +40,10 @@ from core.support import threads as support
 from core.support.faq import Faq
 from mail import inbound
 from tests.cli_helpers import cli_environment, run
-from tests.conftest import _truncate_all, build_ctx, make_settings
+from tests.factories import build_ctx, make_settings
 from tests.mail_samples.kit import mail_ctx, sample
 from tests.servers.botapi import BotApiStandIn
+from tests.support.databases import truncate_all
 
 pytestmark = pytest.mark.timeout(60)
 WAIT = 30.0  # the most any step may take before the test is declared stuck
@@ -70,7 +71,7 @@ def two(tmp_path: Path, db_url: str, clock: FixedClock) -> Iterator[tuple[AppCon
 @pytest.fixture
 def pg_url(postgres_database: str) -> str:
     engine = make_engine(postgres_database)
-    _truncate_all(engine)
+    truncate_all(engine)
     engine.dispose()
     return postgres_database
 
@@ -385,12 +386,6 @@ async def test_a_redelivered_staff_update_is_not_acted_on_again(tmp_path: Path, 
 
 
 # --- 4. one getUpdates per installation ------------------------------------------------------
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
-
 
 def _bot_ctx(tmp_path: Path, url: str, api: BotApiStandIn) -> AppContext:
     settings = make_settings(tmp_path, database_url=url,

@@ -16,7 +16,7 @@ from core.conversation import runner as conversation_runner
 from core.jobs.retention import retention
 from core.storage import update_store
 from core.storage.models import StoredUpdate
-from tests.conftest import student_pesel
+from tests.factories import student_pesel
 
 
 def _store(ctx: AppContext, update_id: int, text: str = "/start") -> bool:

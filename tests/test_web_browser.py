@@ -35,7 +35,7 @@ from core.storage.models import Credential, GuessAttempt, OutboxMessage, Support
 from core.support import staff
 from core.support import threads as support
 from tests.cli_helpers import PROJECT_ROOT, cli_environment
-from tests.conftest import add_student, build_ctx, make_settings
+from tests.factories import add_student, build_ctx, make_settings
 from tests.servers.dovecot import DovecotServer, free_port
 from tests.servers.smtp_relay import SmtpRelay
 

@@ -20,7 +20,7 @@ from core.app.context import AppContext
 from tests.cli_helpers import PROJECT_ROOT, cli_environment
 from tests.servers.dovecot import free_port
 from tests.servers.smtp_relay import SmtpRelay
-from tests.test_web_desk import PASSWORD, _account, _escalated_thread
+from tests.support.web_desk import PASSWORD, account, escalated_thread
 from web.console_process import ConsoleProcess
 
 WAIT = 120.0  # seconds a step may take on a loaded machine; a bound, not an assertion of speed
@@ -73,8 +73,8 @@ async def test_the_console_s_process_wakes_the_parent_s_drainers(sqlite_ctx: App
         woke.set()
 
     ctx.outbox_listeners.append(listener)
-    thread_id = _escalated_thread(ctx)
-    _account(ctx, "ola")
+    thread_id = escalated_thread(ctx)
+    account(ctx, "ola")
     console = ConsoleProcess(ctx)
     await console.start()
     child = console.pid

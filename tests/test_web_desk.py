@@ -13,7 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-import pyotp
 import pytest
 from pydantic import SecretStr
 from sqlmodel import Session, col, select
@@ -39,11 +38,10 @@ from core.storage.models import (
 from core.support import staff
 from core.support import threads as support
 from tests.cli_helpers import PROJECT_ROOT, cli_environment
-from tests.conftest import TEST_SECRET, add_student
+from tests.factories import TEST_SECRET, add_student
 from tests.servers.dovecot import free_port
+from tests.support.web_desk import PASSWORD, account, escalated_thread, form_token, sign_in, signed_in_agent, totp_code
 from web.app import build_app
-
-PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
@@ -51,28 +49,6 @@ def desk_ctx(sqlite_ctx: AppContext) -> AppContext:
     sqlite_ctx.settings.web.secure_cookies = False  # the TestClient speaks plain HTTP
     return sqlite_ctx
 
-
-def _account(ctx: AppContext, login: str, *, admin: bool = False, totp: bool = False) -> str | None:
-    with unit_of_work(ctx.engine) as session:
-        staff.add_account(ctx, session, login, PASSWORD, role=staff.Role.ADMIN if admin else staff.Role.AGENT,
-                          actor="test")
-        return staff.enrol_totp(ctx, session, login, actor="test").secret if totp else None
-
-
-def _form_token(page: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert found, page
-    return found.group(1)
-
-
-def _sign_in(client: TestClient, login: str, password: str = PASSWORD, code: str = "") -> object:
-    token = _form_token(client.get("/sign-in").text)
-    return client.post("/sign-in", data={"csrf": token, "login": login, "password": password, "code": code,
-                                         "next": "/inbox"}, follow_redirects=False)
-
-
-def _code(ctx: AppContext, secret: str, steps: int = 0) -> str:
-    return pyotp.TOTP(secret).at(ctx.clock.now() + timedelta(seconds=30 * steps))
 
 
 @pytest.fixture
@@ -94,17 +70,17 @@ def _audit(ctx: AppContext, action: str) -> list[AuditEvent]:
 
 def test_an_admin_signs_in_with_password_and_totp_and_a_wrong_code_is_refused_and_counted(
         desk_ctx: AppContext, client: TestClient) -> None:
-    secret = _account(desk_ctx, "kasia", admin=True, totp=True)
+    secret = account(desk_ctx, "kasia", admin=True, totp=True)
     assert secret is not None
     assert client.get("/inbox", follow_redirects=False).headers["location"].startswith("/sign-in")
 
-    refused = _sign_in(client, "kasia", code="000000" if _code(desk_ctx, secret) != "000000" else "111111")
+    refused = sign_in(client, "kasia", code="000000" if totp_code(desk_ctx, secret) != "000000" else "111111")
     assert refused.status_code == 403 and "Zły kod z aplikacji" in refused.text
     assert len(_failures(desk_ctx)) == 2  # against the login and the address
     assert json.loads(_audit(desk_ctx, "staff.sign_in_failed")[0].detail) == {"reason": "wrong_totp"}
-    assert _sign_in(client, "kasia").status_code == 403  # no code at all: refused too
+    assert sign_in(client, "kasia").status_code == 403  # no code at all: refused too
 
-    good = _sign_in(client, "kasia", code=_code(desk_ctx, secret))
+    good = sign_in(client, "kasia", code=totp_code(desk_ctx, secret))
     assert good.status_code == 303 and good.headers["location"] == "/inbox"
     cookie = good.headers["set-cookie"]
     assert "mleg_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
@@ -113,57 +89,42 @@ def test_an_admin_signs_in_with_password_and_totp_and_a_wrong_code_is_refused_an
 
     # The same code again (a shoulder-surfer right after): refused, even with the password.
     other = TestClient(build_app(desk_ctx))
-    assert _sign_in(other, "kasia", code=_code(desk_ctx, secret)).status_code == 403
+    assert sign_in(other, "kasia", code=totp_code(desk_ctx, secret)).status_code == 403
 
 
 def test_an_admin_without_a_second_factor_cannot_sign_in(desk_ctx: AppContext, client: TestClient) -> None:
-    _account(desk_ctx, "root", admin=True)
-    response = _sign_in(client, "root")
+    account(desk_ctx, "root", admin=True)
+    response = sign_in(client, "root")
     assert response.status_code == 403 and "mleg staff totp" in response.text
 
 
 def test_sign_in_is_rate_limited_per_login_and_the_right_password_then_waits(
         desk_ctx: AppContext, client: TestClient) -> None:
-    _account(desk_ctx, "tomek")
+    account(desk_ctx, "tomek")
     for _ in range(desk_ctx.settings.web.sign_in_attempts_per_login):
-        assert _sign_in(client, "tomek", password="wrong password!!").status_code == 403
-    assert _sign_in(client, "tomek").status_code == 429
+        assert sign_in(client, "tomek", password="wrong password!!").status_code == 403
+    assert sign_in(client, "tomek").status_code == 429
     desk_ctx.clock.advance(minutes=desk_ctx.settings.web.sign_in_window_minutes + 1)
-    assert _sign_in(client, "tomek").status_code == 303
+    assert sign_in(client, "tomek").status_code == 303
 
 
 def test_sign_in_is_rate_limited_per_address_across_logins(desk_ctx: AppContext, client: TestClient) -> None:
     desk_ctx.settings.web.sign_in_attempts_per_address = 3
-    _account(desk_ctx, "ola")
+    account(desk_ctx, "ola")
     for login in ("a1", "a2", "a3"):
-        assert _sign_in(client, login, password="whatever-guess").status_code == 403
-    assert _sign_in(client, "ola").status_code == 429
+        assert sign_in(client, login, password="whatever-guess").status_code == 403
+    assert sign_in(client, "ola").status_code == 429
 
 
 def test_the_sign_in_form_needs_its_token(desk_ctx: AppContext, client: TestClient) -> None:
-    _account(desk_ctx, "ola")
+    account(desk_ctx, "ola")
     forged = client.post("/sign-in", data={"login": "ola", "password": PASSWORD}, follow_redirects=False)
     assert forged.status_code == 403 and "token" in forged.text
 
 
-def _escalated_thread(ctx: AppContext) -> int:
-    with unit_of_work(ctx.engine) as session:
-        student, _ = add_student(session, ctx.box)
-        thread = support.open_thread(ctx, session, student_id=student.id, channel="email",
-                                     account_id=student.email, text="Czy mogę przyjść osobiście?",
-                                     language="pl", subject="Pytanie", email_message_id="<q@example.org>")
-        return thread.id or 0
-
-
-def _signed_in_agent(ctx: AppContext, client: TestClient, login: str = "ola") -> str:
-    _account(ctx, login)
-    assert _sign_in(client, login).status_code == 303
-    return _form_token(client.get("/inbox").text)
-
-
 def test_a_forged_post_without_the_csrf_token_is_refused(desk_ctx: AppContext, client: TestClient) -> None:
-    thread_id = _escalated_thread(desk_ctx)
-    csrf = _signed_in_agent(desk_ctx, client)
+    thread_id = escalated_thread(desk_ctx)
+    csrf = signed_in_agent(desk_ctx, client)
     for data in ({}, {"csrf": "forged-token"}):
         refused = client.post(f"/threads/{thread_id}/close", data=data, follow_redirects=False)
         assert refused.status_code == 403
@@ -178,8 +139,8 @@ def test_a_forged_post_without_the_csrf_token_is_refused(desk_ctx: AppContext, c
 
 def test_claims_are_shared_with_the_cli_and_a_take_over_is_asked_for(
         desk_ctx: AppContext, client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    thread_id = _escalated_thread(desk_ctx)
-    csrf = _signed_in_agent(desk_ctx, client)
+    thread_id = escalated_thread(desk_ctx)
+    csrf = signed_in_agent(desk_ctx, client)
     monkeypatch.setenv("MLEG_SECRET_KEY", TEST_SECRET)
     monkeypatch.setenv("MLEG_DATABASE_URL", desk_ctx.settings.effective_database_url)
     runner = CliRunner()
@@ -195,8 +156,8 @@ def test_claims_are_shared_with_the_cli_and_a_take_over_is_asked_for(
 
 
 def test_a_reply_goes_through_core_to_the_student_s_channel(desk_ctx: AppContext, client: TestClient) -> None:
-    thread_id = _escalated_thread(desk_ctx)
-    csrf = _signed_in_agent(desk_ctx, client)
+    thread_id = escalated_thread(desk_ctx)
+    csrf = signed_in_agent(desk_ctx, client)
     page = client.get(f"/threads/{thread_id}?answer=email_not_arrived")
     assert "adres uczelniany" in page.text  # the FAQ answer offered as a ready text
     client.post(f"/threads/{thread_id}/reply", data={"csrf": csrf, "text": "Tak, pokój 12."})
@@ -212,7 +173,7 @@ def test_an_agent_cannot_open_or_use_the_credential_pages(desk_ctx: AppContext, 
         student, _ = add_student(session, desk_ctx.box)
         credential = credentials.request_credential(desk_ctx, session, student, channel="test", actor="test")
         credential_id = credential.id
-    csrf = _signed_in_agent(desk_ctx, client)
+    csrf = signed_in_agent(desk_ctx, client)
     for path in ("/credentials", f"/students/{student.id}", "/locked", "/audit"):
         assert client.get(path).status_code == 403, path
     refused = client.post(f"/credentials/{credential_id}/revoke", data={"csrf": csrf, "reason": "staff"})
@@ -227,11 +188,11 @@ def test_an_admin_revokes_with_a_reason_and_the_student_is_told(desk_ctx: AppCon
         student, _ = add_student(session, desk_ctx.box)
         credential = credentials.request_credential(desk_ctx, session, student, channel="test", actor="test")
         credential_id, email = credential.id, student.email
-    secret = _account(desk_ctx, "kasia", admin=True, totp=True)
-    assert _sign_in(client, "kasia", code=_code(desk_ctx, secret or "")).status_code == 303
+    secret = account(desk_ctx, "kasia", admin=True, totp=True)
+    assert sign_in(client, "kasia", code=totp_code(desk_ctx, secret or "")).status_code == 303
     found = client.get("/credentials", params={"q": student.album})
     assert f"/students/{student.id}" in found.text
-    csrf = _form_token(client.get(f"/students/{student.id}").text)
+    csrf = form_token(client.get(f"/students/{student.id}").text)
     done = client.post(f"/credentials/{credential_id}/revoke", data={"csrf": csrf, "reason": "lost_phone"})
     assert done.status_code == 200 and 'id="notice"' in done.text
     with Session(desk_ctx.engine) as session:
@@ -245,13 +206,13 @@ def test_an_admin_revokes_with_a_reason_and_the_student_is_told(desk_ctx: AppCon
 def test_a_session_ends_when_idle_too_long_and_after_its_absolute_limit(
         desk_ctx: AppContext, client: TestClient) -> None:
     web = desk_ctx.settings.web
-    _signed_in_agent(desk_ctx, client)
+    signed_in_agent(desk_ctx, client)
     desk_ctx.clock.advance(minutes=web.session_idle_minutes - 1)
     assert client.get("/inbox", follow_redirects=False).status_code == 200
     desk_ctx.clock.advance(minutes=web.session_idle_minutes + 1)
     assert client.get("/inbox", follow_redirects=False).status_code == 303
 
-    assert _sign_in(client, "ola").status_code == 303
+    assert sign_in(client, "ola").status_code == 303
     for _ in range(web.session_hours * 60 // (web.session_idle_minutes - 2) + 1):
         desk_ctx.clock.advance(minutes=web.session_idle_minutes - 2)  # busy all the time
         if client.get("/inbox", follow_redirects=False).status_code == 303:
@@ -263,11 +224,11 @@ def test_a_session_ends_when_idle_too_long_and_after_its_absolute_limit(
 
 
 def test_a_disabled_account_loses_its_session_at_once(desk_ctx: AppContext, client: TestClient) -> None:
-    _signed_in_agent(desk_ctx, client)
+    signed_in_agent(desk_ctx, client)
     with unit_of_work(desk_ctx.engine) as session:
         staff.disable_account(desk_ctx, session, "ola", actor="test")
     assert client.get("/inbox", follow_redirects=False).status_code == 303
-    assert _sign_in(client, "ola").status_code == 403
+    assert sign_in(client, "ola").status_code == 403
 
 
 def test_pages_carry_a_strict_csp_and_secure_cookies_by_default(sqlite_ctx: AppContext) -> None:
@@ -282,7 +243,7 @@ def test_pages_carry_a_strict_csp_and_secure_cookies_by_default(sqlite_ctx: AppC
 
 
 def test_healthz_and_metrics(desk_ctx: AppContext, client: TestClient) -> None:
-    thread_id = _escalated_thread(desk_ctx)
+    thread_id = escalated_thread(desk_ctx)
     assert client.get("/healthz").json()["outbox"]["oldest_pending_age_seconds"] is None
     with unit_of_work(desk_ctx.engine) as session:
         support.staff_reply(desk_ctx, session, thread_id, text="Tak.", staff="ola")
@@ -321,14 +282,14 @@ def test_the_staff_cli_adds_lists_disables_and_enrols(
 
 def test_the_inbox_poll_answers_nothing_until_a_new_escalation_arrives(
         desk_ctx: AppContext, client: TestClient) -> None:
-    first = _escalated_thread(desk_ctx)
-    _signed_in_agent(desk_ctx, client)
+    first = escalated_thread(desk_ctx)
+    signed_in_agent(desk_ctx, client)
     page = client.get("/inbox").text
     poll = re.search(r'hx-get="(/inbox/rows\?[^"]+)"', page)
     assert poll and 'hx-trigger="every 10s"' in page
     url = poll.group(1).replace("&amp;", "&")
     assert client.get(url).status_code == 204  # nothing new: htmx swaps nothing
-    second = _escalated_thread(desk_ctx)
+    second = escalated_thread(desk_ctx)
     rows = client.get(url)
     assert rows.status_code == 200
     assert f'data-thread="{second}"' in rows.text and f'data-thread="{first}"' in rows.text
@@ -338,8 +299,8 @@ def test_the_inbox_poll_answers_nothing_until_a_new_escalation_arrives(
 
 def test_a_notice_made_up_in_the_url_is_shown_as_its_key_not_an_error(
         desk_ctx: AppContext, client: TestClient) -> None:
-    thread_id = _escalated_thread(desk_ctx)
-    _signed_in_agent(desk_ctx, client)
+    thread_id = escalated_thread(desk_ctx)
+    signed_in_agent(desk_ctx, client)
     page = client.get(f"/threads/{thread_id}", params={"notice": "made_up"})
     assert page.status_code == 200 and "thread.notice.made_up" in page.text
 
@@ -370,8 +331,8 @@ def test_mleg_web_runs_the_console_alone_and_stops_on_sigterm(desk_ctx: AppConte
 def test_what_is_done_in_the_console_is_told_in_the_staff_room(desk_ctx: AppContext, client: TestClient) -> None:
     desk_ctx.settings.telegram.token = SecretStr("123:abc")
     desk_ctx.settings.telegram.staff_chat_id = -100123
-    thread_id = _escalated_thread(desk_ctx)
-    csrf = _signed_in_agent(desk_ctx, client)
+    thread_id = escalated_thread(desk_ctx)
+    csrf = signed_in_agent(desk_ctx, client)
     for action, data in (("claim", {}), ("reply", {"text": "Tak."}), ("close", {})):
         client.post(f"/threads/{thread_id}/{action}", data={"csrf": csrf, **data})
     with Session(desk_ctx.engine) as session:
@@ -386,9 +347,9 @@ def test_what_is_done_in_the_console_is_told_in_the_staff_room(desk_ctx: AppCont
 
 
 def _admin_client(ctx: AppContext, client: TestClient) -> str:
-    secret = _account(ctx, "kasia", admin=True, totp=True)
-    assert _sign_in(client, "kasia", code=_code(ctx, secret or "")).status_code == 303
-    return _form_token(client.get("/inbox").text)
+    secret = account(ctx, "kasia", admin=True, totp=True)
+    assert sign_in(client, "kasia", code=totp_code(ctx, secret or "")).status_code == 303
+    return form_token(client.get("/inbox").text)
 
 
 def _quarantined(ctx: AppContext, n: int) -> int:
@@ -406,7 +367,7 @@ def test_quarantine_is_listed_for_agents_and_released_or_deleted_by_admins(
         desk_ctx: AppContext, client: TestClient) -> None:
     kept, dropped = _quarantined(desk_ctx, 1), _quarantined(desk_ctx, 2)
     agent = TestClient(build_app(desk_ctx))
-    csrf = _signed_in_agent(desk_ctx, agent)
+    csrf = signed_in_agent(desk_ctx, agent)
     page = agent.get("/quarantine").text
     assert "&lt;q1@example.org&gt;" in page and "UnicodeDecodeError" in page
     assert agent.post(f"/quarantine/{kept}/release", data={"csrf": csrf}).status_code == 403
@@ -441,12 +402,12 @@ def test_an_admin_lifts_a_lock_and_it_is_audited(desk_ctx: AppContext, client: T
 
 
 def test_inbox_filters_and_search(desk_ctx: AppContext, client: TestClient) -> None:
-    first, second = _escalated_thread(desk_ctx), _escalated_thread(desk_ctx)
+    first, second = escalated_thread(desk_ctx), escalated_thread(desk_ctx)
     with unit_of_work(desk_ctx.engine) as session:
         support.claim_thread(desk_ctx, session, first, staff="ola")
         support.add_message(desk_ctx, session, support.get_thread(session, second), text="Zgubiłem telefon",
                             author="x")
-    _signed_in_agent(desk_ctx, client)
+    signed_in_agent(desk_ctx, client)
 
     def shown(**params: str) -> set[int]:
         return {int(n) for n in re.findall(r'data-thread="(\d+)"', client.get("/inbox", params=params).text)}
@@ -459,7 +420,7 @@ def test_inbox_filters_and_search(desk_ctx: AppContext, client: TestClient) -> N
 
 
 def test_dashboard_and_audit_log_and_the_english_desk(desk_ctx: AppContext, client: TestClient) -> None:
-    _escalated_thread(desk_ctx)
+    escalated_thread(desk_ctx)
     csrf = _admin_client(desk_ctx, client)
     dashboard = client.get("/dashboard").text
     assert dashboard.count("<svg") == 2 and "style=" not in dashboard  # the CSP allows no inline style
@@ -472,7 +433,7 @@ def test_dashboard_and_audit_log_and_the_english_desk(desk_ctx: AppContext, clie
 @pytest.mark.postgres
 def test_every_page_renders_on_sqlite_and_postgresql(ctx: AppContext) -> None:
     ctx.settings.web.secure_cookies = False
-    thread_id = _escalated_thread(ctx)
+    thread_id = escalated_thread(ctx)
     _quarantined(ctx, 7)
     with unit_of_work(ctx.engine) as session:
         student, _ = add_student(session, ctx.box)

@@ -37,20 +37,16 @@ from core.app.settings import PROJECT_ROOT
 from core.messaging.outbox import LEASE
 from core.storage.db import make_engine
 from core.storage.models import OutboxMessage, OutboxStatus
-from tests.conftest import TEST_SECRET, _truncate_all, make_settings
+from tests.factories import TEST_SECRET, make_settings
 from tests.servers.botapi import BotApiStandIn
+from tests.servers.ports import free_port
+from tests.support.databases import truncate_all
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 SECRET = "webhook-secret_for-the-durability-tests_0123"
 PATH = "/telegram/hook"
 WAIT = 60.0
 UPDATES_LOCK = "mleg:telegram-updates"  # core.jobs.leader.TELEGRAM_UPDATES_LOCK, spelled out: status shows it by it
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _update(update_id: int, chat_id: int, text: str) -> dict[str, Any]:
@@ -112,7 +108,7 @@ def _environment(tmp_path: Path, api: BotApiStandIn, database_url: str, port: in
                MLEG_TELEGRAM__WEBHOOK_SECRET=SECRET, MLEG_TELEGRAM__WEBHOOK_LISTEN="127.0.0.1",
                MLEG_TELEGRAM__WEBHOOK_PORT=str(port),
                # No mail is sent here; a closed port keeps any e-mail queued.
-               MLEG_SMTP__HOST="127.0.0.1", MLEG_SMTP__PORT=str(_free_port()), MLEG_SMTP__SECURITY="none")
+               MLEG_SMTP__HOST="127.0.0.1", MLEG_SMTP__PORT=str(free_port()), MLEG_SMTP__SECURITY="none")
     return env
 
 
@@ -182,14 +178,14 @@ def _check_each_handled_once_in_order(ctx: AppContext, api: BotApiStandIn, updat
 
 @pytest.fixture
 def api() -> Iterator[BotApiStandIn]:
-    # The test is Telegram here: it POSTs the updates itself.
+    # Not the shared stand-in of tests/conftest.py: the test is Telegram here, it POSTs the updates itself.
     with BotApiStandIn(auto_deliver_webhook=False) as standin:
         yield standin
 
 
 def test_burst_acknowledged_then_kill_9_every_student_answered_once(api: BotApiStandIn, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'serve.db'}"
-    port = _free_port()
+    port = free_port()
     serve = Serve(_environment(tmp_path, api, url, port, port), tmp_path / "serve.log", "mleg-one")
     ctx = AppContext(settings=make_settings(tmp_path, database_url=url), engine=make_engine(url))
     chats = list(range(7001, 7041))
@@ -216,7 +212,7 @@ def test_burst_acknowledged_then_kill_9_every_student_answered_once(api: BotApiS
 @pytest.fixture
 def pg_url(postgres_database: str) -> str:
     engine = make_engine(postgres_database)
-    _truncate_all(engine)
+    truncate_all(engine)
     engine.dispose()
     return postgres_database
 
@@ -235,7 +231,7 @@ def _updates_lock_holder(ctx: AppContext) -> str | None:
 @pytest.mark.postgres
 def test_two_servers_on_postgresql_one_killed_mid_burst(api: BotApiStandIn, tmp_path: Path, pg_url: str) -> None:
     """Updates POSTed alternately to two servers, the one handling them killed -9 half-way."""
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     servers = [Serve(_environment(tmp_path, api, pg_url, port, ports[0]), tmp_path / f"serve-{n}.log", f"mleg-{n}")
                for n, port in zip("ab", ports, strict=True)]
     ctx = AppContext(settings=make_settings(tmp_path, database_url=pg_url), engine=make_engine(pg_url))

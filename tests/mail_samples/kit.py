@@ -11,7 +11,7 @@ from typing import Any
 from core.app.clock import FixedClock
 from core.app.context import AppContext
 from core.storage.db import make_engine
-from tests.conftest import build_ctx, make_settings
+from tests.factories import build_ctx, make_settings
 
 SAMPLES = Path(__file__).resolve().parent
 

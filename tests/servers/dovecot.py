@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from tests.servers.ports import free_port
+
 if TYPE_CHECKING:
     # Only a type: smtp_relay imports this module, so a runtime import would be circular.
     from tests.servers.smtp_relay import TlsCertificate
@@ -53,13 +55,6 @@ def dovecot_version(binary: str) -> tuple[int, ...]:
     if not match:
         raise DovecotUnavailable(f"cannot parse `dovecot --version` output: {out!r}")
     return tuple(int(part) for part in match.group(1).split("."))
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def unavailable_reason() -> str | None:

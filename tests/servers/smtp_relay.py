@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.servers.dovecot import free_port
+from tests.servers.ports import free_port
 
 if TYPE_CHECKING:
     from tests.servers.dovecot import DovecotServer

@@ -1,13 +1,11 @@
-"""Follow-ups of the privacy review: separated PESELs and lowercase codes are masked, the raw
-support mail leaves no clear bytes in the SQLite WAL, and production refuses the Maildir fallback."""
+"""Personal data masked in every form: separated PESELs and lowercase codes are masked in the chat's
+support thread and the staff room, and the raw support mail leaves no clear bytes in the SQLite WAL.
+
+(Production refusing the Maildir fallback lives in test_serve_start_errors.py.)"""
 
 from __future__ import annotations
 
 import itertools
-import signal
-import subprocess
-import sys
-import time
 from datetime import date
 from pathlib import Path
 
@@ -17,20 +15,22 @@ from sqlmodel import Session, select
 
 from core.app.clock import FixedClock
 from core.app.context import AppContext
-from core.app.errors import ConfigurationError
-from core.app.settings import PROJECT_ROOT
 from core.messaging.outbox import open_body
 from core.security.redact import redact_personal
 from core.storage.db import make_engine, unit_of_work
-from core.storage.models import OutboxMessage, SupportMessage, SupportThread
+from core.storage.models import (
+    OutboxMessage,
+    SupportMessage,
+    SupportThread,
+)
 from core.students.demo_register import make_pesel
 from core.students.pesel import mask_pesel
 from core.support.faq import Faq
 from mail import inbound
 from mail.inbound import process_pending, store_raw
 from tests.chat_driver import ChatDriver
-from tests.cli_helpers import cli_environment
-from tests.conftest import add_student, build_ctx, make_settings, student_pesel
+from tests.factories import add_student, build_ctx, make_settings, student_pesel
+from tests.support.chat import bound_chat
 
 PESEL = student_pesel(53)
 MASKED = mask_pesel(PESEL)
@@ -187,45 +187,20 @@ def test_one_checkpoint_per_batch_and_a_blocked_one_is_retried(
     assert all(pesel.encode() not in data for data in _database_files(sqlite_ctx).values())
 
 
-# --- 3. production does not fall back to the Maildir -------------------------------------------
+# --- a PESEL typed into a help-desk question -------------------------------------------------------
 
-def test_production_serve_without_smtp_refuses_to_start(tmp_path: Path, sqlite_url: str) -> None:
-    env = cli_environment(tmp_path, sqlite_url)
-    result = subprocess.run([sys.executable, "-m", "core.cli", "serve", "--no-jobs"], env=env,
-                            capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "MLEG_SMTP__HOST" in lines[0], lines
-    assert not (tmp_path / "var" / "maildir").exists()
+def test_a_pesel_in_a_support_question_is_masked_everywhere(sqlite_ctx: AppContext) -> None:
+    from core.storage.models import Conversation, SupportMessage, SupportThread
+    from tests.factories import student_pesel
 
-
-def test_production_with_smtp_and_demo_without_are_accepted(tmp_path: Path, sqlite_url: str) -> None:
-    from core.cli.serve import check_email_delivery
-
-    check_email_delivery(make_settings(tmp_path, database_url=sqlite_url, smtp={"host": "smtp.example.edu.pl"}))
-    check_email_delivery(make_settings(tmp_path, database_url=sqlite_url, mode="demo"))
-    with pytest.raises(ConfigurationError, match="MLEG_SMTP__HOST"):
-        check_email_delivery(make_settings(tmp_path, database_url=sqlite_url))
-
-
-def test_demo_serve_without_smtp_still_starts(tmp_path: Path, sqlite_url: str) -> None:
-    env = {**cli_environment(tmp_path, sqlite_url), "MLEG_MODE": "demo"}
-    process = subprocess.Popen([sys.executable, "-m", "core.cli", "serve", "--no-jobs"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
-    try:
-        seen: list[str] = []
-        deadline = time.monotonic() + 60
-        assert process.stderr is not None
-        while time.monotonic() < deadline:
-            line = process.stderr.readline()
-            if not line:
-                break
-            seen.append(line)
-            if "serving:" in line:
-                break
-        assert any("serving:" in line for line in seen), seen
-        assert process.poll() is None, "still running"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
-    assert process.returncode == 0, "a SIGTERM right after start stops it cleanly"
+    chat, _ = bound_chat(sqlite_ctx, "en")
+    typed = student_pesel(901)
+    chat.say("/support")
+    chat.say(f"My PESEL is {typed}, the code K7MN-P2QR-TXWZ does not work, help")
+    assert "ticket no. 1" in chat.text
+    with Session(sqlite_ctx.engine) as session:
+        stored = [t.subject for t in session.exec(select(SupportThread)).all()]
+        stored += [m.body for m in session.exec(select(SupportMessage)).all()]
+        stored += [c.state for c in session.exec(select(Conversation)).all()]
+    assert stored and not any(typed in text or "K7MN-P2QR-TXWZ" in text for text in stored)
+    assert any(f"{typed[:2]}*******{typed[-2:]}" in text for text in stored)

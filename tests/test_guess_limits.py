@@ -1,11 +1,12 @@
-"""Follow-ups of the guessing-limit review: guesses counted against the student an album or ELS
-number points to, check-and-record serialised on PostgreSQL, and "send the code again" limited."""
+"""Guessing limits: guesses counted against the student an album or ELS number points to,
+check-and-record serialised on PostgreSQL, and "send the code again" limited.
+
+The album lock's unlock and the CLI live in test_album_lockout.py."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,9 @@ from core.app.clock import FixedClock
 from core.app.context import AppContext
 from core.storage.db import make_engine, unit_of_work
 from core.storage.models import GuessAttempt, Student
-from core.students.demo_register import make_pesel
 from tests.chat_driver import ChatDriver
-from tests.conftest import _truncate_all, add_student, build_ctx, make_settings, student_pesel
+from tests.factories import add_student, build_ctx, make_settings, student_pesel, wrong_pesels
+from tests.support.databases import truncate_all
 
 LOCKED_EN = "Too many failed attempts"
 # Failures against one album or ELS number before it locks (by default twice an account's 5).
@@ -32,12 +33,6 @@ def _student(ctx: AppContext, **overrides: object) -> tuple[Student, str]:
         return student, pesel
 
 
-def _wrong_pesels(right: str, count: int) -> list[str]:
-    """Valid PESELs of the same birth date as `right`, other serials: what an attacker would try."""
-    born = date(2000 + int(right[:2]), int(right[2:4]) - 20, int(right[4:6]))
-    return [p for p in (make_pesel(born, serial=900 + n, female=False) for n in range(count + 1)) if p != right][:count]
-
-
 def _try(ctx: AppContext, account: str, pesel: str, second: str, language: str = "en") -> ChatDriver:
     chat = ChatDriver(ctx, account=account)
     chat.start_in(language)
@@ -50,7 +45,7 @@ def _try(ctx: AppContext, account: str, pesel: str, second: str, language: str =
 
 def test_wrong_pesels_against_one_album_from_many_accounts_lock_that_student(sqlite_ctx: AppContext) -> None:
     student, pesel = _student(sqlite_ctx)
-    for n, wrong in enumerate(_wrong_pesels(pesel, ALBUM_LIMIT)):  # a new account each time: no account locked
+    for n, wrong in enumerate(wrong_pesels(pesel, ALBUM_LIMIT)):  # a new account each time: no account locked
         attacker = _try(sqlite_ctx, f"attacker-{n}", wrong, student.album)
         assert "one-time code" not in attacker.text
     # The right PESEL from yet another account now waits too, and so does the owner.
@@ -65,7 +60,7 @@ def test_wrong_pesels_against_one_album_from_many_accounts_lock_that_student(sql
 def test_the_album_is_matched_as_typed_spaces_and_case_aside(sqlite_ctx: AppContext) -> None:
     _, pesel = _student(sqlite_ctx, album="ab500123")
     forms = ["AB500123", "ab 500123", "Ab500 123", "AB 500 123", "ab500123"] * 2
-    for n, (wrong, typed) in enumerate(zip(_wrong_pesels(pesel, ALBUM_LIMIT), forms, strict=True)):
+    for n, (wrong, typed) in enumerate(zip(wrong_pesels(pesel, ALBUM_LIMIT), forms, strict=True)):
         _try(sqlite_ctx, f"attacker-{n}", wrong, typed)
     assert LOCKED_EN in _try(sqlite_ctx, "owner", pesel, "AB500123").text
 
@@ -75,7 +70,7 @@ def test_wrong_pesels_against_an_els_number_lock_that_student(tmp_path: Path, sq
     ctx = build_ctx(make_settings(tmp_path, database_url=sqlite_url, policy="els"), make_engine(sqlite_url), clock)
     _, pesel = _student(ctx, els_number="ELS-77001234")
     forms = ["ELS-77001234", "els 77001234", "77001234", "ELS77001234", "77 00 12 34"] * 2
-    for n, (wrong, typed) in enumerate(zip(_wrong_pesels(pesel, ALBUM_LIMIT), forms, strict=True)):
+    for n, (wrong, typed) in enumerate(zip(wrong_pesels(pesel, ALBUM_LIMIT), forms, strict=True)):
         _try(ctx, f"attacker-{n}", wrong, typed)
     assert LOCKED_EN in _try(ctx, "owner", pesel, "ELS-77001234").text
     ctx.engine.dispose()
@@ -85,7 +80,7 @@ def test_failures_by_the_pesel_and_by_the_album_add_up_for_one_student(sqlite_ct
     student, pesel = _student(sqlite_ctx)
     for n in range(3):  # the right PESEL, wrong albums
         _try(sqlite_ctx, f"a-{n}", pesel, f"9{n:05d}")
-    for n, wrong in enumerate(_wrong_pesels(pesel, ALBUM_LIMIT - 3)):  # wrong PESELs, the right album
+    for n, wrong in enumerate(wrong_pesels(pesel, ALBUM_LIMIT - 3)):  # wrong PESELs, the right album
         _try(sqlite_ctx, f"b-{n}", wrong, student.album)
     assert LOCKED_EN in _try(sqlite_ctx, "owner", pesel, student.album).text
 
@@ -97,7 +92,7 @@ def test_a_known_and_an_unknown_album_answer_alike(sqlite_ctx: AppContext) -> No
     with Session(sqlite_ctx.engine) as session:
         assert session.exec(select(Student).where(Student.album == unknown_album)).first() is None
     known_texts, unknown_texts = [], []
-    for n, wrong in enumerate(_wrong_pesels(pesel, ALBUM_LIMIT + 2)):
+    for n, wrong in enumerate(wrong_pesels(pesel, ALBUM_LIMIT + 2)):
         known_texts.append(_try(sqlite_ctx, f"k-{n}", wrong, student.album).text)
         unknown_texts.append(_try(sqlite_ctx, f"u-{n}", wrong, unknown_album).text)
     assert known_texts == unknown_texts
@@ -107,7 +102,7 @@ def test_a_known_and_an_unknown_album_answer_alike(sqlite_ctx: AppContext) -> No
 
 def test_the_limit_keys_hold_no_pesel_and_no_album_in_clear(sqlite_ctx: AppContext) -> None:
     student, pesel = _student(sqlite_ctx)
-    wrong = _wrong_pesels(pesel, 1)[0]
+    wrong = wrong_pesels(pesel, 1)[0]
     _try(sqlite_ctx, "a", wrong, student.album)
     with Session(sqlite_ctx.engine) as session:
         keys = [row.key for row in session.exec(select(GuessAttempt)).all()]
@@ -135,7 +130,7 @@ def test_per_pesel_and_per_account_limits_still_hold(sqlite_ctx: AppContext) -> 
 @pytest.fixture
 def pg_ctx(tmp_path: Path, postgres_database: str, clock: FixedClock) -> Iterator[AppContext]:
     engine = make_engine(postgres_database, pool_size=20, max_overflow=0)
-    _truncate_all(engine)
+    truncate_all(engine)
     yield build_ctx(make_settings(tmp_path, database_url=postgres_database), engine, clock)
     engine.dispose()
 
@@ -145,12 +140,12 @@ def pg_ctx(tmp_path: Path, postgres_database: str, clock: FixedClock) -> Iterato
 def test_concurrent_guesses_from_many_accounts_stay_within_the_limit(pg_ctx: AppContext, guess: str) -> None:
     student, pesel = _student(pg_ctx)
     tries = 14
-    wrong_pesels = _wrong_pesels(pesel, tries)
+    guesses = wrong_pesels(pesel, tries)
     chats: list[ChatDriver] = []
     for n in range(tries):
         chat = ChatDriver(pg_ctx, account=f"racer-{n}")
         chat.start_in("en")
-        chat.say(pesel if guess == "wrong_album" else wrong_pesels[n])
+        chat.say(pesel if guess == "wrong_album" else guesses[n])
         chats.append(chat)
     barrier = threading.Barrier(tries)
     texts: list[str] = [""] * tries
