@@ -15,7 +15,8 @@ from core.app.context import AppContext
 from core.app.errors import RegisterImportError
 from core.storage.db import unit_of_work
 from core.students.demo_register import make_pesel
-from core.students.register import HEADER, MAX_LENGTHS, RegisterWriteError, import_register
+from core.students.register import RegisterWriteError, import_register
+from core.students.register_csv import HEADER, MAX_LENGTHS
 from tests.cli_helpers import cli_environment, run
 from tests.support.register_csv import P1, P2, P3, D, csv_file, csv_line, parse_rows, refusal_problems
 

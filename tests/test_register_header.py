@@ -7,7 +7,7 @@ import pytest
 from core.app.errors import RegisterImportError
 from core.security.secrets_box import SecretBox
 from core.students.demo_register import generate_rows, rows_to_csv
-from core.students.register import HEADER, parse_register
+from core.students.register_csv import HEADER, parse_register
 from tests.factories import TEST_SECRET, UNIVERSITY_DOMAIN
 
 

@@ -35,7 +35,7 @@ def _revoke_by_staff(ctx: AppContext, reason: EndReason) -> str:
 @pytest.mark.parametrize(("reason", "phrases"), [
     (EndReason.REMOVAL, ("removed from the student list", "skreślono Cię z listy studentów")),
     (EndReason.GRADUATION, ("graduation", "ukończenie studiów")),
-    (EndReason.REMOVAL_GRACE_ENDED, ("since removal from the student list", "od skreślenia z listy studentów")),
+    (EndReason.REMOVAL_GRACE_ENDED, ("removal from the student list", "od skreślenia z listy studentów")),
 ])
 def test_staff_revocation_for_removal_or_graduation_points_to_the_deans_office(
     ctx: AppContext, reason: EndReason, phrases: tuple[str, str],

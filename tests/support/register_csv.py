@@ -9,7 +9,7 @@ import pytest
 from core.app.context import AppContext
 from core.app.errors import RegisterImportError
 from core.students.demo_register import make_pesel
-from core.students.register import HEADER, RegisterRow, parse_register
+from core.students.register_csv import HEADER, RegisterRow, parse_register
 from tests.factories import UNIVERSITY_DOMAIN
 
 D = UNIVERSITY_DOMAIN
