@@ -38,7 +38,7 @@ from core.faq import Faq
 from core.mailbox_rules import Outcome, handle_inbound
 from core.models import InboundMail, InboundMailRaw, MailboxState
 from core.redact import redact_personal
-from mail.guard import read_inbound
+from mail.guard import StoredMail, read_stored
 from mail.parse import identity
 
 __all__ = ["StoreResult", "mailbox_state", "process_pending", "store_raw", "stored_raw"]
@@ -182,19 +182,28 @@ def _claim(session: Session, inbound_id: int) -> InboundMail | None:
     return session.exec(query).first()
 
 
-def _process_one(ctx: AppContext, faq: Faq, inbound_id: int, max_bytes: int) -> ProcessedMail | None:
-    """Claim, handle and record one mail in one transaction; None when it is not (any more) ours to do."""
+def _stored_mail(ctx: AppContext, inbound_id: int, size: int, max_bytes: int) -> StoredMail:
+    return StoredMail(ctx.engine.url.render_as_string(hide_password=False), inbound_id, size, size > max_bytes)
+
+
+def _process_one(ctx: AppContext, faq: Faq, inbound_id: int, max_bytes: int,
+                 then: StoredMail | None = None) -> ProcessedMail | None:
+    """Claim, handle and record one mail in one transaction; None when it is not (any more) ours to do.
+
+    `then`: the mail to be processed next, read by the worker meanwhile (mail/guard.py).
+    """
     with Session(ctx.engine, expire_on_commit=False) as session:
         row = _claim(session, inbound_id)
         if row is None:
             return None
         uid = row.uid
-        raw = stored_raw(session, inbound_id) or b""
-        # In a worker process with a time limit (mail/guard.py): a hostile mail raises
-        # MailUnreadable, which is the mail's fault and quarantines it at once with the reason.
-        facts = read_inbound(raw, size=row.size, oversize=row.size > max_bytes,
-                             timeout=ctx.settings.imap.parse_timeout_seconds)
-        del raw
+        # In a worker process with a time limit (mail/guard.py), which reads the raw mail from
+        # the database itself: it never passes through this process (a 25 MB mail would be held
+        # here twice). A hostile mail raises MailUnreadable, which is the mail's fault and
+        # quarantines it at once with the reason.
+        facts = read_stored(_stored_mail(ctx, inbound_id, row.size, max_bytes),
+                            timeout=ctx.settings.imap.parse_timeout_seconds, then=then,
+                            load=lambda: stored_raw(session, inbound_id) or b"")
         outcome = handle_inbound(ctx, session, facts, inbound_id=inbound_id, faq=faq)
         # In the same commit: a crash before it leaves the mail `new` with its raw, to do again.
         if not _finish(session, inbound_id, status=outcome.status, error=outcome.reason[:2000],
@@ -208,8 +217,8 @@ def _process_one(ctx: AppContext, faq: Faq, inbound_id: int, max_bytes: int) -> 
     return ProcessedMail(inbound_id, uid, outcome.status, outcome)
 
 
-def _attempt(ctx: AppContext, faq: Faq, inbound_id: int,
-             max_bytes: int) -> tuple[ProcessedMail | None, Exception | None]:
+def _attempt(ctx: AppContext, faq: Faq, inbound_id: int, max_bytes: int,
+             then: StoredMail | None = None) -> tuple[ProcessedMail | None, Exception | None]:
     """`_process_one`, tried again after a temporary database error: (its result, the error that ended it)."""
     failures = _transient_failures.setdefault(ctx.engine, Counter())
     last: Exception | None = None
@@ -217,7 +226,7 @@ def _attempt(ctx: AppContext, faq: Faq, inbound_id: int,
         if attempt:
             time.sleep(BACKOFF_SECONDS[min(attempt - 1, len(BACKOFF_SECONDS) - 1)])
         try:
-            result = _process_one(ctx, faq, inbound_id, max_bytes)
+            result = _process_one(ctx, faq, inbound_id, max_bytes, then)
         except Exception as exc:  # the transaction was rolled back when its session closed
             if not is_transient(exc):
                 failures.pop(inbound_id, None)
@@ -245,15 +254,17 @@ def process_pending(ctx: AppContext, faq: Faq, *, limit: int = 200) -> list[Proc
     """
     with Session(ctx.engine) as session:
         pending = list(session.exec(
-            select(InboundMail.id, InboundMail.uid).where(InboundMail.status == "new")
+            select(InboundMail.id, InboundMail.uid, InboundMail.size).where(InboundMail.status == "new")
             .order_by(col(InboundMail.id)).limit(limit)
         ).all())
     done: list[ProcessedMail] = []
     max_bytes = ctx.settings.imap.max_message_bytes
     failures = _transient_failures.setdefault(ctx.engine, Counter())
-    for inbound_id, uid in pending:
+    for position, (inbound_id, uid, _size) in enumerate(pending):
         assert inbound_id is not None
-        result, error = _attempt(ctx, faq, inbound_id, max_bytes)
+        following = pending[position + 1] if position + 1 < len(pending) else None
+        then = None if following is None else _stored_mail(ctx, following[0] or 0, following[2], max_bytes)
+        result, error = _attempt(ctx, faq, inbound_id, max_bytes, then)
         if error is None:
             if result is not None:
                 done.append(result)
