@@ -53,7 +53,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, cast
 
 from core.mail_text import question_text
 from core.mailbox_rules import InboundFacts
@@ -304,7 +304,7 @@ def _read_guarded(what: StoredMail | tuple[bytes, int | None, bool], *, timeout:
                   then: StoredMail | None = None, load: Callable[[], bytes] | None = None) -> InboundFacts:
     key = _key(what)
     with _lock:
-        result = _results.pop(key, None)
+        result: tuple[str, Any] | None = _results.pop(key, None)
         try:
             if result is None:
                 worker = _started()
@@ -315,8 +315,8 @@ def _read_guarded(what: StoredMail | tuple[bytes, int | None, bool], *, timeout:
                     worker.send(key, _read, what)
                 try:
                     result = worker.receive(timeout)
-                except MailUnreadable as exc:
-                    result = ("error", exc)
+                except MailUnreadable as unreadable:
+                    result = ("error", unreadable)
             if then is not None and result[0] == "ok" and _key(then) not in _results:
                 # The next mail is parsed over there while the caller answers this one.
                 worker = _started()
@@ -327,8 +327,7 @@ def _read_guarded(what: StoredMail | tuple[bytes, int | None, bool], *, timeout:
                 return _read_here(what, load)
         kind, value = result
         if kind == "ok":
-            facts: InboundFacts = value
-            return facts
+            return cast(InboundFacts, value)
         raise value
 
 

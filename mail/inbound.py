@@ -41,7 +41,7 @@ from core.redact import redact_personal
 from mail.guard import StoredMail, read_stored
 from mail.parse import identity
 
-__all__ = ["StoreResult", "mailbox_state", "process_pending", "store_raw", "stored_raw"]
+__all__ = ["Fetched", "StoreResult", "mailbox_state", "process_pending", "store_fetched", "store_raw", "stored_raw"]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,59 @@ def store_raw(ctx: AppContext, *, mailbox: str, uidvalidity: int, uid: int, raw:
             session.rollback()
             return StoreResult(None, True)
         return StoreResult(inbound_id, False)
+
+
+@dataclass
+class Fetched:
+    """One message as fetched: its UID, its raw bytes (only the head when over the limit), its size."""
+
+    uid: int
+    raw: bytes | bytearray
+    size: int
+
+
+def store_fetched(ctx: AppContext, *, mailbox: str, uidvalidity: int, fetched: list[Fetched]) -> list[StoreResult]:
+    """Store the messages of one FETCH and advance the mailbox's last UID, in one commit.
+
+    One commit per FETCH, not per message: the crash story is the same (a crash before the
+    commit leaves the last UID where it was, so the whole FETCH is fetched and stored again,
+    and nothing was processed from it yet), and the per-message transaction, mailbox-state
+    read and commit were a third of the time the reader spent storing. When another reader
+    stored one of them meanwhile (the digest's unique index), the FETCH is stored again one
+    message per commit (`store_raw`), which tells that one apart.
+    """
+    if not fetched:
+        return []
+    identities = [identity(item.raw) for item in fetched]  # type: ignore[arg-type]  # a bytearray reads the same
+    now = ctx.clock.now()
+    with Session(ctx.engine) as session:
+        state = session.get(MailboxState, mailbox) or MailboxState(mailbox=mailbox, uidvalidity=uidvalidity)
+        state.last_uid = max(state.last_uid, *(item.uid for item in fetched))
+        session.add(state)
+        digests = {digest for _, digest in identities}
+        seen = set(session.exec(select(InboundMail.digest).where(col(InboundMail.digest).in_(digests))).all())
+        results: list[StoreResult] = []
+        try:
+            for item, (message_id, digest) in zip(fetched, identities, strict=True):
+                if digest in seen:  # stored before, or earlier in this FETCH (the same mail twice)
+                    results.append(StoreResult(None, True))
+                    continue
+                seen.add(digest)
+                row = InboundMail(mailbox=mailbox, uidvalidity=uidvalidity, uid=item.uid, message_id=message_id,
+                                  digest=digest, size=item.size, status="new", received_at=now)
+                session.add(row)
+                session.flush()
+                assert row.id is not None
+                insert_blob(session, RAW, row.id, item.raw)
+                results.append(StoreResult(row.id, False))
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+        else:
+            return results
+    # Another reader stored one of them between our check and our insert: one commit each.
+    return [store_raw(ctx, mailbox=mailbox, uidvalidity=uidvalidity, uid=item.uid, raw=item.raw,  # type: ignore[arg-type]
+                      size=item.size) for item in fetched]
 
 
 def stored_raw(session: Session, inbound_id: int) -> bytes | None:
