@@ -157,7 +157,6 @@ class MailFrontend:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self.settings = ctx.settings.imap
-        self.faq = Faq.load(ctx.settings.config_layers("faq"))
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._imap: aioimaplib.IMAP4 | None = None
@@ -166,6 +165,11 @@ class MailFrontend:
         self.health = HealthRecorder(ctx.engine, ctx.clock)
         # The token the current session logged in with (XOAUTH2 only): renew the session before it dies.
         self._session_token: AccessToken | None = None
+
+    @property
+    def faq(self) -> Faq:
+        """The context's FAQ (core.context): trained once per process, shared with the chat and the console."""
+        return self.ctx.faq
 
     def enabled(self) -> bool:
         return bool(self.settings.host)

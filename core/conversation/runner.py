@@ -27,7 +27,6 @@ from core.conversation.status import credential_view
 from core.db import lock_for_write, unit_of_work
 from core.eligibility import Policy, check_eligibility, short_els_validity, validity_end
 from core.errors import ConflictError, EligibilityError, RateLimitedError
-from core.faq import Faq
 from core.forget import forget_account
 from core.models import LIVE_STATES, BindingCode, ChatLink, Conversation, Student, TermsAcceptance
 from core.outgoing import Button, OutgoingMessage
@@ -51,7 +50,7 @@ def engine_config(ctx: AppContext, terms: Terms | None = None) -> EngineConfig:
     settings = ctx.settings
     return EngineConfig(
         catalog=ctx.catalog,
-        faq=Faq.load(settings.config_layers("faq")),
+        faq=ctx.faq,  # one per context, shared with the mailbox reader and the web console
         terms=terms or load_terms(settings.config_layers("terms"), ctx.clock.today()),
         policy=settings.policy,
         pesel_hasher=ctx.box.pesel_hash,
