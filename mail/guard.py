@@ -79,10 +79,16 @@ class MailUnreadable(Exception):
 
 @dataclass(frozen=True)
 class StoredMail:
-    """A stored mail the worker reads itself: the database URL and the raw row's id."""
+    """A stored mail the worker reads itself: the database URL, the row's id and the mail's digest.
+
+    The digest is checked by the worker and is part of the key results are kept under: a row id
+    alone may be reused (SQLite reuses the highest ids after retention deleted them), and facts
+    of one mail must never be taken for another's.
+    """
 
     database_url: str
     inbound_id: int
+    digest: str
     size: int | None
     oversize: bool
 
@@ -99,16 +105,23 @@ def _read(raw: bytes, size: int | None, oversize: bool) -> InboundFacts:
 # --- the worker process ---------------------------------------------------------------------------
 
 def _load_stored(engines: dict[str, Any], mail: StoredMail) -> bytes:
-    from sqlmodel import Session
+    from sqlmodel import Session, select
 
     from core.db import make_engine
+    from core.models import InboundMail
     from mail.inbound import stored_raw
 
     engine = engines.get(mail.database_url)
     if engine is None:
+        for old in engines.values():  # one database in service; tests move from one to the next
+            old.dispose()
+        engines.clear()
         engine = engines[mail.database_url] = make_engine(mail.database_url)
     # Closed at once: an open SQLite read would keep the batch's WAL checkpoint from resetting the WAL.
     with Session(engine) as session:
+        digest = session.exec(select(InboundMail.digest).where(InboundMail.id == mail.inbound_id)).first()
+        if digest != mail.digest:
+            raise LookupError(f"stored mail {mail.inbound_id} is not the one asked for (deleted or replaced)")
         return stored_raw(session, mail.inbound_id) or b""
 
 
@@ -268,7 +281,7 @@ atexit.register(stop_worker)  # a live worker would keep the interpreter from ex
 
 def _key(what: StoredMail | tuple[bytes, int | None, bool]) -> str:
     if isinstance(what, StoredMail):
-        return f"{what.database_url}#{what.inbound_id}"
+        return f"{what.database_url}#{what.inbound_id}#{what.digest}"
     return f"raw#{next(_raw_numbers)}"  # bytes handed over are read once, never kept
 
 

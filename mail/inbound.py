@@ -235,8 +235,9 @@ def _claim(session: Session, inbound_id: int) -> InboundMail | None:
     return session.exec(query).first()
 
 
-def _stored_mail(ctx: AppContext, inbound_id: int, size: int, max_bytes: int) -> StoredMail:
-    return StoredMail(ctx.engine.url.render_as_string(hide_password=False), inbound_id, size, size > max_bytes)
+def _stored_mail(ctx: AppContext, inbound_id: int, digest: str, size: int, max_bytes: int) -> StoredMail:
+    return StoredMail(ctx.engine.url.render_as_string(hide_password=False), inbound_id, digest, size,
+                      size > max_bytes)
 
 
 def _process_one(ctx: AppContext, faq: Faq, inbound_id: int, max_bytes: int,
@@ -254,7 +255,7 @@ def _process_one(ctx: AppContext, faq: Faq, inbound_id: int, max_bytes: int,
         # the database itself: it never passes through this process (a 25 MB mail would be held
         # here twice). A hostile mail raises MailUnreadable, which is the mail's fault and
         # quarantines it at once with the reason.
-        facts = read_stored(_stored_mail(ctx, inbound_id, row.size, max_bytes),
+        facts = read_stored(_stored_mail(ctx, inbound_id, row.digest, row.size, max_bytes),
                             timeout=ctx.settings.imap.parse_timeout_seconds, then=then,
                             load=lambda: stored_raw(session, inbound_id) or b"")
         outcome = handle_inbound(ctx, session, facts, inbound_id=inbound_id, faq=faq)
@@ -307,16 +308,19 @@ def process_pending(ctx: AppContext, faq: Faq, *, limit: int = 200) -> list[Proc
     """
     with Session(ctx.engine) as session:
         pending = list(session.exec(
-            select(InboundMail.id, InboundMail.uid, InboundMail.size).where(InboundMail.status == "new")
+            select(InboundMail.id, InboundMail.uid, InboundMail.digest, InboundMail.size)
+            .where(InboundMail.status == "new")
             .order_by(col(InboundMail.id)).limit(limit)
         ).all())
     done: list[ProcessedMail] = []
     max_bytes = ctx.settings.imap.max_message_bytes
     failures = _transient_failures.setdefault(ctx.engine, Counter())
-    for position, (inbound_id, uid, _size) in enumerate(pending):
+    for position, (inbound_id, uid, _digest, _size) in enumerate(pending):
         assert inbound_id is not None
         following = pending[position + 1] if position + 1 < len(pending) else None
-        then = None if following is None else _stored_mail(ctx, following[0] or 0, following[2], max_bytes)
+        # Handed to the reader now, read while this one is answered (mail/guard.py).
+        then = None if following is None else _stored_mail(ctx, following[0] or 0, following[2], following[3],
+                                                           max_bytes)
         result, error = _attempt(ctx, faq, inbound_id, max_bytes, then)
         if error is None:
             if result is not None:
