@@ -188,7 +188,11 @@ class _Worker:
         return self.process.is_alive()
 
     def send(self, key: str, reader: Reader, what: StoredMail | tuple[bytes, int | None, bool]) -> None:
-        self.connection.send(("mail", key, reader, what))
+        try:
+            self.connection.send(("mail", key, reader, what))
+        except OSError as exc:  # it died idle (killed from outside): not this mail's doing
+            self.kill()
+            raise BrokenProcessPool(f"the mail reader was gone (exit code {self.process.exitcode})") from exc
         self.in_flight, self.started_at = key, None
 
     def receive(self, timeout: float) -> tuple[str, Any]:
@@ -204,9 +208,9 @@ class _Worker:
                     wait = max(0.0, self.started_at + timeout - time.monotonic())
                 if not self.connection.poll(wait):
                     self.kill()  # the only way to stop pure Python that holds the GIL over there
-                    if self.started_at is None:
-                        raise MailUnreadable(f"the process reading the mail did not take it in "
-                                             f"{START_ALLOWANCE_SECONDS:g} s")
+                    if self.started_at is None:  # the worker is wedged before the mail: not the mail's fault
+                        raise BrokenProcessPool(f"the mail reader did not take a mail in "
+                                                f"{START_ALLOWANCE_SECONDS:g} s")
                     raise MailUnreadable(f"reading the mail took longer than {timeout:g} s (hostile or broken "
                                          "MIME/HTML?); it was stopped")
                 kind, got, value = self.connection.recv()
