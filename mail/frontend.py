@@ -441,7 +441,9 @@ class MailFrontend:
         if running is not None and not running.done():
             with contextlib.suppress(Exception):  # its mails are recorded; its report was the cut cycle's
                 await asyncio.shield(running)
-        self._processing = asyncio.ensure_future(asyncio.to_thread(process_pending, self.ctx, self.faq))
+        # The FAQ is read in the thread: the first read trains the understanding (seconds of CPU),
+        # which must not happen on the event loop (`mleg serve` trains it at start-up anyway).
+        self._processing = asyncio.ensure_future(asyncio.to_thread(lambda: process_pending(self.ctx, self.faq)))
         return await asyncio.shield(self._processing)
 
     async def process_once(self) -> CycleReport:
