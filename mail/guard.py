@@ -132,7 +132,7 @@ def _serve(connection: Connection) -> None:
     while True:
         try:
             message = connection.recv()
-        except EOFError:
+        except (EOFError, OSError):  # the serving process is gone (stopped, or killed)
             return
         if message is None:
             return
