@@ -109,7 +109,7 @@ def _load_stored(engines: dict[str, Any], mail: StoredMail) -> bytes:
 
     from core.storage.db import make_engine
     from core.storage.models import InboundMail
-    from mail.inbound import stored_raw
+    from mail.stored import stored_raw
 
     engine = engines.get(mail.database_url)
     if engine is None:

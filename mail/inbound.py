@@ -32,22 +32,20 @@ from sqlmodel import Session, col, select
 
 from core.app.context import AppContext
 from core.security.redact import redact_personal
-from core.storage.blobs import insert_blob, read_blob
+from core.storage.blobs import insert_blob
 from core.storage.db import checkpoint_wal
 from core.storage.db_errors import is_transient
-from core.storage.models import InboundMail, InboundMailRaw, MailboxState
+from core.storage.models import InboundMail, MailboxState
 from core.support.faq import Faq
 from core.support.mailbox_rules import Outcome, handle_inbound
 from mail.guard import StoredMail, read_stored
 from mail.parse import identity
+from mail.stored import RAW, RAW_TABLE, stored_raw
 
-__all__ = ["Fetched", "StoreResult", "mailbox_state", "process_pending", "store_fetched", "store_raw", "stored_raw"]
+__all__ = ["Fetched", "StoreResult", "mailbox_state", "process_pending", "store_fetched", "store_raw"]
 
 log = logging.getLogger(__name__)
 
-# Written and read in pieces (core.storage.blobs): it can be 25 MB.
-RAW = InboundMailRaw.__table__.c.raw  # type: ignore[attr-defined]
-RAW_TABLE = InboundMailRaw.__table__  # type: ignore[attr-defined]
 # Databases whose last checkpoint could not reset the WAL: the next batch tries again, even an empty one.
 _wal_to_clear: weakref.WeakSet[Engine] = weakref.WeakSet()
 # A temporary database error (lost connection, deadlock...) is not the mail's fault: tried
@@ -180,11 +178,6 @@ def store_fetched(ctx: AppContext, *, mailbox: str, uidvalidity: int, fetched: l
     # Another reader stored one of them between our check and our insert: one commit each.
     return [store_raw(ctx, mailbox=mailbox, uidvalidity=uidvalidity, uid=item.uid, raw=item.raw,  # type: ignore[arg-type]
                       size=item.size) for item in fetched]
-
-
-def stored_raw(session: Session, inbound_id: int) -> bytes | None:
-    """The mail as fetched (only its head when it was over the size limit)."""
-    return read_blob(session, RAW, inbound_id)
 
 
 def _forget_raw(session: Session, inbound_id: int) -> None:
