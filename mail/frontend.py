@@ -38,7 +38,7 @@ from core.app.errors import ConfigurationError
 from core.app.health import HealthRecorder
 from core.storage.models import InboundMail
 from core.support.faq import Faq
-from mail.inbound import ProcessedMail, mailbox_state, process_pending, store_raw
+from mail.inbound import Fetched, ProcessedMail, mailbox_state, process_pending, store_fetched
 from mail.oauth import AccessToken, MailLoginError, TokenError, TokenSource, shared_token_source
 
 __all__ = ["CycleReport", "MailFrontend"]
@@ -157,7 +157,6 @@ class MailFrontend:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self.settings = ctx.settings.imap
-        self.faq = Faq.load(ctx.settings.config_layers("faq"))
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._imap: aioimaplib.IMAP4 | None = None
@@ -166,6 +165,11 @@ class MailFrontend:
         self.health = HealthRecorder(ctx.engine, ctx.clock)
         # The token the current session logged in with (XOAUTH2 only): renew the session before it dies.
         self._session_token: AccessToken | None = None
+
+    @property
+    def faq(self) -> Faq:
+        """The context's FAQ (core.app.context): trained once per process, shared with the chat and the console."""
+        return self.ctx.faq
 
     def enabled(self) -> bool:
         return bool(self.settings.host)
@@ -327,10 +331,10 @@ class MailFrontend:
                 uid, literal = None, None
         return bodies
 
-    async def _fetch_all(self, imap: aioimaplib.IMAP4,
-                         uids: list[int]) -> AsyncIterator[tuple[int, bytes | bytearray, int]]:
-        """(uid, raw, size) in UID order: small messages FETCH_BATCH at a time (and at most
-        FETCH_BATCH_BYTES per command, so memory stays bounded), over-size ones head only."""
+    async def _fetch_all(self, imap: aioimaplib.IMAP4, uids: list[int]) -> AsyncIterator[list[Fetched]]:
+        """The messages in UID order, one list per FETCH command: small messages FETCH_BATCH at a
+        time (and at most FETCH_BATCH_BYTES per command, so memory stays bounded), an over-size
+        one alone and head only."""
         for start in range(0, len(uids), FETCH_BATCH):
             chunk = uids[start:start + FETCH_BATCH]
             sizes = await self._sizes(imap, chunk)
@@ -347,15 +351,18 @@ class MailFrontend:
                 last = position == len(chunk) - 1
                 if batch and (oversize or last or batch_bytes >= FETCH_BATCH_BYTES):
                     bodies = await self._fetch_bodies(imap, batch)
+                    fetched: list[Fetched] = []
                     for done in batch:
                         raw = bodies.pop(done, None)
                         if raw is None:
                             raise ImapError(f"FETCH {done} returned no message")
-                        yield done, raw, sizes.get(done) or len(raw)
+                        fetched.append(Fetched(done, raw, sizes.get(done) or len(raw)))
                     del bodies
+                    yield fetched
+                    del fetched  # a big message should not stay referenced while the next is fetched
                     batch, batch_bytes = [], 0
                 if oversize:
-                    yield uid, await self._fetch_head(imap, uid), size
+                    yield [Fetched(uid, await self._fetch_head(imap, uid), size)]
 
     async def _new_uids(self, imap: aioimaplib.IMAP4, last_uid: int) -> list[int]:
         response = _ok(await imap.uid_search(f"UID {last_uid + 1}:*", charset=None), "SEARCH")
@@ -403,14 +410,16 @@ class MailFrontend:
         uidvalidity = await self._select(imap)
         last_uid = mailbox_state(self.ctx, mailbox, uidvalidity)
         duplicates: list[int] = []
-        async for uid, raw, size in self._fetch_all(imap, await self._new_uids(imap, last_uid)):
-            stored = store_raw(self.ctx, mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raw, size=size)
-            del raw  # a big message should not stay referenced while the next is fetched
-            if stored.duplicate:
-                report.duplicates += 1
-                duplicates.append(uid)
-            else:
-                report.stored += 1
+        async for fetched in self._fetch_all(imap, await self._new_uids(imap, last_uid)):
+            # One commit per FETCH (mail.inbound.store_fetched): the crash story is per message's.
+            results = store_fetched(self.ctx, mailbox=mailbox, uidvalidity=uidvalidity, fetched=fetched)
+            for item, stored in zip(fetched, results, strict=True):
+                if stored.duplicate:
+                    report.duplicates += 1
+                    duplicates.append(item.uid)
+                else:
+                    report.stored += 1
+            del fetched, results  # a big message should not stay referenced while the next is fetched
         report.processed = await self._process_stored()
         # Flags only after the commits above: a crash before this line leaves them unseen,
         # and the next cycle finds them handled in the database and flags them then.
@@ -432,7 +441,9 @@ class MailFrontend:
         if running is not None and not running.done():
             with contextlib.suppress(Exception):  # its mails are recorded; its report was the cut cycle's
                 await asyncio.shield(running)
-        self._processing = asyncio.ensure_future(asyncio.to_thread(process_pending, self.ctx, self.faq))
+        # The FAQ is read in the thread: the first read trains the understanding (seconds of CPU),
+        # which must not happen on the event loop (`mleg serve` trains it at start-up anyway).
+        self._processing = asyncio.ensure_future(asyncio.to_thread(lambda: process_pending(self.ctx, self.faq)))
         return await asyncio.shield(self._processing)
 
     async def process_once(self) -> CycleReport:

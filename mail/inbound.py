@@ -32,22 +32,20 @@ from sqlmodel import Session, col, select
 
 from core.app.context import AppContext
 from core.security.redact import redact_personal
-from core.storage.blobs import insert_blob, read_blob
+from core.storage.blobs import insert_blob
 from core.storage.db import checkpoint_wal
 from core.storage.db_errors import is_transient
-from core.storage.models import InboundMail, InboundMailRaw, MailboxState
+from core.storage.models import InboundMail, MailboxState
 from core.support.faq import Faq
 from core.support.mailbox_rules import Outcome, handle_inbound
-from mail.guard import read_inbound
+from mail.guard import StoredMail, read_stored
 from mail.parse import identity
+from mail.stored import RAW, RAW_TABLE, stored_raw
 
-__all__ = ["StoreResult", "mailbox_state", "process_pending", "store_raw", "stored_raw"]
+__all__ = ["Fetched", "StoreResult", "mailbox_state", "process_pending", "store_fetched", "store_raw"]
 
 log = logging.getLogger(__name__)
 
-# Written and read in pieces (core.storage.blobs): it can be 25 MB.
-RAW = InboundMailRaw.__table__.c.raw  # type: ignore[attr-defined]
-RAW_TABLE = InboundMailRaw.__table__  # type: ignore[attr-defined]
 # Databases whose last checkpoint could not reset the WAL: the next batch tries again, even an empty one.
 _wal_to_clear: weakref.WeakSet[Engine] = weakref.WeakSet()
 # A temporary database error (lost connection, deadlock...) is not the mail's fault: tried
@@ -129,9 +127,57 @@ def store_raw(ctx: AppContext, *, mailbox: str, uidvalidity: int, uid: int, raw:
         return StoreResult(inbound_id, False)
 
 
-def stored_raw(session: Session, inbound_id: int) -> bytes | None:
-    """The mail as fetched (only its head when it was over the size limit)."""
-    return read_blob(session, RAW, inbound_id)
+@dataclass
+class Fetched:
+    """One message as fetched: its UID, its raw bytes (only the head when over the limit), its size."""
+
+    uid: int
+    raw: bytes | bytearray
+    size: int
+
+
+def store_fetched(ctx: AppContext, *, mailbox: str, uidvalidity: int, fetched: list[Fetched]) -> list[StoreResult]:
+    """Store the messages of one FETCH and advance the mailbox's last UID, in one commit.
+
+    One commit per FETCH, not per message: the crash story is the same (a crash before the
+    commit leaves the last UID where it was, so the whole FETCH is fetched and stored again,
+    and nothing was processed from it yet), and the per-message transaction, mailbox-state
+    read and commit were a third of the time the reader spent storing. When another reader
+    stored one of them meanwhile (the digest's unique index), the FETCH is stored again one
+    message per commit (`store_raw`), which tells that one apart.
+    """
+    if not fetched:
+        return []
+    identities = [identity(item.raw) for item in fetched]  # type: ignore[arg-type]  # a bytearray reads the same
+    now = ctx.clock.now()
+    with Session(ctx.engine) as session:
+        state = session.get(MailboxState, mailbox) or MailboxState(mailbox=mailbox, uidvalidity=uidvalidity)
+        state.last_uid = max(state.last_uid, *(item.uid for item in fetched))
+        session.add(state)
+        digests = {digest for _, digest in identities}
+        seen = set(session.exec(select(InboundMail.digest).where(col(InboundMail.digest).in_(digests))).all())
+        results: list[StoreResult] = []
+        try:
+            for item, (message_id, digest) in zip(fetched, identities, strict=True):
+                if digest in seen:  # stored before, or earlier in this FETCH (the same mail twice)
+                    results.append(StoreResult(None, True))
+                    continue
+                seen.add(digest)
+                row = InboundMail(mailbox=mailbox, uidvalidity=uidvalidity, uid=item.uid, message_id=message_id,
+                                  digest=digest, size=item.size, status="new", received_at=now)
+                session.add(row)
+                session.flush()
+                assert row.id is not None
+                insert_blob(session, RAW, row.id, item.raw)
+                results.append(StoreResult(row.id, False))
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+        else:
+            return results
+    # Another reader stored one of them between our check and our insert: one commit each.
+    return [store_raw(ctx, mailbox=mailbox, uidvalidity=uidvalidity, uid=item.uid, raw=item.raw,  # type: ignore[arg-type]
+                      size=item.size) for item in fetched]
 
 
 def _forget_raw(session: Session, inbound_id: int) -> None:
@@ -182,19 +228,29 @@ def _claim(session: Session, inbound_id: int) -> InboundMail | None:
     return session.exec(query).first()
 
 
-def _process_one(ctx: AppContext, faq: Faq, inbound_id: int, max_bytes: int) -> ProcessedMail | None:
-    """Claim, handle and record one mail in one transaction; None when it is not (any more) ours to do."""
+def _stored_mail(ctx: AppContext, inbound_id: int, digest: str, size: int, max_bytes: int) -> StoredMail:
+    return StoredMail(ctx.engine.url.render_as_string(hide_password=False), inbound_id, digest, size,
+                      size > max_bytes)
+
+
+def _process_one(ctx: AppContext, faq: Faq, inbound_id: int, max_bytes: int,
+                 then: StoredMail | None = None) -> ProcessedMail | None:
+    """Claim, handle and record one mail in one transaction; None when it is not (any more) ours to do.
+
+    `then`: the mail to be processed next, read by the worker meanwhile (mail/guard.py).
+    """
     with Session(ctx.engine, expire_on_commit=False) as session:
         row = _claim(session, inbound_id)
         if row is None:
             return None
         uid = row.uid
-        raw = stored_raw(session, inbound_id) or b""
-        # In a worker process with a time limit (mail/guard.py): a hostile mail raises
-        # MailUnreadable, which is the mail's fault and quarantines it at once with the reason.
-        facts = read_inbound(raw, size=row.size, oversize=row.size > max_bytes,
-                             timeout=ctx.settings.imap.parse_timeout_seconds)
-        del raw
+        # In a worker process with a time limit (mail/guard.py), which reads the raw mail from
+        # the database itself: it never passes through this process (a 25 MB mail would be held
+        # here twice). A hostile mail raises MailUnreadable, which is the mail's fault and
+        # quarantines it at once with the reason.
+        facts = read_stored(_stored_mail(ctx, inbound_id, row.digest, row.size, max_bytes),
+                            timeout=ctx.settings.imap.parse_timeout_seconds, then=then,
+                            load=lambda: stored_raw(session, inbound_id) or b"")
         outcome = handle_inbound(ctx, session, facts, inbound_id=inbound_id, faq=faq)
         # In the same commit: a crash before it leaves the mail `new` with its raw, to do again.
         if not _finish(session, inbound_id, status=outcome.status, error=outcome.reason[:2000],
@@ -208,8 +264,8 @@ def _process_one(ctx: AppContext, faq: Faq, inbound_id: int, max_bytes: int) -> 
     return ProcessedMail(inbound_id, uid, outcome.status, outcome)
 
 
-def _attempt(ctx: AppContext, faq: Faq, inbound_id: int,
-             max_bytes: int) -> tuple[ProcessedMail | None, Exception | None]:
+def _attempt(ctx: AppContext, faq: Faq, inbound_id: int, max_bytes: int,
+             then: StoredMail | None = None) -> tuple[ProcessedMail | None, Exception | None]:
     """`_process_one`, tried again after a temporary database error: (its result, the error that ended it)."""
     failures = _transient_failures.setdefault(ctx.engine, Counter())
     last: Exception | None = None
@@ -217,7 +273,7 @@ def _attempt(ctx: AppContext, faq: Faq, inbound_id: int,
         if attempt:
             time.sleep(BACKOFF_SECONDS[min(attempt - 1, len(BACKOFF_SECONDS) - 1)])
         try:
-            result = _process_one(ctx, faq, inbound_id, max_bytes)
+            result = _process_one(ctx, faq, inbound_id, max_bytes, then)
         except Exception as exc:  # the transaction was rolled back when its session closed
             if not is_transient(exc):
                 failures.pop(inbound_id, None)
@@ -245,15 +301,20 @@ def process_pending(ctx: AppContext, faq: Faq, *, limit: int = 200) -> list[Proc
     """
     with Session(ctx.engine) as session:
         pending = list(session.exec(
-            select(InboundMail.id, InboundMail.uid).where(InboundMail.status == "new")
+            select(InboundMail.id, InboundMail.uid, InboundMail.digest, InboundMail.size)
+            .where(InboundMail.status == "new")
             .order_by(col(InboundMail.id)).limit(limit)
         ).all())
     done: list[ProcessedMail] = []
     max_bytes = ctx.settings.imap.max_message_bytes
     failures = _transient_failures.setdefault(ctx.engine, Counter())
-    for inbound_id, uid in pending:
+    for position, (inbound_id, uid, _digest, _size) in enumerate(pending):
         assert inbound_id is not None
-        result, error = _attempt(ctx, faq, inbound_id, max_bytes)
+        following = pending[position + 1] if position + 1 < len(pending) else None
+        # Handed to the reader now, read while this one is answered (mail/guard.py).
+        then = None if following is None else _stored_mail(ctx, following[0] or 0, following[2], following[3],
+                                                           max_bytes)
+        result, error = _attempt(ctx, faq, inbound_id, max_bytes, then)
         if error is None:
             if result is not None:
                 done.append(result)

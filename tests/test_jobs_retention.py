@@ -24,7 +24,7 @@ from core.storage.models import (
     SupportThread,
 )
 from core.support import threads as support
-from mail.inbound import RAW
+from mail.stored import RAW
 from tests.chat_driver import ChatDriver
 from tests.factories import add_student
 from tests.support.lifecycle import at

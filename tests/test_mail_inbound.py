@@ -245,11 +245,11 @@ async def test_25_mb_attachment_handled_in_bounded_memory_with_a_notice(desk: De
     del message, raw
     stored: list[int] = []
 
-    def recording(*args: Any, raw: bytes, **kwargs: Any) -> inbound.StoreResult:
-        stored.append(len(raw))
-        return inbound.store_raw(*args, raw=raw, **kwargs)
+    def recording(*args: Any, fetched: list[inbound.Fetched], **kwargs: Any) -> list[inbound.StoreResult]:
+        stored.extend(len(item.raw) for item in fetched)
+        return inbound.store_fetched(*args, fetched=fetched, **kwargs)
 
-    monkeypatch.setattr(frontend, "store_raw", recording)
+    monkeypatch.setattr(frontend, "store_fetched", recording)
     report = await desk.frontend.process_once()
 
     [row] = desk.rows()
@@ -309,7 +309,7 @@ async def test_unprocessable_mail_is_quarantined_not_lost(desk: Desk, monkeypatc
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ValueError("cannot make sense of it")
 
-    monkeypatch.setattr(inbound, "read_inbound", broken)
+    monkeypatch.setattr(inbound, "read_stored", broken)
     await desk.frontend.process_once()
 
     [row] = desk.rows()

@@ -142,7 +142,7 @@ def test_a_mail_the_rules_cannot_handle_is_still_quarantined_at_once(
         calls += 1
         raise ValueError("cannot make sense of it")
 
-    monkeypatch.setattr(inbound, "read_inbound", broken)
+    monkeypatch.setattr(inbound, "read_stored", broken)
     [done] = inbound.process_pending(ctx, faq)
     assert done.status == "quarantined" and calls == 1
 

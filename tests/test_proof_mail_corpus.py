@@ -21,7 +21,7 @@ from core.app.context import AppContext
 from core.storage.models import InboundMail, OutboxMessage
 from mail import parse
 from mail.frontend import MailFrontend
-from mail.inbound import stored_raw
+from mail.stored import stored_raw
 from tests.mail_samples.kit import mail_ctx
 from tests.mail_samples.odd_corpus import OddMail, corpus
 from tests.servers.dovecot import DovecotServer

@@ -18,7 +18,7 @@ from sqlmodel import Session, SQLModel, select
 import core.storage.models  # noqa: F401
 from core.storage.db import alembic_config, make_engine, upgrade
 from core.storage.models import InboundMail
-from mail.inbound import stored_raw
+from mail.stored import stored_raw
 from tests.support.databases import POSTGRES_URL
 
 NOW = datetime(2026, 10, 5, 9, 0, tzinfo=UTC)

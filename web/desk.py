@@ -88,11 +88,12 @@ class Desk:
         self.session_cookie = "__Host-mleg-session" if secure else "mleg_session"
         self.sign_in_cookie = "__Host-mleg-sign-in" if secure else "mleg_sign_in"
 
-    @functools.cached_property
+    @property
     def faq(self) -> Faq:
-        """Loaded once: loading trains the understanding (seconds of CPU); the thread page reads only the
-        answers, through the configuration layers (MLEG_CONFIG_DIR overrides) like every other reader."""
-        return Faq.load(self.ctx.settings.config_layers("faq"))
+        """The context's FAQ (core.app.context): loaded once per process through the configuration layers
+        (MLEG_CONFIG_DIR overrides) and shared with the chat and the mailbox reader; the thread page
+        reads only its answers."""
+        return self.ctx.faq
 
     async def db(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return await run_in_threadpool(work, *args, **kwargs)

@@ -1,9 +1,15 @@
-"""The application context: settings, storage, clock, randomness and the secret, built once."""
+"""The application context: settings, storage, clock, randomness and the secret, built once.
+
+It also holds the FAQ with its trained understanding (`faq`), built on first use and then
+shared: training takes seconds of CPU, and `mleg serve` runs the chat, the mailbox reader
+and the web console on one context, which once trained it for each of them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +24,7 @@ from core.app.settings import Settings
 from core.credentials.issuer import ActivationIssuer, LocalIssuer
 from core.security.secrets_box import SecretBox
 from core.storage.db import make_engine, upgrade
+from core.support.faq import Faq
 
 __all__ = ["DATABASE_THREADS", "AppContext"]
 
@@ -38,6 +45,8 @@ class AppContext:
     # `mleg serve` listens here so a chat reply is sent at once, not at the next poll.
     outbox_listeners: list[Callable[[str], None]] = field(default_factory=list)
     _database_threads: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _faq: Faq | None = field(default=None, init=False, repr=False)
+    _faq_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.box = SecretBox(self.settings.secret)
@@ -63,6 +72,16 @@ class AppContext:
             clock=clock or SystemClock(),
             random=random or RandomSource(),
         )
+
+    @property
+    def faq(self) -> Faq:
+        """The FAQ answers and the understanding, through the configuration layers (MLEG_CONFIG_DIR
+        overrides): loaded on first use (a CLI command that never reads text never trains it) and
+        then the same object for every front-end on this context."""
+        with self._faq_lock:  # two front-ends starting at once must not both train it
+            if self._faq is None:
+                self._faq = Faq.load(self.settings.config_layers("faq"))
+            return self._faq
 
     def outbox_changed(self, channel: str) -> None:
         """Tell the drainers that `channel` has new rows (a no-op outside `mleg serve`)."""

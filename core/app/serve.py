@@ -177,9 +177,8 @@ class Server:
         self._loop = asyncio.get_running_loop()
         # The understanding of students' text is trained once per process (seconds of CPU): here,
         # off the event loop, not inside the first student's update.
-        from core.support.faq import Faq
-
-        await asyncio.to_thread(Faq.load, self.ctx.settings.config_dir / "faq")
+        # The context's one FAQ, which every front-end below is given (core.app.context.AppContext.faq).
+        await asyncio.to_thread(lambda: self.ctx.faq)
         self.channels = load_channels(self.ctx)
         for channel in self.channels:
             self._wake[channel] = asyncio.Event()

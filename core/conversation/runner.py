@@ -25,7 +25,6 @@ from core.storage import update_store
 from core.storage.db import lock_for_write, unit_of_work
 from core.storage.models import Conversation
 from core.students.eligibility import Policy
-from core.support.faq import Faq
 
 __all__ = ["ConversationService", "engine_config"]
 
@@ -37,7 +36,7 @@ def engine_config(ctx: AppContext, terms: Terms | None = None) -> EngineConfig:
     settings = ctx.settings
     return EngineConfig(
         catalog=ctx.catalog,
-        faq=Faq.load(settings.config_layers("faq")),
+        faq=ctx.faq,  # one per context, shared with the mailbox reader and the web console
         terms=terms or load_terms(settings.config_layers("terms"), ctx.clock.today()),
         policy=Policy(settings.policy),
         pesel_hasher=ctx.box.pesel_hash,

@@ -254,6 +254,7 @@ class _Mailbox:
         self.question = _question_text(facts)
         self.lang = faq.language(self.question, ctx.settings.default_language)
         self.notes: list[str] = []  # for staff, after the student's text
+        self._capped: dict[str, bool] = {}  # recipient -> had its automatic answers today (capped())
 
     def body_for_staff(self) -> str:
         """The student's text as staff see it, with our notes (core.support.threads masks PESELs and codes)."""
@@ -266,15 +267,21 @@ class _Mailbox:
         return "\n".join([text, *notes]).strip() or "(no text)"
 
     def capped(self, recipient: str) -> bool:
-        """Whether `recipient` has had its automatic answers for the day."""
-        limit = self.ctx.settings.imap.auto_replies_per_sender_per_day
-        return _auto_answers_today(self.session, recipient, self.ctx) >= limit
+        """Whether `recipient` has had its automatic answers for the day.
+
+        Counted once per mail and recipient: nothing this mail does before its answer queues
+        another automatic answer, and the count reads every automatic answer of the day."""
+        if recipient not in self._capped:
+            limit = self.ctx.settings.imap.auto_replies_per_sender_per_day
+            self._capped[recipient] = _auto_answers_today(self.session, recipient, self.ctx) >= limit
+        return self._capped[recipient]
 
     def answer(self, thread: SupportThread, key: str, body: str, *, recipient: str, kind: str) -> bool:
         """Queue an automatic answer (RFC 3834 auto-replied); False when the daily cap is reached."""
         ctx, facts = self.ctx, self.facts
         if self.capped(recipient):
             return False
+        self._capped.pop(recipient, None)  # this answer counts from here on
         tag = thread_tag(thread.id or 0)
         # Masked: a PESEL in the student's subject must not travel back in ours.
         subject = reply_subject(facts.subject.strip() or ctx.catalog.text(self.lang, "support.email_subject"),

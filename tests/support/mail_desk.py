@@ -14,9 +14,9 @@ from core.app.clock import FixedClock
 from core.app.context import AppContext
 from core.messaging import outbox
 from core.storage.models import InboundMail, OutboxMessage, SupportThread
-from mail import inbound
 from mail.channel import SmtpChannel
 from mail.frontend import MailFrontend
+from mail.stored import stored_raw
 from tests.mail_samples.kit import mail_ctx, parse, sample
 from tests.servers.dovecot import DovecotServer
 from tests.servers.smtp_relay import SmtpRelay
@@ -71,7 +71,7 @@ class Desk:
     def raw(self, row: InboundMail) -> bytes | None:
         assert row.id is not None
         with Session(self.ctx.engine) as session:
-            return inbound.stored_raw(session, row.id)
+            return stored_raw(session, row.id)
 
     def threads(self) -> list[SupportThread]:
         with Session(self.ctx.engine) as session:
