@@ -8,14 +8,13 @@ A university that gets API access writes one more class with the same three meth
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-import qrcode
 from qrcode.constants import ERROR_CORRECT_M
 
+from core import qr_fast
 from core.clock import RandomSource
 from core.errors import ActivationError
 from core.models import Credential
@@ -98,10 +97,5 @@ class LocalIssuer:
 
 
 def qr_png(payload: str, box_size: int = 8) -> bytes:
-    """The QR code a student scans in mObywatel, as PNG bytes."""
-    image = qrcode.QRCode(error_correction=ERROR_CORRECT_M, box_size=box_size, border=4)
-    image.add_data(payload)
-    image.make(fit=True)
-    buffer = io.BytesIO()
-    image.make_image().save(buffer, format="PNG")
-    return buffer.getvalue()
+    """The QR code a student scans in mObywatel, as PNG bytes (qrcode's own output, made faster: core.qr_fast)."""
+    return qr_fast.qr_png(payload, error_correction=ERROR_CORRECT_M, box_size=box_size, border=4)
