@@ -22,7 +22,8 @@ driving it run in a child process (they are Telegram's side of the wire and must
 share the bot's interpreter lock). Latency of an update: from pushing it into the
 stand-in to the first sendMessage the stand-in answered in that chat (for the album
 number: to the code e-mail's arrival at the SMTP server, what the student waits for).
-Prints absolute figures and the ratio to the echo bot measured in the same run.
+Prints absolute figures and the ratio to the echo bot measured in the same run, and each bot's
+CPU time per update (this process, all threads): on a machine other work loads, the figure that moves least.
 """
 
 from __future__ import annotations
@@ -408,8 +409,12 @@ def _load_generator(conn: Connection, kind: str, chats: int, concurrency: int) -
     relay.stop()
 
 
-async def _measure(kind: str, tmp: Path, chats: int, concurrency: int) -> tuple[float, list[float], int]:
-    """Telegram's side runs in a child process, so the stand-in does not share the bot's interpreter (GIL)."""
+async def _measure(kind: str, tmp: Path, chats: int, concurrency: int) -> tuple[float, list[float], int, float]:
+    """Telegram's side runs in a child process, so the stand-in does not share the bot's interpreter (GIL).
+
+    Also returns the CPU seconds this process (the bot, all its threads) used during the journeys:
+    on a machine other work loads, CPU per update moves far less than updates/s does.
+    """
     parent, child = multiprocessing.get_context("spawn").Pipe()
     process = multiprocessing.get_context("spawn").Process(
         target=_load_generator, args=(child, kind, chats, concurrency), daemon=True)
@@ -419,36 +424,40 @@ async def _measure(kind: str, tmp: Path, chats: int, concurrency: int) -> tuple[
         bot = (_full_bot(tmp, token, base_url, smtp, chats) if kind == "full"
                else _durable_echo_bot(tmp, token, base_url) if kind == "durable" else _echo_bot(token, base_url))
         async with bot:
+            cpu_before = time.process_time()
             parent.send("go")
             elapsed, latencies, requests = await asyncio.to_thread(parent.recv)
+            cpu = time.process_time() - cpu_before
         parent.send("stop")
     finally:
         process.join(timeout=30)
         if process.is_alive():
             process.kill()
-    return elapsed, latencies, requests
+    return elapsed, latencies, requests, cpu
 
 
 async def run(chats: int, concurrency: int, only_full: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if only_full:  # for a profiler
-            elapsed, latencies, _ = await _measure("full", Path(tmp), chats, concurrency)
-            print(f"full bot: {len(latencies)} updates in {elapsed:.2f} s, {len(latencies) / elapsed:.1f} updates/s")
+            elapsed, latencies, _, cpu = await _measure("full", Path(tmp), chats, concurrency)
+            print(f"full bot: {len(latencies)} updates in {elapsed:.2f} s, {len(latencies) / elapsed:.1f} updates/s, "
+                  f"CPU {cpu / len(latencies) * 1000:.2f} ms per update")
             return
-        echo_time, echo_lat, echo_requests = await _measure("echo", Path(tmp), chats, concurrency)
-        durable_time, durable_lat, durable_requests = await _measure("durable", Path(tmp), chats, concurrency)
-        full_time, full_lat, full_requests = await _measure("full", Path(tmp), chats, concurrency)
+        echo_time, echo_lat, echo_requests, echo_cpu = await _measure("echo", Path(tmp), chats, concurrency)
+        durable_time, durable_lat, durable_requests, durable_cpu = await _measure("durable", Path(tmp), chats,
+                                                                                 concurrency)
+        full_time, full_lat, full_requests, full_cpu = await _measure("full", Path(tmp), chats, concurrency)
     echo_rate, full_rate = len(echo_lat) / echo_time, len(full_lat) / full_time
     print(f"chat throughput, {chats} whole journeys x {len(_bot_steps())} updates (/start to an application, "
           f"the chat code read from its e-mail), {concurrency} chats at once, stand-in without limits:")
-    for name, n, elapsed, rate, lat, requests in (
-            ("bare PTB echo bot", len(echo_lat), echo_time, echo_rate, echo_lat, echo_requests),
+    for name, n, elapsed, rate, lat, requests, cpu in (
+            ("bare PTB echo bot", len(echo_lat), echo_time, echo_rate, echo_lat, echo_requests, echo_cpu),
             ("durable echo bot ", len(durable_lat), durable_time, len(durable_lat) / durable_time, durable_lat,
-             durable_requests),
-            ("full bot (serve) ", len(full_lat), full_time, full_rate, full_lat, full_requests)):
+             durable_requests, durable_cpu),
+            ("full bot (serve) ", len(full_lat), full_time, full_rate, full_lat, full_requests, full_cpu)):
         print(f"  {name}  {n:6d} updates {elapsed:7.2f} s {rate:8.1f} updates/s   latency p50 "
               f"{_quantile(lat, 0.5) * 1000:7.1f} ms  p99 {_quantile(lat, 0.99) * 1000:7.1f} ms   "
-              f"{requests / n:4.2f} Bot API requests per update")
+              f"{requests / n:4.2f} Bot API requests per update   CPU {cpu / n * 1000:5.2f} ms per update")
     durable_rate = len(durable_lat) / durable_time
     p99_full, p99_durable = _quantile(full_lat, 0.99), _quantile(durable_lat, 0.99)
     print(f"  ratio full/durable echo  {full_rate / durable_rate:5.2f} updates/s   "

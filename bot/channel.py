@@ -56,6 +56,19 @@ def chat_came_back(ctx: AppContext, account_id: str) -> int:
         return len(support.resend_held_answers(ctx, session, channel=CHANNEL, account_id=account_id))
 
 
+_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
+_LINK = ChatLink.__table__  # type: ignore[attr-defined]
+# Whether the student was away: the chat marked as blocking us, or (a chat bound to no student
+# has no link to mark) an answer held for it. One statement: it runs before every delivery.
+_AWAY = sa.select(sa.or_(
+    sa.exists().where(_LINK.c.channel == CHANNEL, _LINK.c.account_id == sa.bindparam("recipient"),
+                      _LINK.c.blocked_at.is_not(None)),
+    sa.exists().where(_OUTBOX.c.channel == CHANNEL, _OUTBOX.c.recipient == sa.bindparam("recipient"),
+                      _OUTBOX.c.kind == support.ANSWER_KIND, _OUTBOX.c.status == OutboxStatus.FAILED.value,
+                      _OUTBOX.c.last_error.contains(support.HELD_NOTE)),
+))
+
+
 class TelegramSender(RuntimeUser):
     """Delivers outbox rows of channel "telegram"; the recipient is the student's chat id."""
 
@@ -105,22 +118,12 @@ class TelegramSender(RuntimeUser):
     def _before_sending(self, row: OutboxMessage) -> tuple[OutboxMessage | None, bool]:
         """(an older row this one must wait behind, whether the student was away: the chat is
         marked as blocking us, or an answer is held for it; then a delivery means they are back)."""
-        with Session(self.ctx.engine) as session:
-            older = self.delivery.older_row_waiting(row, session)
+        # A connection and Core statements, no ORM session: this runs before every delivery.
+        with self.ctx.engine.connect() as connection:
+            older = self.delivery.older_row_waiting(row, connection)
             if older is not None:
                 return older, False
-            # One statement: it runs before every delivery.
-            blocked = sa.exists().where(
-                col(ChatLink.channel) == CHANNEL, col(ChatLink.account_id) == row.recipient,
-                col(ChatLink.blocked_at).is_not(None),
-            )
-            # A chat bound to no student has no link to mark: its held answers are the mark.
-            held = sa.exists().where(
-                OutboxMessage.channel == CHANNEL, OutboxMessage.recipient == row.recipient,
-                OutboxMessage.kind == support.ANSWER_KIND, OutboxMessage.status == OutboxStatus.FAILED,
-                col(OutboxMessage.last_error).contains(support.HELD_NOTE),
-            )
-            away = bool(session.execute(sa.select(sa.or_(blocked, held))).scalar())
+            away = bool(connection.execute(_AWAY, {"recipient": row.recipient}).scalar())
         return None, away
 
     def _refused(self, row: OutboxMessage, error: str) -> str | None:

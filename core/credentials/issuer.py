@@ -8,16 +8,15 @@ A university that gets API access writes one more class with the same three meth
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-import qrcode
 from qrcode.constants import ERROR_CORRECT_M
 
 from core.app.clock import RandomSource
 from core.app.errors import ActivationError
+from core.credentials import qr_fast
 from core.security.secrets_box import SecretBox
 from core.storage.models import Credential
 
@@ -98,10 +97,6 @@ class LocalIssuer:
 
 
 def qr_png(payload: str, box_size: int = 8) -> bytes:
-    """The QR code a student scans in mObywatel, as PNG bytes."""
-    image = qrcode.QRCode(error_correction=ERROR_CORRECT_M, box_size=box_size, border=4)
-    image.add_data(payload)
-    image.make(fit=True)
-    buffer = io.BytesIO()
-    image.make_image().save(buffer, format="PNG")
-    return buffer.getvalue()
+    """The QR code a student scans in mObywatel, as PNG bytes (qrcode's own output, made faster:
+    core.credentials.qr_fast)."""
+    return qr_fast.qr_png(payload, error_correction=ERROR_CORRECT_M, box_size=box_size, border=4)

@@ -202,21 +202,18 @@ def claim_due(
     session: Session, *, channel: str, now: datetime, limit: int = 50
 ) -> list[OutboxMessage]:
     """Lease due rows to this sender; an expired lease (a crashed sender) makes a row due again."""
+    # Two index searches (ix_outbox_due: status, channel, next_attempt_at) joined, not one OR:
+    # for the OR SQLite took the channel's index and read every row the channel ever had, sent
+    # ones too, on each claim (13 ms at 2,400 rows, growing with the table until retention).
+    pending = select(col(OutboxMessage.id)).where(
+        OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.channel == channel,
+        col(OutboxMessage.next_attempt_at) <= now)
+    lapsed = select(col(OutboxMessage.id)).where(
+        OutboxMessage.status == OutboxStatus.SENDING, OutboxMessage.channel == channel,
+        col(OutboxMessage.lease_until) <= now)
     due = (
         select(OutboxMessage)
-        .where(OutboxMessage.channel == channel)
-        .where(
-            sa.or_(
-                sa.and_(
-                    OutboxMessage.status == OutboxStatus.PENDING,
-                    col(OutboxMessage.next_attempt_at) <= now,
-                ),
-                sa.and_(
-                    OutboxMessage.status == OutboxStatus.SENDING,
-                    col(OutboxMessage.lease_until) <= now,
-                ),
-            )
-        )
+        .where(col(OutboxMessage.id).in_(sa.union_all(pending, lapsed)))
         .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
         .limit(limit)
     )
