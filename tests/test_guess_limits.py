@@ -23,7 +23,7 @@ from tests.support.databases import truncate_all
 LOCKED_EN = "Too many failed attempts"
 # Failures against one album or ELS number before it locks (by default twice an account's 5).
 ALBUM_LIMIT = 10
-NO_MATCH_EN = "does not match the student register"
+NO_MATCH_EN = "doesn't match the student register"
 
 
 def _student(ctx: AppContext, **overrides: object) -> tuple[Student, str]:
