@@ -31,7 +31,7 @@ test: $(STAMP) system-deps lint
 # The daily loop: SQLite only, without the slow fault runs and the installed-wheel smoke test.
 # `make test` (what CI runs) stays the whole suite.
 test-fast: $(STAMP) lint
-	$(BIN)/pytest -q -m "not postgres and not slow" --deselect tests/test_installed_wheel.py
+	$(BIN)/pytest -q -n 2 --dist loadgroup -m "not postgres and not slow" --deselect tests/test_installed_wheel.py
 
 # The wheel as an operator installs it (part of `make test` too): built, installed into a fresh
 # venv outside the tree, and the demo journey, status, serve and the systemd unit checked there.
