@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from core.app.clock import Clock
-from core.app.settings import MailOAuthSettings
+from core.app.settings_sections import MailOAuthSettings
 
 __all__ = [
     "GOOGLE_SCOPE",

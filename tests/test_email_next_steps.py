@@ -142,7 +142,7 @@ def test_html_activation_code_is_labelled_apart_from_the_qr_text(sqlite_ctx: App
 
 
 def test_the_bot_username_setting() -> None:
-    from core.app.settings import TelegramSettings
+    from core.app.settings_sections import TelegramSettings
 
     assert TelegramSettings().bot_username == ""
     assert TelegramSettings(bot_username="@UczelniaDemoBot").bot_username == "UczelniaDemoBot"

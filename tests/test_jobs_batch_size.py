@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 
 from core.app.clock import FixedClock
 from core.app.context import AppContext
-from core.app.settings import JobsSettings
+from core.app.settings_sections import JobsSettings
 from core.jobs import sweep
 from core.storage.models import AuditEvent, Credential, Student
 from tests.factories import build_ctx, make_settings

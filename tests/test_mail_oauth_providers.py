@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from core.app.clock import FixedClock
 from core.app.errors import ConfigurationError
-from core.app.settings import MailOAuthSettings
+from core.app.settings_sections import MailOAuthSettings
 from mail.oauth import GOOGLE_SCOPE, MICROSOFT_SCOPE, GoogleTokenSource, MicrosoftTokenSource, TokenError
 from tests.factories import make_settings
 

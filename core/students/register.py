@@ -19,7 +19,7 @@ from sqlalchemy import exc as sa_exc
 from sqlmodel import Session, col
 
 from core.app.errors import MassRemovalError, MlegError, RegisterImportError
-from core.app.settings import DEFAULT_MAX_REMOVED_SHARE
+from core.app.settings_sections import DEFAULT_MAX_REMOVED_SHARE
 from core.storage import audit
 from core.storage.models import Student, StudentStatus
 from core.students.eligibility import Policy
