@@ -17,7 +17,8 @@ from core.app.context import AppContext
 from core.app.health import HealthRecorder
 from core.app.plugins import CheckResult
 from mail.channel import SmtpChannel
-from mail.frontend import COMMAND_TIMEOUT, MailFrontend
+from mail.frontend import MailFrontend
+from mail.imap import COMMAND_TIMEOUT
 from mail.oauth import MailLoginError, TokenError
 
 __all__ = ["check_mail"]

@@ -21,7 +21,6 @@ exponential backoff.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import re
@@ -38,6 +37,18 @@ from core.app.errors import ConfigurationError
 from core.app.health import HealthRecorder
 from core.storage.models import InboundMail
 from core.support.faq import Faq
+from mail.imap import (
+    COMMAND_TIMEOUT,
+    ImapError,
+    ImapTlsError,
+    authenticate_xoauth2,
+    close,
+    fail_fast_on_connection_loss,
+    fetch_bodies,
+    fetch_head,
+    fetch_sizes,
+    ok,
+)
 from mail.inbound import Fetched, ProcessedMail, mailbox_state, process_pending, store_fetched
 from mail.oauth import AccessToken, MailLoginError, TokenError, TokenSource, shared_token_source
 
@@ -46,24 +57,13 @@ __all__ = ["CycleReport", "MailFrontend"]
 log = logging.getLogger(__name__)
 
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
-_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
-_UID = re.compile(rb"UID (\d+)")
 # Over the size limit we read only this much of the body: the text part comes first in practice.
 HEAD_BYTES = 256 * 1024
 MAX_BACKOFF = 300.0
-COMMAND_TIMEOUT = 60.0
 GREETING_TIMEOUT = 10.0
 # Messages per UID FETCH, and the most body bytes one FETCH may bring in (25 MB mails come alone).
 FETCH_BATCH = 50
 FETCH_BATCH_BYTES = 4 * 1024 * 1024
-
-
-class ImapError(RuntimeError):
-    """The server said NO/BAD, or answered something we cannot read."""
-
-
-class ImapTlsError(ImapError):
-    """The TLS handshake failed (most often: the server's certificate is not trusted)."""
 
 
 @dataclass
@@ -74,79 +74,6 @@ class CycleReport:
     duplicates: int = 0
     processed: list[ProcessedMail] = field(default_factory=list)
     flagged: list[int] = field(default_factory=list)
-
-
-def _ok(response: aioimaplib.Response, what: str) -> aioimaplib.Response:
-    if response.result != "OK":
-        raise ImapError(f"{what}: {response.result} {response.lines[-1:]!r}")
-    return response
-
-
-def _fail_fast_on_connection_loss(imap: aioimaplib.IMAP4) -> None:
-    """End every waiting command the moment the server drops the connection.
-
-    aioimaplib only logs a lost connection: a command in flight (a FETCH when Dovecot
-    restarts) then waits out its whole timeout, and later commands are written into the
-    closed socket and wait too. Closing them with BYE and moving the protocol to LOGOUT
-    (where aioimaplib refuses further commands at once) lets the reader reconnect now.
-    """
-    protocol = imap.protocol
-
-    def lost(_exc: Exception | None) -> None:
-        waiting = list(protocol.pending_async_commands.values())
-        if protocol.pending_sync_command is not None:
-            waiting.append(protocol.pending_sync_command)
-        for command in waiting:
-            command.close(b"connection lost", "BYE")
-        protocol.state = aioimaplib.LOGOUT
-        protocol.idle_queue.put_nowait([b"connection lost"])  # wakes a wait_server_push in IDLE
-
-    protocol.conn_lost_cb = lost
-
-
-class _SaslCommand(aioimaplib.Command):
-    """AUTHENTICATE with an initial response (RFC 4959), answering a server challenge with an empty line.
-
-    On a refused token the server sends a challenge carrying its JSON error and waits for the
-    client (RFC 7628 3.2.2); aioimaplib's own `xoauth2` never answers it and hangs until its
-    timeout, so a bad token would cost a minute per try.
-    """
-
-    def __init__(self, tag: str, mechanism: str, initial: str, transport: asyncio.BaseTransport,
-                 loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__("AUTHENTICATE", tag, mechanism, initial, loop=loop)
-        self._transport = transport
-        self.challenges: list[bytes] = []
-
-    def flush(self) -> None:
-        # aioimaplib calls this after it appended a "+" continuation line, and at other times:
-        # answer each continuation once, or the server reads a stray empty command (BAD).
-        continuations = [bytes(line) for line in self.response.lines if bytes(line).startswith(b"+")]
-        for challenge in continuations[len(self.challenges):]:
-            self.challenges.append(challenge)
-            self._transport.write(b"\r\n")  # type: ignore[attr-defined]
-
-
-async def _authenticate_xoauth2(imap: aioimaplib.IMAP4, user: str, token: str) -> aioimaplib.Response:
-    protocol = imap.protocol
-    initial = base64.b64encode(f"user={user}\1auth=Bearer {token}\1\1".encode()).decode("ascii")
-    command = _SaslCommand(protocol.new_tag(), "XOAUTH2", initial, protocol.transport, protocol.loop)
-    response = await asyncio.wait_for(protocol.execute(command, scrub=initial), COMMAND_TIMEOUT)
-    if response.result == "OK":
-        protocol.state = aioimaplib.AUTH
-    return response
-
-
-def _close(imap: aioimaplib.IMAP4) -> None:
-    """Drop a connection that failed before it was ready (no LOGOUT: nothing to end politely)."""
-    imap._client_task.cancel()  # still connecting: stop (a finished task ignores this)
-    transport = imap.protocol.transport
-    if transport is not None:
-        transport.close()
-
-
-def _literals(response: aioimaplib.Response) -> list[bytes]:
-    return [bytes(line) for line in response.lines if isinstance(line, bytearray)]
 
 
 class MailFrontend:
@@ -190,16 +117,16 @@ class MailFrontend:
                                                           ssl_context=self._tls_context())
         else:
             imap = aioimaplib.IMAP4(host=s.host or "", port=s.port, timeout=COMMAND_TIMEOUT)
-        _fail_fast_on_connection_loss(imap)
+        fail_fast_on_connection_loss(imap)
         try:
             await self._greet_and_login(imap)
         except ssl.SSLError as exc:
-            _close(imap)
+            close(imap)
             reason = getattr(exc, "verify_message", None) or exc.reason or exc
             raise ImapTlsError(f"TLS with {s.host}:{s.port} failed ({reason}); "
                                f"is MLEG_IMAP__CA_FILE the CA that signed the server's certificate?") from exc
         except BaseException:
-            _close(imap)
+            close(imap)
             raise
         return imap
 
@@ -214,7 +141,7 @@ class MailFrontend:
             await self._login_xoauth2(imap)
             return
         password = s.password.get_secret_value() if s.password else ""
-        _ok(await imap.login(s.username or "", password), "LOGIN")
+        ok(await imap.login(s.username or "", password), "LOGIN")
 
     def _tokens(self) -> TokenSource:
         return shared_token_source(self.ctx.settings.mail_oauth, self.ctx.clock)
@@ -225,12 +152,12 @@ class MailFrontend:
         tokens = self._tokens()
         try:
             token = await tokens.token(user)
-            response = await _authenticate_xoauth2(imap, user, token.value)
+            response = await authenticate_xoauth2(imap, user, token.value)
             if response.result != "OK":
                 log.warning("support mailbox: XOAUTH2 login refused with the cached token; fetching a new one")
                 tokens.forget(user)
                 token = await tokens.token(user, fresh=True)
-                response = await _authenticate_xoauth2(imap, user, token.value)
+                response = await authenticate_xoauth2(imap, user, token.value)
         except TokenError as exc:
             self.health.record("imap.login", False, f"token request failed: {exc}")
             raise
@@ -263,7 +190,7 @@ class MailFrontend:
             raise ConfigurationError(f"MLEG_IMAP__SECURITY=starttls but {s.host}:{s.port} does not offer "
                                      "STARTTLS; refusing to log in in clear")
         command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
-        _ok(await asyncio.wait_for(protocol.execute(command), COMMAND_TIMEOUT), "STARTTLS")
+        ok(await asyncio.wait_for(protocol.execute(command), COMMAND_TIMEOUT), "STARTTLS")
         if protocol.incomplete_line or protocol.current_command is not None:
             # Bytes after the OK arrived in clear and would be read as if they came over TLS
             # (the STARTTLS command injection of CVE-2011-0411): not a server to trust.
@@ -275,7 +202,7 @@ class MailFrontend:
         await asyncio.wait_for(protocol.capability(), COMMAND_TIMEOUT)
 
     async def _select(self, imap: aioimaplib.IMAP4) -> int:
-        response = _ok(await imap.select(self.settings.mailbox), f"SELECT {self.settings.mailbox}")
+        response = ok(await imap.select(self.settings.mailbox), f"SELECT {self.settings.mailbox}")
         for line in response.lines:
             if isinstance(line, bytes | bytearray):
                 match = _UIDVALIDITY.search(bytes(line))
@@ -290,54 +217,13 @@ class MailFrontend:
 
     # --- one cycle --------------------------------------------------------------------
 
-    async def _sizes(self, imap: aioimaplib.IMAP4, uids: list[int]) -> dict[int, int]:
-        """RFC822.SIZE of many UIDs in one command (one round trip, not one per message)."""
-        sized = _ok(await imap.uid("fetch", ",".join(str(u) for u in uids), "(UID RFC822.SIZE)"), "FETCH SIZE")
-        sizes: dict[int, int] = {}
-        for line in sized.lines:
-            if isinstance(line, bytes | bytearray):
-                uid, size = _UID.search(bytes(line)), _SIZE.search(bytes(line))
-                if uid and size:
-                    sizes[int(uid.group(1))] = int(size.group(1))
-        return sizes
-
-    async def _fetch_head(self, imap: aioimaplib.IMAP4, uid: int) -> bytes:
-        """Only the head of an over-size message: its headers and the first HEAD_BYTES of the body."""
-        head = _ok(await imap.uid("fetch", str(uid), f"(BODY.PEEK[HEADER] BODY.PEEK[TEXT]<0.{HEAD_BYTES}>)"),
-                   "FETCH HEAD")
-        return b"".join(_literals(head))
-
-    async def _fetch_bodies(self, imap: aioimaplib.IMAP4, uids: list[int]) -> dict[int, bytes | bytearray]:
-        """BODY.PEEK[] of several UIDs in one command, each literal paired with its UID.
-
-        RFC 3501 7.4.2 lets the server put UID before or after the literal, so both are read.
-        """
-        fetched = _ok(await imap.uid("fetch", ",".join(str(u) for u in uids), "(UID BODY.PEEK[])"), "FETCH")
-        bodies: dict[int, bytes | bytearray] = {}
-        uid: int | None = None
-        literal: bytes | bytearray | None = None
-        for line in fetched.lines:
-            if isinstance(line, bytearray):
-                # Kept as the bytearray aioimaplib read into: a copy would double a 25 MB mail.
-                literal = line
-            elif isinstance(line, bytes):
-                if b" FETCH " in line:  # a new message starts: forget the previous one's pieces
-                    uid, literal = None, None
-                match = _UID.search(line)
-                if match:
-                    uid = int(match.group(1))
-            if uid is not None and literal is not None:
-                bodies[uid] = literal
-                uid, literal = None, None
-        return bodies
-
     async def _fetch_all(self, imap: aioimaplib.IMAP4, uids: list[int]) -> AsyncIterator[list[Fetched]]:
         """The messages in UID order, one list per FETCH command: small messages FETCH_BATCH at a
         time (and at most FETCH_BATCH_BYTES per command, so memory stays bounded), an over-size
         one alone and head only."""
         for start in range(0, len(uids), FETCH_BATCH):
             chunk = uids[start:start + FETCH_BATCH]
-            sizes = await self._sizes(imap, chunk)
+            sizes = await fetch_sizes(imap, chunk)
             batch: list[int] = []
             batch_bytes = 0
             # A UID the server no longer knows was expunged since SEARCH: nothing there to lose.
@@ -350,7 +236,7 @@ class MailFrontend:
                     batch_bytes += size
                 last = position == len(chunk) - 1
                 if batch and (oversize or last or batch_bytes >= FETCH_BATCH_BYTES):
-                    bodies = await self._fetch_bodies(imap, batch)
+                    bodies = await fetch_bodies(imap, batch)
                     fetched: list[Fetched] = []
                     for done in batch:
                         raw = bodies.pop(done, None)
@@ -362,10 +248,10 @@ class MailFrontend:
                     del fetched  # a big message should not stay referenced while the next is fetched
                     batch, batch_bytes = [], 0
                 if oversize:
-                    yield [Fetched(uid, await self._fetch_head(imap, uid), size)]
+                    yield [Fetched(uid, await fetch_head(imap, uid, HEAD_BYTES), size)]
 
     async def _new_uids(self, imap: aioimaplib.IMAP4, last_uid: int) -> list[int]:
-        response = _ok(await imap.uid_search(f"UID {last_uid + 1}:*", charset=None), "SEARCH")
+        response = ok(await imap.uid_search(f"UID {last_uid + 1}:*", charset=None), "SEARCH")
         uids: list[int] = []
         for line in response.lines:
             if isinstance(line, bytes | bytearray):
@@ -377,22 +263,22 @@ class MailFrontend:
         if not uids:
             return
         uid_set = ",".join(str(u) for u in sorted(uids))
-        _ok(await imap.uid("store", uid_set, "+FLAGS", r"(\Seen)"), "STORE")
+        ok(await imap.uid("store", uid_set, "+FLAGS", r"(\Seen)"), "STORE")
         target = self.settings.processed_mailbox
         if target:
             if imap.has_capability("MOVE"):
-                _ok(await imap.uid("move", uid_set, target), "MOVE")
+                ok(await imap.uid("move", uid_set, target), "MOVE")
             else:
-                _ok(await imap.uid("copy", uid_set, target), "COPY")
-                _ok(await imap.uid("store", uid_set, "+FLAGS", r"(\Deleted)"), "STORE")
+                ok(await imap.uid("copy", uid_set, target), "COPY")
+                ok(await imap.uid("store", uid_set, "+FLAGS", r"(\Deleted)"), "STORE")
                 if imap.has_capability("UIDPLUS"):
-                    _ok(await imap.uid("expunge", uid_set), "EXPUNGE")
+                    ok(await imap.uid("expunge", uid_set), "EXPUNGE")
 
     async def _unflagged_done(self, imap: aioimaplib.IMAP4, uidvalidity: int, last_uid: int) -> list[int]:
         """UIDs already handled in the database but not yet flagged (a crash after the commit)."""
         if last_uid == 0:
             return []
-        response = _ok(await imap.uid_search(f"UID 1:{last_uid} UNSEEN", charset=None), "SEARCH")
+        response = ok(await imap.uid_search(f"UID 1:{last_uid} UNSEEN", charset=None), "SEARCH")
         unseen = {int(x) for line in response.lines if isinstance(line, bytes | bytearray)
                   for x in bytes(line).split() if x.isdigit()}
         if not unseen:
@@ -480,7 +366,7 @@ class MailFrontend:
                 imap.idle_done()
             await asyncio.wait_for(idle, COMMAND_TIMEOUT)
         # A NOOP proves the link is alive before we trust it for another IDLE.
-        _ok(await asyncio.wait_for(imap.noop(), COMMAND_TIMEOUT), "NOOP")
+        ok(await asyncio.wait_for(imap.noop(), COMMAND_TIMEOUT), "NOOP")
 
     async def _run(self) -> None:
         backoff = 1.0

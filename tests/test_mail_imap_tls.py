@@ -18,7 +18,8 @@ from core.app.errors import ConfigurationError
 from core.messaging import outbox
 from core.storage.models import OutboxMessage
 from mail.channel import SmtpChannel
-from mail.frontend import ImapTlsError, MailFrontend
+from mail.frontend import MailFrontend
+from mail.imap import ImapTlsError
 from tests.mail_samples.kit import mail_ctx, parse, sample
 from tests.servers.dovecot import DovecotServer
 from tests.servers.smtp_relay import SmtpRelay
