@@ -22,6 +22,7 @@ from core.messaging.outbox import DeliveryResult
 from core.messaging.outgoing import OutgoingMessage
 from core.storage.db import unit_of_work
 from core.storage.models import ChatLink, OutboxMessage, OutboxStatus
+from core.support import answers
 from core.support import threads as support
 
 __all__ = ["CHANNEL", "TelegramSender", "chat_blocked", "chat_came_back", "make_staff_channel",
@@ -53,7 +54,7 @@ def chat_came_back(ctx: AppContext, account_id: str) -> int:
     for them. Returns how many answers were queued again (the caller wakes the drainers)."""
     with unit_of_work(ctx.engine) as session:
         _set_blocked(ctx, session, account_id, blocked=False)
-        return len(support.resend_held_answers(ctx, session, channel=CHANNEL, account_id=account_id))
+        return len(answers.resend_held_answers(ctx, session, channel=CHANNEL, account_id=account_id))
 
 
 _OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
@@ -64,8 +65,8 @@ _AWAY = sa.select(sa.or_(
     sa.exists().where(_LINK.c.channel == CHANNEL, _LINK.c.account_id == sa.bindparam("recipient"),
                       _LINK.c.blocked_at.is_not(None)),
     sa.exists().where(_OUTBOX.c.channel == CHANNEL, _OUTBOX.c.recipient == sa.bindparam("recipient"),
-                      _OUTBOX.c.kind == support.ANSWER_KIND, _OUTBOX.c.status == OutboxStatus.FAILED.value,
-                      _OUTBOX.c.last_error.contains(support.HELD_NOTE)),
+                      _OUTBOX.c.kind == answers.ANSWER_KIND, _OUTBOX.c.status == OutboxStatus.FAILED.value,
+                      _OUTBOX.c.last_error.contains(answers.HELD_NOTE)),
 ))
 
 
@@ -128,11 +129,11 @@ class TelegramSender(RuntimeUser):
 
     def _refused(self, row: OutboxMessage, error: str) -> str | None:
         """Forbidden: mark the chat blocked and, for a staff answer, tell staff and reroute or hold it
-        (core.support.threads.answer_undelivered); one commit, so a crash redoes both or neither."""
+        (core.support.answers.answer_undelivered); one commit, so a crash redoes both or neither."""
         reason = error.removeprefix("Forbidden:").strip()
         with unit_of_work(self.ctx.engine) as session:
             _set_blocked(self.ctx, session, row.recipient, blocked=True)
-            return support.answer_undelivered(self.ctx, session, row, reason=reason)
+            return answers.answer_undelivered(self.ctx, session, row, reason=reason)
 
 
 def make_telegram_channel(ctx: AppContext) -> TelegramSender | None:

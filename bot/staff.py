@@ -1,7 +1,7 @@
 """The staff room's handler: answers to escalations, /claim N, /close N, /note, /help and buttons.
 
 A staff member answers a thread by replying to any message the bot posted about it, or
-by writing in the thread's forum topic; the answer goes through core.support.threads.staff_reply,
+by writing in the thread's forum topic; the answer goes through core.support.answers.staff_reply,
 which queues it on the channel the student used. What must not reach the student stays
 in the room: a message starting with `#` is ignored by the bot, `/note ...` keeps an
 internal note on the thread (`mleg threads show`), and any other /command gets the usage.
@@ -33,6 +33,7 @@ from core.security.control_chars import strip_controls
 from core.storage import audit
 from core.storage.db import unit_of_work
 from core.storage.models import OutboxMessage, SupportThread
+from core.support import answers
 from core.support import threads as support
 
 __all__ = ["StaffRoom", "staff_handlers"]
@@ -201,7 +202,7 @@ class StaffRoom:
 
     async def answer(self, update: Update, thread_id: int, text: str, user: User) -> None:
         def reply(session: Session) -> str:
-            support.staff_reply(self.ctx, session, thread_id, text=text, staff=staff_label(user))
+            answers.staff_reply(self.ctx, session, thread_id, text=text, staff=staff_label(user))
             return support.get_thread(session, thread_id).channel
 
         channel = await self._run(update, thread_id, reply, self.t("answered", thread=thread_id))

@@ -17,7 +17,7 @@ from core.messaging import outbox
 from core.messaging.outbox import DeliveryResult, open_body
 from core.storage.db import unit_of_work
 from core.storage.models import ChatLink, OutboxMessage
-from core.support import threads as support
+from core.support import answers
 from tests.bot_harness import (
     GROUP_WAIT_SECONDS,
     STAFF_CHAT,
@@ -141,29 +141,29 @@ def test_refused_answer_held_then_resent_once(ctx: AppContext) -> None:
     def refuse(kind: str = "support-answer") -> int:
         [row] = outbox.claim(ctx.engine, channel="telegram", now=ctx.clock.now())
         with unit_of_work(ctx.engine) as session:
-            note = support.answer_undelivered(ctx, session, row, reason="bot was blocked by the user")
-        assert note == support.HELD_NOTE
+            note = answers.answer_undelivered(ctx, session, row, reason="bot was blocked by the user")
+        assert note == answers.HELD_NOTE
         outbox.record(ctx.engine, row, DeliveryResult(ok=False, permanent=True, error=f"Forbidden: x; {note}"),
                       ctx.clock.now())
         return row.id or 0
 
     first = refuse()
     with unit_of_work(ctx.engine) as session:
-        [again] = support.resend_held_answers(ctx, session, channel="telegram", account_id="4242")
+        [again] = answers.resend_held_answers(ctx, session, channel="telegram", account_id="4242")
         assert "Odpowiedź." in open_body(ctx.box, again).text
     with unit_of_work(ctx.engine) as session:  # the same return seen twice: nothing more
-        assert support.resend_held_answers(ctx, session, channel="telegram", account_id="4242") == []
+        assert answers.resend_held_answers(ctx, session, channel="telegram", account_id="4242") == []
     [old] = outbox_rows(ctx, id=first)
     assert f"re-sent as outbox #{again.id}" in (old.last_error or "")
 
     refuse()  # blocked again before the resend went out
     with unit_of_work(ctx.engine) as session:
-        [third] = support.resend_held_answers(ctx, session, channel="telegram", account_id="4242")
+        [third] = answers.resend_held_answers(ctx, session, channel="telegram", account_id="4242")
     assert third.id != again.id
     assert thread_actions(ctx, thread_id).count("thread.answer_resent") == 2
     reminder = OutboxMessage(idempotency_key="reminder:1", channel="telegram", recipient="4242", kind="reminder")
     with unit_of_work(ctx.engine) as session:  # other rows are not answers: left alone
-        assert support.answer_undelivered(ctx, session, reminder, reason="x") is None
+        assert answers.answer_undelivered(ctx, session, reminder, reason="x") is None
 
 
 # --- my_chat_member ---------------------------------------------------------------------------

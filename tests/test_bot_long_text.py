@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from bot.render import MAX_TEXT, split_for_telegram, utf16_len
 from core.storage.db import unit_of_work
+from core.support import answers
 from core.support import threads as support
 from tests.bot_harness import bot_context, new_student, outbox_rows, running_bot, wait_until
 from tests.servers.botapi import BotApiStandIn
@@ -25,7 +26,7 @@ async def test_staff_answer_of_5000_characters(api: BotApiStandIn, tmp_path: Pat
     with unit_of_work(ctx.engine) as session:
         thread = support.open_thread(ctx, session, student_id=student.id, channel="telegram", account_id="7171",
                                      text="Pytanie", language="pl")
-        support.staff_reply(ctx, session, thread.id or 0, text=words, staff="cli")
+        answers.staff_reply(ctx, session, thread.id or 0, text=words, staff="cli")
     async with running_bot(ctx):
         await wait_until(lambda: all(r.status == "sent" for r in outbox_rows(ctx, channel="telegram")))
     parts = api.sent_messages(7171)

@@ -14,7 +14,7 @@ from core.conversation.events import MESSAGE_TEXT_LIMIT, Reply, ReplyButton, coa
 from core.messaging.outbox import open_body
 from core.storage.db import make_engine, unit_of_work
 from core.storage.models import ChatLink, Credential, GuessAttempt, Student, SupportThread, TermsAcceptance
-from core.support.threads import staff_reply
+from core.support.answers import staff_reply
 from tests.chat_driver import ChatDriver
 from tests.factories import activation_code, add_student, build_ctx, make_settings
 

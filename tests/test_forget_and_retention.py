@@ -34,7 +34,7 @@ from core.storage.models import (
     SupportThread,
     TermsAcceptance,
 )
-from core.support.threads import staff_reply
+from core.support.answers import staff_reply
 from tests.chat_driver import ChatDriver
 from tests.cli_helpers import cli_environment, run
 from tests.factories import add_student, build_ctx, make_settings

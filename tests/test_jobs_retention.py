@@ -23,6 +23,7 @@ from core.storage.models import (
     SupportMessage,
     SupportThread,
 )
+from core.support import answers as staff_answers
 from core.support import threads as support
 from mail.stored import RAW
 from tests.chat_driver import ChatDriver
@@ -123,7 +124,7 @@ def test_a_staff_answer_after_retention_reused_the_ids_is_still_queued(sqlite_ct
             thread = support.open_thread(sqlite_ctx, session, student_id=None, channel="email",
                                          account_id="ola@example.org", text="Pytanie?", language="pl",
                                          subject="Pytanie")
-            replies.append((thread.id, support.staff_reply(sqlite_ctx, session, thread.id or 0, text="Odpowiedź",
+            replies.append((thread.id, staff_answers.staff_reply(sqlite_ctx, session, thread.id or 0, text="Odpowiedź",
                                                            staff="jan")))
             support.close_thread(sqlite_ctx, session, thread.id or 0, staff="jan")
         clock.advance(days=sqlite_ctx.settings.jobs.retention_days + 1)

@@ -36,6 +36,7 @@ from core.messaging import outbox
 from core.messaging.outgoing import OutgoingMessage
 from core.storage.db import make_engine, unit_of_work
 from core.storage.models import InboundMail, OutboxMessage, OutboxStatus, SupportMessage, SupportThread
+from core.support import answers as staff_answers
 from core.support import threads as support
 from core.support.faq import Faq
 from mail import inbound
@@ -338,7 +339,7 @@ async def test_one_staff_update_polled_by_both_servers_answers_the_student_once(
     room_a, room_b = _staff_rooms(tmp_path, pg_url)
     a, b = room_a.ctx, room_b.ctx
     thread_id = _thread_for_staff(a)
-    real = support.staff_reply
+    real = staff_answers.staff_reply
     a_acting, b_done = threading.Event(), threading.Event()
 
     def reply(ctx: AppContext, *args: Any, **kwargs: Any) -> Any:
@@ -349,7 +350,7 @@ async def test_one_staff_update_polled_by_both_servers_answers_the_student_once(
             _wait_for(lambda: b_done.is_set() or _someone_waits_on_a_lock(a.engine), "B to give up or wait")
         return result
 
-    monkeypatch.setattr(support, "staff_reply", reply)
+    monkeypatch.setattr(staff_answers, "staff_reply", reply)
     update = SimpleNamespace(update_id=777)
     try:
         first = asyncio.create_task(room_a.answer(cast(Any, update), thread_id, "Tak, można.", STAFFER))
@@ -358,7 +359,7 @@ async def test_one_staff_update_polled_by_both_servers_answers_the_student_once(
         second.add_done_callback(lambda _: b_done.set())
         await asyncio.gather(first, second)
         with Session(a.engine) as session:
-            answers = session.exec(select(OutboxMessage).where(OutboxMessage.kind == support.ANSWER_KIND)).all()
+            answers = session.exec(select(OutboxMessage).where(OutboxMessage.kind == staff_answers.ANSWER_KIND)).all()
             acks = session.exec(select(OutboxMessage).where(OutboxMessage.kind == "staff-ack")).all()
             said = session.exec(select(SupportMessage).where(SupportMessage.direction == "out")).all()
         assert (len(answers), len(acks), len(said)) == (1, 1, 1)
@@ -376,7 +377,7 @@ async def test_a_redelivered_staff_update_is_not_acted_on_again(tmp_path: Path, 
         for room in (room_a, room_b, room_a):
             await room.answer(cast(Any, update), thread_id, "Tak, można.", STAFFER)
         with Session(room_a.ctx.engine) as session:
-            answers = session.exec(select(OutboxMessage).where(OutboxMessage.kind == support.ANSWER_KIND)).all()
+            answers = session.exec(select(OutboxMessage).where(OutboxMessage.kind == staff_answers.ANSWER_KIND)).all()
             acks = session.exec(select(OutboxMessage).where(OutboxMessage.kind == "staff-ack")).all()
         assert (len(answers), len(acks)) == (1, 1)
         assert outbox.open_body(room_a.ctx.box, acks[0]).text

@@ -32,7 +32,7 @@ from core.app.context import AppContext
 from core.credentials import service as credentials
 from core.storage.db import make_engine, unit_of_work
 from core.storage.models import Credential, GuessAttempt, OutboxMessage, SupportThread
-from core.support import staff
+from core.support import answers, staff
 from core.support import threads as support
 from tests.cli_helpers import PROJECT_ROOT, cli_environment
 from tests.factories import add_student, build_ctx, make_settings
@@ -165,7 +165,7 @@ def _earlier_threads(ctx: AppContext, session: Session) -> None:
             support.claim_thread(earlier, session, thread.id or 0, staff=claimed)
         if answer:  # 40 minutes after the question came in
             later = build_ctx(ctx.settings, ctx.engine, FixedClock(now - timedelta(hours=hours, minutes=-40)))
-            support.staff_reply(later, session, thread.id or 0, text=answer, staff=claimed or "")
+            answers.staff_reply(later, session, thread.id or 0, text=answer, staff=claimed or "")
         credentials.request_credential(earlier, session, student, channel=channel, actor="test")
 
 

@@ -35,6 +35,7 @@ from core.storage.models import (
     OutboxMessage,
     SupportThread,
 )
+from core.support import answers as staff_answers
 from core.support import staff
 from core.support import threads as support
 from tests.cli_helpers import PROJECT_ROOT, cli_environment
@@ -163,7 +164,7 @@ def test_a_reply_goes_through_core_to_the_student_s_channel(desk_ctx: AppContext
     client.post(f"/threads/{thread_id}/reply", data={"csrf": csrf, "text": "Tak, pokój 12."})
     with Session(desk_ctx.engine) as session:
         thread = session.get(SupportThread, thread_id)
-        answers = session.exec(select(OutboxMessage).where(OutboxMessage.kind == support.ANSWER_KIND)).all()
+        answers = session.exec(select(OutboxMessage).where(OutboxMessage.kind == staff_answers.ANSWER_KIND)).all()
     assert thread is not None and thread.status == "answered"
     assert [(a.channel, a.recipient) for a in answers] == [("email", thread.account_id)]
 
@@ -246,7 +247,7 @@ def test_healthz_and_metrics(desk_ctx: AppContext, client: TestClient) -> None:
     thread_id = escalated_thread(desk_ctx)
     assert client.get("/healthz").json()["outbox"]["oldest_pending_age_seconds"] is None
     with unit_of_work(desk_ctx.engine) as session:
-        support.staff_reply(desk_ctx, session, thread_id, text="Tak.", staff="ola")
+        staff_answers.staff_reply(desk_ctx, session, thread_id, text="Tak.", staff="ola")
     desk_ctx.clock.advance(minutes=5)
     health = client.get("/healthz").json()
     assert health["ok"] is True and health["database"]["ok"] is True
@@ -439,7 +440,7 @@ def test_every_page_renders_on_sqlite_and_postgresql(ctx: AppContext) -> None:
         student, _ = add_student(session, ctx.box)
         credentials.request_credential(ctx, session, student, channel="test", actor="test")
         lockout.notify_locked(ctx, session, student, ctx.clock.now() + timedelta(hours=1), now=ctx.clock.now())
-        support.staff_reply(ctx, session, thread_id, text="Tak.", staff="ola")
+        staff_answers.staff_reply(ctx, session, thread_id, text="Tak.", staff="ola")
     with TestClient(build_app(ctx)) as client:
         _admin_client(ctx, client)
         for path in ("/inbox", "/inbox/rows", "/inbox?q=pytanie&status=all", f"/threads/{thread_id}", "/quarantine",

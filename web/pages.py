@@ -20,6 +20,7 @@ from core.app.errors import ConflictError, NotFoundError
 from core.storage import audit
 from core.storage.db import unit_of_work
 from core.storage.models import InboundMail, InboundMailRaw
+from core.support import answers
 from core.support import threads as support
 from web import charts, desk_queries, staff_room
 from web.auth import SignedIn
@@ -108,7 +109,7 @@ def _act(desk: Desk, thread_id: int, staff: SignedIn, action: str, text: str = "
                 thread = support.close_thread(ctx, session, thread_id, staff=staff.login)
                 told = staff_room.announce(ctx, session, thread, "closed", login=staff.login)
             elif action == "reply":
-                support.staff_reply(ctx, session, thread_id, text=text, staff=staff.login)
+                answers.staff_reply(ctx, session, thread_id, text=text, staff=staff.login)
                 thread = support.get_thread(session, thread_id)
                 channel = thread.channel
                 told = staff_room.announce(ctx, session, thread, "answered", login=staff.login)

@@ -21,6 +21,7 @@ from core.cli.common import build_context, emit_json, friendly_errors, print_tab
 from core.security.control_chars import strip_controls
 from core.storage.db import unit_of_work
 from core.storage.models import InboundMail, OutboxMessage, OutboxStatus, SupportThread
+from core.support import answers
 from core.support import threads as support
 
 app = typer.Typer(help="Support threads from the chat and the support mailbox.", no_args_is_help=True)
@@ -190,7 +191,7 @@ def reply_command(
         raise typer.BadParameter("the answer is empty")
     ctx = build_context()
     with unit_of_work(ctx.engine) as session:
-        message = support.staff_reply(ctx, session, thread_id, text=body.strip(), staff=by or getpass.getuser())
+        message = answers.staff_reply(ctx, session, thread_id, text=body.strip(), staff=by or getpass.getuser())
         message_id = message.id
     typer.echo(f"answer queued for thread {thread_id} (message {message_id}); `mleg serve` sends it")
 

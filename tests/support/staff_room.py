@@ -14,6 +14,7 @@ from core.app.context import AppContext
 from core.cli import app
 from core.storage.db import unit_of_work
 from core.storage.models import AuditEvent, ChatLink, SupportThread
+from core.support import answers
 from core.support import threads as support
 from tests.bot_harness import STAFF_CHAT
 from tests.factories import TEST_SECRET
@@ -38,7 +39,7 @@ def escalate(ctx: AppContext, account: str, text: str) -> int:
 
 def staff_reply(ctx: AppContext, thread_id: int, text: str, staff: str = "Ewa (501)") -> None:
     with unit_of_work(ctx.engine) as session:
-        support.staff_reply(ctx, session, thread_id, text=text, staff=staff)
+        answers.staff_reply(ctx, session, thread_id, text=text, staff=staff)
     ctx.outbox_changed("telegram")
 
 
