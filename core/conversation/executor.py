@@ -20,6 +20,7 @@ from core.conversation import ops
 from core.conversation.engine import CHAT_CODE_LENGTH
 from core.conversation.events import Event
 from core.conversation.status import credential_view
+from core.credentials import renewal as renewal_service
 from core.credentials import service as credential_service
 from core.credentials.compose import notice_email
 from core.messaging import outbox
@@ -262,8 +263,8 @@ class Executor:
         self._expire_overdue(op.student_id)
         eligibility = check_eligibility(student, policy, today)
         credential = credential_service.latest_credential(self.session, op.student_id)
-        renewal = credential_service.renewal_check(self.ctx, student, credential)
-        replacement = credential_service.replacement_check(self.ctx, student, credential)
+        renewal = renewal_service.renewal_check(self.ctx, student, credential)
+        replacement = renewal_service.replacement_check(self.ctx, student, credential)
         now = self.ctx.clock.now()
         short_activation_until = replacement_activation_until = None
         if eligibility.ok:
@@ -314,7 +315,7 @@ class Executor:
             return ops.ServiceResult(False, "replace_failed")
         try:
             with self.session.begin_nested():
-                credential = credential_service.replace_credential(
+                credential = renewal_service.replace_credential(
                     self.ctx, self.session, student, current, channel=self.event.channel, actor=self._actor(),
                     language=op.language)
         except ConflictError:
@@ -328,12 +329,12 @@ class Executor:
         credential = credential_service.live_credential(self.session, op.student_id)
         if student is None or credential is None:
             return ops.ServiceResult(False, "no_credential")
-        check = credential_service.renewal_check(self.ctx, student, credential)
-        if check.reason == credential_service.ELS_APPLY_AGAIN:
+        check = renewal_service.renewal_check(self.ctx, student, credential)
+        if check.reason == renewal_service.ELS_APPLY_AGAIN:
             return ops.ServiceResult(False, check.reason)
         try:
             with self.session.begin_nested():
-                credential_service.renew(self.ctx, self.session, student, credential, channel=self.event.channel,
+                renewal_service.renew(self.ctx, self.session, student, credential, channel=self.event.channel,
                                          actor=self._actor(), language=op.language)
         except ConflictError:
             return ops.ServiceResult(False, "renew_failed")

@@ -155,7 +155,7 @@ class Overview:
     short_validity_until: date | None = None  # set when the ELS card would cut a new credential short
     # Set when the end of a new credential's validity would cut its activation window short.
     short_activation_until: datetime | None = None
-    # ELS policy: a new application replacing the active credential (core.credentials.service.replacement_check).
+    # ELS policy: a new application replacing the active credential (core.credentials.renewal.replacement_check).
     replacement_possible: bool = False
     replacement_reason: str = "not_els"
     replacement_until: date | None = None  # the new credential's end

@@ -47,7 +47,7 @@ class EndReason(StrEnum):
     ACTIVATION_WINDOW_PASSED = "activation_window_passed"
     REMOVAL_GRACE_ENDED = "removal_grace_ended"
     NOT_ELIGIBLE = "not_eligible"
-    # ELS policy: a new application for the next semester took its place (core.credentials.service.replace_credential).
+    # ELS policy: a new application for the next semester took its place (core.credentials.renewal.replace_credential).
     REPLACED = "replaced"
     # The register's university address changed: activation data sent to the old one is dead
     # (core.students.email_change); the student applies again and gets it at the new address.

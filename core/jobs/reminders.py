@@ -2,7 +2,7 @@
 
 What they advise follows the issuing policy: stand-alone, renew ("Renew"); under the ELS
 policy a credential is never renewed, so they advise a new application ("Apply") once the ELS
-card is extended (core.credentials.service.replacement_check), never "Renew".
+card is extended (core.credentials.renewal.replacement_check), never "Renew".
 
 "Once per credential and kind" is a fact of the database: a ReminderLog row (unique
 credential_id, kind) is inserted in the same transaction as the outbox row, so a second
@@ -27,7 +27,8 @@ from sqlmodel import Session, col, select
 from core.app.clock import WARSAW
 from core.app.context import AppContext
 from core.credentials.compose import format_date, format_datetime
-from core.credentials.service import ELS_APPLY_AGAIN, effective_activation_deadline, renewal_check, replacement_check
+from core.credentials.renewal import ELS_APPLY_AGAIN, renewal_check, replacement_check
+from core.credentials.service import effective_activation_deadline
 from core.jobs.batch import batch_size
 from core.jobs.ledger import JobResult
 from core.messaging.notify import chat_links, email_language, email_languages, queue_chat, queue_email
