@@ -167,9 +167,8 @@ def database(kind: str) -> Iterator[str]:
         admin.dispose()
 
 
-async def baseline_fetch(host: str, port: int, user: str, password: str, batch: int) -> tuple[int, float]:
-    """A raw UID FETCH BODY.PEEK[] of every message, `batch` UIDs per command; (messages, seconds)."""
-    started = time.perf_counter()
+async def _open_inbox(host: str, port: int, user: str, password: str) -> tuple[aioimaplib.IMAP4, list[int]]:
+    """A plain IMAP session on INBOX, and the UIDs of every message in it."""
     imap = aioimaplib.IMAP4(host=host, port=port, timeout=60)
     await imap.wait_hello_from_server()
     await imap.login(user, password)
@@ -177,6 +176,13 @@ async def baseline_fetch(host: str, port: int, user: str, password: str, batch: 
     found = await imap.uid_search("ALL", charset=None)
     uids = [int(x) for line in found.lines if isinstance(line, bytes | bytearray)
             for x in bytes(line).split() if x.isdigit()]
+    return imap, uids
+
+
+async def baseline_fetch(host: str, port: int, user: str, password: str, batch: int) -> tuple[int, float]:
+    """A raw UID FETCH BODY.PEEK[] of every message, `batch` UIDs per command; (messages, seconds)."""
+    started = time.perf_counter()
+    imap, uids = await _open_inbox(host, port, user, password)
     count = 0
     for start in range(0, len(uids), batch):
         chunk = ",".join(str(u) for u in uids[start:start + batch])
@@ -203,13 +209,7 @@ async def baseline_durable(host: str, port: int, user: str, password: str, batch
                      "VALUES (:uid, :message_id, :sender, :subject, :raw)")
     parser = BytesParser(policy=policy.default)
     started = time.perf_counter()
-    imap = aioimaplib.IMAP4(host=host, port=port, timeout=60)
-    await imap.wait_hello_from_server()
-    await imap.login(user, password)
-    await imap.select("INBOX")
-    found = await imap.uid_search("ALL", charset=None)
-    uids = [int(x) for line in found.lines if isinstance(line, bytes | bytearray)
-            for x in bytes(line).split() if x.isdigit()]
+    imap, uids = await _open_inbox(host, port, user, password)
     count = 0
     for start in range(0, len(uids), batch):
         chunk = ",".join(str(u) for u in uids[start:start + batch])

@@ -11,7 +11,8 @@ from sqlmodel import Session, col, select
 from core.app.clock import WARSAW
 from core.app.context import AppContext
 from core.app.errors import ActivationError, ConflictError, EligibilityError, RateLimitedError, TransitionError
-from core.credentials import renewal, service
+from core.credentials import renewal as renewal_service
+from core.credentials import service
 from core.credentials.lifecycle import transition
 from core.storage.db import unit_of_work
 from core.storage.models import Credential, CredentialEvent, CredentialState, OutboxMessage
@@ -132,7 +133,7 @@ def test_renewal_window_and_new_semester(ctx: AppContext) -> None:
         assert student is not None and credential is not None
         # 5 October, valid until 31 March: not yet inside the 30-day renewal window.
         assert credential.valid_until == date(2027, 3, 31)
-        check = renewal.renewal_check(ctx, student, credential)
+        check = renewal_service.renewal_check(ctx, student, credential)
         assert not check.possible and check.reason == "too_early"
     # 1 March, the summer semester has begun: 30 days before 31 March, the window opens.
     ctx.clock.set(datetime(2027, 3, 1, 9, 0, tzinfo=WARSAW))  # type: ignore[attr-defined]
@@ -140,11 +141,11 @@ def test_renewal_window_and_new_semester(ctx: AppContext) -> None:
         student = session.get(Student, student_id)
         credential = session.get(Credential, credential_id)
         assert student is not None and credential is not None
-        check = renewal.renewal_check(ctx, student, credential)
+        check = renewal_service.renewal_check(ctx, student, credential)
         assert check.possible and check.new_valid_until == date(2027, 10, 31)
-        renewal.renew(ctx, session, student, credential, channel="console", actor="student")
+        renewal_service.renew(ctx, session, student, credential, channel="console", actor="student")
         assert credential.valid_until == date(2027, 10, 31)
-        check = renewal.renewal_check(ctx, student, credential)
+        check = renewal_service.renewal_check(ctx, student, credential)
         assert not check.possible and check.reason == "too_early"
 
 
@@ -162,7 +163,7 @@ def test_renewal_before_the_next_semester_begins_reaches_its_end(ctx: AppContext
         credential = session.get(Credential, credential_id)
         assert student is not None and credential is not None
         assert credential.valid_until == date(2027, 3, 31)
-        check = renewal.renewal_check(ctx, student, credential)
+        check = renewal_service.renewal_check(ctx, student, credential)
         assert check.possible and check.new_valid_until == date(2027, 10, 31)
 
 
@@ -181,11 +182,11 @@ def test_els_policy_new_application_needs_a_later_card(tmp_path, db_url, clock) 
         credential = session.get(Credential, credential_id)
         assert student is not None and credential is not None
         assert credential.valid_until == date(2026, 10, 31)
-        assert renewal.renewal_check(ctx, student, credential).reason == renewal.ELS_APPLY_AGAIN
-        assert renewal.replacement_check(ctx, student, credential).reason == "els_not_extended"
+        assert renewal_service.renewal_check(ctx, student, credential).reason == renewal_service.ELS_APPLY_AGAIN
+        assert renewal_service.replacement_check(ctx, student, credential).reason == "els_not_extended"
         student.els_valid_until = date(2027, 2, 28)
-        assert not renewal.renewal_check(ctx, student, credential).possible
-        check = renewal.replacement_check(ctx, student, credential)
+        assert not renewal_service.renewal_check(ctx, student, credential).possible
+        check = renewal_service.replacement_check(ctx, student, credential)
         assert check.possible and check.new_valid_until == date(2027, 2, 28)
     ctx.engine.dispose()
 

@@ -28,7 +28,8 @@ from sqlmodel import Session, col, select
 from core.app.clock import FixedClock
 from core.app.context import AppContext
 from core.app.errors import ConflictError
-from core.credentials import renewal, service
+from core.credentials import renewal as renewal_service
+from core.credentials import service
 from core.credentials.lifecycle import EndReason
 from core.jobs import reminders
 from core.messaging.outbox import open_body
@@ -86,15 +87,16 @@ def _replace(ctx: AppContext, student_id: int) -> Credential:
         student = session.get(Student, student_id)
         current = service.live_credential(session, student_id)
         assert student is not None and current is not None
-        return renewal.replace_credential(ctx, session, student, current, channel="console", actor="student")
+        return renewal_service.replace_credential(ctx, session, student, current, channel="console", actor="student")
 
 
-def _checks(ctx: AppContext, student_id: int, credential_id: int) -> tuple[renewal.RenewalCheck,
-                                                                             renewal.ReplacementCheck]:
+def _checks(ctx: AppContext, student_id: int, credential_id: int) -> tuple[renewal_service.RenewalCheck,
+                                                                             renewal_service.ReplacementCheck]:
     with Session(ctx.engine) as session:
         student, current = session.get(Student, student_id), session.get(Credential, credential_id)
         assert student is not None and current is not None
-        return renewal.renewal_check(ctx, student, current), renewal.replacement_check(ctx, student, current)
+        return (renewal_service.renewal_check(ctx, student, current),
+                renewal_service.replacement_check(ctx, student, current))
 
 
 def _credentials(ctx: AppContext, student_id: int) -> list[Credential]:
@@ -119,7 +121,7 @@ def test_no_renewal_with_a_card_valid_longer(els: AppContext) -> None:
         student, current = session.get(Student, student_id), session.get(Credential, cid)
         assert student is not None and current is not None
         with pytest.raises(ConflictError, match="els_apply_again"):
-            renewal.renew(els, session, student, current, channel="console", actor="student")
+            renewal_service.renew(els, session, student, current, channel="console", actor="student")
     assert credential(els, cid).valid_until == date(2027, 3, 31)  # nothing moved
     assert [r.kind for r in outbox(els) if r.kind == "renewed"] == []
 
@@ -209,7 +211,7 @@ def test_standalone_renewal_unchanged(ctx: AppContext) -> None:
     with unit_of_work(ctx.engine) as session:
         student, current = session.get(Student, student_id), session.get(Credential, cid)
         assert student is not None and current is not None
-        renewal.renew(ctx, session, student, current, channel="console", actor="student")
+        renewal_service.renew(ctx, session, student, current, channel="console", actor="student")
     [renewed] = _credentials(ctx, student_id)
     assert (renewed.id, renewed.state, renewed.valid_until) == (cid, "active", date(2027, 10, 31))
     assert [r.kind for r in outbox(ctx) if r.kind in ("renewed", "replaced")] == ["renewed"]
@@ -226,7 +228,7 @@ def test_two_replacements_at_once_make_one_credential(els: AppContext) -> None:
     student = first.get(Student, student_id)
     current = service.live_credential(first, student_id)
     assert student is not None and current is not None
-    renewal.replace_credential(els, first, student, current, channel="telegram", actor="student")
+    renewal_service.replace_credential(els, first, student, current, channel="telegram", actor="student")
     first.flush()
     outcome: list[str] = []
 

@@ -7,7 +7,8 @@ from datetime import date
 from sqlmodel import Session, col, select
 
 from core.app.context import AppContext
-from core.credentials import renewal, service
+from core.credentials import renewal as renewal_service
+from core.credentials import service
 from core.jobs import run_due
 from core.messaging.outbox import open_body
 from core.storage.db import unit_of_work
@@ -81,7 +82,7 @@ def test_a_year_issue_remind_expire_renew_remove_revoke(ctx: AppContext) -> None
     with unit_of_work(ctx.engine) as session:
         student = session.get(Student, student_id)
         assert student is not None
-        renewal.renew(ctx, session, student, credential(ctx, cid), channel="telegram", actor="student")
+        renewal_service.renew(ctx, session, student, credential(ctx, cid), channel="telegram", actor="student")
     assert walk.new() == [(f"renewed:{pid}:2027-10-31", "email", "renewed")]
     assert walk.jobs("2027-04-01T09:00:00+02:00") == []
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
@@ -12,12 +9,6 @@ from core.app.context import AppContext
 from tests.servers.botapi import DEFAULT_TOKEN, BotApiStandIn
 from tests.servers.dovecot import free_port
 from web.app import build_app
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as stand_in:
-        yield stand_in
 
 
 def _telegram(client: TestClient) -> object:
