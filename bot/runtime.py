@@ -2,7 +2,7 @@
 
 `mleg serve` builds the channel senders (entry points `mleg.channels`) and the front-end
 (`mleg.frontends`) separately; both call `runtime_for(ctx)` and get the same object, so
-one Bot, one HTTP pool and one AIORateLimiter (30 messages/s overall, 20/min per group)
+one Bot, one HTTP pool and one AIORateLimiter (30 messages/s overall, 15/min per group)
 serve both the updates coming in and the outbox going out. Each user `acquire()`s it
 (the first one initialises the Bot) and `release()`s it (the last one shuts it down).
 """
@@ -32,11 +32,10 @@ MEMBER_CACHE_SECONDS = 10.0
 CONNECTION_POOL_SIZE = 64
 POOL_TIMEOUT_SECONDS = 10.0
 _RUNTIMES: dict[int, BotRuntime] = {}
-# Telegram: about 20 messages a minute into one group (the staff room is one). PTB counts
-# every request about a group (a staff member's membership check too), so a small burst keeps
-# a staff command and its answer quick: 5 at once, then one per 4 s, 20 in any minute.
+# Telegram: about 20 messages a minute into one group (the staff room is one). A small burst
+# keeps a staff command and its answer quick: 5 at once, then refilled at the group rate
+# (`group_messages_per_minute`, 15 by default: 20 in any minute at most).
 GROUP_BURST = 5
-GROUP_BURST_SECONDS = 20.0
 
 # With max_retries=0 the limiter re-raises RetryAfter (we want it: the outbox row is
 # rescheduled instead of holding the drainer), but logs a full traceback first; our
@@ -52,8 +51,8 @@ def file_base_url(api_base_url: str) -> str:
     return base + "/file/bot"
 
 
-def rate_limiter(messages_per_second: float) -> AIORateLimiter:
-    """The bot's limiter: `messages_per_second` overall, Telegram's 20 a minute into a group.
+def rate_limiter(messages_per_second: float, group_messages_per_minute: float = 15.0) -> AIORateLimiter:
+    """The bot's limiter: `messages_per_second` overall, `group_messages_per_minute` into a group.
 
     aiolimiter's bucket starts full: "30 per 1 s" sends a burst of 30 and then 30/s, up to 60
     in one sliding second, and "20 per 60 s" up to 40 in a sliding minute; Telegram answers
@@ -66,7 +65,7 @@ def rate_limiter(messages_per_second: float) -> AIORateLimiter:
         overall_max_rate=1 if rate > 0 else 0,
         overall_time_period=1 / rate if rate > 0 else 0,
         group_max_rate=GROUP_BURST,
-        group_time_period=GROUP_BURST_SECONDS,
+        group_time_period=GROUP_BURST * 60.0 / group_messages_per_minute,
         max_retries=0,
     )
 
@@ -74,7 +73,7 @@ def rate_limiter(messages_per_second: float) -> AIORateLimiter:
 def build_application(ctx: AppContext) -> Application:  # type: ignore[type-arg]
     telegram = ctx.settings.telegram
     assert telegram.token is not None
-    limiter = rate_limiter(telegram.messages_per_second)
+    limiter = rate_limiter(telegram.messages_per_second, telegram.group_messages_per_minute)
     return (
         ApplicationBuilder()
         .token(telegram.token.get_secret_value())

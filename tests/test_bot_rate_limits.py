@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
-from bot.runtime import rate_limiter
+from telegram.ext import AIORateLimiter
+
+from bot.runtime import build_application, rate_limiter
+from core.app.clock import SystemClock
+from core.storage.db import make_engine
+from tests.factories import build_ctx, make_settings
 
 
 def _most_in_any_window(limiter_of_chat: object, window: float, horizon: float, step: float = 0.05) -> int:
@@ -38,3 +44,11 @@ def test_a_group_gets_at_most_twenty_messages_in_any_minute() -> None:
 def test_the_bot_sends_at_most_its_rate_in_any_second() -> None:
     limiter = rate_limiter(30.0)
     assert _most_in_any_window(lambda: limiter._base_limiter, 1.0, 10.0, step=0.001) <= 30
+
+
+def test_the_group_rate_is_a_setting_and_reaches_the_bots_limiter(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, telegram={"token": "1:x", "group_messages_per_minute": 60.0})
+    limiter = build_application(build_ctx(settings, make_engine("sqlite://"), SystemClock())).bot.rate_limiter
+    assert isinstance(limiter, AIORateLimiter)
+    # a burst of 5, then one a second: 5 + 60 in the first minute, far above the default's 20
+    assert 60 <= _most_in_any_window(lambda: limiter._get_group_limiter(-1001), 60.0, 300.0) <= 65

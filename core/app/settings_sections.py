@@ -95,6 +95,9 @@ class TelegramSettings(BaseModel):
     webhook_port: int = 8443
     messages_per_second: float = 30.0
     messages_per_chat_per_second: float = 1.0
+    # Telegram allows about 20 a minute into one group; PTB counts every request about the group
+    # (a staff member's membership check too), so the default leaves room for those.
+    group_messages_per_minute: float = Field(default=15.0, gt=0)
 
     _split = field_validator("staff_user_ids", mode="before")(_split_csv)
 
