@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -38,6 +39,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("slow") is not None:
             item.add_marker(pytest.mark.xdist_group("slow"))
+
+
+@pytest.fixture(autouse=True)
+def _spawning_tests_are_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A test that starts a process (the `mleg` CLI, serve, the console, a browser) carries the
+    `process` or `slow` mark, so `make test-fast` can leave the spawning tests out and stay a
+    quick loop. The session's servers (Dovecot) start before this fixture and do not count."""
+    spawned: list[str] = []
+    real_init = subprocess.Popen.__init__
+
+    def recording_init(self: subprocess.Popen[bytes], args: object, *rest: object, **options: object) -> None:
+        spawned.append(str(args)[:120])
+        real_init(self, args, *rest, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", recording_init)
+    yield
+    marked = any(request.node.get_closest_marker(name) for name in ("process", "slow"))
+    if spawned and not marked:
+        pytest.fail(f"this test starts a process ({spawned[0]}): mark it @pytest.mark.process", pytrace=False)
 
 
 @pytest.fixture(autouse=True)

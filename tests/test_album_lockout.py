@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlmodel import Session, col, select
 
 from core.app.context import AppContext
@@ -85,6 +86,7 @@ def test_a_lock_by_the_pesel_tells_its_student_and_an_unknown_album_tells_nobody
     assert len(_lock_notices(sqlite_ctx)) == 1
 
 
+@pytest.mark.process
 def test_staff_unlock_lets_the_student_in_and_is_audited(tmp_path: Path, sqlite_url: str,
                                                          sqlite_ctx: AppContext) -> None:
     student, pesel = _student(sqlite_ctx)
@@ -106,6 +108,7 @@ def test_staff_unlock_lets_the_student_in_and_is_audited(tmp_path: Path, sqlite_
     assert again.returncode == 0 and "nothing to lift" in again.stdout
 
 
+@pytest.mark.process
 def test_unlock_of_an_unknown_album_is_one_error_line(tmp_path: Path, sqlite_url: str) -> None:
     result = run(["students", "unlock", "999999"], cli_environment(tmp_path, sqlite_url))
     assert result.returncode == 2

@@ -103,6 +103,7 @@ async def test_stored_updates_go_before_polling(api: BotApiStandIn, tmp_path: Pa
     assert row.handled_at is not None and row.payload is None  # marked, and what was typed wiped
 
 
+@pytest.mark.process
 async def test_status_shows_waiting_updates_and_the_webhooks_health(api: BotApiStandIn, tmp_path: Path,
                                                                      sqlite_url: str) -> None:
     from bot import webhook
@@ -168,6 +169,7 @@ async def test_updates_that_are_no_turn_are_marked_handled_too(api: BotApiStandI
     assert len(api.sent_messages(7171)) == 1
 
 
+@pytest.mark.process
 def test_a_refused_set_webhook_is_one_error_line_and_shown_by_status(api: BotApiStandIn, tmp_path: Path,
                                                                      sqlite_url: str) -> None:
     port = free_port()

@@ -397,6 +397,7 @@ async def test_legacy_markdown_is_refused_not_passed_unchecked(api: BotApiStandI
     assert api.sent_messages(3005) == []
 
 
+@pytest.mark.process
 def test_bot_in_a_separate_process_is_served(api: BotApiStandIn) -> None:
     env = {**os.environ, "BOT_TOKEN": api.token, "BOT_API": api.base_url}
     proc = subprocess.Popen([sys.executable, "-c", SUBPROCESS_BOT], env=env)

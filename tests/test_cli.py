@@ -16,6 +16,8 @@ from core.storage.db import MIGRATIONS_DIR
 from core.students.demo_register import generate_rows, rows_to_csv
 from tests.factories import TEST_SECRET
 
+pytestmark = pytest.mark.process  # every test here runs `mleg` or serve as a process
+
 MLEG = [sys.executable, "-m", "core.cli"]
 
 

@@ -11,6 +11,8 @@ from sqlmodel import select
 from tests.cli_helpers import cli_environment, run
 from tests.factories import TEST_SECRET
 
+pytestmark = pytest.mark.process  # every test here runs `mleg` or serve as a process
+
 
 @pytest.fixture
 def cli_env(tmp_path: Path, sqlite_url: str) -> dict[str, str]:

@@ -35,20 +35,24 @@ def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: "-".join(c))
+@pytest.mark.process
 def test_not_a_url(command: list[str], tmp_path: Path) -> None:
     assert "MLEG_DATABASE_URL is not a database URL" in _one_error_line(run(command, "notaurl", tmp_path))
 
 
+@pytest.mark.process
 def test_driver_not_installed(tmp_path: Path) -> None:
     line = _one_error_line(run(["status"], f"mysql://mleg:{PASSWORD}@127.0.0.1/mleg", tmp_path))
     assert "driver" in line and "not installed" in line and "mleg:***@" in line
 
 
+@pytest.mark.process
 def test_unknown_kind_of_database(tmp_path: Path) -> None:
     assert "unknown kind of database" in _one_error_line(run(["status"], "nosuchdb://x/y", tmp_path))
 
 
 @pytest.mark.parametrize("command", [["status"], ["db", "upgrade"]], ids=lambda c: "-".join(c))
+@pytest.mark.process
 def test_postgres_not_listening(command: list[str], tmp_path: Path) -> None:
     url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/mleg"
     line = _one_error_line(run(command, url, tmp_path))

@@ -10,6 +10,8 @@ import pytest
 from core.students.demo_register import generate_rows, rows_to_csv
 from tests.cli_helpers import cli_environment, run
 
+pytestmark = pytest.mark.process  # every test here runs `mleg` or serve as a process
+
 
 @pytest.fixture
 def cli_env(tmp_path: Path, sqlite_url: str) -> dict[str, str]:

@@ -103,6 +103,7 @@ def _problem(tmp_path: Path, folder: Path) -> str:
 
 
 @pytest.mark.parametrize("breakage", ["not TOML", "not UTF-8", "dangling link"])
+@pytest.mark.process
 def test_an_unreadable_override_is_one_line_naming_file_and_setting(breakage: str, tmp_path: Path) -> None:
     folder = tmp_path / "etc-mleg"
     (folder / "faq").mkdir(parents=True)
@@ -126,6 +127,7 @@ def test_files_the_product_does_not_read_are_left_alone(tmp_path: Path, installe
     check_files(load_settings())
 
 
+@pytest.mark.process
 def test_a_config_dir_that_does_not_exist_is_named(tmp_path: Path) -> None:
     message = _problem(tmp_path, tmp_path / "etc-mlge")
     assert f"MLEG_CONFIG_DIR {tmp_path / 'etc-mlge'}: no such folder" in message
@@ -143,6 +145,7 @@ def test_a_data_folder_that_cannot_be_made_is_named(tmp_path: Path, monkeypatch:
         check_files(load_settings(secret_key=TEST_SECRET))
 
 
+@pytest.mark.process
 def test_a_missing_certificate_file_is_named(tmp_path: Path) -> None:
     env = cli_environment(tmp_path, f"sqlite:///{tmp_path / 'var' / 'mleg.db'}",
                           MLEG_SMTP__CA_FILE=str(tmp_path / "ca.pem"))

@@ -106,6 +106,7 @@ def _status_json(tmp_path: Path, sqlite_url: str) -> dict[str, Any]:
     return document
 
 
+@pytest.mark.process
 async def test_staff_room_failing_by_a_defect_is_logged_shown_and_the_operators_are_told(
     tmp_path: Path, sqlite_url: str, clock: FixedClock, api: BotApiStandIn, smtp_server: SmtpRelay,
     dovecot: DovecotServer, mailbox_user: str, caplog: pytest.LogCaptureFixture,
@@ -165,6 +166,7 @@ async def test_staff_room_failing_by_a_defect_is_logged_shown_and_the_operators_
     assert mail["Auto-Submitted"] == "auto-generated"
 
 
+@pytest.mark.process
 async def test_email_failing_is_logged_shown_and_the_staff_room_is_told_once(
     tmp_path: Path, sqlite_url: str, clock: FixedClock, api: BotApiStandIn, smtp_server: SmtpRelay,
     caplog: pytest.LogCaptureFixture,

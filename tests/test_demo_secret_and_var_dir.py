@@ -60,6 +60,7 @@ def test_the_local_demo_and_a_demo_with_its_own_secret_still_start(tmp_path: Pat
     assert load_settings().secret != DEMO_SECRET.encode()
 
 
+@pytest.mark.process
 def test_the_cli_refuses_with_one_error_line(tmp_path: Path, sqlite_url: str) -> None:
     env = {**cli_environment(tmp_path, sqlite_url, **REAL_CHANNELS), "MLEG_MODE": "demo"}
     del env["MLEG_SECRET_KEY"]
@@ -72,6 +73,7 @@ def test_the_cli_refuses_with_one_error_line(tmp_path: Path, sqlite_url: str) ->
 
 # --- MLEG_VAR_DIR pointing at a new folder ----------------------------------------------------------
 
+@pytest.mark.process
 def test_the_chat_in_a_new_var_dir_delivers_the_code_into_the_maildir(tmp_path: Path, sqlite_url: str) -> None:
     """The database elsewhere, the var dir not there yet: the chat's code mail still lands."""
     var = tmp_path / "new" / "place" / "var"
@@ -93,6 +95,7 @@ def subprocess_chat(env: dict[str, str], lines: str):  # type: ignore[no-untyped
                           input=lines, capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT)
 
 
+@pytest.mark.process
 def test_a_var_dir_that_cannot_be_made_is_one_error_line(tmp_path: Path, sqlite_url: str) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder", encoding="utf-8")

@@ -162,6 +162,7 @@ def test_retention_deletes_outbox_audit_and_acceptances_by_their_own_rules(tmp_p
     ctx.engine.dispose()
 
 
+@pytest.mark.process
 def test_status_shows_every_retention_rule(tmp_path: Path, sqlite_url: str) -> None:
     env = cli_environment(tmp_path, sqlite_url, MLEG_RETENTION__OUTBOX_DAYS="12", MLEG_JOBS__RETENTION_DAYS="200")
     result = run(["status"], env)

@@ -14,6 +14,8 @@ from tests.cli_helpers import cli_environment, run
 from tests.factories import build_ctx, issue, make_settings
 from tests.support.lifecycle import activate
 
+pytestmark = pytest.mark.process  # every test here runs `mleg` or serve as a process
+
 
 @pytest.fixture
 def cli_env(tmp_path: Path, db_url: str) -> dict[str, str]:

@@ -45,6 +45,7 @@ def test_future_register_sync_does_not_block_now(ctx: AppContext, tmp_path: Path
     assert "skipped" not in run_due(ctx)["register_sync"]
 
 
+@pytest.mark.process
 def test_cli_run_once_after_a_future_now(tmp_path: Path, sqlite_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLEG_")}
     env.update(MLEG_MODE="production", MLEG_SECRET_KEY=TEST_SECRET, MLEG_VAR_DIR=str(tmp_path / "var"),

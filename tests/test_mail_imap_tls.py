@@ -122,6 +122,7 @@ async def test_mail_is_stored_and_answered_over_a_verified_tls_connection(
     assert ", TLS, session=" in login
 
 
+@pytest.mark.process
 async def test_starttls_asks_capabilities_again_and_keeps_the_connection_loss_handling(
     make_reader: ReaderFactory, dovecot_tls: DovecotServer, sent_commands: list[str],
 ) -> None:

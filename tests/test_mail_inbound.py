@@ -317,6 +317,7 @@ async def test_unprocessable_mail_is_quarantined_not_lost(desk: Desk, monkeypatc
     assert desk.unseen() == []
 
 
+@pytest.mark.process
 async def test_serve_loop_idles_and_reconnects(desk: Desk) -> None:
     import asyncio
 

@@ -143,6 +143,7 @@ async def test_the_provider_s_refusal_is_said_with_its_own_words(
         assert not health.ok and "invalid_client" in health.detail and "wrong-secret" not in health.detail
 
 
+@pytest.mark.process
 async def test_a_token_expiring_during_idle_is_replaced_and_nothing_is_lost_or_answered_twice(
     tmp_path: Path, sqlite_url: str, oauth: OAuthServer,
 ) -> None:
@@ -221,6 +222,7 @@ async def test_smtp_sends_with_xoauth2_and_replaces_a_refused_token_once(
     assert row.last_error is not None and "refused with a fresh token" in row.last_error
 
 
+@pytest.mark.process
 async def test_mail_check_and_status_say_which_login_works_and_hide_the_secrets(
     tmp_path: Path, sqlite_url: str, oauth: OAuthServer, dovecot_oauth: DovecotServer,
     smtp_server_factory: SmtpServerFactory,

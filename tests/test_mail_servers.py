@@ -194,6 +194,7 @@ async def test_smtp_server_down_and_back(smtp_server: SmtpRelay, mailbox_user: s
     assert len(smtp_server.messages) == 1
 
 
+@pytest.mark.process
 async def test_dovecot_restart_keeps_mail_and_ports(
     smtp_server: SmtpRelay, dovecot: DovecotServer, mailbox_user: str
 ) -> None:
@@ -210,6 +211,7 @@ async def test_dovecot_restart_keeps_mail_and_ports(
     assert dovecot.fetch_all(mailbox_user) == stored
 
 
+@pytest.mark.process
 async def test_relay_reports_451_while_dovecot_is_down(
     smtp_server: SmtpRelay, dovecot: DovecotServer, mailbox_user: str
 ) -> None:

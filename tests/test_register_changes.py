@@ -184,6 +184,7 @@ def test_pesel_moves_and_swaps_between_albums(ctx: AppContext) -> None:
     assert _student(ctx, "1003").pesel_hash == ctx.box.pesel_hash(P1)
 
 
+@pytest.mark.process
 def test_pesel_swap_in_the_cli_dry_run_and_sync(tmp_path: Path, sqlite_url: str) -> None:
     env = cli_environment(tmp_path, sqlite_url)
     first, swapped = tmp_path / "a.csv", tmp_path / "b.csv"

@@ -70,6 +70,7 @@ def test_a_database_refusal_quotes_no_data(ctx: AppContext) -> None:
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
 
+@pytest.mark.process
 def test_cli_json_reports_csv_errors_and_long_values(tmp_path: Path, sqlite_url: str) -> None:
     env = cli_environment(tmp_path, sqlite_url)
     lines = [csv_line(str(100000 + i), "", "Ann", "Lee", f"a{i}@{D}") for i in range(4000)]
@@ -119,6 +120,7 @@ def test_trailing_empty_columns_are_ignored(ctx: AppContext) -> None:
     assert refused[0][0] == 1
 
 
+@pytest.mark.process
 def test_no_pesel_reaches_the_cli_output(tmp_path: Path, sqlite_url: str) -> None:
     env = cli_environment(tmp_path, sqlite_url)
     path = tmp_path / "bad.csv"

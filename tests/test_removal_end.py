@@ -80,6 +80,7 @@ def test_status_mail_without_a_credential_tells_why_one_cannot_be_had(sqlite_ctx
         assert "apply again" not in text and "złożyć wniosek" not in text
 
 
+@pytest.mark.process
 def test_cli_credentials_show_the_end_a_removal_brings_forward(tmp_path: Path, sqlite_url: str) -> None:
     settings = make_settings(tmp_path, database_url=sqlite_url)
     engine = make_engine(sqlite_url)

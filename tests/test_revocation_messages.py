@@ -53,6 +53,7 @@ def test_other_staff_revocations_still_invite_a_new_application(ctx: AppContext,
     assert "apply again in the chat" in text and "złóż nowy wniosek w czacie" in text
 
 
+@pytest.mark.process
 def test_cli_revocation_for_removal_points_to_the_deans_office(tmp_path: Path, sqlite_url: str,
                                                               sqlite_ctx: AppContext) -> None:
     _, credential_id = issue(sqlite_ctx)

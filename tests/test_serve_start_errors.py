@@ -20,6 +20,7 @@ from tests.servers.ports import free_port  # nothing listens on it once returned
 TOKEN = "123456789:AAsecretTOKENvalue-for-tests"
 
 
+@pytest.mark.process
 def test_unreachable_bot_api_is_one_error_line_without_the_token(tmp_path: Path, sqlite_url: str) -> None:
     env = {**cli_environment(tmp_path, sqlite_url, MLEG_TELEGRAM__TOKEN=TOKEN,
                              MLEG_TELEGRAM__API_BASE_URL=f"http://127.0.0.1:{free_port()}/bot"),
@@ -41,6 +42,7 @@ def test_webhook_without_a_secret_is_refused_in_demo_mode_too(monkeypatch: pytes
 
 # --- production does not fall back to the Maildir -------------------------------------------
 
+@pytest.mark.process
 def test_production_serve_without_smtp_refuses_to_start(tmp_path: Path, sqlite_url: str) -> None:
     env = cli_environment(tmp_path, sqlite_url)
     result = subprocess.run([sys.executable, "-m", "core.cli", "serve", "--no-jobs"], env=env,
@@ -60,6 +62,7 @@ def test_production_with_smtp_and_demo_without_are_accepted(tmp_path: Path, sqli
         check_email_delivery(make_settings(tmp_path, database_url=sqlite_url))
 
 
+@pytest.mark.process
 def test_demo_serve_without_smtp_still_starts(tmp_path: Path, sqlite_url: str) -> None:
     env = {**cli_environment(tmp_path, sqlite_url), "MLEG_MODE": "demo"}
     process = subprocess.Popen([sys.executable, "-m", "core.cli", "serve", "--no-jobs"], env=env,

@@ -81,6 +81,7 @@ def test_good_mail_settings_are_accepted(production: Path, monkeypatch: pytest.M
 
 
 @pytest.mark.parametrize("problem", ["missing", "malformed"])
+@pytest.mark.process
 def test_cli_says_it_in_one_line(problem: str, tmp_path: Path) -> None:
     config = tmp_path / "mleg.toml"
     if problem == "malformed":

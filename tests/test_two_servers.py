@@ -487,6 +487,7 @@ def test_a_row_behind_one_being_sent_elsewhere_is_retried_in_seconds(two: tuple[
 
 # --- 6. mleg status tells an operator how the servers are doing -------------------------------
 
+@pytest.mark.process
 def test_status_shows_schema_jobs_locks_and_the_oldest_pending_message(tmp_path: Path, db_url: str) -> None:
     ctx = mail_ctx(tmp_path, db_url, FixedClock(NOW))
     try:

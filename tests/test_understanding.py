@@ -77,6 +77,7 @@ def test_every_intent_has_examples_in_both_languages() -> None:
         IntentCatalog.parse({**data, "intent": {**data["intent"], "revoke": {"pl": ["x"]}}})
 
 
+@pytest.mark.process
 def test_mleg_understand_prints_the_intent_and_the_faq_entry(tmp_path: Path, sqlite_url: str) -> None:
     env = cli_environment(tmp_path, sqlite_url)
     done = run(["understand", "--json", "ile kosztuje mLegitymacja?"], env)
@@ -87,6 +88,7 @@ def test_mleg_understand_prints_the_intent_and_the_faq_entry(tmp_path: Path, sql
     assert plain.returncode == 0 and plain.stdout.startswith("revoke_lost_phone\t") and "language en" in plain.stdout
 
 
+@pytest.mark.process
 def test_mleg_understand_reads_json_lines_from_standard_input(tmp_path: Path, sqlite_url: str) -> None:
     import subprocess
     import sys

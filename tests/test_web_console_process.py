@@ -23,6 +23,8 @@ from tests.servers.smtp_relay import SmtpRelay
 from tests.support.web_desk import PASSWORD, account, escalated_thread
 from web.console_process import ConsoleProcess
 
+pytestmark = pytest.mark.process  # every test here runs `mleg` or serve as a process
+
 WAIT = 120.0  # seconds a step may take on a loaded machine; a bound, not an assertion of speed
 
 

@@ -306,6 +306,7 @@ def test_a_notice_made_up_in_the_url_is_shown_as_its_key_not_an_error(
     assert page.status_code == 200 and "thread.notice.made_up" in page.text
 
 
+@pytest.mark.process
 def test_mleg_web_runs_the_console_alone_and_stops_on_sigterm(desk_ctx: AppContext, tmp_path: Path) -> None:
     port = free_port()
     env = cli_environment(tmp_path, desk_ctx.settings.effective_database_url, MLEG_WEB__SECURE_COOKIES="false")
