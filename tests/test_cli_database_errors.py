@@ -60,6 +60,7 @@ def test_postgres_not_listening(command: list[str], tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.process
 def test_postgres_refuses_the_role(tmp_path: Path) -> None:
     import sqlalchemy as sa
 

@@ -123,6 +123,7 @@ def _due_credentials(ctx: AppContext, count: int) -> None:
                                    updated_at=ctx.clock.now()))
 
 
+@pytest.mark.process
 def test_two_processes_running_the_jobs_at_once_queue_each_reminder_once(
         two_instances: tuple[AppContext, AppContext], pg_url: str, tmp_path: Path) -> None:
     """Two real processes (`mleg jobs run-once`, what a scheduler tick runs) started together."""
