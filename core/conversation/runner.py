@@ -11,7 +11,7 @@ import logging
 import uuid
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from core.app.context import AppContext
 from core.conversation.engine import EngineConfig, step
@@ -29,6 +29,9 @@ from core.students.eligibility import Policy
 __all__ = ["ConversationService", "engine_config"]
 
 log = logging.getLogger(__name__)
+# The turn reads and writes its conversation with Core statements: the ORM's identity map and
+# flush for this one row cost more than the statements themselves, on every update.
+_CONVERSATIONS = Conversation.__table__  # type: ignore[attr-defined]
 
 
 def engine_config(ctx: AppContext, terms: Terms | None = None) -> EngineConfig:
@@ -75,10 +78,10 @@ class ConversationService:
         marked handled in that same commit.
         """
         with unit_of_work(self.ctx.engine) as session:
-            row = self._load(session, event)
+            conversation_id, stored_state = self._load(session, event)
             if stored_update is not None:
                 update_store.mark_handled(session, stored_update, self.ctx.clock.now())
-            state = ConversationState.from_json(row.state)
+            state = ConversationState.from_json(stored_state)
             if event.event_id and event.event_id in state.handled:
                 return []
             executor = Executor(self.ctx, session, event)
@@ -92,30 +95,30 @@ class ConversationService:
             state.remember(event.event_id)
             now = self.ctx.clock.now()
             if state.forgotten:
-                session.execute(sa.delete(Conversation).where(
-                    col(Conversation.channel) == event.channel, col(Conversation.account_id) == event.account_id))
+                session.execute(sa.delete(_CONVERSATIONS).where(_CONVERSATIONS.c.id == conversation_id))
             else:
-                row.state = state.to_json()
-                row.updated_at = now
-                session.add(row)
+                session.execute(sa.update(_CONVERSATIONS).where(_CONVERSATIONS.c.id == conversation_id)
+                                .values(state=state.to_json(), updated_at=now))
             if queue_channel:
                 self._queue(session, event, replies, queue_channel, state.language or "pl")
         return replies
 
-    def _load(self, session: Session, event: Event) -> Conversation:
-        query = select(Conversation).where(
-            Conversation.channel == event.channel, Conversation.account_id == event.account_id)
+    def _load(self, session: Session, event: Event) -> tuple[int, str | None]:
+        """The conversation's id and stored state, locked for this turn; a new row for a new account."""
+        table = _CONVERSATIONS
+        query = sa.select(table.c.id, table.c.state).where(
+            table.c.channel == event.channel, table.c.account_id == event.account_id)
         lock_for_write(session)  # SQLite: the write lock, as FOR UPDATE does on PostgreSQL
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update()  # one event of an account at a time
-        row = session.exec(query).first()
-        if row is None:
-            now = self.ctx.clock.now()
-            row = Conversation(channel=event.channel, account_id=event.account_id, state="{}",
-                               created_at=now, updated_at=now)
-            session.add(row)
-            session.flush()
-        return row
+        found = session.execute(query).first()
+        if found is not None:
+            return found.id, found.state
+        now = self.ctx.clock.now()
+        created = session.execute(sa.insert(table).values(
+            channel=event.channel, account_id=event.account_id, state="{}", created_at=now, updated_at=now,
+        ).returning(table.c.id)).scalar_one()
+        return created, None
 
     def _queue(self, session: Session, event: Event, replies: list[Reply], channel: str, language: str) -> None:
         # _load took the conversation's lock, so enqueue_under_lock may skip per-row SAVEPOINTs.

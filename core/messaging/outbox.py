@@ -389,11 +389,11 @@ def record(engine: Engine, row: OutboxMessage, result: DeliveryResult, now: date
     A failed attempt that was recorded is reported (logged) once, by `report`.
     """
     outcome = _outcome(row, result, now)
-    with Session(engine) as session:
-        lock_for_write(session)
+    with engine.connect() as connection:  # a connection, not a Session: one statement, on every delivery
+        lock_for_write(connection)
         # One conditional UPDATE: the check and the write cannot be split by another drainer.
-        done = session.execute(sa.update(_TABLE).where(_own_lease(row)).values(outcome))
-        session.commit()
+        done = connection.execute(sa.update(_TABLE).where(_own_lease(row)).values(outcome))
+        connection.commit()
     if done.rowcount != 1:  # type: ignore[attr-defined]
         log.warning("outbox row %s: outcome (%s) of attempt %s not recorded: the row is no longer under this "
                     "drainer's lease (taken over after the lease ran out, or cancelled); left as it is", row.id,

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
 __all__ = ["alembic_config", "checkpoint_wal", "lock_for_write", "make_engine", "unit_of_work", "upgrade"]
@@ -115,7 +115,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True, **kwargs)
 
 
-def lock_for_write(session: Session) -> None:
+def lock_for_write(session: Session | Connection) -> None:
     """On SQLite, take the database's write lock now, at the start of a read-then-write unit.
 
     SQLite's default (deferred) transaction reads from a snapshot and asks for the write
@@ -124,7 +124,7 @@ def lock_for_write(session: Session) -> None:
     cannot wait out. BEGIN IMMEDIATE waits its turn (busy_timeout) before reading instead.
     PostgreSQL needs nothing here: its units lock the rows they read (FOR UPDATE).
     """
-    connection = session.connection()
+    connection = session if isinstance(session, Connection) else session.connection()
     if connection.dialect.name != "sqlite":
         return
     raw = connection.connection.dbapi_connection
