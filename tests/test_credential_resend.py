@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
@@ -18,7 +19,7 @@ from core.cli import app as cli
 from core.credentials import service
 from core.messaging.outbox import open_body
 from core.storage.db import unit_of_work
-from core.storage.models import AuditEvent, Credential, CredentialEvent, CredentialState, OutboxMessage
+from core.storage.models import AuditEvent, Credential, CredentialEvent, CredentialState, OutboxMessage, OutboxStatus
 from tests.factories import TEST_SECRET, add_student
 from tests.support.web_desk import account, form_token, sign_in, signed_in_agent, totp_code
 from web.app import build_app
@@ -45,6 +46,12 @@ def _activation_mails(ctx: AppContext, credential_id: int) -> list[tuple[str, st
     return mails
 
 
+def _deliver_all(ctx: AppContext) -> None:
+    """As if the mail server had taken every queued mail (the tests read the bodies, so they are kept)."""
+    with unit_of_work(ctx.engine) as session:
+        session.execute(sa.update(OutboxMessage).values(status=OutboxStatus.SENT))
+
+
 def _resend(ctx: AppContext, credential_id: int, actor: str = "staff:kasia") -> None:
     with unit_of_work(ctx.engine) as session:
         credential = session.get(Credential, credential_id)
@@ -63,10 +70,12 @@ def test_a_resend_issues_new_data_to_the_register_address_and_the_old_code_dies(
     _, credential_id, _, address = _request(ctx)
     with Session(ctx.engine) as session:
         first_deadline = session.get(Credential, credential_id).activation_deadline  # type: ignore[union-attr]
+    [(to_1, text_1, old_code)] = _activation_mails(ctx, credential_id)
+    _deliver_all(ctx)
     ctx.clock.advance(days=3)  # type: ignore[attr-defined]
     _resend(ctx, credential_id)
 
-    (to_1, text_1, old_code), (to_2, text_2, new_code) = _activation_mails(ctx, credential_id)
+    [_, (to_2, text_2, new_code)] = _activation_mails(ctx, credential_id)
     assert to_1 == to_2 == address
     assert new_code != old_code
     assert "zastępuje wysłane wcześniej" in text_2 and "replaces the activation data" in text_2
@@ -104,14 +113,34 @@ def test_resends_are_limited_per_credential_and_day(ctx: AppContext) -> None:
     _, credential_id, _, _ = _request(ctx)
     limit = ctx.settings.credential.activation_resends_per_day
     for _ in range(limit):
+        _deliver_all(ctx)
         ctx.clock.advance(minutes=5)  # type: ignore[attr-defined]
         _resend(ctx, credential_id)
     with pytest.raises(RateLimitedError):
         _resend(ctx, credential_id)
     assert len(_activation_mails(ctx, credential_id)) == 1 + limit
+    _deliver_all(ctx)
     ctx.clock.advance(days=1)  # type: ignore[attr-defined]
     _resend(ctx, credential_id)
     assert len(_activation_mails(ctx, credential_id)) == 2 + limit
+
+
+def test_a_mail_of_the_old_data_still_waiting_in_the_outbox_is_withdrawn(ctx: AppContext) -> None:
+    """The mail server was away: the first mail is still queued when staff resend. Only the new data
+    go out; a mail already being sent (leased) is left to finish, and sent ones stay on record."""
+    _, credential_id, _, _ = _request(ctx)
+    _, sending_id, _, _ = _request(ctx)
+    with unit_of_work(ctx.engine) as session:
+        session.execute(sa.update(OutboxMessage).where(col(OutboxMessage.credential_id) == sending_id)
+                        .values(status=OutboxStatus.SENDING))
+    ctx.clock.advance(hours=2)  # type: ignore[attr-defined]
+    _resend(ctx, credential_id)
+    _resend(ctx, sending_id)
+
+    [(_, text, new_code)] = _activation_mails(ctx, credential_id)
+    assert "zastępuje wysłane wcześniej" in text
+    assert len(_activation_mails(ctx, sending_id)) == 2
+    _activate(ctx, credential_id, new_code)
 
 
 @pytest.fixture
@@ -122,6 +151,7 @@ def desk_client(sqlite_ctx: AppContext) -> TestClient:
 
 def test_an_admin_resends_from_the_credentials_page(sqlite_ctx: AppContext, desk_client: TestClient) -> None:
     student_id, credential_id, _, address = _request(sqlite_ctx)
+    _deliver_all(sqlite_ctx)
     secret = account(sqlite_ctx, "kasia", admin=True, totp=True)
     assert sign_in(desk_client, "kasia", code=totp_code(sqlite_ctx, secret or "")).status_code == 303
     page = desk_client.get(f"/students/{student_id}").text
@@ -156,6 +186,7 @@ def test_an_agent_cannot_resend(sqlite_ctx: AppContext, desk_client: TestClient)
 def test_mleg_credentials_resend_album(sqlite_ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> None:
     sqlite_ctx.clock.set(datetime.now(UTC))  # type: ignore[attr-defined]  # the CLI reads the real clock
     _, credential_id, album, address = _request(sqlite_ctx)
+    _deliver_all(sqlite_ctx)
     monkeypatch.setenv("MLEG_SECRET_KEY", TEST_SECRET)
     monkeypatch.setenv("MLEG_DATABASE_URL", sqlite_ctx.settings.effective_database_url)
     runner = CliRunner()

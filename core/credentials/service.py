@@ -30,6 +30,8 @@ from core.storage.models import (
     Credential,
     CredentialEvent,
     CredentialState,
+    OutboxMessage,
+    OutboxStatus,
     Student,
     StudentStatus,
 )
@@ -57,6 +59,8 @@ __all__ = [
 # Counted attempts (core.security.ratelimit) of resending one credential's activation data.
 RESEND_KIND = "code_resend"
 RESEND_WINDOW = timedelta(days=1)
+# The outbox kind of the mails that carry activation data (first and resent).
+ACTIVATION_KIND = "activation"
 
 
 def live_credential(session: Session, student_id: int) -> Credential | None:
@@ -199,7 +203,7 @@ def _mail_activation(ctx: AppContext, session: Session, student: Student, creden
         key=key,
         channel="email",
         recipient=student.email,
-        kind="activation",
+        kind=ACTIVATION_KIND,
         message=message,
         now=now,
         language=language,
@@ -255,9 +259,20 @@ def resend_activation(
                                 reason="activation_data_reissued", at=now))
     audit.record(session, at=now, actor=actor, action="credential.activation_resent",
                  student_id=student.id, credential_id=credential.id)
+    _withdraw_unsent_activation_mails(session, credential)
     _mail_activation(ctx, session, student, credential, data, language,
                      key=f"activation-resend:{credential.public_id}:{uuid.uuid4().hex}", resent=True)
     return data.deadline
+
+
+def _withdraw_unsent_activation_mails(session: Session, credential: Credential) -> None:
+    """Take back this credential's activation mails still waiting in the outbox (the mail server was
+    away): the data in them died with the resend, and the student would get a dead code after the
+    new one. A mail being sent at this moment (leased) is left to finish; on PostgreSQL a drainer's
+    claim in progress is waited for and then seen as such."""
+    session.execute(sa.delete(OutboxMessage).where(
+        col(OutboxMessage.credential_id) == credential.id, col(OutboxMessage.kind) == ACTIVATION_KIND,
+        col(OutboxMessage.status) == OutboxStatus.PENDING))
 
 
 def request_credential(
