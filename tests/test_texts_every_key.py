@@ -249,6 +249,17 @@ def test_the_chat_codes_length_takes_its_noun_form() -> None:
     assert catalog.text("en", "identify.code_format", length=6).startswith("The code has 6 digits:")
 
 
+def test_a_lifted_locks_attempts_take_their_noun_form() -> None:
+    # "{cleared} nieudanych prób usuniętych" was right only for 0 and 5-21 ("1 nieudanych prób").
+    catalog = _catalog()
+    said = {n: catalog.text("pl", "web.locked.notice.unlocked", cleared=n) for n in (1, 2, 5, 22)}
+    assert said == {1: "Blokada zdjęta (1 nieudana próba usunięta).", 2: "Blokada zdjęta (2 nieudane próby usunięte).",
+                    5: "Blokada zdjęta (5 nieudanych prób usuniętych).",
+                    22: "Blokada zdjęta (22 nieudane próby usunięte)."}
+    assert catalog.text("en", "web.locked.notice.unlocked", cleared=1) == "Lock lifted (1 failed attempt cleared)."
+    assert catalog.text("en", "web.locked.notice.unlocked", cleared="2") == "Lock lifted (2 failed attempts cleared)."
+
+
 def test_polish_e_mails_greet_without_a_name() -> None:
     # "Dzień dobry, Ola" would need the vocative ("Olu"), which the register does not give.
     catalog = _catalog()
