@@ -80,7 +80,7 @@ class AppContext:
         then the same object for every front-end on this context."""
         with self._faq_lock:  # two front-ends starting at once must not both train it
             if self._faq is None:
-                self._faq = Faq.load(self.settings.config_layers("faq"))
+                self._faq = Faq.load(self.settings.config_layers("faq"), credential=self.settings.credential)
             return self._faq
 
     def outbox_changed(self, channel: str) -> None:
