@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from core.app.catalog import LANGUAGES, Catalog
+from core.app.catalog import LANGUAGES, Catalog, days_text
 from core.app.clock import FixedClock
 from core.app.context import AppContext
 from core.app.settings import PROJECT_ROOT
 from core.conversation.events import Event
 from core.conversation.state import ConversationState
 from core.conversation.terms import load_terms
-from core.conversation.turn import EngineConfig, Turn, days_text
+from core.conversation.turn import EngineConfig, Turn
 from core.storage.db import make_engine
 from core.support.faq import Faq
 from tests.chat_driver import ChatDriver

@@ -21,6 +21,7 @@ from core.app.errors import ConfigurationError
 from core.credentials import service
 from core.credentials.lifecycle import EndReason
 from core.jobs import reminders, sweep
+from core.messaging.contact import Contact
 from core.messaging.outbox import open_body
 from core.storage.db import make_engine, unit_of_work
 from core.storage.models import Credential, InboundMail, OutboxMessage
@@ -42,6 +43,13 @@ def bot_ctx(request: pytest.FixtureRequest, tmp_path: Path, sqlite_url: str, clo
     engine = make_engine(sqlite_url)
     yield build_ctx(settings, engine, clock)
     engine.dispose()
+
+
+def test_the_context_says_where_a_student_reaches_us_from_its_settings_once(bot_ctx: AppContext) -> None:
+    """Every e-mail's sender reads `ctx.contact`: one object per context, as its settings say."""
+    link = LINK if bot_ctx.settings.telegram.bot_username else ""
+    assert bot_ctx.contact == Contact(help_desk=HELP_DESK, bot_link=link)
+    assert bot_ctx.contact is bot_ctx.contact
 
 
 def _texts(ctx: AppContext, kind: str) -> list[str]:

@@ -18,7 +18,6 @@ from core.credentials.compose import activation_email
 from core.credentials.issuer import ActivationData, ActivationIssuer
 from core.credentials.service import request_credential
 from core.messaging import outbox
-from core.messaging.contact import Contact
 from core.messaging.outgoing import OutgoingMessage
 from core.security.secrets_box import SecretBox
 from core.storage.models import Credential, OutboxMessage, OutboxStatus
@@ -86,7 +85,7 @@ def test_mime_shape_and_headers(sqlite_ctx: AppContext) -> None:
                                 valid_until=datetime(2027, 3, 31).date())
         data = ActivationData("ACDE-FGHJ-KMNP", "MLEG1:x:y", sqlite_ctx.clock.now() + timedelta(days=30))
         message = activation_email(sqlite_ctx.catalog, student=student, credential=credential, data=data,
-                                   university="U", language="en", contact=Contact.of(sqlite_ctx.settings))
+                                   university="U", language="en", contact=sqlite_ctx.contact)
     email = build_email(message, sender="a@u.test", recipient="s@u.test", message_id="<1@u.test>",
                         date=sqlite_ctx.clock.now(), reply_to="help@u.test")
     parsed = parse(email.as_bytes())

@@ -240,6 +240,26 @@ def test_polish_days_read_as_a_native_speaker_expects() -> None:
     assert catalog.plural("en", f"{PLURAL}.days_left", 14) == "14 days left, including today"
 
 
+def test_the_chat_codes_length_takes_its_noun_form() -> None:
+    # "Kod ma {length} cyfr" was right for 6 and wrong for 4 ("4 cyfry") or 1 ("1 cyfrę").
+    catalog = _catalog()
+    said = {n: catalog.text("pl", "identify.code_format", length=n).split(":")[0] for n in (1, 4, 6, 22)}
+    assert said == {1: "Kod ma 1 cyfrę", 4: "Kod ma 4 cyfry", 6: "Kod ma 6 cyfr", 22: "Kod ma 22 cyfry"}
+    assert catalog.text("en", "identify.code_format", length=1).startswith("The code has 1 digit:")
+    assert catalog.text("en", "identify.code_format", length=6).startswith("The code has 6 digits:")
+
+
+def test_a_lifted_locks_attempts_take_their_noun_form() -> None:
+    # "{cleared} nieudanych prób usuniętych" was right only for 0 and 5-21 ("1 nieudanych prób").
+    catalog = _catalog()
+    said = {n: catalog.text("pl", "web.locked.notice.unlocked", cleared=n) for n in (1, 2, 5, 22)}
+    assert said == {1: "Blokada zdjęta (1 nieudana próba usunięta).", 2: "Blokada zdjęta (2 nieudane próby usunięte).",
+                    5: "Blokada zdjęta (5 nieudanych prób usuniętych).",
+                    22: "Blokada zdjęta (22 nieudane próby usunięte)."}
+    assert catalog.text("en", "web.locked.notice.unlocked", cleared=1) == "Lock lifted (1 failed attempt cleared)."
+    assert catalog.text("en", "web.locked.notice.unlocked", cleared="2") == "Lock lifted (2 failed attempts cleared)."
+
+
 def test_polish_e_mails_greet_without_a_name() -> None:
     # "Dzień dobry, Ola" would need the vocative ("Olu"), which the register does not give.
     catalog = _catalog()

@@ -396,7 +396,7 @@ def test_an_admin_lifts_a_lock_and_it_is_audited(desk_ctx: AppContext, client: T
     listed = client.get("/locked").text
     assert "Zofia" in listed and album in listed
     done = client.post("/locked/unlock", data={"csrf": csrf, "album": album})
-    assert "3 nieudanych prób" in done.text
+    assert "Blokada zdjęta (3 nieudane próby usunięte)" in done.text
     assert "Zofia" not in client.get("/locked").text.split("<tbody>")[1].split("</tbody>")[0]
     assert [e.actor for e in _audit(desk_ctx, "student.unlocked")] == ["staff:kasia"]
     unknown = client.post("/locked/unlock", data={"csrf": csrf, "album": "no-such"})

@@ -21,10 +21,11 @@ from string import Formatter
 from typing import Any
 
 from babel import Locale
+from babel.units import format_unit
 
 from core.app.config_files import Layers, glob
 
-__all__ = ["LANGUAGES", "PLURAL", "Catalog", "plural_category"]
+__all__ = ["LANGUAGES", "PLURAL", "Catalog", "days_text", "plural_category"]
 
 LANGUAGES = ("pl", "en")
 # The top-level table of plural forms, and the prefix of a format spec that uses one.
@@ -39,6 +40,12 @@ def _rule(language: str) -> Any:
 def plural_category(language: str, number: int) -> str:
     """The CLDR plural category of `number` in `language` (Babel): 1 -> one, 3 -> few, 5 -> many in Polish."""
     return str(_rule(language)(number))
+
+
+def days_text(count: int, language: str) -> str:
+    """`count` days in words with the language's plural form (CLDR, through Babel): "1 dzień",
+    "2 dni", "5 dni", "22 dni", "1 day", "30 days". The chat's `{days}` and the FAQ's windows."""
+    return format_unit(count, "duration-day", locale=language, length="long")
 
 
 def _categories(language: str) -> set[str]:

@@ -2,7 +2,8 @@
 
 It also holds the FAQ with its trained understanding (`faq`), built on first use and then
 shared: training takes seconds of CPU, and `mleg serve` runs the chat, the mailbox reader
-and the web console on one context, which once trained it for each of them.
+and the web console on one context, which once trained it for each of them. What is worked
+out from the settings alone (`contact`) is built once too: a context's settings never change.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from core.app.catalog import Catalog
 from core.app.clock import Clock, RandomSource, SystemClock
 from core.app.settings import Settings
 from core.credentials.issuer import ActivationIssuer, LocalIssuer
+from core.messaging.contact import Contact
 from core.security.secrets_box import SecretBox
 from core.storage.db import make_engine, upgrade
 from core.support.faq import Faq
@@ -80,8 +82,13 @@ class AppContext:
         then the same object for every front-end on this context."""
         with self._faq_lock:  # two front-ends starting at once must not both train it
             if self._faq is None:
-                self._faq = Faq.load(self.settings.config_layers("faq"))
+                self._faq = Faq.load(self.settings.config_layers("faq"), credential=self.settings.credential)
             return self._faq
+
+    @functools.cached_property
+    def contact(self) -> Contact:
+        """Where a student reaches us (the bot's link, the help desk), said in every e-mail."""
+        return Contact.of(self.settings)
 
     def outbox_changed(self, channel: str) -> None:
         """Tell the drainers that `channel` has new rows (a no-op outside `mleg serve`)."""

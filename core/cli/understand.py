@@ -34,7 +34,7 @@ def understand_command(
     if lang not in (None, "pl", "en"):
         raise typer.BadParameter("--lang is pl or en")
     settings = load_settings()
-    faq = Faq.load(settings.config_layers("faq"))
+    faq = Faq.load(settings.config_layers("faq"), credential=settings.credential)
     texts = [text] if text is not None else (line.rstrip("\n") for line in sys.stdin)
     for one in texts:
         if text is None and not one.strip():

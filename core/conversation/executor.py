@@ -24,7 +24,6 @@ from core.credentials import renewal as renewal_service
 from core.credentials import service as credential_service
 from core.credentials.compose import notice_email
 from core.messaging import outbox
-from core.messaging.contact import Contact
 from core.security import lockout, ratelimit
 from core.security.forget import forget_account
 from core.security.secrets_box import mask_email
@@ -184,7 +183,7 @@ class Executor:
         message = notice_email(
             self.ctx.catalog, "email.binding", language=op.language, first_name=student.first_name, code=code,
             minutes=self.ctx.settings.limits.chat_code_ttl_minutes, university=self.ctx.settings.university.name,
-            contact=Contact.of(self.ctx.settings),
+            contact=self.ctx.contact,
         )
         # Not the row id alone: retention deletes used codes and SQLite then hands the same id
         # out again, and an outbox key seen before is silently not queued (the code never went).

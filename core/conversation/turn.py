@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from babel.units import format_unit
-
-from core.app.catalog import Catalog
+from core.app.catalog import Catalog, days_text
 from core.conversation import ops
 from core.conversation.events import Event, Reply, ReplyButton
 from core.conversation.state import ConversationState
@@ -152,9 +150,3 @@ class Turn:
         """Wipe the conversation; the rest of this turn still answers in the student's language."""
         self.spoken = self.lang
         self.state.__init__()  # type: ignore[misc]
-
-
-def days_text(count: int, language: str) -> str:
-    """`count` days in words with the language's plural form (CLDR, through Babel): "1 dzień",
-    "2 dni", "5 dni", "22 dni", "1 day", "30 days"."""
-    return format_unit(count, "duration-day", locale=language, length="long")

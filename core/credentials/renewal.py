@@ -15,7 +15,6 @@ from core.credentials.compose import format_date, format_datetime, notice_email
 from core.credentials.lifecycle import EndReason, transition
 from core.credentials.service import new_credential, queue_activation, revoke
 from core.messaging import outbox
-from core.messaging.contact import Contact
 from core.storage import audit
 from core.storage.models import (
     Application,
@@ -163,7 +162,7 @@ def replace_credential(
         key=f"replaced:{credential.public_id}",
         channel="email", recipient=student.email, kind="replaced",
         message=notice_email(
-            ctx.catalog, "email.replaced", language=language, contact=Contact.of(ctx.settings),
+            ctx.catalog, "email.replaced", language=language, contact=ctx.contact,
             first_name=student.first_name, old_valid_until=format_date(old_end),
             valid_until=format_date(replacement.valid_until),
             deadline=format_datetime(replacement.activation_deadline) if replacement.activation_deadline else "",
@@ -207,7 +206,7 @@ def renew(
         key=f"renewed:{credential.public_id}:{credential.valid_until.isoformat()}",
         channel="email", recipient=student.email, kind="renewed",
         message=notice_email(
-            ctx.catalog, "email.renewed", language=language, contact=Contact.of(ctx.settings),
+            ctx.catalog, "email.renewed", language=language, contact=ctx.contact,
             first_name=student.first_name, valid_until=format_date(credential.valid_until),
             university=ctx.settings.university.name,
         ),

@@ -21,7 +21,6 @@ from core.credentials.compose import activation_email, notice_email
 from core.credentials.issuer import ActivationData
 from core.credentials.lifecycle import EndReason, transition
 from core.messaging import outbox
-from core.messaging.contact import Contact
 from core.security import ratelimit
 from core.storage import audit
 from core.storage.models import (
@@ -193,7 +192,7 @@ def _mail_activation(ctx: AppContext, session: Session, student: Student, creden
         data=data,
         university=ctx.settings.university.name,
         language=language,
-        contact=Contact.of(ctx.settings),
+        contact=ctx.contact,
         resent=resent,
     )
     # Only ever the register address: never one typed into a chat or an e-mail's From.
@@ -379,7 +378,7 @@ def revoke(
             channel="email", recipient=student.email, kind="revoked",
             message=notice_email(
                 ctx.catalog, _ENDED_NOTICES.get(str(reason), "email.revoked"), language=language,
-                first_name=student.first_name, contact=Contact.of(ctx.settings),
+                first_name=student.first_name, contact=ctx.contact,
                 # Each half of the bilingual mail in its own language, not the student's twice.
                 catalog_params={"reason": f"end_reason.{reason}"},
                 university=ctx.settings.university.name,

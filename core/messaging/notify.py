@@ -10,7 +10,6 @@ from sqlmodel import Session, col, select
 from core.app.context import AppContext
 from core.credentials.compose import notice_email
 from core.messaging import outbox
-from core.messaging.contact import Contact
 from core.messaging.outgoing import Button, OutgoingMessage
 from core.storage.models import ChatLink, Credential, Student
 
@@ -64,7 +63,7 @@ def queue_email(
 ) -> None:
     """A notice in both languages to the register address (never an address typed anywhere else)."""
     message = notice_email(
-        ctx.catalog, catalog_key, language=language, first_name=student.first_name, contact=Contact.of(ctx.settings),
+        ctx.catalog, catalog_key, language=language, first_name=student.first_name, contact=ctx.contact,
         university=ctx.settings.university.name, **params,
     )
     outbox.enqueue(

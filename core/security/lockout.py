@@ -23,7 +23,6 @@ from core.app.context import AppContext
 from core.app.errors import RateLimitedError
 from core.credentials.compose import format_datetime, notice_email
 from core.messaging import outbox
-from core.messaging.contact import Contact
 from core.security import ratelimit
 from core.security.secrets_box import SecretBox
 from core.storage import audit
@@ -86,7 +85,7 @@ def notify_locked(ctx: AppContext, session: Session, student: Student, until: da
     language = _language(ctx, session, student)
     message = notice_email(
         ctx.catalog, "email.identify_locked", language=language, first_name=student.first_name,
-        university=ctx.settings.university.name, until=format_datetime(until), contact=Contact.of(ctx.settings),
+        university=ctx.settings.university.name, until=format_datetime(until), contact=ctx.contact,
     )
     outbox.enqueue(session, ctx.box, key=f"lock-notice:{student.id}:{uuid.uuid4().hex}", channel="email",
                    recipient=student.email, kind="lock-notice", message=message, now=now, language=language,

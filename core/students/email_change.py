@@ -31,7 +31,6 @@ from sqlmodel import Session, col, select
 from core.credentials.compose import notice_email
 from core.credentials.lifecycle import EndReason, transition
 from core.messaging import outbox
-from core.messaging.contact import Contact
 from core.messaging.notify import email_language, email_languages
 from core.storage import audit
 from core.storage.models import BindingCode, Credential, CredentialState, OutboxMessage, OutboxStatus, Student
@@ -130,7 +129,7 @@ def _notify(ctx: AppContext, session: Session, student: Student, credential: Cre
 
     language = email_language(ctx, email_languages(session, [student.id or 0]), student.id)
     message = notice_email(ctx.catalog, NOTICE_KEY, language=language, first_name=student.first_name,
-                           university=ctx.settings.university.name, contact=Contact.of(ctx.settings))
+                           university=ctx.settings.university.name, contact=ctx.contact)
     outbox.enqueue(
         session, ctx.box, key=f"email-changed:{credential.public_id}", channel="email",
         recipient=student.email, kind="email_changed", message=message, now=now, language=language,

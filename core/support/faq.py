@@ -4,22 +4,34 @@ The answers are data; which entry a text asks about is told by `core.understandi
 same understanding the chat uses), trained from the phrasings in `config/intents.toml`. An
 entry is given only when one intent clearly wins and that intent has an answer, so an
 unclear question goes to a person.
+
+An answer that states a window the settings set says it as a placeholder, `{activation_window}` or
+`{renewal_window}` (WINDOWS), filled once at load with the setting in words and the noun form the
+number takes ("30 dni", "1 dzień", "14 days"): an installation that shortens a window is not
+contradicted by its own FAQ. The chat, the mailbox and the console's ready texts all read the
+filled answers.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.app.catalog import days_text
 from core.app.config_files import Layers, find, shipped_dir
+from core.app.settings_sections import CredentialSettings
 from core.understanding import Understanding, Understood, fold, load_understanding
 
-__all__ = ["Faq", "FaqEntry", "FaqMatch", "fold"]
+__all__ = ["WINDOWS", "Faq", "FaqEntry", "FaqMatch", "fold"]
 
 # The catalog of phrasings, beside the FAQ folder in the configuration directory.
 CATALOG_NAME = "intents.toml"
+# The placeholders an answer may use, and the setting (credential.*, in days) each one states.
+WINDOWS = {"activation_window": "activation_window_days", "renewal_window": "renewal_window_days"}
+_PLACEHOLDER = re.compile(r"\{(\w*)\}")
 
 
 @dataclass(frozen=True)
@@ -51,14 +63,31 @@ class FaqMatch:
         return self.understood.confidence
 
 
-def _entry(item: dict[str, Any]) -> FaqEntry:
+def _windows(credential: CredentialSettings, language: str) -> dict[str, str]:
+    return {name: days_text(getattr(credential, setting), language) for name, setting in WINDOWS.items()}
+
+
+def _fill(text: str, values: dict[str, str], where: str) -> str:
+    """`text` with its placeholders filled; one the FAQ does not know fails the load, so a typo
+    stops the service at start rather than reach a student as "{activation_windw}"."""
+    def value(match: re.Match[str]) -> str:
+        if match[1] not in values:
+            raise ValueError(f"{where}: unknown placeholder {match[0]}; an answer may use "
+                             + ", ".join(f"{{{name}}}" for name in values))
+        return values[match[1]]
+    return _PLACEHOLDER.sub(value, text)
+
+
+def _entry(item: dict[str, Any], values: dict[str, str], where: str) -> FaqEntry:
+    where = f"{where}: entry {item.get('id')!r}"
     by_policy = tuple(
-        (str(name), (override.get("answer") or "").strip() or None, override.get("action") or None)
+        (str(name), _fill((override.get("answer") or "").strip(), values, where) or None,
+         override.get("action") or None)
         for name, override in item.get("policy", {}).items()
     )
     return FaqEntry(
         id=item["id"],
-        answer=item["answer"].strip(),
+        answer=_fill(item["answer"].strip(), values, where),
         action=item.get("action") or None,
         personal=bool(item.get("personal", False)),
         by_policy=by_policy,
@@ -71,15 +100,20 @@ class Faq:
         self.understanding = understanding
 
     @classmethod
-    def load(cls, directory: Layers, catalog: Path | None = None) -> Faq:
+    def load(cls, directory: Layers, catalog: Path | None = None, *,
+             credential: CredentialSettings | None = None) -> Faq:
         """The answers in `directory` (the faq folder, or such folders searched in order, see
         core.app.config_files) and the understanding trained from `catalog` (default: `intents.toml`
-        beside the first of those folders that has one, else the shipped one)."""
+        beside the first of those folders that has one, else the shipped one). `credential`: the
+        settings the answers' windows state (default: the settings' defaults)."""
+        credential = credential or CredentialSettings()
         entries: dict[str, list[FaqEntry]] = {}
         for language in ("pl", "en"):
-            with find(directory, f"{language}.toml").open("rb") as handle:
+            path = find(directory, f"{language}.toml")
+            with path.open("rb") as handle:
                 data = tomllib.load(handle)
-            entries[language] = [_entry(item) for item in data.get("entry", [])]
+            values = _windows(credential, language)
+            entries[language] = [_entry(item, values, str(path)) for item in data.get("entry", [])]
         if catalog is None:
             folders = [directory] if isinstance(directory, Path) else list(directory)
             # A FAQ folder of its own (tests, a trial) without a catalog beside it: the shipped phrasings.

@@ -25,7 +25,6 @@ from core.credentials.service import (
     latest_credential,
 )
 from core.messaging import outbox
-from core.messaging.contact import Contact
 from core.messaging.outgoing import OutgoingMessage
 from core.security.redact import redact_personal
 from core.storage.models import InboundMail, OutboxMessage, Student, SupportMessage, SupportThread
@@ -287,7 +286,7 @@ class _Mailbox:
         subject = reply_subject(facts.subject.strip() or ctx.catalog.text(self.lang, "support.email_subject"),
                                 thread.id or 0)
         footer = ctx.catalog.text(self.lang, "mail.footer", university=ctx.settings.university.name, tag=tag,
-                                  **Contact.of(ctx.settings).params(ctx.catalog, self.lang))
+                                  **ctx.contact.params(ctx.catalog, self.lang))
         text = f"{ctx.catalog.text(self.lang, 'mail.greeting')}\n\n{body}\n\n{footer}"
         # The mail's digest, not its row id: retention deletes old mail and SQLite may reuse
         # the id, and an outbox key seen before is silently not queued.
@@ -387,7 +386,7 @@ def handle_inbound(ctx: AppContext, session: Session, facts: InboundFacts, *, in
         support.escalate_thread(ctx, session, thread, text=box.body_for_staff(), key="capped")
         return Outcome("processed", "daily answer cap reached: escalated", thread.id)
     thread = box.open(student, escalate=True)
-    contact = Contact.of(ctx.settings).params(ctx.catalog, box.lang)
+    contact = ctx.contact.params(ctx.catalog, box.lang)
     text = ctx.catalog.text(box.lang, "mail.escalated", tag=thread_tag(thread.id or 0), **contact)
     sent = box.answer(thread, "received", text, recipient=facts.sender, kind="mail-notice")
     return Outcome("processed", "escalated to staff", thread.id, sent)
