@@ -21,6 +21,7 @@ from tests.cli_helpers import PROJECT_ROOT, cli_environment
 from tests.servers.dovecot import free_port
 from tests.servers.smtp_relay import SmtpRelay
 from tests.support.web_desk import PASSWORD, account, escalated_thread
+from web import console_process
 from web.console_process import ConsoleProcess
 
 pytestmark = pytest.mark.process  # every test here runs `mleg` or serve as a process
@@ -98,6 +99,31 @@ async def test_the_console_s_process_wakes_the_parent_s_drainers(sqlite_ctx: App
     finally:
         await console.stop()
     assert not _alive(child)
+
+
+async def test_a_console_that_dies_is_started_again(sqlite_ctx: AppContext, monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(console_process, "RESTART_PAUSES_SECONDS", (0.2, 0.5))
+    ctx = sqlite_ctx
+    ctx.settings.web.port = port = free_port()
+    console = ConsoleProcess(ctx)
+    await console.start()
+    first = console.pid
+    assert first is not None
+    try:
+        os.kill(first, signal.SIGKILL)  # the OOM killer, say
+        deadline = time.monotonic() + WAIT
+        while console.restarts == 0:
+            assert time.monotonic() < deadline, "the console was not started again"
+            await asyncio.sleep(0.1)
+        second = console.pid
+        assert second is not None and second != first and _alive(second)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=WAIT) as client:
+            assert (await client.get("/healthz")).status_code == 200
+        assert "exit code -9" in caplog.text and "starting it again" in caplog.text
+    finally:
+        await console.stop()
+    assert not _alive(second)
 
 
 def _serve(tmp_path: Path, sqlite_url: str, smtp: SmtpRelay, port: int) -> subprocess.Popen[bytes]:

@@ -13,6 +13,10 @@ What crosses the pipe between the two:
 - parent to child: "stop". The child also stops on SIGTERM (systemd signals the whole group)
   and when the pipe breaks (the parent died); it ignores SIGINT, which a terminal's Ctrl-C
   sends to the whole group: the parent stops it in order.
+
+A child that ends on its own (a crash, the OOM killer) is started again after a pause that grows
+while it keeps failing (RESTART_PAUSES_SECONDS), so staff get their console back without an
+operator; the bot and the mailbox never stop for it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ __all__ = ["ConsoleProcess"]
 log = logging.getLogger(__name__)
 START_SECONDS = 60.0  # spawn, imports, the first connection; a bound on a loaded machine
 STOP_SECONDS = 15.0
+RESTART_PAUSES_SECONDS = (1.0, 5.0, 15.0, 60.0)
+# A child that ran this long before it ended counts as a fresh failure, not one of a series.
+STABLE_SECONDS = 300.0
 
 
 class ConsoleProcess:
@@ -46,6 +53,10 @@ class ConsoleProcess:
         self._process: asyncio.subprocess.Process | None = None
         self._conn: Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._restarting: asyncio.Task[None] | None = None
+        self._failures = 0  # ends in a row, each soon after its start
+        self._started_at = 0.0
+        self.restarts = 0
 
     @property
     def pid(self) -> int | None:
@@ -64,10 +75,11 @@ class ConsoleProcess:
         self._conn.send(self.ctx.settings)
         first = await asyncio.to_thread(self._first_message)
         if first[0] != "started":
-            await self.stop()
+            await self._end_child()
             raise RuntimeError(f"the web console did not start: {first[1]}")
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._conn.fileno(), self._on_message)
+        self._started_at = self._loop.time()
 
     def _first_message(self) -> tuple[str, ...]:
         assert self._conn is not None
@@ -86,11 +98,41 @@ class ConsoleProcess:
                 channel = self._conn.recv()
                 self.ctx.outbox_changed(str(channel))
         except (EOFError, OSError):
-            # The child went away; stop() (or the log) says the rest.
             self._loop.remove_reader(self._conn.fileno())
-            log.error("the web console's process ended (exit code %s)", self._process and self._process.returncode)
+            self._restarting = self._loop.create_task(self._restart(), name="web-console-restart")
+
+    async def _restart(self) -> None:
+        """The child ended on its own: start it again, pausing longer while it keeps failing."""
+        assert self._process is not None and self._conn is not None and self._loop is not None
+        code = await self._process.wait()
+        self._conn.close()
+        self._process = self._conn = None
+        ran = self._loop.time() - self._started_at
+        self._failures = 1 if ran >= STABLE_SECONDS else self._failures + 1
+        while True:
+            pause = RESTART_PAUSES_SECONDS[min(self._failures, len(RESTART_PAUSES_SECONDS)) - 1]
+            log.error("the web console's process ended (exit code %s); starting it again in %g s", code, pause)
+            await asyncio.sleep(pause)
+            try:
+                await self.start()
+            except Exception as exc:  # it will be tried again; the bot and the mailbox go on meanwhile
+                log.error("the web console did not start again: %s", exc)
+                self._failures += 1
+                code = None
+                continue
+            self.restarts += 1
+            log.info("the web console is back (process %s)", self.pid)
+            return
 
     async def stop(self) -> None:
+        restarting, self._restarting = self._restarting, None
+        if restarting is not None:
+            restarting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await restarting
+        await self._end_child()
+
+    async def _end_child(self) -> None:
         if self._process is None or self._conn is None:
             return
         if self._loop is not None:
