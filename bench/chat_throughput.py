@@ -340,14 +340,14 @@ def _durable_echo_bot(tmp: Path, token: str, base_url: str) -> AbstractAsyncCont
     Per update: BEGIN IMMEDIATE; INSERT the update (its id unique: a redelivered one stops here)
     and its reply; COMMIT; send; UPDATE the reply's sent_at (autocommit). On start, replies
     never recorded sent (a kill between commit and "sent") are sent first. SQLite set up as
-    the product sets it up (WAL, synchronous=NORMAL), the stdlib's sqlite3 called on the event
+    the product sets it up (WAL, synchronous=FULL), the stdlib's sqlite3 called on the event
     loop (each statement well under a millisecond), PTB's defaults as the bare echo bot's.
     """
     import sqlite3
     from contextlib import asynccontextmanager
 
     db = sqlite3.connect(tmp / "durable-echo.db", isolation_level=None, check_same_thread=False)
-    product_db._sqlite_pragmas(db, None)  # the product's own SQLite set-up: WAL, synchronous=NORMAL, ...
+    product_db._sqlite_pragmas(db, None)  # the product's own SQLite set-up: WAL, synchronous=FULL, ...
     db.executescript(DURABLE_SCHEMA)
 
     async def durable_echo(update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
