@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.sql.operators import custom_op
+from sqlmodel import Session, select
 
 from core.app.context import AppContext
 from core.conversation.status import credential_view, status_lines
@@ -32,7 +34,7 @@ from core.storage.models import InboundMail, OutboxMessage, Student, SupportMess
 from core.students.eligibility import Policy, check_eligibility
 from core.support import threads as support
 from core.support.faq import Faq
-from core.support.mail_sender import SenderCheck, check_sender
+from core.support.mail_sender import SenderCheck, address_key, check_sender
 from core.support.mail_text import addressed, question_text
 from core.support.threads import email_message_id, reply_subject, thread_tag
 
@@ -194,18 +196,51 @@ def find_thread(session: Session, facts: InboundFacts) -> SupportThread | None:
     return None
 
 
+_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _auto_answers_statement(dialect: str) -> sa.Select[tuple[int]]:
+    """The daily cap's count, built once per dialect (building it cost more than running it).
+
+    `same_sender` (core.support.threads) as two disjoint counts the index ix_outbox_recipient_key
+    (migration 0007: lower(recipient), created_at) serves: the address itself, and its `+tag`
+    variants, whose LIKE is first narrowed to the range of strings starting with `local+`.
+    The range adds no row the LIKE would refuse and drops none it takes (a match starts with
+    that prefix, byte for byte), so the count is the pattern's; it only spares the day's
+    other answers being read. PostgreSQL compares it in the "C" collation, the byte order
+    the range needs (the index is built in it too); SQLite's default is that order.
+    """
+    lowered = sa.func.lower(_OUTBOX.c.recipient, type_=sa.String)
+    channel: sa.ColumnElement[str] = _OUTBOX.c.channel
+    if dialect == "postgresql":
+        lowered = lowered.collate("C")
+    else:
+        # SQLite (no statistics) would take ix_outbox_channel_created for `channel = ?` and read
+        # the whole day again; its unary `+` (a no-op on the value) leaves that index out.
+        channel = UnaryExpression(channel, operator=custom_op("+"), type_=sa.String)
+    day = (channel == CHANNEL, _OUTBOX.c.kind.in_(AUTO_ANSWER_KINDS),
+           _OUTBOX.c.created_at >= sa.bindparam("since"))
+    itself = sa.select(sa.func.count()).where(lowered == sa.bindparam("key"), *day)
+    tagged = sa.select(sa.func.count()).where(
+        lowered >= sa.bindparam("low"), lowered < sa.bindparam("high"),
+        lowered.like(sa.bindparam("pattern"), escape="\\"), *day)
+    return sa.select(itself.scalar_subquery() + tagged.scalar_subquery())
+
+
 def _auto_answers_today(session: Session, sender: str, ctx: AppContext) -> int:
     """Automatic answers to this address in 24 hours, counting its `+tag` and upper-case
     variants as the same mailbox: `victim+1@`, `victim+2@`, ... must not each get their three."""
-    since = ctx.clock.now() - timedelta(days=1)
-    return int(session.exec(
-        select(sa.func.count()).select_from(OutboxMessage).where(
-            OutboxMessage.channel == CHANNEL,
-            col(OutboxMessage.kind).in_(AUTO_ANSWER_KINDS),
-            support.same_sender(col(OutboxMessage.recipient), sender),
-            col(OutboxMessage.created_at) >= since,
-        )
-    ).one())
+    key = address_key(sender)
+    local, _, domain = key.rpartition("@")
+    # On the session's connection: no flush is needed (answers are queued by plain INSERTs,
+    # core.messaging.outbox.enqueue_once), and a flush was most of what this cost.
+    connection = session.connection()
+    return int(connection.execute(_auto_answers_statement(connection.dialect.name), {
+        "since": ctx.clock.now() - timedelta(days=1), "key": key,
+        "low": f"{local}+", "high": f"{local},",  # "," follows "+": every string that starts with `local+`
+        "pattern": f"{support.like_escape(local)}+%@{support.like_escape(domain)}",
+    }).scalar_one())
 
 
 def _question_text(facts: InboundFacts) -> str:
@@ -293,7 +328,7 @@ class _Mailbox:
         # the id, and an outbox key seen before is silently not queued.
         outbox_key = f"mail-{key}:{self.digest}"
         message_id = email_message_id(ctx.box, outbox_key, ctx.settings.university.message_id_domain)
-        outbox.enqueue(
+        outbox.enqueue_once(
             self.session, ctx.box, key=outbox_key, channel=CHANNEL, recipient=recipient, kind=kind,
             message=OutgoingMessage(
                 text=text, subject=subject, auto_submitted="auto-replied", in_reply_to=facts.message_id,

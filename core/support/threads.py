@@ -43,6 +43,7 @@ __all__ = [
     "email_message_id",
     "escalate_thread",
     "get_thread",
+    "like_escape",
     "list_threads",
     "open_thread",
     "reply_subject",
@@ -123,7 +124,8 @@ def _staff_room_configured(ctx: AppContext) -> bool:
     return ctx.settings.telegram.staff_chat_id is not None and bool(ctx.settings.telegram.token)
 
 
-def _like_escape(text: str) -> str:
+def like_escape(text: str) -> str:
+    """`text` as a LIKE pattern's literal part, with `\\` as the escape character."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
@@ -133,7 +135,7 @@ def same_sender(column: Any, address: str) -> sa.ColumnElement[bool]:
     local, _, domain = key.rpartition("@")
     lowered = sa.func.lower(column)
     return sa.or_(lowered == key,
-                  lowered.like(f"{_like_escape(local)}+%@{_like_escape(domain)}", escape="\\"))
+                  lowered.like(f"{like_escape(local)}+%@{like_escape(domain)}", escape="\\"))
 
 
 def _escalations_today(session: Session, now: datetime, *conditions: sa.ColumnElement[bool]) -> int:
@@ -167,7 +169,7 @@ def _escalation_cap(ctx: AppContext, session: Session, thread: SupportThread, no
     if not limits.escalations_per_domain_per_day or (own and thread.sender_verified):
         return None
     conditions: list[sa.ColumnElement[bool]] = [
-        sa.func.lower(col(SupportThread.account_id)).like(f"%@{_like_escape(domain)}", escape="\\")]
+        sa.func.lower(col(SupportThread.account_id)).like(f"%@{like_escape(domain)}", escape="\\")]
     if own:
         conditions.append(sa.or_(col(SupportThread.sender_verified).is_(None),
                                  col(SupportThread.sender_verified).is_(False)))
