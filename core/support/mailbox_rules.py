@@ -275,16 +275,18 @@ class _Mailbox:
     """One e-mail's handling: the facts, the context, and the helpers that answer it."""
 
     def __init__(self, ctx: AppContext, session: Session, facts: InboundFacts, inbound_id: int,
-                 sender: SenderCheck, faq: Faq) -> None:
+                 sender: SenderCheck, faq: Faq, digest: str | None = None) -> None:
         self.ctx = ctx
         self.session = session
         self.facts = facts
         self.sender = sender
         self.inbound_id = inbound_id
-        inbound = session.get(InboundMail, inbound_id)  # in the session already: no query
-        if inbound is None:
-            raise ValueError(f"inbound mail {inbound_id} is not stored")
-        self.digest = inbound.digest
+        if digest is None:
+            inbound = session.get(InboundMail, inbound_id)
+            if inbound is None:
+                raise ValueError(f"inbound mail {inbound_id} is not stored")
+            digest = inbound.digest
+        self.digest = digest
         # Worked out once: it decides both the answer's language and the FAQ match.
         self.question = _question_text(facts)
         self.lang = faq.language(self.question, ctx.settings.default_language)
@@ -357,8 +359,10 @@ class _Mailbox:
 
 
 def handle_inbound(ctx: AppContext, session: Session, facts: InboundFacts, *, inbound_id: int,
-                   faq: Faq) -> Outcome:
-    """Decide and record what one stored e-mail gets; the caller commits."""
+                   faq: Faq, digest: str | None = None) -> Outcome:
+    """Decide and record what one stored e-mail gets; the caller commits.
+
+    `digest`: the stored mail's (InboundMail.digest), when the caller has it; else it is read."""
     own = {ctx.settings.smtp.sender.lower(), ctx.settings.university.help_desk_email.lower()}
     if ctx.settings.imap.username and "@" in ctx.settings.imap.username:
         own.add(ctx.settings.imap.username.lower())
@@ -372,7 +376,7 @@ def handle_inbound(ctx: AppContext, session: Session, facts: InboundFacts, *, in
     reason = automatic_reason(facts, own)
     if reason is not None:
         return Outcome("ignored", reason, thread.id if thread else None)
-    box = _Mailbox(ctx, session, facts, inbound_id, sender, faq)
+    box = _Mailbox(ctx, session, facts, inbound_id, sender, faq, digest)
     if thread is not None:
         # A reply to our answer or to staff: a person reads it; no automatic answer to a follow-up.
         support.add_message(ctx, session, thread, text=box.body_for_staff(), author=facts.sender,
