@@ -104,12 +104,17 @@ def _read(raw: bytes, size: int | None, oversize: bool) -> InboundFacts:
 
 # --- the worker process ---------------------------------------------------------------------------
 
-def _load_stored(engines: dict[str, Any], mail: StoredMail) -> bytes:
-    from sqlmodel import Session, select
+_DIGEST: Any = None  # the worker's statement for a stored mail's digest, built once
 
+
+def _load_stored(engines: dict[str, Any], mail: StoredMail) -> bytes:
+    global _DIGEST
+    import sqlalchemy as sa
+
+    from core.storage.blobs import read_blob
     from core.storage.db import make_engine
     from core.storage.models import InboundMail
-    from mail.stored import stored_raw
+    from mail.stored import RAW
 
     engine = engines.get(mail.database_url)
     if engine is None:
@@ -117,12 +122,16 @@ def _load_stored(engines: dict[str, Any], mail: StoredMail) -> bytes:
             old.dispose()
         engines.clear()
         engine = engines[mail.database_url] = make_engine(mail.database_url)
-    # Closed at once: an open SQLite read would keep the batch's WAL checkpoint from resetting the WAL.
-    with Session(engine) as session:
-        digest = session.exec(select(InboundMail.digest).where(InboundMail.id == mail.inbound_id)).first()
+    if _DIGEST is None:
+        table = InboundMail.__table__  # type: ignore[attr-defined]
+        _DIGEST = sa.select(table.c.digest).where(table.c.id == sa.bindparam("inbound_id"))
+    # A connection, not an ORM session (nothing here is an object), closed at once: an open
+    # SQLite read would keep the batch's WAL checkpoint from resetting the WAL.
+    with engine.connect() as connection:
+        digest = connection.execute(_DIGEST, {"inbound_id": mail.inbound_id}).scalar()
         if digest != mail.digest:
             raise LookupError(f"stored mail {mail.inbound_id} is not the one asked for (deleted or replaced)")
-        return stored_raw(session, mail.inbound_id) or b""
+        return read_blob(connection, RAW, mail.inbound_id) or b""
 
 
 def _serve(connection: Connection) -> None:
