@@ -45,6 +45,7 @@ import atexit
 import itertools
 import logging
 import multiprocessing
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -166,11 +167,29 @@ def _serve(connection: Connection) -> None:
 
 # --- the serving process's side -------------------------------------------------------------------
 
+def _context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a fork server that has imported this module (and the main module) once.
+
+    Spawning each worker afresh made it import SQLAlchemy, the models and everything the
+    program's main module imports: about a second of CPU per worker, once per
+    MAX_MAILS_PER_WORKER mails, while the serving process waited for it (half the reader's
+    CPU per mail, measured by bench.mail_throughput). The fork server is itself a fresh
+    interpreter that runs no threads, so a worker is still never a fork of a process that
+    runs threads; it lives as long as the serving process.
+    """
+    context = multiprocessing.get_context("forkserver")
+    main = sys.modules.get("__main__")
+    # `python -m x`: the main module by name (a child would otherwise import it again itself).
+    main_name = getattr(getattr(main, "__spec__", None), "name", None)
+    context.set_forkserver_preload(["__main__", __name__, *([main_name] if main_name else [])])
+    return context
+
+
 class _Worker:
     """One worker process and the parent's end of its pipe; at most one mail in flight."""
 
     def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
+        context = _context()
         self.connection, child = context.Pipe()
         self.process: BaseProcess = context.Process(target=_serve, args=(child,), name="mleg-mail-reader",
                                                     daemon=True)
