@@ -3,9 +3,9 @@
 Parsing a mail and reading its text is pure Python, and pure Python holds the interpreter
 lock: a mail that made any step slow (the stdlib's MIME and header parsers are not ours to
 make linear) would freeze the bot, the outbox senders and the jobs with it, and a thread
-cannot be stopped. So every mail is read in one worker process (started with `spawn`: never
-a fork of a process that runs threads) while the caller waits for the facts with the GIL
-released. Past `imap.parse_timeout_seconds` of the worker's own time on that mail (its
+cannot be stopped. So every mail is read in one worker process (forked from a fork server,
+a fresh interpreter that runs no threads: never a fork of the serving process, which runs
+threads) while the caller waits for the facts with the GIL released. Past `imap.parse_timeout_seconds` of the worker's own time on that mail (its
 start-up is not counted) the worker is killed and replaced, and the caller gets
 `MailUnreadable` with the reason; a worker that dies (out of memory, a crash) gives the
 same. mail/inbound.py quarantines a mail that gave MailUnreadable, with the reason, once:
