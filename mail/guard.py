@@ -5,8 +5,9 @@ lock: a mail that made any step slow (the stdlib's MIME and header parsers are n
 make linear) would freeze the bot, the outbox senders and the jobs with it, and a thread
 cannot be stopped. So every mail is read in one worker process (forked from a fork server,
 a fresh interpreter that runs no threads: never a fork of the serving process, which runs
-threads) while the caller waits for the facts with the GIL released. Past `imap.parse_timeout_seconds` of the worker's own time on that mail (its
-start-up is not counted) the worker is killed and replaced, and the caller gets
+threads) while the caller waits for the facts with the GIL released. Past
+`imap.parse_timeout_seconds` of the worker's own time on that mail (its start-up is not
+counted) the worker is killed and replaced, and the caller gets
 `MailUnreadable` with the reason; a worker that dies (out of memory, a crash) gives the
 same. mail/inbound.py quarantines a mail that gave MailUnreadable, with the reason, once:
 it is not retried, so a restart does not meet it again.
@@ -179,9 +180,14 @@ def _context() -> multiprocessing.context.BaseContext:
     """
     context = multiprocessing.get_context("forkserver")
     main = sys.modules.get("__main__")
-    # `python -m x`: the main module by name (a child would otherwise import it again itself).
+    # `python -m x`: the main module by name (a child would otherwise import it again itself),
+    # except a package's __main__ (`python -m core.cli`), which runs the program when imported
+    # and which multiprocessing's children never import either.
     main_name = getattr(getattr(main, "__spec__", None), "name", None)
-    context.set_forkserver_preload(["__main__", __name__, *([main_name] if main_name else [])])
+    preload = ["__main__", __name__]
+    if main_name and main_name != "__main__" and not main_name.endswith(".__main__"):
+        preload.append(main_name)
+    context.set_forkserver_preload(preload)
     return context
 
 
