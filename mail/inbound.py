@@ -137,6 +137,9 @@ class Fetched:
     size: int
 
 
+_INSERT_INBOUND = sa.insert(InboundMail.__table__).returning(InboundMail.__table__.c.id)  # type: ignore[attr-defined]
+
+
 def store_fetched(ctx: AppContext, *, mailbox: str, uidvalidity: int, fetched: list[Fetched]) -> list[StoreResult]:
     """Store the messages of one FETCH and advance the mailbox's last UID, in one commit.
 
@@ -164,13 +167,12 @@ def store_fetched(ctx: AppContext, *, mailbox: str, uidvalidity: int, fetched: l
                     results.append(StoreResult(None, True))
                     continue
                 seen.add(digest)
-                row = InboundMail(mailbox=mailbox, uidvalidity=uidvalidity, uid=item.uid, message_id=message_id,
-                                  digest=digest, size=item.size, status="new", received_at=now)
-                session.add(row)
-                session.flush()
-                assert row.id is not None
-                insert_blob(session, RAW, row.id, item.raw)
-                results.append(StoreResult(row.id, False))
+                # A plain INSERT, not an ORM object and a flush per mail (a tenth of storing one).
+                inbound_id = session.connection().execute(_INSERT_INBOUND, {
+                    "mailbox": mailbox, "uidvalidity": uidvalidity, "uid": item.uid, "message_id": message_id,
+                    "digest": digest, "size": item.size, "status": "new", "received_at": now}).scalar_one()
+                insert_blob(session, RAW, inbound_id, item.raw)
+                results.append(StoreResult(inbound_id, False))
             session.commit()
         except IntegrityError:
             session.rollback()

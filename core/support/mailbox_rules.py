@@ -358,6 +358,10 @@ class _Mailbox:
         return f"{redact_personal(facts.sender_name)} <{facts.sender}>" if facts.sender_name else facts.sender
 
 
+# Built once: building the statement per mail cost as much as running it.
+_STUDENT_BY_EMAIL = select(Student).where(Student.email == sa.bindparam("email"))
+
+
 def handle_inbound(ctx: AppContext, session: Session, facts: InboundFacts, *, inbound_id: int,
                    faq: Faq, digest: str | None = None) -> Outcome:
     """Decide and record what one stored e-mail gets; the caller commits.
@@ -389,10 +393,8 @@ def handle_inbound(ctx: AppContext, session: Session, facts: InboundFacts, *, in
     elif referred is not None:
         # Someone else's thread: a new one for this sender, and staff told where it came from.
         box.notes.append(f"[a reply to a message in ticket {referred.id}, which belongs to another address]")
-    student = session.exec(
-        # The register stores addresses in lower case, so the plain index serves this lookup.
-        select(Student).where(Student.email == facts.sender)
-    ).first()
+    # The register stores addresses in lower case, so the plain index serves this lookup.
+    student = session.execute(_STUDENT_BY_EMAIL, {"email": facts.sender}).scalars().first()
     if facts.oversize:
         thread = box.open(student, escalate=True)
         limit_mb = ctx.settings.imap.max_message_bytes // (1024 * 1024)
