@@ -17,7 +17,10 @@ delivered into it over LMTP. Then, in the same run, on the same mailbox:
   threaded, answered (outbox rows) and committed.
 
 It prints mails/s of each, the ratio product/durable reader (target: at least 0.5) and,
-beside it, product/raw fetch. No timed asserts: the figures are for the README.
+beside it, product/raw fetch. It also prints CPU milliseconds per mail (time.process_time of
+this process, and for the product the CPU of the mail-reading worker process, mail/guard.py,
+apart): on a shared machine that figure moves less than mails/s. No timed asserts: the
+figures are for the README.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argparse
 import asyncio
 import os
 import re
+import resource
 import smtplib
 import tempfile
 import time
@@ -37,6 +41,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import format_datetime
+from multiprocessing import forkserver
 from pathlib import Path
 
 import aioimaplib
@@ -54,6 +59,7 @@ from core.students.demo_register import make_pesel
 from core.students.pesel import mask_pesel
 from mail import frontend as frontend_module
 from mail.frontend import MailFrontend
+from mail.guard import stop_worker
 
 __all__ = ["REGISTER_DOMAIN", "add_register", "deliver_many", "main", "support_mail"]
 
@@ -196,9 +202,11 @@ _UID = re.compile(rb"\bUID (\d+)")
 MINIMAL_TABLE = "bench_minimal_mail"
 
 
-async def baseline_durable(host: str, port: int, user: str, password: str, batch: int, url: str) -> tuple[int, float]:
+async def baseline_durable(host: str, port: int, user: str, password: str, batch: int,
+                           url: str) -> tuple[int, float, float]:
     """The durable minimal reader: FETCH, parse with the stdlib, one INSERT per mail, a commit per
-    FETCH batch (a crash loses at most the uncommitted batch, which is fetched again); (mails, seconds)."""
+    FETCH batch (a crash loses at most the uncommitted batch, which is fetched again);
+    (mails, seconds, CPU seconds of this process)."""
     engine = make_engine(url)  # the product's engine set-up (SQLite: WAL, synchronous=NORMAL)
     with engine.begin() as connection:
         connection.exec_driver_sql(f"DROP TABLE IF EXISTS {MINIMAL_TABLE}")
@@ -208,7 +216,7 @@ async def baseline_durable(host: str, port: int, user: str, password: str, batch
     insert = sa.text(f"INSERT INTO {MINIMAL_TABLE} (uid, message_id, sender, subject, raw) "
                      "VALUES (:uid, :message_id, :sender, :subject, :raw)")
     parser = BytesParser(policy=policy.default)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     imap, uids = await _open_inbox(host, port, user, password)
     count = 0
     for start in range(0, len(uids), batch):
@@ -233,21 +241,41 @@ async def baseline_durable(host: str, port: int, user: str, password: str, batch
                     count += 1
                     uid, raw = None, None
     await imap.logout()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     with engine.begin() as connection:
         stored = connection.exec_driver_sql(f"SELECT count(*), count(DISTINCT uid) FROM {MINIMAL_TABLE}").one()
         connection.exec_driver_sql(f"DROP TABLE {MINIMAL_TABLE}")
     engine.dispose()
     if tuple(stored) != (len(uids), len(uids)):
         raise RuntimeError(f"the durable minimal reader stored {tuple(stored)} of {len(uids)} mails")
-    return count, elapsed
+    return count, elapsed, cpu
 
 
-async def product(ctx: AppContext, total: int) -> tuple[int, float]:
-    """process_once() cycles until every stored mail is done; (cycles, seconds)."""
+def _children_cpu() -> float:
+    """CPU seconds of the mail-reading workers (mail/guard.py) so far, once the last one is stopped:
+    this process's ended children, and the fork server's own time and its ended children's
+    (the workers are forked from it; it waits for them, so their time shows in its cutime)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = usage.ru_utime + usage.ru_stime
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid is not None:
+        time.sleep(0.2)  # the fork server waits for a stopped worker on SIGCHLD, a moment later
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return total
+        # utime, stime, cutime, cstime: fields 14-17 of proc(5), counted from the state (field 3).
+        total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def product(ctx: AppContext, total: int) -> tuple[int, float, float, float]:
+    """process_once() cycles until every stored mail is done; (cycles, seconds, CPU seconds of this
+    process, CPU seconds of the mail-reading worker process)."""
     reader = MailFrontend(ctx)
     ctx.faq  # noqa: B018  # trained at start-up (as `mleg serve` does), not counted in the mails' time
-    started = time.perf_counter()
+    stop_worker()  # so the worker's CPU counted below is this run's alone
+    started, cpu_started, children_started = time.perf_counter(), time.process_time(), _children_cpu()
     cycles = 0
     while True:
         await reader.process_once()
@@ -257,7 +285,9 @@ async def product(ctx: AppContext, total: int) -> tuple[int, float]:
             waiting = session.exec(select(sa.func.count()).select_from(InboundMail)
                                    .where(InboundMail.status == "new")).one()
         if stored >= total and waiting == 0:
-            return cycles, time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            stop_worker()  # waited for, its CPU shows in RUSAGE_CHILDREN
+            return cycles, elapsed, cpu, _children_cpu() - children_started
         if cycles > total:
             raise RuntimeError(f"not done after {cycles} cycles: {stored} stored, {waiting} new")
 
@@ -274,7 +304,7 @@ def run(kind: str, mails: int, students: int) -> None:
         batch = frontend_module.FETCH_BATCH
         fetched, base_s = asyncio.run(baseline_fetch(dovecot.host, dovecot.imap_port, support,
                                                      dovecot.password, batch))
-        durable_n, durable_s = asyncio.run(baseline_durable(dovecot.host, dovecot.imap_port, support,
+        durable_n, durable_s, durable_cpu = asyncio.run(baseline_durable(dovecot.host, dovecot.imap_port, support,
                                                             dovecot.password, batch, url))
         settings = load_settings(
             mode="production", secret_key=SECRET, var_dir=Path(tmp) / "var", database_url=url,
@@ -286,7 +316,7 @@ def run(kind: str, mails: int, students: int) -> None:
         engine = make_engine(url)
         ctx = AppContext(settings=settings, engine=engine, clock=FixedClock(NOW))
         add_register(engine, ctx, students)
-        cycles, product_s = asyncio.run(product(ctx, mails))
+        cycles, product_s, product_cpu, worker_cpu = asyncio.run(product(ctx, mails))
         with Session(engine) as session:
             statuses = session.exec(select(InboundMail.status, sa.func.count()).group_by(InboundMail.status)).all()
             answers = session.exec(select(sa.func.count()).select_from(OutboxMessage)
@@ -300,6 +330,9 @@ def run(kind: str, mails: int, students: int) -> None:
           f"{durable_s:7.2f} s  {durable_rate:8.1f} mails/s")
     print(f"  product: MailFrontend.process_once() x {cycles:<3d}          {mails:6d} mails "
           f"{product_s:7.2f} s  {product_rate:8.1f} mails/s")
+    print(f"  CPU per mail: durable minimal reader {durable_cpu / durable_n * 1000:.2f} ms; product "
+          f"{product_cpu / mails * 1000:.2f} ms in the serving process + {worker_cpu / mails * 1000:.2f} ms "
+          f"in the mail-reading worker")
     print(f"  ratio product/durable reader {product_rate / durable_rate:.3f} "
           + verdict(f"P2 mail ({kind}): product / durable minimal reader", product_rate / durable_rate, ">=", 0.5))
     print(f"  ratio product/raw fetch      {product_rate / base_rate:.3f} (no target: the raw fetch parses and "

@@ -3,10 +3,11 @@
 Parsing a mail and reading its text is pure Python, and pure Python holds the interpreter
 lock: a mail that made any step slow (the stdlib's MIME and header parsers are not ours to
 make linear) would freeze the bot, the outbox senders and the jobs with it, and a thread
-cannot be stopped. So every mail is read in one worker process (started with `spawn`: never
-a fork of a process that runs threads) while the caller waits for the facts with the GIL
-released. Past `imap.parse_timeout_seconds` of the worker's own time on that mail (its
-start-up is not counted) the worker is killed and replaced, and the caller gets
+cannot be stopped. So every mail is read in one worker process (forked from a fork server,
+a fresh interpreter that runs no threads: never a fork of the serving process, which runs
+threads) while the caller waits for the facts with the GIL released. Past
+`imap.parse_timeout_seconds` of the worker's own time on that mail (its start-up is not
+counted) the worker is killed and replaced, and the caller gets
 `MailUnreadable` with the reason; a worker that dies (out of memory, a crash) gives the
 same. mail/inbound.py quarantines a mail that gave MailUnreadable, with the reason, once:
 it is not retried, so a restart does not meet it again.
@@ -45,6 +46,7 @@ import atexit
 import itertools
 import logging
 import multiprocessing
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -104,12 +106,17 @@ def _read(raw: bytes, size: int | None, oversize: bool) -> InboundFacts:
 
 # --- the worker process ---------------------------------------------------------------------------
 
-def _load_stored(engines: dict[str, Any], mail: StoredMail) -> bytes:
-    from sqlmodel import Session, select
+_DIGEST: Any = None  # the worker's statement for a stored mail's digest, built once
 
+
+def _load_stored(engines: dict[str, Any], mail: StoredMail) -> bytes:
+    global _DIGEST
+    import sqlalchemy as sa
+
+    from core.storage.blobs import read_blob
     from core.storage.db import make_engine
     from core.storage.models import InboundMail
-    from mail.stored import stored_raw
+    from mail.stored import RAW
 
     engine = engines.get(mail.database_url)
     if engine is None:
@@ -117,12 +124,16 @@ def _load_stored(engines: dict[str, Any], mail: StoredMail) -> bytes:
             old.dispose()
         engines.clear()
         engine = engines[mail.database_url] = make_engine(mail.database_url)
-    # Closed at once: an open SQLite read would keep the batch's WAL checkpoint from resetting the WAL.
-    with Session(engine) as session:
-        digest = session.exec(select(InboundMail.digest).where(InboundMail.id == mail.inbound_id)).first()
+    if _DIGEST is None:
+        table = InboundMail.__table__  # type: ignore[attr-defined]
+        _DIGEST = sa.select(table.c.digest).where(table.c.id == sa.bindparam("inbound_id"))
+    # A connection, not an ORM session (nothing here is an object), closed at once: an open
+    # SQLite read would keep the batch's WAL checkpoint from resetting the WAL.
+    with engine.connect() as connection:
+        digest = connection.execute(_DIGEST, {"inbound_id": mail.inbound_id}).scalar()
         if digest != mail.digest:
             raise LookupError(f"stored mail {mail.inbound_id} is not the one asked for (deleted or replaced)")
-        return stored_raw(session, mail.inbound_id) or b""
+        return read_blob(connection, RAW, mail.inbound_id) or b""
 
 
 def _serve(connection: Connection) -> None:
@@ -157,11 +168,34 @@ def _serve(connection: Connection) -> None:
 
 # --- the serving process's side -------------------------------------------------------------------
 
+def _context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a fork server that has imported this module (and the main module) once.
+
+    Spawning each worker afresh made it import SQLAlchemy, the models and everything the
+    program's main module imports: about a second of CPU per worker, once per
+    MAX_MAILS_PER_WORKER mails, while the serving process waited for it (half the reader's
+    CPU per mail, measured by bench.mail_throughput). The fork server is itself a fresh
+    interpreter that runs no threads, so a worker is still never a fork of a process that
+    runs threads; it lives as long as the serving process.
+    """
+    context = multiprocessing.get_context("forkserver")
+    main = sys.modules.get("__main__")
+    # `python -m x`: the main module by name (a child would otherwise import it again itself),
+    # except a package's __main__ (`python -m core.cli`), which runs the program when imported
+    # and which multiprocessing's children never import either.
+    main_name = getattr(getattr(main, "__spec__", None), "name", None)
+    preload = ["__main__", __name__]
+    if main_name and main_name != "__main__" and not main_name.endswith(".__main__"):
+        preload.append(main_name)
+    context.set_forkserver_preload(preload)
+    return context
+
+
 class _Worker:
     """One worker process and the parent's end of its pipe; at most one mail in flight."""
 
     def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
+        context = _context()
         self.connection, child = context.Pipe()
         self.process: BaseProcess = context.Process(target=_serve, args=(child,), name="mleg-mail-reader",
                                                     daemon=True)

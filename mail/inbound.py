@@ -19,6 +19,7 @@ that forgot a raw mail ends with one WAL checkpoint (core.storage.db.checkpoint_
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import weakref
@@ -136,6 +137,9 @@ class Fetched:
     size: int
 
 
+_INSERT_INBOUND = sa.insert(InboundMail.__table__).returning(InboundMail.__table__.c.id)  # type: ignore[attr-defined]
+
+
 def store_fetched(ctx: AppContext, *, mailbox: str, uidvalidity: int, fetched: list[Fetched]) -> list[StoreResult]:
     """Store the messages of one FETCH and advance the mailbox's last UID, in one commit.
 
@@ -163,13 +167,12 @@ def store_fetched(ctx: AppContext, *, mailbox: str, uidvalidity: int, fetched: l
                     results.append(StoreResult(None, True))
                     continue
                 seen.add(digest)
-                row = InboundMail(mailbox=mailbox, uidvalidity=uidvalidity, uid=item.uid, message_id=message_id,
-                                  digest=digest, size=item.size, status="new", received_at=now)
-                session.add(row)
-                session.flush()
-                assert row.id is not None
-                insert_blob(session, RAW, row.id, item.raw)
-                results.append(StoreResult(row.id, False))
+                # A plain INSERT, not an ORM object and a flush per mail (a tenth of storing one).
+                inbound_id = session.connection().execute(_INSERT_INBOUND, {
+                    "mailbox": mailbox, "uidvalidity": uidvalidity, "uid": item.uid, "message_id": message_id,
+                    "digest": digest, "size": item.size, "status": "new", "received_at": now}).scalar_one()
+                insert_blob(session, RAW, inbound_id, item.raw)
+                results.append(StoreResult(inbound_id, False))
             session.commit()
         except IntegrityError:
             session.rollback()
@@ -180,9 +183,13 @@ def store_fetched(ctx: AppContext, *, mailbox: str, uidvalidity: int, fetched: l
                       size=item.size) for item in fetched]
 
 
+# The statements each mail runs, built once: building one cost more than running it on SQLite.
+_DELETE_RAW = sa.delete(RAW_TABLE).where(RAW_TABLE.c.inbound_id == sa.bindparam("inbound_id"))
+
+
 def _forget_raw(session: Session, inbound_id: int) -> None:
     """Delete the raw mail; on SQLite its freed pages are overwritten (secure_delete, core.storage.db)."""
-    session.execute(sa.delete(RAW_TABLE).where(RAW_TABLE.c.inbound_id == inbound_id))
+    session.execute(_DELETE_RAW, {"inbound_id": inbound_id})
 
 
 def _clear_wal(engine: Engine) -> None:
@@ -197,11 +204,16 @@ def _clear_wal(engine: Engine) -> None:
 _INBOUND = InboundMail.__table__  # type: ignore[attr-defined]
 
 
+@functools.cache
+def _finish_statement(columns: tuple[str, ...]) -> sa.Update:
+    return (sa.update(_INBOUND).where(_INBOUND.c.id == sa.bindparam("inbound_id"), _INBOUND.c.status == "new")
+            .values({name: sa.bindparam(f"set_{name}") for name in columns}))
+
+
 def _finish(session: Session, inbound_id: int, **values: object) -> bool:
     """Move a mail out of `new`; False when it is not `new` any more (another server did it)."""
-    result = session.execute(
-        sa.update(_INBOUND).where(_INBOUND.c.id == inbound_id, _INBOUND.c.status == "new").values(**values)
-    )
+    result = session.execute(_finish_statement(tuple(sorted(values))),
+                             {"inbound_id": inbound_id, **{f"set_{k}": v for k, v in values.items()}})
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
@@ -214,18 +226,30 @@ def _quarantine(ctx: AppContext, inbound_id: int, error: str) -> bool:
     return done
 
 
-def _claim(session: Session, inbound_id: int) -> InboundMail | None:
+@dataclass(frozen=True)
+class _Claimed:
+    uid: int
+    digest: str
+    size: int
+
+
+_CLAIM = (sa.select(_INBOUND.c.uid, _INBOUND.c.digest, _INBOUND.c.size)
+          .where(_INBOUND.c.id == sa.bindparam("inbound_id"), _INBOUND.c.status == "new"))
+_CLAIM_LOCKED = _CLAIM.with_for_update(skip_locked=True)
+
+
+def _claim(session: Session, inbound_id: int) -> _Claimed | None:
     """The mail if it is still `new` and no other server is processing it; locked until the commit.
 
     PostgreSQL: the row lock is held by this processing transaction, and SKIP LOCKED passes
     over a mail another server holds instead of waiting to do it again. SQLite is one writer
     (one process by design): the status check suffices there, and the conditional UPDATE at
-    the end (`_finish`) still refuses a mail another process recorded meanwhile.
+    the end (`_finish`) still refuses a mail another process recorded meanwhile. The columns
+    the processing needs, not an ORM row: loading one was a tenth of the time per mail.
     """
-    query = select(InboundMail).where(InboundMail.id == inbound_id, InboundMail.status == "new")
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return session.exec(query).first()
+    query = _CLAIM_LOCKED if session.get_bind().dialect.name == "postgresql" else _CLAIM
+    row = session.execute(query, {"inbound_id": inbound_id}).first()
+    return None if row is None else _Claimed(row.uid, row.digest, row.size)
 
 
 def _stored_mail(ctx: AppContext, inbound_id: int, digest: str, size: int, max_bytes: int) -> StoredMail:
@@ -251,7 +275,7 @@ def _process_one(ctx: AppContext, faq: Faq, inbound_id: int, max_bytes: int,
         facts = read_stored(_stored_mail(ctx, inbound_id, row.digest, row.size, max_bytes),
                             timeout=ctx.settings.imap.parse_timeout_seconds, then=then,
                             load=lambda: stored_raw(session, inbound_id) or b"")
-        outcome = handle_inbound(ctx, session, facts, inbound_id=inbound_id, faq=faq)
+        outcome = handle_inbound(ctx, session, facts, inbound_id=inbound_id, faq=faq, digest=row.digest)
         # In the same commit: a crash before it leaves the mail `new` with its raw, to do again.
         if not _finish(session, inbound_id, status=outcome.status, error=outcome.reason[:2000],
                        thread_id=outcome.thread_id, processed_at=ctx.clock.now()):

@@ -11,13 +11,23 @@ import json
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from pydantic import SecretStr
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
 from core.app.context import AppContext
+from core.messaging import outbox
+from core.messaging.outgoing import OutgoingMessage
 from core.storage.models import OutboxMessage, SupportThread
-from core.support.mailbox_rules import InboundFacts, Outcome
+from core.support.mailbox_rules import (
+    AUTO_ANSWER_KINDS,
+    InboundFacts,
+    Outcome,
+    _auto_answers_statement,
+    _auto_answers_today,
+)
+from core.support.threads import same_sender
 from tests.cli_helpers import invoke
 from tests.support.mail_rules import handle
 
@@ -122,3 +132,39 @@ def test_auto_answer_cap_counts_plus_tag_variants_as_one_address(desk: AppContex
         _mail(desk, f"Victim+{n}@example.org", 40 + n, text="Nie dostałem maila z kodem aktywacyjnym.")
     answered = _auto_answers(desk)
     assert len(answered) == limit, answered
+
+
+_ADDRESSES = ["jan@x.pl", "JAN+1@x.pl", "jan+@x.pl", "Jan+a+b@X.PL", "jan.k@x.pl", "jano+1@x.pl", "jan+1@y.pl",
+              "jan,1@x.pl", "ja_n+1@x.pl", "jaxn+1@x.pl", "ja%n+2@x.pl", "łukasz+1@x.pl", "Łukasz@x.pl", "x@jan.pl"]
+
+
+def test_auto_answer_cap_counts_what_the_address_pattern_matches(desk: AppContext) -> None:
+    """The cap's count (narrowed to an index range) is exactly the `same_sender` pattern's count."""
+    now = desk.clock.now()
+    with Session(desk.engine) as session:
+        for n, address in enumerate(_ADDRESSES):
+            for kind in ("mail-answer", "mail-notice", "activation"):  # activation mail is not counted
+                outbox.enqueue_once(session, desk.box, key=f"cap-{n}-{kind}", channel="email", recipient=address,
+                                    kind=kind, message=OutgoingMessage(text="x"), now=now)
+        outbox.enqueue_once(session, desk.box, key="cap-old", channel="email", recipient="jan@x.pl",
+                            kind="mail-answer", message=OutgoingMessage(text="x"), now=now - timedelta(days=2))
+        session.commit()
+        for sender in ["jan@x.pl", "Jan+7@x.pl", "ja_n@x.pl", "ja%n@x.pl", "łukasz@x.pl", "jan,1@x.pl", "nobody@x.pl"]:
+            expected = session.exec(select(sa.func.count()).select_from(OutboxMessage).where(
+                OutboxMessage.channel == "email", col(OutboxMessage.kind).in_(AUTO_ANSWER_KINDS),
+                same_sender(col(OutboxMessage.recipient), sender),
+                col(OutboxMessage.created_at) >= now - timedelta(days=1))).one()
+            assert _auto_answers_today(session, sender, desk) == expected, sender
+        assert _auto_answers_today(session, "jan@x.pl", desk) == 2 * 4  # jan, JAN+1, jan+, Jan+a+b
+
+
+def test_auto_answer_cap_reads_the_senders_rows_not_the_day(sqlite_desk: AppContext) -> None:
+    """Each mail counts its sender's answers: through ix_outbox_recipient_key, not a day of the outbox."""
+    with Session(sqlite_desk.engine) as session:
+        connection = session.connection()
+        statement = _auto_answers_statement(connection.dialect.name).params(
+            since=sqlite_desk.clock.now(), key="jan@x.pl", low="jan+", high="jan,", pattern="jan+%@x.pl")
+        sql = statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+        plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}").all()
+    searches = [row[3] for row in plan if "outbox" in row[3]]
+    assert len(searches) == 2 and all("USING INDEX ix_outbox_recipient_key" in s for s in searches), searches

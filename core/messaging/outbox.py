@@ -46,6 +46,7 @@ __all__ = [
     "claim_due",
     "drain_once",
     "enqueue",
+    "enqueue_once",
     "enqueue_under_lock",
     "mark_failed",
     "mark_retry",
@@ -120,6 +121,35 @@ def enqueue(
     return row
 
 
+def enqueue_once(
+    session: Session,
+    box: SecretBox,
+    *,
+    key: str,
+    channel: str,
+    recipient: str,
+    kind: str,
+    message: OutgoingMessage,
+    now: datetime,
+    language: str = "pl",
+    student_id: int | None = None,
+    thread_id: int | None = None,
+) -> bool:
+    """`enqueue` for a caller that needs no row back: True when queued, False when the key was.
+
+    One INSERT ... ON CONFLICT (idempotency_key) DO NOTHING on the session's connection: no
+    lookup first (which flushed the whole session), no SAVEPOINT and no ORM object, which
+    together were a fifth of the mailbox's time per mail. Another process inserting the same
+    key meanwhile is the database's to settle, as in `enqueue` (PostgreSQL waits for its
+    commit, then does nothing; SQLite has one writer).
+    """
+    row = {"idempotency_key": key, "channel": channel, "recipient": recipient, "kind": kind, "language": language,
+           "body": box.encrypt(message.to_json()), "status": OutboxStatus.PENDING.value, "attempts": 0,
+           "next_attempt_at": now, "created_at": now, "student_id": student_id, "thread_id": thread_id}
+    result = session.connection().execute(_insert_new_keys(session), row)
+    return bool(result.rowcount)
+
+
 def enqueue_under_lock(
     session: Session,
     box: SecretBox,
@@ -151,12 +181,16 @@ def enqueue_under_lock(
     session.connection().execute(_insert_new_keys(session), rows)
 
 
+# Built once per dialect: the statement is immutable, and building it costs more than running it.
+_INSERT_NEW_KEYS: dict[str, sa.Insert] = {
+    "postgresql": postgresql.insert(_TABLE).on_conflict_do_nothing(index_elements=["idempotency_key"]),
+    "sqlite": sqlite.insert(_TABLE).on_conflict_do_nothing(index_elements=["idempotency_key"]),
+}
+
+
 def _insert_new_keys(session: Session) -> sa.Insert:
     """INSERT ... ON CONFLICT (idempotency_key) DO NOTHING in the session's dialect."""
-    table = OutboxMessage.__table__  # type: ignore[attr-defined]
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    return sqlite.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    return _INSERT_NEW_KEYS["postgresql" if session.get_bind().dialect.name == "postgresql" else "sqlite"]
 
 
 def reserve(

@@ -10,6 +10,7 @@ buffer. Other databases get the value as a plain parameter.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -50,17 +51,26 @@ def insert_blob(session: Session, column: sa.Column[bytes], row_id: int,
             blob.write(view[start:start + CHUNK_BYTES])
 
 
-def read_blob(session: Session, column: sa.Column[bytes], row_id: int) -> bytes | None:
-    """The value of `column` in the row `row_id`; None for NULL or no such row."""
+@functools.cache
+def _reads(column: sa.Column[bytes]) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """The type of `column`'s value and the value, in the row `:row_id`: built once per column
+    (the parse worker reads every mail through them; building them cost more than running them)."""
     key = _key(column)
-    connection = session.connection()
+    where = key == sa.bindparam("row_id")
+    return sa.select(sa.func.typeof(column)).where(where), sa.select(column).where(where)
+
+
+def read_blob(session: Session | sa.Connection, column: sa.Column[bytes], row_id: int) -> bytes | None:
+    """The value of `column` in the row `row_id`; None for NULL or no such row."""
+    connection = session if isinstance(session, sa.Connection) else session.connection()
+    type_of, value_of = _reads(column)
     sqlite = _sqlite_driver(connection)
     if sqlite is not None:
-        kind = connection.execute(sa.select(sa.func.typeof(column)).where(key == row_id)).scalar()
+        kind = connection.execute(type_of, {"row_id": row_id}).scalar()
         if kind == "blob":
             with sqlite.blobopen(column.table.name, column.name, row_id, readonly=True) as blob:
                 data: bytes = blob.read()
             return data
     # NULL, no row, or not SQLite: blobopen could not open those anyway.
-    value = connection.execute(sa.select(column).where(key == row_id)).scalar()
+    value = connection.execute(value_of, {"row_id": row_id}).scalar()
     return None if value is None else bytes(value)

@@ -316,6 +316,9 @@ class OutboxMessage(SQLModel, table=True):
         sa.Index("ix_outbox_due", "status", "channel", "next_attempt_at"),
         # The mailbox's per-sender daily cap on automatic answers counts by recipient and day.
         sa.Index("ix_outbox_recipient_created", "recipient", "created_at"),
+        # ... and with its `+tag` and upper-case variants (core.support.mailbox_rules). Made by
+        # migration 0007, on PostgreSQL in the "C" collation (which reflection does not report).
+        sa.Index("ix_outbox_recipient_key", sa.text("lower(recipient)"), "created_at"),
         # The daily caps that count an address's `+tag` variants too (automatic answers) and the
         # staff room's escalations per sender and domain: one channel's last day, not the table.
         sa.Index("ix_outbox_channel_created", "channel", "created_at"),

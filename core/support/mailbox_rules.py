@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.sql.operators import custom_op
+from sqlmodel import Session, select
 
 from core.app.context import AppContext
 from core.conversation.status import credential_view, status_lines
@@ -31,7 +33,7 @@ from core.storage.models import InboundMail, OutboxMessage, Student, SupportMess
 from core.students.eligibility import Policy, check_eligibility
 from core.support import threads as support
 from core.support.faq import Faq
-from core.support.mail_sender import SenderCheck, check_sender
+from core.support.mail_sender import SenderCheck, address_key, check_sender
 from core.support.mail_text import addressed, question_text
 from core.support.threads import email_message_id, reply_subject, thread_tag
 
@@ -193,18 +195,51 @@ def find_thread(session: Session, facts: InboundFacts) -> SupportThread | None:
     return None
 
 
+_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _auto_answers_statement(dialect: str) -> sa.Select[tuple[int]]:
+    """The daily cap's count, built once per dialect (building it cost more than running it).
+
+    `same_sender` (core.support.threads) as two disjoint counts the index ix_outbox_recipient_key
+    (migration 0007: lower(recipient), created_at) serves: the address itself, and its `+tag`
+    variants, whose LIKE is first narrowed to the range of strings starting with `local+`.
+    The range adds no row the LIKE would refuse and drops none it takes (a match starts with
+    that prefix, byte for byte), so the count is the pattern's; it only spares the day's
+    other answers being read. PostgreSQL compares it in the "C" collation, the byte order
+    the range needs (the index is built in it too); SQLite's default is that order.
+    """
+    lowered = sa.func.lower(_OUTBOX.c.recipient, type_=sa.String)
+    channel: sa.ColumnElement[str] = _OUTBOX.c.channel
+    if dialect == "postgresql":
+        lowered = lowered.collate("C")
+    else:
+        # SQLite (no statistics) would take ix_outbox_channel_created for `channel = ?` and read
+        # the whole day again; its unary `+` (a no-op on the value) leaves that index out.
+        channel = UnaryExpression(channel, operator=custom_op("+"), type_=sa.String)
+    day = (channel == CHANNEL, _OUTBOX.c.kind.in_(AUTO_ANSWER_KINDS),
+           _OUTBOX.c.created_at >= sa.bindparam("since"))
+    itself = sa.select(sa.func.count()).where(lowered == sa.bindparam("key"), *day)
+    tagged = sa.select(sa.func.count()).where(
+        lowered >= sa.bindparam("low"), lowered < sa.bindparam("high"),
+        lowered.like(sa.bindparam("pattern"), escape="\\"), *day)
+    return sa.select(itself.scalar_subquery() + tagged.scalar_subquery())
+
+
 def _auto_answers_today(session: Session, sender: str, ctx: AppContext) -> int:
     """Automatic answers to this address in 24 hours, counting its `+tag` and upper-case
     variants as the same mailbox: `victim+1@`, `victim+2@`, ... must not each get their three."""
-    since = ctx.clock.now() - timedelta(days=1)
-    return int(session.exec(
-        select(sa.func.count()).select_from(OutboxMessage).where(
-            OutboxMessage.channel == CHANNEL,
-            col(OutboxMessage.kind).in_(AUTO_ANSWER_KINDS),
-            support.same_sender(col(OutboxMessage.recipient), sender),
-            col(OutboxMessage.created_at) >= since,
-        )
-    ).one())
+    key = address_key(sender)
+    local, _, domain = key.rpartition("@")
+    # On the session's connection: no flush is needed (answers are queued by plain INSERTs,
+    # core.messaging.outbox.enqueue_once), and a flush was most of what this cost.
+    connection = session.connection()
+    return int(connection.execute(_auto_answers_statement(connection.dialect.name), {
+        "since": ctx.clock.now() - timedelta(days=1), "key": key,
+        "low": f"{local}+", "high": f"{local},",  # "," follows "+": every string that starts with `local+`
+        "pattern": f"{support.like_escape(local)}+%@{support.like_escape(domain)}",
+    }).scalar_one())
 
 
 def _question_text(facts: InboundFacts) -> str:
@@ -239,16 +274,18 @@ class _Mailbox:
     """One e-mail's handling: the facts, the context, and the helpers that answer it."""
 
     def __init__(self, ctx: AppContext, session: Session, facts: InboundFacts, inbound_id: int,
-                 sender: SenderCheck, faq: Faq) -> None:
+                 sender: SenderCheck, faq: Faq, digest: str | None = None) -> None:
         self.ctx = ctx
         self.session = session
         self.facts = facts
         self.sender = sender
         self.inbound_id = inbound_id
-        inbound = session.get(InboundMail, inbound_id)  # in the session already: no query
-        if inbound is None:
-            raise ValueError(f"inbound mail {inbound_id} is not stored")
-        self.digest = inbound.digest
+        if digest is None:
+            inbound = session.get(InboundMail, inbound_id)
+            if inbound is None:
+                raise ValueError(f"inbound mail {inbound_id} is not stored")
+            digest = inbound.digest
+        self.digest = digest
         # Worked out once: it decides both the answer's language and the FAQ match.
         self.question = _question_text(facts)
         self.lang = faq.language(self.question, ctx.settings.default_language)
@@ -292,7 +329,7 @@ class _Mailbox:
         # the id, and an outbox key seen before is silently not queued.
         outbox_key = f"mail-{key}:{self.digest}"
         message_id = email_message_id(ctx.box, outbox_key, ctx.settings.university.message_id_domain)
-        outbox.enqueue(
+        outbox.enqueue_once(
             self.session, ctx.box, key=outbox_key, channel=CHANNEL, recipient=recipient, kind=kind,
             message=OutgoingMessage(
                 text=text, subject=subject, auto_submitted="auto-replied", in_reply_to=facts.message_id,
@@ -320,9 +357,15 @@ class _Mailbox:
         return f"{redact_personal(facts.sender_name)} <{facts.sender}>" if facts.sender_name else facts.sender
 
 
+# Built once: building the statement per mail cost as much as running it.
+_STUDENT_BY_EMAIL = select(Student).where(Student.email == sa.bindparam("email"))
+
+
 def handle_inbound(ctx: AppContext, session: Session, facts: InboundFacts, *, inbound_id: int,
-                   faq: Faq) -> Outcome:
-    """Decide and record what one stored e-mail gets; the caller commits."""
+                   faq: Faq, digest: str | None = None) -> Outcome:
+    """Decide and record what one stored e-mail gets; the caller commits.
+
+    `digest`: the stored mail's (InboundMail.digest), when the caller has it; else it is read."""
     own = {ctx.settings.smtp.sender.lower(), ctx.settings.university.help_desk_email.lower()}
     if ctx.settings.imap.username and "@" in ctx.settings.imap.username:
         own.add(ctx.settings.imap.username.lower())
@@ -336,7 +379,7 @@ def handle_inbound(ctx: AppContext, session: Session, facts: InboundFacts, *, in
     reason = automatic_reason(facts, own)
     if reason is not None:
         return Outcome("ignored", reason, thread.id if thread else None)
-    box = _Mailbox(ctx, session, facts, inbound_id, sender, faq)
+    box = _Mailbox(ctx, session, facts, inbound_id, sender, faq, digest)
     if thread is not None:
         # A reply to our answer or to staff: a person reads it; no automatic answer to a follow-up.
         support.add_message(ctx, session, thread, text=box.body_for_staff(), author=facts.sender,
@@ -349,10 +392,8 @@ def handle_inbound(ctx: AppContext, session: Session, facts: InboundFacts, *, in
     elif referred is not None:
         # Someone else's thread: a new one for this sender, and staff told where it came from.
         box.notes.append(f"[a reply to a message in ticket {referred.id}, which belongs to another address]")
-    student = session.exec(
-        # The register stores addresses in lower case, so the plain index serves this lookup.
-        select(Student).where(Student.email == facts.sender)
-    ).first()
+    # The register stores addresses in lower case, so the plain index serves this lookup.
+    student = session.execute(_STUDENT_BY_EMAIL, {"email": facts.sender}).scalars().first()
     if facts.oversize:
         thread = box.open(student, escalate=True)
         limit_mb = ctx.settings.imap.max_message_bytes // (1024 * 1024)

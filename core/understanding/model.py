@@ -114,6 +114,11 @@ class Understanding:
         self._languages = [str(c) for c in bayes.classes_]
         self._letter_log = np.ascontiguousarray(bayes.feature_log_prob_.T)
         self._language_prior = bayes.class_log_prior_
+        self._letter_analyser = self._letters.build_analyzer()
+        self._letter_vocabulary: dict[str, int] = self._letters.vocabulary_
+        # The last text whose language was worked out, and the answer (None: the text does not tell).
+        # The mailbox asks twice for each mail's question (its answer's language, then the FAQ match).
+        self._last_language: tuple[str, str | None] = ("", None)
 
     # --- the public surface -----------------------------------------------------------------
     def understand(self, text: str, default_language: str = "pl") -> Understood:
@@ -147,16 +152,32 @@ class Understanding:
 
     def language(self, text: str, default: str = "pl") -> str:
         """"pl" or "en" by the letters of the text; `default` when they do not tell."""
-        folded = fold(text[:MAX_CHARS])
+        text = text[:MAX_CHARS]
+        last_text, told = self._last_language  # one read: another thread may replace it meanwhile
+        if text != last_text or not text:
+            told = self._told_language(text)
+            self._last_language = (text, told)
+        return told or default
+
+    def _told_language(self, text: str) -> str | None:
+        folded = fold(text)
         if sum(ch.isalpha() for ch in folded) < 3:
-            return default
-        counts = self._letters.transform([folded])
-        scores = counts @ self._letter_log + self._language_prior
-        scores = np.asarray(scores).ravel()
+            return None
+        # What CountVectorizer.transform and the naive Bayes compute for one text, without the
+        # transform's per-call set-up, which cost more than the sums themselves.
+        counts = Counter(self._letter_analyser(folded))
+        found = [(self._letter_vocabulary[gram], count) for gram, count in counts.items()
+                 if gram in self._letter_vocabulary]
+        scores = self._language_prior.copy()
+        if found:
+            found.sort()  # the sparse product's order
+            index = np.fromiter((i for i, _ in found), dtype=np.intp, count=len(found))
+            weights = np.fromiter((c for _, c in found), dtype=np.float64, count=len(found))
+            scores = scores + weights @ self._letter_log[index]
         scores = np.exp(scores - scores.max())
         scores /= scores.sum()
         best = int(np.argmax(scores))
-        return self._languages[best] if scores[best] >= LANGUAGE_MIN_CONFIDENCE else default
+        return self._languages[best] if scores[best] >= LANGUAGE_MIN_CONFIDENCE else None
 
     def faq_entries(self) -> set[str]:
         return {t.faq for t in self.catalog.topics if t.faq}
