@@ -16,6 +16,12 @@ __all__ = ["insert", "record"]
 _INSERT = sa.insert(AuditEvent.__table__)  # type: ignore[attr-defined]
 
 
+def _values(at: datetime, actor: str, action: str, student_id: int | None, credential_id: int | None,
+            thread_id: int | None, detail: dict[str, Any]) -> dict[str, Any]:
+    return {"at": at, "actor": actor, "action": action, "student_id": student_id, "credential_id": credential_id,
+            "thread_id": thread_id, "detail": json.dumps(detail, default=str, sort_keys=True) if detail else ""}
+
+
 def record(
     session: Session,
     *,
@@ -27,15 +33,7 @@ def record(
     thread_id: int | None = None,
     **detail: Any,
 ) -> AuditEvent:
-    event = AuditEvent(
-        at=at,
-        actor=actor,
-        action=action,
-        student_id=student_id,
-        credential_id=credential_id,
-        thread_id=thread_id,
-        detail=json.dumps(detail, default=str, sort_keys=True) if detail else "",
-    )
+    event = AuditEvent(**_values(at, actor, action, student_id, credential_id, thread_id, detail))
     session.add(event)
     return event
 
@@ -53,7 +51,4 @@ def insert(
 ) -> None:
     """`record` for a hot path that needs no object back: one INSERT on the session's connection
     now, in its transaction, instead of an ORM object flushed later (the flush cost more)."""
-    session.connection().execute(_INSERT, {
-        "at": at, "actor": actor, "action": action, "student_id": student_id, "credential_id": credential_id,
-        "thread_id": thread_id, "detail": json.dumps(detail, default=str, sort_keys=True) if detail else "",
-    })
+    session.connection().execute(_INSERT, _values(at, actor, action, student_id, credential_id, thread_id, detail))
