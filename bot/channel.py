@@ -18,8 +18,8 @@ from bot.delivery import ChatTarget, Delivery, transport_failure
 from bot.runtime import RuntimeUser
 from bot.staff_room import StaffSender
 from core.app.context import AppContext
-from core.messaging.outbox import DeliveryResult
 from core.messaging.outgoing import OutgoingMessage
+from core.messaging.sending import DeliveryResult
 from core.storage.db import unit_of_work
 from core.storage.models import ChatLink, OutboxMessage, OutboxStatus
 from core.support import answers

@@ -30,8 +30,8 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Tele
 
 from bot.render import MAX_CAPTION, escape, keyboard, split_for_telegram
 from core.app.context import AppContext
-from core.messaging.outbox import DeliveryResult
 from core.messaging.outgoing import OutgoingMessage
+from core.messaging.sending import DeliveryResult
 from core.storage.models import OutboxMessage, OutboxStatus
 
 __all__ = ["ChatTarget", "Delivery", "retry_seconds", "transport_failure"]

@@ -23,8 +23,8 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 from bot.delivery import ChatTarget, Delivery, transport_failure
 from bot.runtime import BotRuntime, RuntimeUser
 from core.app.context import AppContext
-from core.messaging.outbox import DeliveryResult
 from core.messaging.outgoing import OutgoingMessage
+from core.messaging.sending import DeliveryResult
 from core.storage.db import unit_of_work
 from core.storage.models import OutboxMessage, SupportThread
 

@@ -27,8 +27,8 @@ from core.app.clock import Clock
 from core.app.context import AppContext
 from core.app.health import HealthRecorder
 from core.app.settings import Settings
-from core.messaging.outbox import DeliveryResult
 from core.messaging.outgoing import OutgoingMessage
+from core.messaging.sending import DeliveryResult
 from core.security.secrets_box import SecretBox
 from core.storage.models import OutboxMessage
 from core.support.mailbox_rules import email_message_id

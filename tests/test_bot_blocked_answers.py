@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from core.app.context import AppContext
-from core.messaging import outbox
-from core.messaging.outbox import DeliveryResult, open_body
+from core.messaging import sending
+from core.messaging.outbox import open_body
+from core.messaging.sending import DeliveryResult
 from core.storage.db import unit_of_work
 from core.storage.models import ChatLink, OutboxMessage
 from core.support import answers
@@ -139,11 +140,11 @@ def test_refused_answer_held_then_resent_once(ctx: AppContext) -> None:
     staff_reply(ctx, thread_id, "Odpowiedź.")
 
     def refuse(kind: str = "support-answer") -> int:
-        [row] = outbox.claim(ctx.engine, channel="telegram", now=ctx.clock.now())
+        [row] = sending.claim(ctx.engine, channel="telegram", now=ctx.clock.now())
         with unit_of_work(ctx.engine) as session:
             note = answers.answer_undelivered(ctx, session, row, reason="bot was blocked by the user")
         assert note == answers.HELD_NOTE
-        outbox.record(ctx.engine, row, DeliveryResult(ok=False, permanent=True, error=f"Forbidden: x; {note}"),
+        sending.record(ctx.engine, row, DeliveryResult(ok=False, permanent=True, error=f"Forbidden: x; {note}"),
                       ctx.clock.now())
         return row.id or 0
 

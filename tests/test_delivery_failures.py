@@ -24,7 +24,7 @@ from core.app.clock import FixedClock
 from core.app.context import AppContext
 from core.app.plugins import ChannelSender
 from core.jobs.drain import drain_all
-from core.messaging import delivery_failures, outbox
+from core.messaging import delivery_failures, outbox, sending
 from core.messaging.delivery_alerts import OPERATORS_ALERT_KIND, STAFF_ALERT_KIND, alert_on_error
 from core.messaging.outgoing import OutgoingMessage
 from core.storage.db import make_engine, unit_of_work
@@ -251,7 +251,7 @@ def test_alerts_at_most_once_per_interval_and_never_about_the_last_resort(
 ) -> None:
     """On SQLite and PostgreSQL: the alerts read the failing rows back (core.messaging.delivery_failures.failing)."""
     ctx = _alert_ctx(tmp_path, db_url, clock)
-    failure = outbox.DeliveryResult(ok=False, error="NetworkError: down")
+    failure = sending.DeliveryResult(ok=False, error="NetworkError: down")
     staff_row = _failed_row(ctx, "staff", "escalation", "s1")
     alert_on_error(ctx, staff_row, failure, clock.now())
     clock.advance(minutes=59)
@@ -282,15 +282,15 @@ async def test_transport_errors_retry_fast_defects_slowly_with_one_traceback_per
         session.flush()
         row_ids = [row.id for row in ids]
 
-    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> outbox.DeliveryResult:
+    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> sending.DeliveryResult:
         if message.text == "m0":
             raise ConnectionRefusedError("server down")
         if message.text == "m3":
             raise ValueError("another bug")
-        results: dict[str, outbox.DeliveryResult] = {}
+        results: dict[str, sending.DeliveryResult] = {}
         return results[message.text + "-missing"]  # a KeyError, raised at the same place for m1 and m2
 
-    await outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver)
+    await sending.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver)
     rows = [_row(ctx, row_id or 0) for row_id in row_ids]
     now = ctx.clock.now()
     assert rows[0].next_attempt_at - now == timedelta(seconds=10)  # the network pace
@@ -306,12 +306,12 @@ def test_a_student_blocking_the_bot_is_logged_but_no_ones_error(caplog: pytest.L
     reporter = delivery_failures.FailureReporter(error_after_attempts=1,
                                                  on_error=lambda row, result, now: raised.append(row.id or 0))
     row = OutboxMessage(id=5, idempotency_key="k", channel="telegram", recipient="7", kind="reply", attempts=1)
-    refused = outbox.DeliveryResult(ok=False, permanent=True, error="Forbidden: bot was blocked by the user",
+    refused = sending.DeliveryResult(ok=False, permanent=True, error="Forbidden: bot was blocked by the user",
                                     recipient_refused=True)
     caplog.set_level(logging.INFO)
     reporter(row, refused, row.created_at, gave_up=True, next_attempt_at=None)
     assert len(_messages(caplog, logging.WARNING, "delivery failed", "Forbidden")) == 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR] and raised == []
-    reporter(row, outbox.DeliveryResult(ok=False, permanent=True, error="BadRequest: chat not found"),
+    reporter(row, sending.DeliveryResult(ok=False, permanent=True, error="BadRequest: chat not found"),
              row.created_at, gave_up=True, next_attempt_at=None)
     assert len(_messages(caplog, logging.ERROR, "given up", "outbox row 5,")) == 1 and raised == [5]

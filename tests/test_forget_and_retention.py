@@ -14,7 +14,7 @@ from sqlmodel import Session, SQLModel, col, select
 from core.app.clock import FixedClock
 from core.app.context import AppContext
 from core.jobs import retention
-from core.messaging import outbox
+from core.messaging import outbox, sending
 from core.messaging.outgoing import OutgoingMessage
 from core.security.forget import REMOVED_TEXT
 from core.storage import audit
@@ -66,7 +66,7 @@ def _sent(ctx: AppContext) -> None:
     """The chat's rows delivered, as the sender would record them."""
     with unit_of_work(ctx.engine) as session:
         for row in session.exec(select(OutboxMessage).where(OutboxMessage.channel == "console")).all():
-            outbox.mark_sent(row, ctx.clock.now())
+            sending.mark_sent(row, ctx.clock.now())
             row.last_error = f"earlier attempt: chat {ACCOUNT} timed out"
             session.add(row)
 

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from core.app.clock import FixedClock
 from core.app.context import AppContext
 from core.app.errors import ConfigurationError
-from core.messaging import outbox
+from core.messaging import sending
 from core.storage.models import OutboxMessage
 from mail.channel import SmtpChannel
 from mail.frontend import MailFrontend
@@ -113,7 +113,7 @@ async def test_mail_is_stored_and_answered_over_a_verified_tls_connection(
     with Session(reader.ctx.engine) as session:
         assert len(session.exec(select(OutboxMessage).where(OutboxMessage.channel == "email")).all()) == 1
     channel = SmtpChannel(reader.ctx.settings, reader.ctx.clock)
-    await outbox.drain_once(reader.ctx.engine, reader.ctx.box, channel="email", now=reader.ctx.clock.now,
+    await sending.drain_once(reader.ctx.engine, reader.ctx.box, channel="email", now=reader.ctx.clock.now,
                             deliver=channel.deliver)
     [answer] = [parse(m.data) for m in smtp_server.messages]
     assert answer["To"] == student and answer["Auto-Submitted"] == "auto-replied"

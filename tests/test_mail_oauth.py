@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 from core.app.clock import FixedClock, SystemClock
 from core.app.context import AppContext
 from core.app.health import read_health
-from core.messaging import outbox
+from core.messaging import sending
 from core.storage.db import make_engine
 from core.storage.models import InboundMail, OutboxMessage
 from mail.channel import SmtpChannel
@@ -196,7 +196,7 @@ async def test_smtp_sends_with_xoauth2_and_replaces_a_refused_token_once(
     await MailFrontend(ctx).process_once()
     channel = SmtpChannel(ctx.settings, ctx.clock)
 
-    sent = await outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=channel.deliver)
+    sent = await sending.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=channel.deliver)
     assert sent == 1 and relay.xoauth2_logins == [mailbox]
     assert oauth.token_requests() == 1  # IMAP and SMTP share one token of the same mailbox
 
@@ -204,7 +204,7 @@ async def test_smtp_sends_with_xoauth2_and_replaces_a_refused_token_once(
     oauth.revoke_all()
     _question(dovecot_oauth, mailbox, 4)
     await MailFrontend(ctx).process_once()
-    sent = await outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=channel.deliver)
+    sent = await sending.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=channel.deliver)
     assert sent == 1 and len(relay.messages) == 2
 
     # Tokens that never work: the row stays pending (the message is not at fault), error said.
@@ -215,7 +215,7 @@ async def test_smtp_sends_with_xoauth2_and_replaces_a_refused_token_once(
     oauth.ttl = 0
     tokens.forget(mailbox)
     before = oauth.token_requests()
-    await outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=channel.deliver)
+    await sending.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=channel.deliver)
     assert oauth.token_requests() - before == 2  # the cached one was gone: one fetch, one fresh retry
     with Session(ctx.engine) as session:
         [row] = session.exec(select(OutboxMessage).where(OutboxMessage.status == "pending")).all()

@@ -17,7 +17,7 @@ from core.app.context import AppContext
 from core.credentials.compose import activation_email
 from core.credentials.issuer import ActivationData, ActivationIssuer
 from core.credentials.service import request_credential
-from core.messaging import outbox
+from core.messaging import outbox, sending
 from core.messaging.outgoing import OutgoingMessage
 from core.security.secrets_box import SecretBox
 from core.storage.models import Credential, OutboxMessage, OutboxStatus
@@ -75,7 +75,7 @@ def outbox_row(ctx: AppContext, row_id: int) -> OutboxMessage:
 
 async def drain(ctx: AppContext) -> int:
     sender = make_email_channel(ctx)
-    return await outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=sender.deliver)
+    return await sending.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=sender.deliver)
 
 
 def test_mime_shape_and_headers(sqlite_ctx: AppContext) -> None:

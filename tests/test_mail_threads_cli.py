@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from core.app.context import AppContext
 from core.cli import app
-from core.messaging import outbox
+from core.messaging import sending
 from core.students.pesel import mask_pesel
 from core.support.mailbox_rules import InboundFacts
 from mail.channel import MaildirChannel
@@ -38,7 +38,7 @@ async def test_list_show_reply_close(sqlite_ctx: AppContext, runner: CliRunner) 
                               "--by", "kasia")
     sqlite_ctx.clock.set(datetime.now(UTC) + timedelta(minutes=1))  # the CLI ran on the real clock
     channel = MaildirChannel(sqlite_ctx.settings, sqlite_ctx.clock)
-    assert await outbox.drain_once(sqlite_ctx.engine, sqlite_ctx.box, channel="email", now=sqlite_ctx.clock.now,
+    assert await sending.drain_once(sqlite_ctx.engine, sqlite_ctx.box, channel="email", now=sqlite_ctx.clock.now,
                                    deliver=channel.deliver) == 2
     maildir = mailbox.Maildir(Path(sqlite_ctx.settings.maildir_path), create=False)
     reply = next(m for m in maildir if "Tak, pokój 12." in m.get_payload(decode=True).decode())  # type: ignore[union-attr]

@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlmodel import Session, select
 
 from core.app.context import AppContext
-from core.messaging import outbox
+from core.messaging import outbox, sending
 from core.messaging.outgoing import Attachment, Button, OutgoingMessage
 from core.storage.db import unit_of_work
 from core.storage.models import OutboxMessage, OutboxStatus
@@ -66,12 +66,12 @@ async def test_drain_marks_sent_and_wipes_body(ctx: AppContext) -> None:
     row_id = _enqueue(ctx)
     seen: list[str] = []
 
-    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> outbox.DeliveryResult:
+    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> sending.DeliveryResult:
         seen.append(message.text)
-        return outbox.DeliveryResult(ok=True, external_id="<id@x>")
+        return sending.DeliveryResult(ok=True, external_id="<id@x>")
 
-    assert await outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver) == 1
-    assert await outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver) == 0
+    assert await sending.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver) == 1
+    assert await sending.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver) == 0
     assert seen == ["Kod: SECRET-CODE"]
     with Session(ctx.engine) as session:
         row = session.get(OutboxMessage, row_id)
@@ -81,30 +81,30 @@ async def test_drain_marks_sent_and_wipes_body(ctx: AppContext) -> None:
 
 async def test_temporary_failure_backs_off_then_succeeds(ctx: AppContext) -> None:
     row_id = _enqueue(ctx)
-    results = [outbox.DeliveryResult(ok=False, error="451 try later"), outbox.DeliveryResult(ok=True)]
+    results = [sending.DeliveryResult(ok=False, error="451 try later"), sending.DeliveryResult(ok=True)]
 
-    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> outbox.DeliveryResult:
+    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> sending.DeliveryResult:
         return results.pop(0)
 
-    await outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver)
+    await sending.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver)
     with Session(ctx.engine) as session:
         row = session.get(OutboxMessage, row_id)
         assert row is not None
         assert row.status == OutboxStatus.PENDING and row.last_error == "451 try later"
         assert row.next_attempt_at > ctx.clock.now()
     # Not due yet: nothing happens.
-    assert await outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver) == 0
+    assert await sending.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver) == 0
     ctx.clock.advance(minutes=1)  # type: ignore[attr-defined]
-    assert await outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver) == 1
+    assert await sending.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver) == 1
 
 
 async def test_permanent_failure_is_kept_for_staff(ctx: AppContext) -> None:
     row_id = _enqueue(ctx)
 
-    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> outbox.DeliveryResult:
-        return outbox.DeliveryResult(ok=False, error="550 no such user", permanent=True)
+    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> sending.DeliveryResult:
+        return sending.DeliveryResult(ok=False, error="550 no such user", permanent=True)
 
-    await outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver)
+    await sending.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver)
     with Session(ctx.engine) as session:
         row = session.get(OutboxMessage, row_id)
         assert row is not None
@@ -114,23 +114,23 @@ async def test_permanent_failure_is_kept_for_staff(ctx: AppContext) -> None:
 async def test_crashed_sender_lease_expires_and_row_is_retried(ctx: AppContext) -> None:
     row_id = _enqueue(ctx)
     with unit_of_work(ctx.engine) as session:
-        claimed = outbox.claim_due(session, channel="email", now=ctx.clock.now())
+        claimed = sending.claim_due(session, channel="email", now=ctx.clock.now())
         assert [r.id for r in claimed] == [row_id]
     # The sender died here. Before the lease ends, nobody else takes it.
     with unit_of_work(ctx.engine) as session:
-        assert outbox.claim_due(session, channel="email", now=ctx.clock.now()) == []
-    ctx.clock.advance(outbox.LEASE + timedelta(seconds=1))  # type: ignore[attr-defined]
+        assert sending.claim_due(session, channel="email", now=ctx.clock.now()) == []
+    ctx.clock.advance(sending.LEASE + timedelta(seconds=1))  # type: ignore[attr-defined]
     with unit_of_work(ctx.engine) as session:
-        assert [r.id for r in outbox.claim_due(session, channel="email", now=ctx.clock.now())] == [row_id]
+        assert [r.id for r in sending.claim_due(session, channel="email", now=ctx.clock.now())] == [row_id]
 
 
 async def test_exception_in_sender_is_a_temporary_failure(ctx: AppContext) -> None:
     row_id = _enqueue(ctx)
 
-    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> outbox.DeliveryResult:
+    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> sending.DeliveryResult:
         raise ConnectionRefusedError("server down")
 
-    await outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver)
+    await sending.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver)
     with Session(ctx.engine) as session:
         row = session.get(OutboxMessage, row_id)
         assert row is not None
@@ -140,12 +140,12 @@ async def test_exception_in_sender_is_a_temporary_failure(ctx: AppContext) -> No
 def test_released_claims_are_due_again_as_never_tried(ctx: AppContext) -> None:
     """What `mleg serve` claimed but never started when it stopped goes back, no attempt spent."""
     ids = [_enqueue(ctx, key=f"r{i}") for i in range(3)]
-    claimed = outbox.claim(ctx.engine, channel="email", now=ctx.clock.now())
+    claimed = sending.claim(ctx.engine, channel="email", now=ctx.clock.now())
     assert sorted(r.id for r in claimed) == ids
-    outbox.release(ctx.engine, [r for r in claimed if r.id in ids[1:]])
+    sending.release(ctx.engine, [r for r in claimed if r.id in ids[1:]])
     with Session(ctx.engine) as session:
         rows = {r.id: r for r in session.exec(select(OutboxMessage)).all()}
     assert rows[ids[0]].status == OutboxStatus.SENDING
     assert [(rows[i].status, rows[i].attempts, rows[i].lease_until) for i in ids[1:]] == [
         (OutboxStatus.PENDING, 0, None)] * 2
-    assert sorted(r.id for r in outbox.claim(ctx.engine, channel="email", now=ctx.clock.now())) == ids[1:]
+    assert sorted(r.id for r in sending.claim(ctx.engine, channel="email", now=ctx.clock.now())) == ids[1:]

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from core.app.context import AppContext
-from core.messaging import outbox
+from core.messaging import outbox, sending
 from core.messaging.outgoing import OutgoingMessage
 from core.storage.db import unit_of_work
 
@@ -31,7 +31,7 @@ def test_the_claim_searches_the_due_index_not_the_whole_channel(ctx: AppContext)
 
     sa.event.listen(ctx.engine, "before_cursor_execute", seen)
     try:
-        claimed = outbox.claim(ctx.engine, channel="telegram", now=ctx.clock.now(), limit=10)
+        claimed = sending.claim(ctx.engine, channel="telegram", now=ctx.clock.now(), limit=10)
     finally:
         sa.event.remove(ctx.engine, "before_cursor_execute", seen)
     assert len(claimed) == 3

@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 
 from core.app.context import AppContext
 from core.conversation.state import ConversationState
-from core.messaging import outbox
+from core.messaging import sending
 from core.messaging.outgoing import OutgoingMessage
 from core.storage.db import unit_of_work
 from core.storage.models import OutboxMessage, SupportMessage
@@ -57,11 +57,11 @@ async def test_no_clear_pesel_or_code_in_database_or_logs(
     chat.press("confirm:yes:request")
     sent: list[str] = []
 
-    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> outbox.DeliveryResult:
+    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> sending.DeliveryResult:
         sent.append(message.text)
-        return outbox.DeliveryResult(ok=True)
+        return sending.DeliveryResult(ok=True)
 
-    await outbox.drain_once(sqlite_ctx.engine, sqlite_ctx.box, channel="email", now=sqlite_ctx.clock.now,
+    await sending.drain_once(sqlite_ctx.engine, sqlite_ctx.box, channel="email", now=sqlite_ctx.clock.now,
                             deliver=deliver)
     code = activation_code("\n".join(sent))  # the activation e-mail was delivered with its code
     # The QR's content is printed in the e-mail for typing by hand: it must not stay behind either.
@@ -107,11 +107,11 @@ async def test_support_mail_with_pesel_and_code_leaves_none_in_clear(
     assert done.status == "processed"
     sent: list[OutgoingMessage] = []
 
-    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> outbox.DeliveryResult:
+    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> sending.DeliveryResult:
         sent.append(message)
-        return outbox.DeliveryResult(ok=True)
+        return sending.DeliveryResult(ok=True)
 
-    await outbox.drain_once(sqlite_ctx.engine, sqlite_ctx.box, channel="email", now=sqlite_ctx.clock.now,
+    await sending.drain_once(sqlite_ctx.engine, sqlite_ctx.box, channel="email", now=sqlite_ctx.clock.now,
                             deliver=deliver)
     assert sent and all(message.subject and mask_pesel(pesel) in message.subject for message in sent)
     sqlite_ctx.engine.dispose()
@@ -184,11 +184,11 @@ async def test_pesels_and_codes_typed_at_every_step_are_nowhere_in_clear(
     chat.press("confirm:yes:request")
     sent: list[str] = []
 
-    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> outbox.DeliveryResult:
+    async def deliver(row: OutboxMessage, message: OutgoingMessage) -> sending.DeliveryResult:
         sent.append(message.text)
-        return outbox.DeliveryResult(ok=True)
+        return sending.DeliveryResult(ok=True)
 
-    await outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver)
+    await sending.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now, deliver=deliver)
     code = activation_code("\n".join(sent))  # the activation e-mail was delivered with its code
     every_code = (f"kod {code}, {code.lower()}, {code.lower().replace('-', ' ')}, "
                   f"{code.lower().replace('-', '')}")

@@ -16,7 +16,7 @@ handling leave anything behind: one chat code mailed per student, one terms acce
 chat, one application, no wrong guess.
 Both kill -9 runs also run on PostgreSQL, smaller (the marker `postgres`).
 
-A row a killed process had leased stays leased for core.messaging.outbox.LEASE (5 minutes) before
+A row a killed process had leased stays leased for core.messaging.sending.LEASE (5 minutes) before
 another drainer may take it; the test stands in for those minutes by expiring the dead
 process's leases before the restart (the process is dead, so nothing else holds them).
 """

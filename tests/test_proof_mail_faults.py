@@ -249,7 +249,7 @@ def _kill_9_run(serve: Serve, engine: Engine, support: str, dovecot: DovecotServ
         serve.start()
     feeder.join()
     assert busy >= kills // 2, f"only {busy} of {kills} kills hit a serve with work to do"
-    # Rows a killed sender had claimed stay leased for outbox.LEASE (5 minutes) and are then
+    # Rows a killed sender had claimed stay leased for sending.LEASE (5 minutes) and are then
     # sent by the next drainer; the test moves the lease's end instead of waiting for it.
     deadline = time.monotonic() + 60
     while _state(engine)[0] < mails or _state(engine)[1]:
@@ -383,7 +383,7 @@ def test_postgres_connections_dropped_mid_run(tmp_path: Path, postgres_database:
         while _state(engine)[0] < 200 or _state(engine)[1]:
             assert time.monotonic() < deadline, _state(engine)
             time.sleep(0.2)
-        # A drainer cut off between claiming and marking leaves rows leased for outbox.LEASE.
+        # A drainer cut off between claiming and marking leaves rows leased for sending.LEASE.
         with engine.begin() as connection:
             connection.execute(sa.text("UPDATE outbox SET lease_until = now() - interval '1 minute' "
                                        "WHERE status = 'sending'"))

@@ -21,7 +21,8 @@ from core.app.errors import ActivationError, RegisterImportError
 from core.credentials import service
 from core.jobs import run_due
 from core.jobs.sweep import sweep
-from core.messaging.outbox import mark_sent, open_body
+from core.messaging.outbox import open_body
+from core.messaging.sending import mark_sent
 from core.storage.db import unit_of_work
 from core.storage.models import AuditEvent, BindingCode, ChatLink, Credential, OutboxMessage, Student
 from core.students.demo_register import make_pesel

@@ -32,7 +32,7 @@ from core.app import serve
 from core.app.clock import FixedClock
 from core.app.context import AppContext
 from core.jobs.leader import Leadership
-from core.messaging import outbox
+from core.messaging import outbox, sending
 from core.messaging.outgoing import OutgoingMessage
 from core.storage.db import make_engine, unit_of_work
 from core.storage.models import InboundMail, OutboxMessage, OutboxStatus, SupportMessage, SupportThread
@@ -157,7 +157,7 @@ def test_two_drainers_claiming_at_once_never_take_the_same_row(tmp_path: Path, p
     """A's claim holds its rows (selected and leased, not committed) while B claims: B must pass them by."""
     a, b = (mail_ctx(tmp_path, pg_url, clock) for _ in range(2))
     queued = _queue(a, 30)
-    real = outbox.claim_due
+    real = sending.claim_due
     a_claimed, a_may_commit = threading.Event(), threading.Event()
 
     def claim_due(session: Session, **kwargs: Any) -> list[OutboxMessage]:
@@ -172,12 +172,12 @@ def test_two_drainers_claiming_at_once_never_take_the_same_row(tmp_path: Path, p
     finished: dict[str, Any] = {}
 
     def server(name: str, ctx: AppContext) -> None:
-        async def deliver(row: OutboxMessage, _message: OutgoingMessage) -> outbox.DeliveryResult:
+        async def deliver(row: OutboxMessage, _message: OutgoingMessage) -> sending.DeliveryResult:
             sent.append((name, row.id or 0))
-            return outbox.DeliveryResult(ok=True, external_id=f"{name}-{row.id}")
+            return sending.DeliveryResult(ok=True, external_id=f"{name}-{row.id}")
 
         try:
-            finished[name] = asyncio.run(outbox.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now,
+            finished[name] = asyncio.run(sending.drain_once(ctx.engine, ctx.box, channel="email", now=ctx.clock.now,
                                                            deliver=deliver, limit=20))
         except BaseException as exc:  # surfaced below
             finished[name] = exc
@@ -221,19 +221,19 @@ async def test_rows_whose_lease_ran_out_while_queued_are_left_to_the_other_serve
     ids = _queue(a, 3)
     sent_by: dict[str, list[int]] = {"a": [], "b": []}
 
-    async def slow_a(row: OutboxMessage, message: OutgoingMessage) -> outbox.DeliveryResult:
+    async def slow_a(row: OutboxMessage, message: OutgoingMessage) -> sending.DeliveryResult:
         sent_by["a"].append(row.id or 0)
         a.clock.advance(timedelta(minutes=4) if len(sent_by["a"]) == 1 else timedelta(minutes=2))  # type: ignore[attr-defined]
         if len(sent_by["a"]) == 2:
             # The other server's drainer runs meanwhile: only the third row's lease is over.
-            assert await outbox.drain_once(b.engine, b.box, channel="email", now=b.clock.now, deliver=fast_b) == 1
-        return outbox.DeliveryResult(ok=True)
+            assert await sending.drain_once(b.engine, b.box, channel="email", now=b.clock.now, deliver=fast_b) == 1
+        return sending.DeliveryResult(ok=True)
 
-    async def fast_b(row: OutboxMessage, message: OutgoingMessage) -> outbox.DeliveryResult:
+    async def fast_b(row: OutboxMessage, message: OutgoingMessage) -> sending.DeliveryResult:
         sent_by["b"].append(row.id or 0)
-        return outbox.DeliveryResult(ok=True)
+        return sending.DeliveryResult(ok=True)
 
-    await outbox.drain_once(a.engine, a.box, channel="email", now=a.clock.now, deliver=slow_a)
+    await sending.drain_once(a.engine, a.box, channel="email", now=a.clock.now, deliver=slow_a)
     assert sent_by == {"a": ids[:2], "b": ids[2:]}
     rows = _rows(a)
     assert [(rows[i].status, rows[i].attempts) for i in ids] == [
@@ -251,16 +251,16 @@ async def test_a_chain_skips_rows_whose_lease_ran_out_while_queued(two: tuple[Ap
         rate_per_second = 0.0
         concurrent_deliveries = 2
 
-        async def deliver(self, row: OutboxMessage, message: OutgoingMessage) -> outbox.DeliveryResult:
+        async def deliver(self, row: OutboxMessage, message: OutgoingMessage) -> sending.DeliveryResult:
             sent_by["a"].append(row.id or 0)
             a.clock.advance(timedelta(minutes=4) if len(sent_by["a"]) == 1 else timedelta(minutes=2))  # type: ignore[attr-defined]
             if len(sent_by["a"]) == 2:
-                taken = await asyncio.to_thread(outbox.claim, b.engine, channel="telegram", now=b.clock.now())
+                taken = await asyncio.to_thread(sending.claim, b.engine, channel="telegram", now=b.clock.now())
                 sent_by["b"] += [r.id or 0 for r in taken]
                 for row_b in taken:
-                    await asyncio.to_thread(outbox.record, b.engine, row_b, outbox.DeliveryResult(ok=True),
+                    await asyncio.to_thread(sending.record, b.engine, row_b, sending.DeliveryResult(ok=True),
                                             b.clock.now())
-            return outbox.DeliveryResult(ok=True)
+            return sending.DeliveryResult(ok=True)
 
         async def close(self) -> None:
             return None
@@ -279,12 +279,12 @@ async def test_a_chain_skips_rows_whose_lease_ran_out_while_queued(two: tuple[Ap
 def test_an_outcome_is_recorded_only_over_the_recorders_own_lease(two: tuple[AppContext, AppContext]) -> None:
     a, b = two
     [row_id] = _queue(a, 1)
-    [mine] = outbox.claim(a.engine, channel="email", now=a.clock.now())
-    a.clock.advance(outbox.LEASE + timedelta(seconds=1))  # type: ignore[attr-defined]
-    [theirs] = outbox.claim(b.engine, channel="email", now=b.clock.now())
-    assert outbox.record(b.engine, theirs, outbox.DeliveryResult(ok=True, external_id="<b@x>"), b.clock.now())
+    [mine] = sending.claim(a.engine, channel="email", now=a.clock.now())
+    a.clock.advance(sending.LEASE + timedelta(seconds=1))  # type: ignore[attr-defined]
+    [theirs] = sending.claim(b.engine, channel="email", now=b.clock.now())
+    assert sending.record(b.engine, theirs, sending.DeliveryResult(ok=True, external_id="<b@x>"), b.clock.now())
     # A's slow attempt ends after B's: its failure must not make B's sent row due again.
-    assert not outbox.record(a.engine, mine, outbox.DeliveryResult(ok=False, error="timeout"), a.clock.now())
+    assert not sending.record(a.engine, mine, sending.DeliveryResult(ok=False, error="timeout"), a.clock.now())
     row = _rows(a)[row_id]
     assert (row.status, row.external_id, row.attempts) == (OutboxStatus.SENT, "<b@x>", 2)
 
@@ -292,19 +292,19 @@ def test_an_outcome_is_recorded_only_over_the_recorders_own_lease(two: tuple[App
 def test_an_expired_lease_nobody_took_is_still_recorded(two: tuple[AppContext, AppContext]) -> None:
     a, _ = two
     [row_id] = _queue(a, 1)
-    [mine] = outbox.claim(a.engine, channel="email", now=a.clock.now())
-    a.clock.advance(outbox.LEASE + timedelta(seconds=1))  # type: ignore[attr-defined]
-    assert outbox.record(a.engine, mine, outbox.DeliveryResult(ok=True), a.clock.now())
+    [mine] = sending.claim(a.engine, channel="email", now=a.clock.now())
+    a.clock.advance(sending.LEASE + timedelta(seconds=1))  # type: ignore[attr-defined]
+    assert sending.record(a.engine, mine, sending.DeliveryResult(ok=True), a.clock.now())
     assert _rows(a)[row_id].status == OutboxStatus.SENT
 
 
 def test_release_gives_back_only_rows_still_leased_to_this_server(two: tuple[AppContext, AppContext]) -> None:
     a, b = two
     ids = _queue(a, 2)
-    mine = outbox.claim(a.engine, channel="email", now=a.clock.now())
-    a.clock.advance(outbox.LEASE + timedelta(seconds=1))  # type: ignore[attr-defined]
-    [theirs] = outbox.claim(b.engine, channel="email", now=b.clock.now(), limit=1)
-    outbox.release(a.engine, mine)  # A stops: hands back what it never started
+    mine = sending.claim(a.engine, channel="email", now=a.clock.now())
+    a.clock.advance(sending.LEASE + timedelta(seconds=1))  # type: ignore[attr-defined]
+    [theirs] = sending.claim(b.engine, channel="email", now=b.clock.now(), limit=1)
+    sending.release(a.engine, mine)  # A stops: hands back what it never started
     rows = _rows(a)
     assert (rows[theirs.id or 0].status, rows[theirs.id or 0].attempts) == (OutboxStatus.SENDING, 2)
     other = next(i for i in ids if i != theirs.id)
@@ -469,16 +469,16 @@ async def test_a_conflict_from_telegram_is_one_clear_error_and_a_back_off(
 def test_a_row_behind_one_being_sent_elsewhere_is_retried_in_seconds(two: tuple[AppContext, AppContext]) -> None:
     a, b = two
     first, second = _queue(a, 2, channel="telegram", recipient="42")
-    [older] = outbox.claim(b.engine, channel="telegram", now=b.clock.now(), limit=1)  # in flight at B
+    [older] = sending.claim(b.engine, channel="telegram", now=b.clock.now(), limit=1)  # in flight at B
     assert older.id == first
-    [mine] = outbox.claim(a.engine, channel="telegram", now=a.clock.now())
+    [mine] = sending.claim(a.engine, channel="telegram", now=a.clock.now())
     assert mine.id == second
     delivery = Delivery(a, "telegram")
     waiting = delivery.older_row_waiting(mine)
     assert waiting is not None and waiting.id == first
     result = delivery.wait_behind(waiting)
     assert result.retry_after is not None and result.retry_after <= timedelta(seconds=5)
-    assert outbox.record(a.engine, mine, result, a.clock.now())
+    assert sending.record(a.engine, mine, result, a.clock.now())
     row = _rows(a)[second]
     # Waiting its turn is no failed attempt: a row behind a slow one must not run out of attempts.
     assert (row.status, row.attempts) == (OutboxStatus.PENDING, 0)

@@ -34,7 +34,7 @@ from sqlmodel import Session, col, select
 
 from core.app.context import AppContext
 from core.app.settings import PROJECT_ROOT
-from core.messaging.outbox import LEASE
+from core.messaging.sending import LEASE
 from core.storage.db import make_engine
 from core.storage.models import OutboxMessage, OutboxStatus
 from tests.factories import TEST_SECRET, make_settings
@@ -113,7 +113,7 @@ def _environment(tmp_path: Path, api: BotApiStandIn, database_url: str, port: in
 
 
 def _expire_leases_of_the_dead(ctx: AppContext, killed_at: datetime) -> None:
-    """The leases a killed server held end after core.messaging.outbox.LEASE (5 min): let them end now.
+    """The leases a killed server held end after core.messaging.sending.LEASE (5 min): let them end now.
 
     Only leases taken before the kill: the surviving server's newer ones are its own.
     """

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from core.app.context import AppContext
-    from core.messaging.outbox import DeliveryResult
     from core.messaging.outgoing import OutgoingMessage
+    from core.messaging.sending import DeliveryResult
     from core.storage.models import OutboxMessage
 
 __all__ = ["ChannelSender", "CheckResult", "Frontend", "load_channels", "load_check", "load_frontend", "load_frontends"]

@@ -17,7 +17,7 @@ from collections import deque
 
 from core.app.context import AppContext
 from core.app.plugins import ChannelSender, Frontend, load_channels, load_frontends
-from core.messaging import outbox
+from core.messaging import sending
 from core.messaging.delivery_alerts import reporter_for
 from core.messaging.delivery_failures import FailureReporter
 from core.storage.models import OutboxMessage
@@ -36,7 +36,7 @@ class _ByRecipient:
 
     A row is claimed (leased) before it is queued here, so no other drainer takes it while
     the lease holds; one whose lease ran out while it waited in its chain is not attempted
-    (outbox.still_leased). A recipient with a chain running gets its new rows appended to
+    (sending.still_leased). A recipient with a chain running gets its new rows appended to
     that chain, never a second chain, so its messages keep their order and the sender's
     "wait behind an older row" check never sees its own predecessor still in flight.
     """
@@ -61,7 +61,7 @@ class _ByRecipient:
             return 0
         # On the database thread(s), as every database call here: a write waiting for SQLite's lock
         # (an engine turn committing) must not stall the event loop and every chat with it.
-        rows = await self.ctx.in_database(outbox.claim, self.ctx.engine, channel=self.channel,
+        rows = await self.ctx.in_database(sending.claim, self.ctx.engine, channel=self.channel,
                                           now=self.ctx.clock.now(), limit=min(CLAIM_BATCH, room))
         for row in rows:
             chain = self._chains.get(row.recipient)
@@ -88,11 +88,11 @@ class _ByRecipient:
         now = self.ctx.clock.now()
         # A row that waited in its chain behind slow deliveries may have lost its lease to
         # another drainer; a fresh one (the usual chat reply) needs no database round trip.
-        if not outbox.lease_is_fresh(row, now) and not await self.ctx.in_database(
-                outbox.still_leased, self.ctx.engine, row, now):
+        if not sending.lease_is_fresh(row, now) and not await self.ctx.in_database(
+                sending.still_leased, self.ctx.engine, row, now):
             return
-        result = await outbox.attempt(self.ctx.box, row, self.sender.deliver)
-        await self.ctx.in_database(outbox.record, self.ctx.engine, row, result, self.ctx.clock.now(), self.report)
+        result = await sending.attempt(self.ctx.box, row, self.sender.deliver)
+        await self.ctx.in_database(sending.record, self.ctx.engine, row, result, self.ctx.clock.now(), self.report)
 
     async def stop(self) -> None:
         """Finish the deliveries in flight (a message sent and not recorded would be sent
@@ -106,7 +106,7 @@ class _ByRecipient:
         waiting = [row for chain in self._chains.values() for row in chain]
         self._chains.clear()
         if waiting:
-            await self.ctx.in_database(outbox.release, self.ctx.engine, waiting)
+            await self.ctx.in_database(sending.release, self.ctx.engine, waiting)
 
 
 class Server:
@@ -138,7 +138,7 @@ class Server:
         wake = self._wake[channel]
         while not self._stopping.is_set():
             try:
-                sent = await outbox.drain_once(self.ctx.engine, self.ctx.box, channel=channel,
+                sent = await sending.drain_once(self.ctx.engine, self.ctx.box, channel=channel,
                                                now=self.ctx.clock.now, deliver=sender.deliver, report=self.report)
             except Exception:
                 log.exception("outbox drain of %s failed; retrying", channel)

@@ -367,7 +367,7 @@ class OperationsSettings(BaseModel):
     # unset: only the log says it.
     alert_email: str | None = None
     # A delivery failing this many attempts in a row is logged at ERROR (once) and may raise an alert;
-    # at most the outbox's 12 attempts (core.messaging.outbox.MAX_ATTEMPTS), after which a row is given up anyway.
+    # at most the outbox's 12 attempts (core.messaging.sending.MAX_ATTEMPTS), after which a row is given up anyway.
     error_after_attempts: int = Field(default=4, ge=1, le=12)
     # At most one alert of each sort (staff room, operators' e-mail) in this many minutes.
     alert_interval_minutes: int = Field(default=60, ge=1)

@@ -17,7 +17,7 @@ from core.app.context import AppContext
 from core.app.plugins import load_channels
 from core.cli.common import build_context, friendly_errors
 from core.conversation import ConversationService, Event, Reply
-from core.messaging import outbox
+from core.messaging import outbox, sending
 from core.storage.models import OutboxMessage, OutboxStatus, Student
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class ConsoleChat:
         """Send what the turn queued: e-mail through the configured channel, staff answers here."""
         sender = self.channels.get("email")
         if sender is not None:
-            async def deliver_email(row: OutboxMessage, message: outbox.OutgoingMessage) -> outbox.DeliveryResult:
+            async def deliver_email(row: OutboxMessage, message: outbox.OutgoingMessage) -> sending.DeliveryResult:
                 result = await sender.deliver(row, message)
                 if result.ok:
                     self.write(f"   (e-mail \"{message.subject}\" delivered: {result.external_id})")
@@ -111,7 +111,7 @@ class ConsoleChat:
                                "it stays in the outbox and is tried again)")
                 return result
 
-            await outbox.drain_once(self.ctx.engine, self.ctx.box, channel="email", now=self.ctx.clock.now,
+            await sending.drain_once(self.ctx.engine, self.ctx.box, channel="email", now=self.ctx.clock.now,
                                     deliver=deliver_email)
         self._deliver_console_rows()
 
@@ -124,7 +124,7 @@ class ConsoleChat:
             for row in rows:
                 message = outbox.open_body(self.ctx.box, row)
                 self.write("\n" + message.text)
-                outbox.mark_sent(row, self.ctx.clock.now())
+                sending.mark_sent(row, self.ctx.clock.now())
                 session.add(row)
             session.commit()
 

@@ -13,8 +13,8 @@ from sqlmodel import Session, col
 from core.app.context import AppContext
 from core.app.plugins import ChannelSender, load_channels
 from core.messaging.delivery_alerts import reporter_for
-from core.messaging.outbox import DeliveryResult, drain_once
 from core.messaging.outgoing import OutgoingMessage
+from core.messaging.sending import DeliveryResult, drain_once
 from core.storage.models import OutboxMessage, OutboxStatus
 
 __all__ = ["drain_all", "waiting_channels"]

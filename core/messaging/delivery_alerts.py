@@ -27,8 +27,8 @@ from core.app.context import AppContext
 from core.app.logging_setup import redact_log_text
 from core.messaging import outbox
 from core.messaging.delivery_failures import FailingDeliveries, FailureReporter, failing
-from core.messaging.outbox import DeliveryResult
 from core.messaging.outgoing import OutgoingMessage
+from core.messaging.sending import DeliveryResult
 from core.storage.db import unit_of_work
 from core.storage.models import OutboxMessage
 from core.support.threads import EMAIL_CHANNEL, STAFF_CHANNEL

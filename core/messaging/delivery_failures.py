@@ -32,7 +32,7 @@ from core.app.logging_setup import redact_log_text
 from core.storage.models import OutboxMessage, OutboxStatus
 
 if TYPE_CHECKING:
-    from core.messaging.outbox import DeliveryResult
+    from core.messaging.sending import DeliveryResult
 
 __all__ = [
     "DEFAULT_ERROR_AFTER_ATTEMPTS",
@@ -100,7 +100,7 @@ def _error_line(result: DeliveryResult) -> str:
 
 
 class FailureReporter:
-    """Logs one failed attempt (core.messaging.outbox.record calls it once its outcome is recorded)."""
+    """Logs one failed attempt (core.messaging.sending.record calls it once its outcome is recorded)."""
 
     def __init__(self, error_after_attempts: int = DEFAULT_ERROR_AFTER_ATTEMPTS,
                  on_error: Callable[[OutboxMessage, DeliveryResult, datetime], None] | None = None) -> None:
@@ -203,7 +203,7 @@ def failing(session: Session, *, channel: str | None = None) -> list[FailingDeli
 
 def given_up(session: Session, *, since: datetime) -> list[FailingDeliveries]:
     """Rows given up since `since` after at least one attempt (oldest = the first given up)."""
-    # A given-up row's next_attempt_at is the moment it was given up (core.messaging.outbox._failed).
+    # A given-up row's next_attempt_at is the moment it was given up (core.messaging.sending._failed).
     condition = sa.and_(col(OutboxMessage.status) == OutboxStatus.FAILED, col(OutboxMessage.attempts) > 0,
                         col(OutboxMessage.next_attempt_at) >= since)
     return _grouped(session, condition, col(OutboxMessage.next_attempt_at))

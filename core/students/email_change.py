@@ -30,7 +30,7 @@ from sqlmodel import Session, col, select
 
 from core.credentials.compose import notice_email
 from core.credentials.lifecycle import EndReason, transition
-from core.messaging import outbox
+from core.messaging import outbox, sending
 from core.messaging.notify import email_language, email_languages
 from core.storage import audit
 from core.storage.models import BindingCode, Credential, CredentialState, OutboxMessage, OutboxStatus, Student
@@ -89,7 +89,7 @@ def _cancel_mail(session: Session, change: EmailChange, now: datetime) -> int:
         )
     ).all()
     for row in rows:
-        outbox.mark_failed(row, now, CANCEL_REASON)
+        sending.mark_failed(row, now, CANCEL_REASON)
         session.add(row)
     return len(rows)
 

@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 
 from core.app.clock import FixedClock
 from core.app.context import AppContext
-from core.messaging import outbox
+from core.messaging import sending
 from core.storage.models import InboundMail, OutboxMessage, SupportThread
 from mail.channel import SmtpChannel
 from mail.frontend import MailFrontend
@@ -60,7 +60,7 @@ class Desk:
 
     async def send_answers(self) -> list[EmailMessage]:
         channel = SmtpChannel(self.ctx.settings, self.ctx.clock)
-        await outbox.drain_once(self.ctx.engine, self.ctx.box, channel="email", now=self.ctx.clock.now,
+        await sending.drain_once(self.ctx.engine, self.ctx.box, channel="email", now=self.ctx.clock.now,
                                 deliver=channel.deliver)
         return [parse(m.data) for m in self.smtp.messages]
 
