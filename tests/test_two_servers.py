@@ -167,7 +167,7 @@ def test_two_drainers_claiming_at_once_never_take_the_same_row(tmp_path: Path, p
             assert a_may_commit.wait(WAIT)
         return rows
 
-    monkeypatch.setattr(outbox, "claim_due", claim_due)
+    monkeypatch.setattr(sending, "claim_due", claim_due)
     sent: list[tuple[str, int]] = []
     finished: dict[str, Any] = {}
 
