@@ -99,10 +99,14 @@ class _ByRecipient:
         again after a restart), hand the rows not started back to the outbox."""
         self._stopping = True
         if self._tasks:
-            _, late = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_SECONDS)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+            try:
+                await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_SECONDS)
+            finally:
+                # Also when this wait is itself cancelled: no chain outlives its drainer.
+                late = [task for task in self._tasks if not task.done()]
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
         waiting = [row for chain in self._chains.values() for row in chain]
         self._chains.clear()
         if waiting:
@@ -139,7 +143,8 @@ class Server:
         while not self._stopping.is_set():
             try:
                 sent = await sending.drain_once(self.ctx.engine, self.ctx.box, channel=channel,
-                                               now=self.ctx.clock.now, deliver=sender.deliver, report=self.report)
+                                               now=self.ctx.clock.now, deliver=sender.deliver, report=self.report,
+                                               stopping=self._stopping.is_set, in_database=self.ctx.in_database)
             except Exception:
                 log.exception("outbox drain of %s failed; retrying", channel)
                 sent = 0
@@ -211,7 +216,10 @@ class Server:
                 await frontend.stop()
             except Exception:
                 log.exception("stopping %s failed", frontend.name)
-        for task in self._tasks:
+        # The drain loops saw `_stopping` and finish the deliveries in flight on their own (a sent
+        # message not recorded would go again after a restart); cancelled only if they overstay.
+        _, late = await asyncio.wait(self._tasks, timeout=STOP_GRACE_SECONDS + 1.0) if self._tasks else (set(), set())
+        for task in late:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for sender in self.channels.values():

@@ -276,6 +276,10 @@ def record(engine: Engine, row: OutboxMessage, result: DeliveryResult, now: date
     return True
 
 
+async def _inline(work: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    return work(*args, **kwargs)
+
+
 async def drain_once(
     engine: Engine,
     box: SecretBox,
@@ -285,13 +289,24 @@ async def drain_once(
     deliver: Deliver,
     limit: int = 50,
     report: FailureReporter | None = None,
+    stopping: Callable[[], bool] | None = None,
+    in_database: Callable[..., Awaitable[Any]] = _inline,
 ) -> int:
-    """Claim due rows (committed), deliver each while its lease holds, record each outcome in its own commit."""
+    """Claim due rows (committed), deliver each while its lease holds, record each outcome in its own commit.
+
+    `stopping`: asked before each row; once true, the rows not attempted are given back (due at
+    once) and the drain returns. `in_database` runs the database calls (a server passes its
+    database threads, so a wait for SQLite's write lock never stalls the event loop).
+    """
     delivered = 0
-    for row in claim(engine, channel=channel, now=now(), limit=limit):
-        if not still_leased(engine, row, now()):
+    rows = await in_database(claim, engine, channel=channel, now=now(), limit=limit)
+    for index, row in enumerate(rows):
+        if stopping is not None and stopping():
+            await in_database(release, engine, rows[index:])
+            break
+        if not await in_database(still_leased, engine, row, now()):
             continue
         result = await attempt(box, row, deliver)
-        record(engine, row, result, now(), report)
+        await in_database(record, engine, row, result, now(), report)
         delivered += int(result.ok)
     return delivered

@@ -202,6 +202,9 @@ class _Handler:
             except (OSError, smtplib.SMTPException) as exc:
                 return f"451 4.3.0 mailbox delivery failed: {exc}"
         self.relay._record(message)
+        delay = self.relay._take_delay()
+        if delay:
+            await asyncio.sleep(delay)  # accepted and recorded; only the answer is late
         return "250 2.0.0 OK queued"
 
     @staticmethod
@@ -290,6 +293,7 @@ class SmtpRelay:
         self._fail_budget = 0
         self._fail_reply = ""
         self._fail_stage: FailStage = "data"
+        self._delays: list[float] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -389,6 +393,16 @@ class SmtpRelay:
             self._fail_budget = count
             self._fail_reply = f"{code} {enhanced} {text}"
             self._fail_stage = stage
+
+    def delay_answers(self, seconds: float, count: int = 1) -> None:
+        """Accept the next ``count`` messages at once and answer their DATA ``seconds`` later:
+        the client has the message in flight meanwhile."""
+        with self._cond:
+            self._delays.extend([seconds] * count)
+
+    def _take_delay(self) -> float:
+        with self._cond:
+            return self._delays.pop(0) if self._delays else 0.0
 
     def _take_failure(self) -> tuple[FailStage, str] | None:
         with self._cond:

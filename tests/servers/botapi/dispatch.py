@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from tests.servers.botapi.errors import ApiError
-from tests.servers.botapi.faults import apply_forced
+from tests.servers.botapi.faults import answer_delay, apply_forced
 from tests.servers.botapi.methods import HANDLERS
 from tests.servers.botapi.methods.files import serve_file
 from tests.servers.botapi.records import ApiCall
@@ -36,6 +36,7 @@ def dispatch(
     params: Params = {}
     files: Files = {}
     status = 200
+    delay = 0.0
     try:
         if not match or not TOKEN_RE.match(token):
             raise ApiError(404, "Not Found")
@@ -51,6 +52,8 @@ def dispatch(
             apply_forced(s, method)
         result = handler(s, params, files, token)
         response: dict[str, Any] = {"ok": True, "result": result}
+        with s._cond:
+            delay = answer_delay(s, method)
     except ApiError as exc:
         status = exc.code
         response = exc.body()
@@ -73,4 +76,6 @@ def dispatch(
             )
         )
         s._cond.notify_all()
+    if delay:
+        time.sleep(delay)  # done and recorded above; only the answer is late
     return status, json.dumps(response, ensure_ascii=False).encode(), "application/json"

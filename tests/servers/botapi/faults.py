@@ -1,4 +1,5 @@
-"""Faults a test injects: the next calls of a method answer an error (a 429, a 5xx, a 403...)."""
+"""Faults a test injects: the next calls of a method answer an error (a 429, a 5xx, a 403...),
+or are carried out at once and answered late (a slow network)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,24 @@ class FaultInjection(StandInState):
                     "error": (error_code, description, parameters),
                 }
             )
+
+    def delay_answers(self, methods: str | Iterable[str], seconds: float, *, count: int = 1) -> None:
+        """The next ``count`` calls of ``methods`` are carried out at once (a message is sent) and
+        answered ``seconds`` later: the client has it in flight meanwhile."""
+        wanted = [methods] if isinstance(methods, str) else methods
+        with self._cond:
+            self._delayed.append({"methods": {m.lower() for m in wanted}, "remaining": count, "seconds": seconds})
+
+
+def answer_delay(s: StandInState, method: str) -> float:
+    """Seconds to hold this call's answer back, if a delay is planned for ``method`` (``_cond`` held)."""
+    for delayed in s._delayed:
+        if method.lower() in delayed["methods"]:
+            delayed["remaining"] -= 1
+            if delayed["remaining"] <= 0:
+                s._delayed.remove(delayed)
+            return float(delayed["seconds"])
+    return 0.0
 
 
 def apply_forced(s: StandInState, method: str) -> None:

@@ -120,6 +120,7 @@ class StandInState:
         self._webhook: dict[str, Any] = {}
         self._webhook_error: tuple[int, str] | None = None
         self._forced: list[dict[str, Any]] = []
+        self._delayed: list[dict[str, Any]] = []
         self._send_times: dict[int, deque[float]] = {}
         self._global_send_times: deque[float] = deque()
         self._rate_limited: dict[int | None, int] = {}
