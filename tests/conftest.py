@@ -3,6 +3,7 @@ the support mailbox, the `mleg` CLI runner. Data builders live in tests/factorie
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -58,6 +59,20 @@ def _spawning_tests_are_marked(request: pytest.FixtureRequest, monkeypatch: pyte
     marked = any(request.node.get_closest_marker(name) for name in ("process", "slow"))
     if spawned and not marked:
         pytest.fail(f"this test starts a process ({spawned[0]}): mark it @pytest.mark.process", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A CLI command run in-process (CliRunner) sets up logging on the runner's stderr, which is
+    closed after the command: later records from any thread (the SMTP relay's) would meet a closed
+    stream and print "Logging error" tracebacks into the run's output. Its handler goes again."""
+    root = logging.getLogger()
+    before, level = set(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in before and type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)
