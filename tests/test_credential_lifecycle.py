@@ -204,8 +204,31 @@ def test_revoke_records_who_why_when_and_notifies(ctx: AppContext) -> None:
         assert credential.code_hash is None
         event = session.exec(select(CredentialEvent).where(CredentialEvent.to_state == "revoked")).one()
         assert (event.actor, event.reason, event.at) == ("student", "lost_phone", ctx.clock.now())
-        kinds = set(session.exec(select(OutboxMessage.kind)).all())
-        assert kinds == {"activation", "revoked"}
+        mails = session.exec(select(OutboxMessage.kind, OutboxMessage.status, OutboxMessage.body)
+                             .order_by(col(OutboxMessage.id))).all()
+    # The activation mail had not gone out yet (the mail server away): it never will, its data is
+    # dead (kept as cancelled, body wiped). The notice of the revocation goes.
+    assert [(kind, status, body is None) for kind, status, body in mails] == [
+        ("activation", "cancelled", True), ("revoked", "pending", False)]
+
+
+def test_revoke_leaves_a_sent_activation_mail_and_one_being_sent(ctx: AppContext) -> None:
+    _, sent_id = issue(ctx)
+    _, sending_id = issue(ctx)
+    with unit_of_work(ctx.engine) as session:
+        for credential_id, status in ((sent_id, "sent"), (sending_id, "sending")):
+            row = session.exec(select(OutboxMessage).where(OutboxMessage.credential_id == credential_id)).one()
+            row.status = status
+            session.add(row)
+    with unit_of_work(ctx.engine) as session:
+        for credential_id in (sent_id, sending_id):
+            credential = session.get(Credential, credential_id)
+            assert credential is not None
+            service.revoke(ctx, session, credential, reason="lost_phone", actor="student")
+    with Session(ctx.engine) as session:
+        statuses = session.exec(select(OutboxMessage.status).where(OutboxMessage.kind == "activation")
+                                .order_by(col(OutboxMessage.id))).all()
+    assert statuses == ["sent", "sending"]  # sent is sent; the one in flight finishes (its lease)
 
 
 def test_terminal_states_do_not_move(ctx: AppContext) -> None:

@@ -34,10 +34,12 @@ def _request(ctx: AppContext) -> tuple[int, int, str, str]:
 
 
 def _activation_mails(ctx: AppContext, credential_id: int) -> list[tuple[str, str, str]]:
-    """(recipient, plain text, code) of every activation mail queued for the credential, oldest first."""
+    """(recipient, plain text, code) of every activation mail queued for the credential and not
+    cancelled, oldest first."""
     with Session(ctx.engine) as session:
         rows = session.exec(select(OutboxMessage).where(OutboxMessage.credential_id == credential_id,
-                                                        OutboxMessage.kind == "activation")
+                                                        OutboxMessage.kind == "activation",
+                                                        OutboxMessage.status != "cancelled")
                             .order_by(col(OutboxMessage.id))).all()
         mails = []
         for row in rows:
@@ -141,6 +143,11 @@ def test_a_mail_of_the_old_data_still_waiting_in_the_outbox_is_withdrawn(ctx: Ap
     assert "zastępuje wysłane wcześniej" in text
     assert len(_activation_mails(ctx, sending_id)) == 2
     _activate(ctx, credential_id, new_code)
+    # The withdrawn one stays on record, its dead data wiped, the reason given; not a failure.
+    with Session(ctx.engine) as session:
+        [withdrawn] = session.exec(select(OutboxMessage).where(OutboxMessage.status == "cancelled")).all()
+    assert (withdrawn.credential_id, withdrawn.body) == (credential_id, None)
+    assert withdrawn.last_error == "cancelled: new activation data was sent in its place"
 
 
 @pytest.fixture

@@ -137,6 +137,7 @@ def test_retention_deletes_outbox_audit_and_acceptances_by_their_own_rules(tmp_p
     with unit_of_work(ctx.engine) as session:
         student, _ = add_student(session, ctx.box)
         for key, status, age in (("old-sent", OutboxStatus.SENT, 11), ("old-failed", OutboxStatus.FAILED, 11),
+                                 ("old-cancelled", OutboxStatus.CANCELLED, 11),
                                  ("old-pending", OutboxStatus.PENDING, 11), ("new-sent", OutboxStatus.SENT, 9)):
             _outbox_row(session, ctx, key, status, NOW - timedelta(days=age))
         audit.record(session, at=NOW - timedelta(days=101), actor="telegram:1", action="chat.bound",
@@ -150,7 +151,7 @@ def test_retention_deletes_outbox_audit_and_acceptances_by_their_own_rules(tmp_p
 
     result = retention(ctx)
 
-    assert (result["outbox"], result["audit_events"], result["terms_acceptances"]) == (2, 1, 1)
+    assert (result["outbox"], result["audit_events"], result["terms_acceptances"]) == (3, 1, 1)
     with Session(ctx.engine) as session:
         keys = set(session.exec(select(OutboxMessage.idempotency_key)).all())
         assert keys == {"old-pending", "new-sent"}  # a pending row is work still to do

@@ -9,7 +9,7 @@ from core.app.errors import ActivationError
 from core.jobs import reminders, run_due, sweep
 from core.messaging.outbox import open_body
 from tests.factories import issue, link_chat
-from tests.support.lifecycle import activate, at, credential, outbox
+from tests.support.lifecycle import activate, at, credential, mailed_activation_code, outbox
 
 
 def _reminder_keys(ctx: AppContext) -> list[str]:
@@ -20,6 +20,7 @@ def test_reminders_at_seven_and_one_day_then_expiry_with_notices(ctx: AppContext
     at(ctx, "2026-11-05T10:00:00+01:00")  # deadline 5 December 10:00 CET
     student_id, cid = issue(ctx)
     pid = credential(ctx, cid).public_id
+    code = mailed_activation_code(ctx, cid)
     link_chat(ctx, student_id, language="pl")
     for moment in ("2026-11-27T23:59:00+01:00", "2026-11-28T00:00:00+01:00", "2026-11-29T12:00:00+01:00",
                    "2026-12-04T00:00:00+01:00", "2026-12-05T09:59:00+01:00"):
@@ -40,7 +41,13 @@ def test_reminders_at_seven_and_one_day_then_expiry_with_notices(ctx: AppContext
     assert "złóż wniosek ponownie" in email.text and "apply again" in email.text
     assert [[b.data for b in line] for line in open_body(ctx.box, outbox(ctx)[-1]).buttons] == [["menu:request"]]
     with pytest.raises(ActivationError):
-        activate(ctx, cid)
+        activate(ctx, cid, code)
+    # The mail server was away the whole month: the activation mail and the reminders still
+    # queued are taken back (their data is dead), kept on record, never sent.
+    taken_back = [(r.kind, r.status, r.body) for r in outbox(ctx) if r.kind in ("activation", "reminder")]
+    assert taken_back == [("activation", "cancelled", None)] + [("reminder", "cancelled", None)] * 2
+    assert all(r.last_error == "cancelled: the credential was expired (activation_window_passed) first"
+               for r in outbox(ctx) if r.status == "cancelled")
 
 
 def test_after_downtime_only_the_most_urgent_reminder_is_sent(ctx: AppContext) -> None:

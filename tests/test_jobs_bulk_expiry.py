@@ -9,8 +9,10 @@ from sqlmodel import Session, col, select
 from core.app.context import AppContext
 from core.credentials.lifecycle import transition
 from core.jobs.sweep import expire_validity
+from core.messaging import outbox
+from core.messaging.outgoing import OutgoingMessage
 from core.storage.db import unit_of_work
-from core.storage.models import AuditEvent, Credential, CredentialEvent, CredentialState
+from core.storage.models import AuditEvent, Credential, CredentialEvent, CredentialState, OutboxMessage
 from tests.factories import add_student
 
 NOW = datetime(2027, 4, 1, 6, 0, tzinfo=UTC)
@@ -27,6 +29,13 @@ def _credentials(ctx: AppContext, states: list[str]) -> list[int]:
             session.add(row)
             session.flush()
             ids.append(row.id or 0)
+            # Still waiting when the validity ends (the mail server away): the reminder and the
+            # activation data are pointless now, the other notice still goes, the sent one stays.
+            for kind, sent in (("reminder", False), ("activation", False), ("renewed", False), ("activation", True)):
+                queued = outbox.enqueue(session, ctx.box, key=f"{kind}:{row.id}:{sent}", channel="email",
+                                        recipient="student@student.example.edu.pl", kind=kind,
+                                        message=OutgoingMessage(subject="s", text=kind), now=NOW, credential_id=row.id)
+                queued.status = "sent" if sent else "pending"
     return ids
 
 
@@ -36,10 +45,13 @@ def _trace(ctx: AppContext, cid: int) -> tuple[object, ...]:
         assert c is not None
         events = session.exec(select(CredentialEvent).where(CredentialEvent.credential_id == cid)).all()
         audits = session.exec(select(AuditEvent).where(AuditEvent.credential_id == cid)).all()
+        mails = session.exec(select(OutboxMessage).where(OutboxMessage.credential_id == cid)
+                             .order_by(col(OutboxMessage.id))).all()
         return (
             (c.state, c.updated_at, c.ended_at, c.end_reason, c.code_hash, c.qr_token_hash),
             [(e.from_state, e.to_state, e.actor, e.reason, e.at) for e in events],
             [(a.at, a.actor, a.action, a.detail, a.thread_id, a.student_id == c.student_id) for a in audits],
+            [(m.kind, m.status, m.body is None, m.last_error, m.next_attempt_at, m.lease_until) for m in mails],
         )
 
 
@@ -50,9 +62,11 @@ def test_bulk_path_equals_transition(ctx: AppContext) -> None:
         assert row is not None
         transition(session, row, CredentialState.EXPIRED, actor="jobs", reason="validity_ended", now=NOW)
     assert expire_validity(ctx.engine, now=NOW, today=date(2027, 4, 1), batch_size=10) == 1
-    credential_by_hand, events_by_hand, _ = _trace(ctx, by_hand)
-    credential_bulk, events_bulk, audits_bulk = _trace(ctx, bulk)
-    assert (credential_bulk, events_bulk) == (credential_by_hand, events_by_hand)
+    credential_by_hand, events_by_hand, _, mails_by_hand = _trace(ctx, by_hand)
+    credential_bulk, events_bulk, audits_bulk, mails_bulk = _trace(ctx, bulk)
+    assert (credential_bulk, events_bulk, mails_bulk) == (credential_by_hand, events_by_hand, mails_by_hand)
+    assert [(kind, status) for kind, status, *_ in mails_bulk] == [
+        ("reminder", "cancelled"), ("activation", "cancelled"), ("renewed", "pending"), ("activation", "sent")]
     # The bulk path audits once per batch; the credential's own history is complete.
     assert audits_bulk == []
     with Session(ctx.engine) as session:
@@ -75,6 +89,10 @@ def test_batches_cover_every_due_row_once_and_spare_the_rest(ctx: AppContext) ->
         events = session.exec(select(CredentialEvent.credential_id, CredentialEvent.from_state)
                               .order_by(col(CredentialEvent.credential_id))).all()
     assert {states[i] for i in due} == {"expired"} and states[spared[0]] == "revoked"
+    with Session(ctx.engine) as session:
+        cancelled = session.exec(select(OutboxMessage.credential_id).where(OutboxMessage.status == "cancelled")
+                                 .order_by(col(OutboxMessage.credential_id))).all()
+    assert cancelled == sorted(due + due)  # each due one's reminder and activation mail, no other's
     assert sorted(states.values()).count("active") == 1
     assert [cid for cid, _ in events] == due
     assert sorted(f for _, f in events) == ["active"] * 7 + ["pending_activation"] * 3

@@ -15,13 +15,15 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from core.app.errors import TransitionError
+from core.messaging import outbox
 from core.storage import audit
-from core.storage.models import Credential, CredentialEvent, CredentialState
+from core.storage.models import Credential, CredentialEvent, CredentialState, OutboxMessage
 
-__all__ = ["ALLOWED", "STUDIES_ENDED", "EndReason", "transition"]
+__all__ = ["ACTIVATION_KIND", "ALLOWED", "ENDS_WITH_THE_CREDENTIAL", "STUDIES_ENDED", "EndReason", "cancel_reason",
+           "transition"]
 
 S = CredentialState
 
@@ -32,6 +34,18 @@ ALLOWED: dict[CredentialState, frozenset[CredentialState]] = {
     S.EXPIRED: frozenset(),
     S.REVOKED: frozenset(),
 }
+
+
+# The outbox kind of the mails that carry activation data (first and resent).
+ACTIVATION_KIND = "activation"
+# What a credential's end makes pointless to send: its activation data (dead now) and its
+# reminders (to activate, or that it runs out). The notice of the end itself is queued after.
+ENDS_WITH_THE_CREDENTIAL: frozenset[str] = frozenset({ACTIVATION_KIND, "reminder"})
+
+
+def cancel_reason(to_state: CredentialState, reason: str) -> str:
+    """What a mail taken back at a credential's end says in its row (staff read it)."""
+    return f"cancelled: the credential was {to_state.value} ({reason}) first"
 
 
 class EndReason(StrEnum):
@@ -85,6 +99,10 @@ def transition(
         credential.end_reason = reason
         credential.code_hash = None
         credential.qr_token_hash = None
+        if credential.id is not None:
+            outbox.cancel_waiting(session, col(OutboxMessage.credential_id) == credential.id,
+                                  col(OutboxMessage.kind).in_(ENDS_WITH_THE_CREDENTIAL),
+                                  reason=cancel_reason(to_state, reason), now=now)
     session.add(credential)
     event = CredentialEvent(
         credential_id=credential.id or 0,

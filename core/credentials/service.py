@@ -19,7 +19,7 @@ from core.app.context import AppContext
 from core.app.errors import ActivationError, ConflictError, EligibilityError, NotFoundError
 from core.credentials.compose import activation_email, notice_email
 from core.credentials.issuer import ActivationData
-from core.credentials.lifecycle import EndReason, transition
+from core.credentials.lifecycle import ACTIVATION_KIND, EndReason, transition
 from core.messaging import outbox
 from core.security import ratelimit
 from core.storage import audit
@@ -30,7 +30,6 @@ from core.storage.models import (
     CredentialEvent,
     CredentialState,
     OutboxMessage,
-    OutboxStatus,
     Student,
     StudentStatus,
 )
@@ -58,8 +57,6 @@ __all__ = [
 # Counted attempts (core.security.ratelimit) of resending one credential's activation data.
 RESEND_KIND = "code_resend"
 RESEND_WINDOW = timedelta(days=1)
-# The outbox kind of the mails that carry activation data (first and resent).
-ACTIVATION_KIND = "activation"
 
 
 def live_credential(session: Session, student_id: int) -> Credential | None:
@@ -258,20 +255,20 @@ def resend_activation(
                                 reason="activation_data_reissued", at=now))
     audit.record(session, at=now, actor=actor, action="credential.activation_resent",
                  student_id=student.id, credential_id=credential.id)
-    _withdraw_unsent_activation_mails(session, credential)
+    _withdraw_unsent_activation_mails(session, credential, now)
     _mail_activation(ctx, session, student, credential, data, language,
                      key=f"activation-resend:{credential.public_id}:{uuid.uuid4().hex}", resent=True)
     return data.deadline
 
 
-def _withdraw_unsent_activation_mails(session: Session, credential: Credential) -> None:
+def _withdraw_unsent_activation_mails(session: Session, credential: Credential, now: datetime) -> None:
     """Take back this credential's activation mails still waiting in the outbox (the mail server was
     away): the data in them died with the resend, and the student would get a dead code after the
-    new one. A mail being sent at this moment (leased) is left to finish; on PostgreSQL a drainer's
-    claim in progress is waited for and then seen as such."""
-    session.execute(sa.delete(OutboxMessage).where(
-        col(OutboxMessage.credential_id) == credential.id, col(OutboxMessage.kind) == ACTIVATION_KIND,
-        col(OutboxMessage.status) == OutboxStatus.PENDING))
+    new one. Kept as cancelled; a mail being sent at this moment (leased) is left to finish; on
+    PostgreSQL a drainer's claim in progress is waited for and then seen as such."""
+    outbox.cancel_waiting(session, col(OutboxMessage.credential_id) == credential.id,
+                          col(OutboxMessage.kind) == ACTIVATION_KIND,
+                          reason="cancelled: new activation data was sent in its place", now=now)
 
 
 def request_credential(

@@ -139,10 +139,10 @@ def retention(ctx: AppContext) -> JobResult:
     cutoff = now - timedelta(days=_days(settings.retention.conversations_days, settings))
     result["conversations"] = _delete_in_batches(
         ctx, Conversation, sa.select(col(Conversation.id)).where(col(Conversation.updated_at) < cutoff))
-    # Done with: sent, or failed for good (an answer held for a blocked chat included).
+    # Done with: sent, failed for good (an answer held for a blocked chat included), or cancelled.
     cutoff = now - timedelta(days=settings.retention.outbox_days)
     result["outbox"] = _delete_in_batches(ctx, OutboxMessage, sa.select(col(OutboxMessage.id)).where(
-        col(OutboxMessage.status).in_([OutboxStatus.SENT, OutboxStatus.FAILED]),
+        col(OutboxMessage.status).in_([OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.CANCELLED]),
         sa.func.coalesce(col(OutboxMessage.sent_at), col(OutboxMessage.created_at)) < cutoff))
     cutoff = now - timedelta(days=settings.retention.audit_days)
     result["audit_events"] = _delete_in_batches(

@@ -3,8 +3,9 @@
 Each part selects what is due through an index, in batches of `jobs.batch_size` (by
 database: core.jobs.batch), one transaction per batch. Every move is the one
 `core.credentials.lifecycle.transition` makes (state, timestamps, wiped activation hashes, a
-CredentialEvent and an audit row); the high-volume one, validity ended, is done set-based
-by `expire_validity` with exactly those effects.
+CredentialEvent and an audit row, the credential's waiting activation mail and reminders
+cancelled); the high-volume one, validity ended, is done set-based by `expire_validity` with
+exactly those effects.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
 from core.app.context import AppContext
-from core.credentials.lifecycle import EndReason
+from core.credentials.lifecycle import ENDS_WITH_THE_CREDENTIAL, EndReason, cancel_reason
 from core.credentials.service import expire_activation_window, revoke
 from core.jobs.batch import batch_size
 from core.jobs.ledger import JobResult
@@ -29,6 +30,7 @@ from core.storage.models import (
     AuditEvent,
     Credential,
     CredentialState,
+    OutboxStatus,
     Student,
     StudentStatus,
 )
@@ -213,8 +215,17 @@ _REASON = EndReason.VALIDITY_ENDED.value
 _TO = S.EXPIRED.value
 _ACTION = f"credential.{_TO}"
 
+# What lifecycle.transition's outbox.cancel_waiting does, for the credentials of a batch.
+_ENDED_KINDS = ", ".join(f"'{kind}'" for kind in sorted(ENDS_WITH_THE_CREDENTIAL))
+_CANCEL_ENDED = (
+    "UPDATE outbox SET status = :cancelled, body = NULL, lease_until = NULL, last_error = :cancel_reason, "
+    f"next_attempt_at = :now WHERE status = :pending AND kind IN ({_ENDED_KINDS}) AND credential_id IN "
+)
+_CANCEL_VALUES = {"cancelled": OutboxStatus.CANCELLED.value, "pending": OutboxStatus.PENDING.value,
+                  "cancel_reason": cancel_reason(S.EXPIRED, _REASON)}
+
 _PG_EXPIRE = sa.text(
-    """
+    f"""
     WITH moved AS (
         UPDATE credential
            SET state = :to_state, updated_at = :now, ended_at = :now, end_reason = :reason,
@@ -224,6 +235,8 @@ _PG_EXPIRE = sa.text(
     ), events AS (
         INSERT INTO credential_event (credential_id, from_state, to_state, actor, reason, at)
         SELECT id, :from_state, :to_state, :actor, :reason, :now FROM moved
+    ), cancelled AS (
+        {_CANCEL_ENDED} (SELECT id FROM moved)
     )
     SELECT count(*), min(id), max(id) FROM moved
     """
@@ -240,6 +253,9 @@ _SQLITE_EVENTS = sa.text(
 _SQLITE_RANGE = sa.text(
     f"SELECT min(id), max(id) FROM credential WHERE {_SQLITE_MOVING}"
 ).bindparams(sa.bindparam("today", type_=sa.Date()))
+_SQLITE_CANCEL = sa.text(
+    f"{_CANCEL_ENDED} (SELECT id FROM credential WHERE {_SQLITE_MOVING})"
+).bindparams(sa.bindparam("now", type_=_UTC()), sa.bindparam("today", type_=sa.Date()))
 _SQLITE_UPDATE = sa.text(
     "UPDATE credential SET state = :to_state, updated_at = :now, ended_at = :now, end_reason = :reason, "
     f"code_hash = NULL, qr_token_hash = NULL WHERE {_SQLITE_MOVING}"
@@ -262,7 +278,7 @@ def _expire_batch(
 ) -> int:
     params = {
         "ids": list(ids), "from_state": from_state, "to_state": _TO, "reason": _REASON,
-        "actor": ACTOR, "now": now, "today": today,
+        "actor": ACTOR, "now": now, "today": today, **_CANCEL_VALUES,
     }
     if connection.dialect.name == "postgresql":
         moved, first, last = connection.execute(_PG_EXPIRE, params).one()
@@ -272,6 +288,7 @@ def _expire_batch(
     # travel as one JSON parameter: expanding a 1,000-item IN list costs more than the UPDATE.
     sqlite_params = {**params, "ids": json.dumps(list(ids))}
     connection.execute(_SQLITE_EVENTS, sqlite_params)
+    connection.execute(_SQLITE_CANCEL, sqlite_params)
     first, last = connection.execute(_SQLITE_RANGE, sqlite_params).one()
     result = connection.execute(_SQLITE_UPDATE, sqlite_params)
     moved = int(result.rowcount)

@@ -3,7 +3,8 @@
 A crash between "decided" and "sent" leaves a pending row, so nothing is lost; the
 idempotency key makes a second decision about the same thing a no-op, so nothing is
 decided twice. Bodies are encrypted at rest and wiped once sent. This module queues the
-rows; core.messaging.sending claims, attempts and records them.
+rows, and takes back ones whose content died before they went out (`cancel_waiting`);
+core.messaging.sending claims, attempts and records them.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from core.storage.db import lock_for_write
 from core.storage.models import OutboxMessage, OutboxStatus
 
 __all__ = [
+    "cancel_waiting",
     "enqueue",
     "enqueue_once",
     "enqueue_under_lock",
+    "mark_cancelled",
     "open_body",
     "reserve",
     "set_body",
@@ -177,3 +180,27 @@ def open_body(box: SecretBox, row: OutboxMessage) -> OutgoingMessage:
     if row.body is None:
         raise ValueError(f"outbox message {row.id} has no body (already sent and wiped)")
     return OutgoingMessage.from_json(box.decrypt(row.body))
+
+
+def _cancelled(reason: str, now: datetime) -> dict[str, Any]:
+    """Taken back: kept on record with the reason, the body (dead data) wiped, never attempted again,
+    and not a delivery failure (no alert, not counted as failed)."""
+    return {"status": OutboxStatus.CANCELLED.value, "lease_until": None, "body": None,
+            "last_error": reason[:2000], "next_attempt_at": now}
+
+
+def mark_cancelled(row: OutboxMessage, reason: str, now: datetime) -> None:
+    for name, value in _cancelled(reason, now).items():
+        setattr(row, name, value)
+
+
+def cancel_waiting(session: Session, *where: sa.ColumnElement[bool], reason: str, now: datetime) -> int:
+    """Cancel the rows matching `where` that still wait to be sent (pending); returns how many.
+
+    A row being sent at this moment (leased) is left to finish: it may already be at the
+    receiver, and its sender records the outcome over its own lease.
+    """
+    result = session.execute(
+        sa.update(OutboxMessage).where(OutboxMessage.status == OutboxStatus.PENDING, *where)  # type: ignore[arg-type]
+        .values(_cancelled(reason, now)))
+    return int(result.rowcount)  # type: ignore[attr-defined]

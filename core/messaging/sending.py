@@ -44,7 +44,6 @@ __all__ = [
     "claim_due",
     "drain_once",
     "lease_is_fresh",
-    "mark_failed",
     "mark_retry",
     "mark_sent",
     "record",
@@ -133,11 +132,6 @@ def mark_sent(row: OutboxMessage, now: datetime, external_id: str | None = None)
 def mark_retry(row: OutboxMessage, now: datetime, error: str, delay: timedelta | None = None) -> None:
     """A temporary failure: back off exponentially; past MAX_ATTEMPTS it becomes permanent."""
     _apply(row, _retry(row.attempts, now, error, delay))
-
-
-def mark_failed(row: OutboxMessage, now: datetime, error: str) -> None:
-    """A permanent failure: kept (body wiped) and shown to staff, never retried."""
-    _apply(row, _failed(now, error))
 
 
 @dataclass(frozen=True)

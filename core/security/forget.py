@@ -55,7 +55,7 @@ def forget_account(session: Session, *, channel: str, account_id: str, now: date
     # answer's body (it would have gone out when the student came back: they will not).
     done = session.exec(select(OutboxMessage).where(
         OutboxMessage.channel == channel, OutboxMessage.recipient == account_id,
-        col(OutboxMessage.status).in_([OutboxStatus.SENT, OutboxStatus.FAILED]),
+        col(OutboxMessage.status).in_([OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.CANCELLED]),
     )).all()
     for row in done:
         # The key may name the chat too (`reply:telegram:42:...`); unique still by the row's id.

@@ -116,6 +116,9 @@ class OutboxStatus(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"  # permanent: shown to staff, not retried
+    # Taken back before it went out: what it carried died first (the credential ended, its
+    # activation data was resent, the register address changed). Kept, not a failure.
+    CANCELLED = "cancelled"
 
 
 class ThreadStatus(StrEnum):

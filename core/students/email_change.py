@@ -6,7 +6,7 @@ for the old one must stop working, or the old mailbox (a recycled alias, a typo 
 office just corrected, someone else's box) keeps a working activation code or binding
 code. In the import's transaction, for each student whose address changed:
 
-- mail to the old address that is not sent yet is cancelled (marked failed, reason given,
+- mail to the old address that is not sent yet is cancelled (status cancelled, reason given,
   body wiped; the row stays for the audit); mail of a support thread is left alone: it
   answers a message the student wrote from that address and carries no activation data;
 - the student's unused chat binding codes expire (a code typed later gets "expired",
@@ -30,7 +30,7 @@ from sqlmodel import Session, col, select
 
 from core.credentials.compose import notice_email
 from core.credentials.lifecycle import EndReason, transition
-from core.messaging import outbox, sending
+from core.messaging import outbox
 from core.messaging.notify import email_language, email_languages
 from core.storage import audit
 from core.storage.models import BindingCode, Credential, CredentialState, OutboxMessage, OutboxStatus, Student
@@ -89,7 +89,7 @@ def _cancel_mail(session: Session, change: EmailChange, now: datetime) -> int:
         )
     ).all()
     for row in rows:
-        sending.mark_failed(row, now, CANCEL_REASON)
+        outbox.mark_cancelled(row, CANCEL_REASON, now)
         session.add(row)
     return len(rows)
 

@@ -34,9 +34,10 @@ def mailed_activation_code(ctx: AppContext, credential_id: int) -> str:
         return activation_code(open_body(ctx.box, row).text)
 
 
-def activate(ctx: AppContext, credential_id: int) -> None:
-    """What the student does in mObywatel with the code from the activation e-mail."""
-    code = mailed_activation_code(ctx, credential_id)
+def activate(ctx: AppContext, credential_id: int, code: str | None = None) -> None:
+    """What the student does in mObywatel with the code from the activation e-mail (`code`: one read
+    from it earlier)."""
+    code = code or mailed_activation_code(ctx, credential_id)
     with unit_of_work(ctx.engine) as session:
         credential = session.get(Credential, credential_id)
         assert credential is not None
