@@ -10,7 +10,7 @@ export MLEG_VAR_DIR ?= $(CURDIR)/var
 # module again on each run and in each worker (collection 12 s instead of 6 s).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: run test test-fast lint bench system-deps smoke clean
+.PHONY: run test test-fast lint bench system-deps smoke clean screenshots
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -49,3 +49,8 @@ bench: $(STAMP) system-deps
 
 clean:
 	rm -rf $(VENV) var dist build *.egg-info .pytest_cache .ruff_cache
+
+# The console's pictures in docs/ (the README shows them), taken by the browser test; a plain
+# test run keeps its pictures in its own temporary folder.
+screenshots: $(STAMP) system-deps
+	UPDATE_SCREENSHOTS=1 $(BIN)/pytest -q -p no:randomly tests/test_web_browser.py
