@@ -3,14 +3,19 @@ e-mails and notices come in the language the student chose last."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlmodel import Session, select
 
 from core.app.context import AppContext
+from core.app.settings import PROJECT_ROOT
+from core.conversation import Event
 from core.jobs import reminders, sweep
 from core.messaging.outbox import open_body
 from core.storage.db import unit_of_work
 from core.storage.models import ChatLink
+from core.understanding.catalog import IntentCatalog
 from tests.chat_driver import ChatDriver
 from tests.factories import add_student
 from tests.support.chat import bound_chat
@@ -80,3 +85,57 @@ def test_the_newest_choice_wins_over_a_link_bound_later(sqlite_ctx: AppContext) 
     notices = {row.channel: row for row in queued(sqlite_ctx, "activation_expired")}
     assert (notices["email"].language, notices["telegram"].language) == ("en", "en")
     assert open_body(sqlite_ctx.box, notices["email"]).text.startswith("Hello")
+
+
+# --- the language typed instead of tapped ---------------------------------------------------------
+
+@pytest.mark.parametrize("typed,language", [
+    ("polski", "pl"), ("Po polsku", "pl"), ("jezyk polski", "pl"), ("English", "en"), ("po angielsku", "en"),
+])
+def test_a_language_named_in_words_is_chosen(sqlite_ctx: AppContext, typed: str, language: str) -> None:
+    chat = ChatDriver(sqlite_ctx)
+    chat.say("/start")
+    chat.say(typed)
+    assert "terms:accept" in chat.buttons
+    assert sqlite_ctx.catalog.text(language, "intro") in chat.text
+    assert sqlite_ctx.catalog.text(language, "language.guessed") not in chat.text  # named, not guessed
+
+
+@pytest.mark.parametrize("typed,language", [
+    ("chcę legitymację", "pl"), ("chce mlegitymacje na telefon", "pl"), ("I need my student ID", "en"),
+])
+def test_a_message_in_one_language_is_taken_in_it_and_says_how_to_change(sqlite_ctx: AppContext, typed: str,
+                                                                          language: str) -> None:
+    chat = ChatDriver(sqlite_ctx)
+    chat.say("/start")
+    chat.say(typed)
+    assert chat.text.startswith(sqlite_ctx.catalog.text(language, "language.guessed"))
+    assert "/language" in chat.text
+    assert sqlite_ctx.catalog.text(language, "intro") in chat.text and "terms:accept" in chat.buttons
+
+
+def test_one_word_that_tells_no_language_asks_again_with_what_to_type(sqlite_ctx: AppContext) -> None:
+    chat = ChatDriver(sqlite_ctx)
+    chat.say("/start")
+    for typed in ("ok", "start", "hej", "12345678901"):
+        chat.say(typed)
+        assert chat.text.startswith(sqlite_ctx.catalog.text("pl", "language.hint")), typed
+        assert chat.buttons == ["lang:pl", "lang:en"]
+
+
+def test_one_word_in_the_language_of_the_students_app_is_enough(sqlite_ctx: AppContext) -> None:
+    """Telegram tells the app's language (language_code): "hej" from a Polish phone is Polish."""
+    chat = ChatDriver(sqlite_ctx)
+    chat.send(Event.text_message(chat.channel, chat.account, "/start", language_hint="pl"))
+    chat.send(Event.text_message(chat.channel, chat.account, "hej", language_hint="pl"))
+    assert chat.text.startswith(sqlite_ctx.catalog.text("pl", "language.guessed"))
+
+
+def test_the_names_a_language_goes_by_are_the_catalogs(tmp_path: Path) -> None:
+    catalog = IntentCatalog.load(PROJECT_ROOT / "config" / "intents.toml")
+    assert catalog.language_names["jezyk polski"] == "pl" and catalog.language_names["in english"] == "en"
+    bad = tmp_path / "intents.toml"
+    bad.write_text((PROJECT_ROOT / "config" / "intents.toml").read_text(encoding="utf-8")
+                   .replace('[language]\npl = ', '[language]\nde = ["deutsch"]\npl = '), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"\[language\] names the languages pl, en, not de"):
+        IntentCatalog.load(bad)

@@ -29,11 +29,13 @@ def greet(turn: Turn) -> None:
     ask_language(turn)
 
 
-def choose_language(turn: Turn, language: str) -> Steps:
+def choose_language(turn: Turn, language: str, *, guessed: bool = False) -> Steps:
     if language not in ("pl", "en"):
         ask_language(turn)
         return
     turn.state.language = language
+    if guessed:
+        turn.say("language.guessed")
     if turn.state.student_id is not None:
         # Before binding the state's choice goes onto the link when it is made; after, the
         # link must follow, or reminders and e-mails keep the old language.
@@ -48,13 +50,21 @@ def choose_language(turn: Turn, language: str) -> Steps:
 
 
 def language_step(turn: Turn) -> Steps:
-    folded = turn.text.lower()
-    if folded in ("pl", "polski", "polish", "po polsku"):
-        yield from choose_language(turn, "pl")
-    elif folded in ("en", "english", "angielski", "ang"):
-        yield from choose_language(turn, "en")
-    else:
-        ask_language(turn)
+    """Typed instead of tapped: a language's name chooses it; a message written in one language
+    ("chcę legitymację", "I need my student ID") is taken in that language, and says how to change
+    it. One word that could be either ("start", "ok") is not enough unless it agrees with the
+    language the student's app uses; then the question again, with what may be typed."""
+    understanding = turn.config.faq.understanding
+    named = understanding.named_language(turn.text)
+    if named is not None:
+        yield from choose_language(turn, named)
+        return
+    told = understanding.language(turn.text, "")
+    if told and (len(turn.text.split()) > 1 or told == turn.state.language):
+        yield from choose_language(turn, told, guessed=True)
+        return
+    turn.say_text(turn.config.catalog.text("pl", "language.hint"), None)
+    ask_language(turn)
 
 
 def terms_changed(turn: Turn) -> None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.understanding.text import fold
+
 __all__ = ["ACTION_INTENTS", "INTENTS", "IntentCatalog", "Topic"]
 
 INTENTS = (
@@ -23,6 +25,8 @@ INTENTS = (
 # Intents that change something for the student: a wrong one costs more than asking back.
 ACTION_INTENTS = frozenset({"apply", "renew", "revoke_lost_phone", "new_phone", "forget_data"})
 LANGUAGES = ("pl", "en")
+# What names a language when the catalog's [language] table does not: the codes and own names.
+_LANGUAGE_NAMES = {"pl": "pl", "polski": "pl", "en": "en", "english": "en"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class IntentCatalog:
     topics: tuple[Topic, ...]
     shorthand: dict[str, str]
     emoji: dict[str, str]
+    # What a student may type to choose the chat's language (folded) -> "pl" or "en".
+    language_names: dict[str, str] = field(default_factory=lambda: dict(_LANGUAGE_NAMES))
 
     @classmethod
     def load(cls, path: Path) -> IntentCatalog:
@@ -62,7 +68,8 @@ class IntentCatalog:
         if missing:
             raise ValueError(f"{where}: no examples for the intents {', '.join(missing)}")
         return cls(tuple(topics), {str(k): str(v) for k, v in data.get("shorthand", {}).items()},
-                   {str(k): str(v) for k, v in data.get("emoji", {}).items()})
+                   {str(k): str(v) for k, v in data.get("emoji", {}).items()},
+                   _language_names(data.get("language"), where))
 
     def faq_for(self, intent: str) -> str | None:
         """The FAQ entry that answers `intent` as a whole (its `[intent.X]` table's `faq`)."""
@@ -77,3 +84,13 @@ def _topic(label: str, intent: str, faq: Any, table: dict[str, Any]) -> Topic:
     slots = tuple((str(k), str(v)) for k, v in (table.get("slots") or {}).items())
     examples = {lang: tuple(str(x) for x in table.get(lang, [])) for lang in LANGUAGES}
     return Topic(label, intent, str(faq) if faq else None, slots, examples)
+
+
+def _language_names(table: Any, where: str) -> dict[str, str]:
+    if table is None:
+        return dict(_LANGUAGE_NAMES)
+    unknown = sorted(set(table) - set(LANGUAGES))
+    if unknown:
+        raise ValueError(f"{where}: [language] names the languages {', '.join(LANGUAGES)}, not {', '.join(unknown)}")
+    return {**_LANGUAGE_NAMES, **{fold(" ".join(str(name).split())): language
+                                  for language, names in table.items() for name in names}}

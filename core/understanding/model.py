@@ -159,6 +159,10 @@ class Understanding:
             self._last_language = (text, told)
         return told or default
 
+    def named_language(self, text: str) -> str | None:
+        """The language `text` names ("polski", "English", "po angielsku": the catalog's [language]), if any."""
+        return self.catalog.language_names.get(fold(" ".join(text[:MAX_CHARS].split())))
+
     def _told_language(self, text: str) -> str | None:
         folded = fold(text)
         if sum(ch.isalpha() for ch in folded) < 3:
