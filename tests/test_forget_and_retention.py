@@ -171,7 +171,8 @@ def test_status_shows_every_retention_rule(tmp_path: Path, sqlite_url: str) -> N
     rules = [line for line in result.stdout.splitlines() if line.startswith("retention")]
     text = "\n".join(rules)
     for what in ("support threads: 200 days", "chat conversations: 200 days", "e-mails of no thread: 200 days",
-                 "outbox: sent and failed rows 12 days", "audit trail: 1825 days", "terms acceptances: 1825 days",
+                 "outbox: sent, failed and cancelled rows 12 days", "audit trail: 1825 days",
+                 "terms acceptances: 1825 days",
                  "ended credentials: 1825 days", "former students: 1825 days", "failed guesses:", "chat codes:"):
         assert what in text, text
 

@@ -66,8 +66,8 @@ def rules(settings: Settings) -> list[tuple[str, str]]:
                                "(MLEG_RETENTION__CONVERSATIONS_DAYS)"),
         ("e-mails of no thread", f"{_days(r.inbound_mail_days, settings)} days after processing "
                                  "(ignored automatic replies, quarantined mail) (MLEG_RETENTION__INBOUND_MAIL_DAYS)"),
-        ("outbox", f"sent and failed rows {r.outbox_days} days (addresses, chat ids, errors); a sent body is "
-                   "wiped at once (MLEG_RETENTION__OUTBOX_DAYS)"),
+        ("outbox", f"sent, failed and cancelled rows {r.outbox_days} days (addresses, chat ids, errors); "
+                   "a sent body is wiped at once (MLEG_RETENTION__OUTBOX_DAYS)"),
         ("audit trail", f"{r.audit_days} days (MLEG_RETENTION__AUDIT_DAYS)"),
         ("terms acceptances", f"{r.terms_acceptance_days} days, once the chat account is no longer linked "
                               "(MLEG_RETENTION__TERMS_ACCEPTANCE_DAYS)"),
