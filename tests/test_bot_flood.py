@@ -38,10 +38,11 @@ async def test_retry_after_honoured_in_order_once(api: BotApiStandIn, tmp_path: 
     # Each reply exactly once, in the order the engine said them.
     assert len(sent) == len(rows)
     assert [m.message_id for m in sent] == sorted(m.message_id for m in sent)
-    # /start's reply (the greeting, then the language question) first; /help's (the question again) second.
-    choose = ctx.catalog.text("pl", "language.choose")
+    # /start's reply (the greeting, then the language question) first; /help's (what to type, and the
+    # question again) second.
+    choose, hint = ctx.catalog.text("pl", "language.choose"), ctx.catalog.text("pl", "language.hint")
     greeting = f"{ctx.catalog.text('pl', 'greeting')}\n\n{ctx.catalog.text('en', 'greeting')}"  # both languages
-    assert [m.plain_text for m in sent] == [f"{greeting}\n\n{choose}", choose]
+    assert [m.plain_text for m in sent] == [f"{greeting}\n\n{choose}", f"{hint}\n\n{choose}"]
     assert api.rate_limited_count(6161) == 1
 
 

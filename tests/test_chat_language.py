@@ -139,3 +139,11 @@ def test_the_names_a_language_goes_by_are_the_catalogs(tmp_path: Path) -> None:
                    .replace('[language]\npl = ', '[language]\nde = ["deutsch"]\npl = '), encoding="utf-8")
     with pytest.raises(ValueError, match=r"\[language\] names the languages pl, en, not de"):
         IntentCatalog.load(bad)
+
+
+def test_a_command_at_the_language_question_chooses_nothing(sqlite_ctx: AppContext) -> None:
+    chat = ChatDriver(sqlite_ctx)
+    chat.send(Event.text_message(chat.channel, chat.account, "/start", language_hint="en"))
+    chat.send(Event.text_message(chat.channel, chat.account, "/help", language_hint="en"))
+    assert chat.text.startswith(sqlite_ctx.catalog.text("en", "language.hint"))
+    assert chat.buttons == ["lang:pl", "lang:en"]

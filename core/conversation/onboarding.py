@@ -55,11 +55,12 @@ def language_step(turn: Turn) -> Steps:
     it. One word that could be either ("start", "ok") is not enough unless it agrees with the
     language the student's app uses; then the question again, with what may be typed."""
     understanding = turn.config.faq.understanding
-    named = understanding.named_language(turn.text)
+    typed = turn.event.kind == "text"  # a command (/help) names no language and is written in none
+    named = understanding.named_language(turn.text) if typed else None
     if named is not None:
         yield from choose_language(turn, named)
         return
-    told = understanding.language(turn.text, "")
+    told = understanding.language(turn.text, "") if typed else ""
     if told and (len(turn.text.split()) > 1 or told == turn.state.language):
         yield from choose_language(turn, told, guessed=True)
         return
