@@ -229,6 +229,39 @@ def test_text_that_is_no_code_is_not_a_guess(sqlite_ctx: AppContext) -> None:
     assert chat.service.state_of(chat.channel, chat.account).student_id == student.id
 
 
+def _guesses(ctx: AppContext) -> int:
+    with Session(ctx.engine) as session:
+        return len(session.exec(select(GuessAttempt)).all())
+
+
+def test_no_number_at_the_album_step_is_no_guess_and_keeps_the_pesel(sqlite_ctx: AppContext) -> None:
+    """"nie wiem, jaki mam numer albumu" was matched against the register as an album: a failed
+    guess, and the PESEL asked for again. Now: where the number is, and the album asked again."""
+    student, pesel = new_student(sqlite_ctx)
+    chat = ChatDriver(sqlite_ctx)
+    chat.start_in("pl")
+    chat.say(pesel)
+    chat.say("nie wiem jaki mam numer albumu")
+    assert chat.text.startswith(sqlite_ctx.catalog.text("pl", "identify.album_help"))
+    # Numbers with words between them: which one is the album? None is tried (an FAQ answer may come).
+    chat.say(f"PESEL {pesel}, czyli {pesel[:6]} {pesel[6:]}, albo co?")
+    assert chat.text.endswith(sqlite_ctx.catalog.text("pl", "identify.ask_album"))
+    assert _guesses(sqlite_ctx) == 0
+    chat.say(f"mój numer albumu to {student.album}.")  # the number in a sentence is the number
+    assert chat.outbox("binding-code")  # matched: the chat code is mailed
+
+
+def test_the_pesel_step_takes_the_number_out_of_a_sentence_and_helps_without_one(sqlite_ctx: AppContext) -> None:
+    _, pesel = new_student(sqlite_ctx)
+    chat = ChatDriver(sqlite_ctx)
+    chat.start_in("en")
+    chat.say("I don't remember where to find it")
+    assert chat.text.startswith(sqlite_ctx.catalog.text("en", "identify.pesel_help"))
+    chat.say(f"my PESEL is {pesel[:3]} {pesel[3:6]} {pesel[6:]}.")
+    assert chat.text == sqlite_ctx.catalog.text("en", "identify.ask_album")
+    assert _guesses(sqlite_ctx) == 0
+
+
 def test_a_question_at_the_code_step_is_answered_and_the_code_asked_again(sqlite_ctx: AppContext) -> None:
     student, pesel = new_student(sqlite_ctx)
     chat = ChatDriver(sqlite_ctx)

@@ -7,7 +7,6 @@ wrong PESEL and a wrong number get the same words, so the chat tells nothing of 
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 from core.conversation import ops
@@ -23,6 +22,8 @@ __all__ = ["CHAT_CODE_LENGTH", "identify"]
 
 # Digits in the one-time code e-mailed to bind a chat account (core.conversation.runner makes them).
 CHAT_CODE_LENGTH = 6
+# Stripped from a typed number's ends: "123456." and "(ELS-1234)" are numbers; "-" and "/" inside stay.
+_AROUND_A_NUMBER = ".,;:!?()[]\"'„”«»"
 # FAQ entries that, asked while the chat code is awaited, are about that code: no activation
 # data exists yet, /status is refused before binding, and the code lives minutes, not 30 days.
 CHAT_CODE_QUESTIONS = frozenset({"email_not_arrived", "code_expired"})
@@ -67,16 +68,45 @@ def _looks_like_question(text: str) -> bool:
     return sum(ch.isalpha() for ch in text) >= 4
 
 
+def _typed_number(text: str) -> str | None:
+    """The number in what was typed: the run of words that carry a digit, without the punctuation
+    around them ("mój album to 123456." -> "123456", "ELS 1234 5678" -> "12345678"). None when no
+    word carries one ("nie wiem, jaki mam numer"), or words stand between several numbers ("PESEL
+    ..., czyli ..."): a question, not a number to check against the register."""
+    runs: list[list[str]] = []
+    after_digits = False
+    for word in text.split():
+        has_digit = any(ch.isdigit() for ch in word)
+        if has_digit and not after_digits:
+            runs.append([])
+        if has_digit:
+            runs[-1].append(word.strip(_AROUND_A_NUMBER))
+        after_digits = has_digit
+    return "".join(runs[0]) if len(runs) == 1 else None
+
+
+def _is_sentence(text: str) -> bool:
+    return sum(1 for word in text.split() if sum(ch.isalpha() for ch in word) >= 2
+               and not any(ch.isdigit() for ch in word)) >= 2
+
+
 def _pesel_step(turn: Turn) -> Steps:
     if turn.event.kind != "text":
         yield from prompt(turn)
         return
-    if _looks_like_question(turn.text) and answer_faq(turn, allow_personal=False):
-        turn.say("identify.ask_pesel")
-        return
+    typed = _typed_number(turn.text)
+    number, problem = check_pesel(typed or turn.text)  # "mój PESEL to 02270803628" is the number
+    if number is None and _looks_like_question(turn.text):
+        if answer_faq(turn, allow_personal=False):
+            turn.say("identify.ask_pesel")
+            return
+        if typed is None:
+            # Words and no number ("nie pamiętam peselu"): where the number is, not "digits only".
+            turn.say("identify.pesel_help")
+            turn.say("identify.ask_pesel")
+            return
     if _locked(turn, (yield ops.CheckLocked("identify"))):
         return
-    number, problem = check_pesel(turn.text)
     if problem is not None or number is None:
         turn.say(f"identify.{problem}")
         return
@@ -91,7 +121,17 @@ def _second_id_step(turn: Turn) -> Steps:
         state.step = Step.PESEL if state.pesel_hash is None else state.step
         yield from prompt(turn)
         return
-    second = re.sub(r"\s+", "", turn.text).upper()
+    typed = _typed_number(turn.text)
+    if typed is None:
+        # No number in it ("nie wiem, jaki mam numer albumu"): answered, never checked against the
+        # register, so no guess is counted and the PESEL already given stays.
+        if not (_looks_like_question(turn.text) and answer_faq(turn, allow_personal=False)):
+            turn.say("identify.els_help" if turn.config.policy == Policy.ELS else "identify.album_help")
+        turn.say("identify.ask_els" if turn.config.policy == Policy.ELS else "identify.ask_album")
+        return
+    # A sentence around the number ("mój album to 123456") gives the number; anything else is the
+    # number as typed, spaces aside ("ab 500123" is the album AB500123).
+    second = (typed if _is_sentence(turn.text) else "".join(turn.text.split())).upper()
     # An ELS number is compared without its "ELS" prefix and dashes: only that prefix is no number.
     significant = normalize_els_number(second) if turn.config.policy == Policy.ELS else second
     if not significant or len(second) > 40:
