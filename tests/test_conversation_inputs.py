@@ -201,6 +201,18 @@ def test_els_number_is_matched_however_it_is_typed(els_ctx: AppContext, typed: s
     assert "A one-time code has been sent" in chat.text
 
 
+def test_under_the_els_policy_words_at_the_number_get_where_the_els_number_is(els_ctx: AppContext) -> None:
+    _, pesel = new_student(els_ctx, els_number="ELS-99892850")
+    chat = ChatDriver(els_ctx)
+    chat.start_in("en")
+    chat.say(pesel)
+    chat.say("which number do you mean?")
+    assert "The ELS number is printed on your plastic student ID card" in chat.text
+    assert chat.text.endswith(els_ctx.catalog.text("en", "identify.ask_els")) and _guesses(els_ctx) == 0
+    chat.say("my card says ELS 9989 2850")  # the number in a sentence, spaced as printed
+    assert "A one-time code has been sent" in chat.text
+
+
 def test_wrong_els_number_still_counts_as_a_failed_guess(els_ctx: AppContext) -> None:
     _, pesel = new_student(els_ctx, els_number="ELS-99892850")
     chat = ChatDriver(els_ctx)
@@ -229,6 +241,12 @@ def test_text_that_is_no_code_is_not_a_guess(sqlite_ctx: AppContext) -> None:
     assert chat.service.state_of(chat.channel, chat.account).student_id == student.id
 
 
+def _where_the_numbers_are(ctx: AppContext, language: str) -> str:
+    entry = ctx.faq.get(language, "identity_numbers")
+    assert entry is not None
+    return entry.answer_for(ctx.settings.policy)
+
+
 def _guesses(ctx: AppContext) -> int:
     with Session(ctx.engine) as session:
         return len(session.exec(select(GuessAttempt)).all())
@@ -241,8 +259,8 @@ def test_no_number_at_the_album_step_is_no_guess_and_keeps_the_pesel(sqlite_ctx:
     chat = ChatDriver(sqlite_ctx)
     chat.start_in("pl")
     chat.say(pesel)
-    chat.say("nie wiem jaki mam numer albumu")
-    assert chat.text.startswith(sqlite_ctx.catalog.text("pl", "identify.album_help"))
+    chat.say("nie wiem, skąd go wziąć")
+    assert chat.text.startswith(_where_the_numbers_are(sqlite_ctx, "pl"))
     # Numbers with words between them: which one is the album? None is tried (an FAQ answer may come).
     chat.say(f"PESEL {pesel}, czyli {pesel[:6]} {pesel[6:]}, albo co?")
     assert chat.text.endswith(sqlite_ctx.catalog.text("pl", "identify.ask_album"))
@@ -255,8 +273,8 @@ def test_the_pesel_step_takes_the_number_out_of_a_sentence_and_helps_without_one
     _, pesel = new_student(sqlite_ctx)
     chat = ChatDriver(sqlite_ctx)
     chat.start_in("en")
-    chat.say("I don't remember where to find it")
-    assert chat.text.startswith(sqlite_ctx.catalog.text("en", "identify.pesel_help"))
+    chat.say("no idea honestly")  # not a question the FAQ knows: where the numbers are, all the same
+    assert chat.text.startswith(_where_the_numbers_are(sqlite_ctx, "en"))
     chat.say(f"my PESEL is {pesel[:3]} {pesel[3:6]} {pesel[6:]}.")
     assert chat.text == sqlite_ctx.catalog.text("en", "identify.ask_album")
     assert _guesses(sqlite_ctx) == 0

@@ -6,7 +6,10 @@ from __future__ import annotations
 from core.conversation.turn import Buttons, Turn
 from core.support.faq import FaqMatch
 
-__all__ = ["answer_faq", "faq_match"]
+__all__ = ["IDENTITY_NUMBERS", "answer_faq", "faq_match", "say_entry"]
+
+# The entry on where the PESEL and the album (or ELS) number are found: identification falls back on it.
+IDENTITY_NUMBERS = "identity_numbers"
 
 
 def faq_match(turn: Turn) -> FaqMatch | None:
@@ -38,4 +41,14 @@ def answer_faq(turn: Turn, *, allow_personal: bool) -> bool:
     if allow_personal:
         buttons.append([("support", "menu:support")])
     turn.say_text(entry.answer_for(turn.config.policy), buttons or None)
+    return True
+
+
+def say_entry(turn: Turn, entry_id: str) -> bool:
+    """Say one entry's answer (under the policy in force) in the chat's language; False when the
+    installation's FAQ has no such entry."""
+    entry = turn.config.faq.get(turn.lang, entry_id)
+    if entry is None:
+        return False
+    turn.say_text(entry.answer_for(turn.config.policy), None)
     return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from core.conversation import ops
-from core.conversation.faq_answers import answer_faq, faq_match
+from core.conversation.faq_answers import IDENTITY_NUMBERS, answer_faq, faq_match, say_entry
 from core.conversation.overview import show_status
 from core.conversation.prompts import prompt
 from core.conversation.state import Step
@@ -101,8 +101,9 @@ def _pesel_step(turn: Turn) -> Steps:
             turn.say("identify.ask_pesel")
             return
         if typed is None:
-            # Words and no number ("nie pamiętam peselu"): where the number is, not "digits only".
-            turn.say("identify.pesel_help")
+            # Words and no number: where the number is found, rather than "digits only".
+            if not say_entry(turn, IDENTITY_NUMBERS):
+                turn.say("identify.pesel_digits")
             turn.say("identify.ask_pesel")
             return
     if _locked(turn, (yield ops.CheckLocked("identify"))):
@@ -125,8 +126,9 @@ def _second_id_step(turn: Turn) -> Steps:
     if typed is None:
         # No number in it ("nie wiem, jaki mam numer albumu"): answered, never checked against the
         # register, so no guess is counted and the PESEL already given stays.
-        if not (_looks_like_question(turn.text) and answer_faq(turn, allow_personal=False)):
-            turn.say("identify.els_help" if turn.config.policy == Policy.ELS else "identify.album_help")
+        if not (_looks_like_question(turn.text) and answer_faq(turn, allow_personal=False)) \
+                and not say_entry(turn, IDENTITY_NUMBERS):
+            turn.say("identify.second_format")
         turn.say("identify.ask_els" if turn.config.policy == Policy.ELS else "identify.ask_album")
         return
     # A sentence around the number ("mój album to 123456") gives the number; anything else is the
