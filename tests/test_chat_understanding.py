@@ -143,3 +143,39 @@ def test_the_chat_code_not_arriving_is_answered_at_the_code_step(sqlite_ctx: App
     chat.say("nie dostałem kodu do czatu")
     assert "Jednorazowy kod do czatu przychodzi tylko na Twój adres uczelniany" in chat.text
     assert "code:resend" in chat.buttons
+
+
+def _threads(ctx: AppContext) -> list[SupportThread]:
+    with Session(ctx.engine) as session:
+        return list(session.exec(select(SupportThread)).all())
+
+
+def test_a_typed_yes_to_the_one_meaning_offered_takes_it(sqlite_ctx: AppContext) -> None:
+    """"Is it one of these?" with one button: "tak" means that one, never "send it to staff"."""
+    chat = _bound(sqlite_ctx)
+    chat.say("zlozyc wniosk")  # a typo: apply, not surely enough to act on
+    assert [b for b in chat.buttons if b.startswith("intent:")] == ["intent:apply"]
+    chat.say("tak")
+    assert "confirm:yes:request" in chat.buttons
+    assert _threads(sqlite_ctx) == []
+
+
+def test_a_typed_yes_to_several_meanings_asks_which_and_sends_nothing(sqlite_ctx: AppContext) -> None:
+    chat = _bound(sqlite_ctx)
+    chat.say("telefon")  # lost or new?
+    offered = [b for b in chat.buttons if b.startswith("intent:")]
+    assert offered == ["intent:revoke_lost_phone", "intent:new_phone"]
+    chat.say("tak")
+    assert chat.text == sqlite_ctx.catalog.text("pl", "understand.which", send="Przekaż do biura", no="Nie")
+    assert [b for b in chat.buttons if b.startswith("intent:")] == offered and "confirm:yes:support" in chat.buttons
+    chat.say("nie")  # the "Nie" button: nothing goes to staff
+    assert "Anulowano" in chat.text and _threads(sqlite_ctx) == []
+
+
+def test_a_question_clearly_out_of_scope_offers_no_noise_and_yes_sends_it(sqlite_ctx: AppContext) -> None:
+    """No button for a meaning given less than one chance in ten ("what it is" for dormitory fees)."""
+    chat = _bound(sqlite_ctx)
+    chat.say("czy mogę zapłacić za akademik w ratach")
+    assert not [b for b in chat.buttons if b.startswith("intent:")]
+    chat.say("tak")
+    assert "Twoje pytanie trafiło do biura obsługi" in chat.text and len(_threads(sqlite_ctx)) == 1

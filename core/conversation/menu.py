@@ -35,6 +35,10 @@ BOUND_STEPS = frozenset({
 })
 
 
+# Below this, a candidate meaning of unclear text is not offered as a button (_likely_meanings).
+MIN_OFFERED_LIKELIHOOD = 0.1
+
+
 def bound(turn: Turn) -> Steps:
     state, button = turn.state, turn.button
     step_name = state.step if state.step in BOUND_STEPS else Step.MENU
@@ -137,10 +141,22 @@ def _free_input(turn: Turn) -> Steps:
     # Kept in the conversation's state until confirmed: never with a PESEL or a code in clear.
     turn.state.support_draft = redact_personal(turn.text)
     turn.state.step = Step.CONFIRM_SUPPORT
-    likely = [intent for intent, _ in turn.understood.candidates if intent in OFFERED_INTENTS][:3]
+    likely = _likely_meanings(turn.understood.candidates)
+    _offer_meanings(turn, likely, "understand.options" if likely else "support.offer")
+
+
+def _likely_meanings(candidates: tuple[tuple[str, float], ...]) -> list[str]:
+    """Up to three meanings worth a button: a meaning the understanding gives less than one chance in
+    ten ("what it is" for a question on dormitory fees) only misleads."""
+    return [intent for intent, likelihood in candidates
+            if intent in OFFERED_INTENTS and likelihood >= MIN_OFFERED_LIKELIHOOD][:3]
+
+
+def _offer_meanings(turn: Turn, likely: list[str], key: str) -> None:
+    """The likeliest meanings as buttons, then "send it to staff" and "no"."""
     rows: Buttons = [[(f"intent_{intent}", f"{INTENT_BUTTON}{intent}")] for intent in likely]
     rows.extend(CONFIRMATIONS[Step.CONFIRM_SUPPORT].buttons)
-    turn.say("understand.options" if likely else "support.offer", rows, send=turn.t("button.send_to_staff"))
+    turn.say(key, rows, send=turn.t("button.send_to_staff"), no=turn.t("button.no"))
 
 
 def _confirm(turn: Turn, confirmation: Confirmation) -> Steps:
@@ -148,6 +164,18 @@ def _confirm(turn: Turn, confirmation: Confirmation) -> Steps:
     answer = turn.yes_no()
     if confirmation.draft and turn.intent == "human":  # "a person, please": that is a yes here
         answer = True
+    elif confirmation.draft and answer is True and turn.event.kind == "text":
+        # A typed "tak" to "is it one of these?" is not "send it to staff": which one, then. (A
+        # typed "nie" is the "Nie" button: nothing is sent.)
+        likely = _likely_meanings(turn.config.faq.understand(turn.state.support_draft or "", turn.lang).candidates)
+        if len(likely) == 1:  # the one meaning offered: as if its button was pressed
+            turn.state.support_draft = None
+            turn.state.step = Step.MENU
+            yield from act_on_intent(turn, likely[0])
+            return
+        if likely:
+            _offer_meanings(turn, likely, "understand.which")
+            return
     if turn.button == confirmation.yes_data or answer is True:
         turn.state.step = Step.MENU
         replies = yield from confirmation.action(turn)
