@@ -179,3 +179,23 @@ def test_a_question_clearly_out_of_scope_offers_no_noise_and_yes_sends_it(sqlite
     assert not [b for b in chat.buttons if b.startswith("intent:")]
     chat.say("tak")
     assert "Twoje pytanie trafiło do biura obsługi" in chat.text and len(_threads(sqlite_ctx)) == 1
+
+
+def test_revoking_in_words_asks_the_reason_and_never_offers_an_application(sqlite_ctx: AppContext) -> None:
+    """"chcę unieważnić mLegitymację" was taken for an application (0.96 sure): the opposite action."""
+    chat = _bound(sqlite_ctx)
+    chat.say("chcę unieważnić mLegitymację")
+    assert "confirm:yes:request" not in chat.buttons and "revoke:lost_phone" not in chat.buttons
+    assert chat.text == sqlite_ctx.catalog.text("pl", "revoke.nothing")  # nothing to revoke yet
+    chat.press("menu:status")
+    chat.press("menu:request")
+    chat.press("confirm:yes:request")
+    for typed in ("chcę unieważnić mLegitymację", "uniewaznij"):
+        chat.say(typed)
+        assert {"revoke:lost_phone", "revoke:new_phone", "revoke:student_request"} <= set(chat.buttons), typed
+        chat.press("confirm:no")
+    chat.say("I want to revoke my mobile ID")
+    assert "revoke:student_request" in chat.buttons
+    chat.press("revoke:student_request")
+    chat.press("confirm:yes:revoke")
+    assert [c.state for c in _credentials(sqlite_ctx)] == ["revoked"]

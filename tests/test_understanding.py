@@ -74,7 +74,7 @@ def test_every_intent_has_examples_in_both_languages() -> None:
         for language in ("pl", "en"):
             assert any(t.examples[language] for t in catalog.topics if t.intent == intent), (intent, language)
     with pytest.raises(ValueError, match="not one of the intents"):
-        IntentCatalog.parse({**data, "intent": {**data["intent"], "revoke": {"pl": ["x"]}}})
+        IntentCatalog.parse({**data, "intent": {**data["intent"], "teleport": {"pl": ["x"]}}})
 
 
 @pytest.mark.process

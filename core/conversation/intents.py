@@ -19,7 +19,7 @@ from core.conversation.turn import Steps, Turn
 __all__ = ["OFFERED_INTENTS", "act_on_intent"]
 
 # Intents offered as buttons when a text is not clearly understood ("intent:<name>").
-OFFERED_INTENTS = ("apply", "renew", "revoke_lost_phone", "new_phone", "status_validity", "activation_help",
+OFFERED_INTENTS = ("apply", "renew", "revoke", "revoke_lost_phone", "new_phone", "status_validity", "activation_help",
                    "activation_data_missing", "eligibility", "els_card", "mobywatel_app", "about", "human",
                    "forget_data")
 # Intents that only say something: nothing is pending for a yes or no to answer.
@@ -65,6 +65,8 @@ def _act(turn: Turn, intent: str) -> Generator[ops.Op, Any, bool]:
             answer_faq(turn, allow_personal=True)
     elif intent in ("revoke_lost_phone", "new_phone"):
         yield from offer_revoke(turn, reason="lost_phone" if intent == "revoke_lost_phone" else "new_phone")
+    elif intent == "revoke":  # no reason said: the reason's question, as the menu's button asks it
+        yield from offer_revoke(turn)
     elif intent == "forget_data":
         ask_forget(turn)
     elif intent == "human":

@@ -17,13 +17,13 @@ from core.understanding.text import fold
 __all__ = ["ACTION_INTENTS", "INTENTS", "IntentCatalog", "Topic"]
 
 INTENTS = (
-    "apply", "renew", "revoke_lost_phone", "new_phone", "status_validity", "activation_help",
+    "apply", "renew", "revoke", "revoke_lost_phone", "new_phone", "status_validity", "activation_help",
     "activation_data_missing", "chat_code_missing", "eligibility", "els_card", "mobywatel_app", "about",
     "human", "forget_data", "accept_terms", "decline_terms", "yes", "no", "cancel", "greeting", "thanks",
     "out_of_scope",
 )
 # Intents that change something for the student: a wrong one costs more than asking back.
-ACTION_INTENTS = frozenset({"apply", "renew", "revoke_lost_phone", "new_phone", "forget_data"})
+ACTION_INTENTS = frozenset({"apply", "renew", "revoke", "revoke_lost_phone", "new_phone", "forget_data"})
 LANGUAGES = ("pl", "en")
 # What names a language when the catalog's [language] table does not: the codes and own names.
 _LANGUAGE_NAMES = {"pl": "pl", "polski": "pl", "en": "en", "english": "en"}
