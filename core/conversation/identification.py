@@ -95,7 +95,7 @@ def _pesel_step(turn: Turn) -> Steps:
         yield from prompt(turn)
         return
     typed = _typed_number(turn.text)
-    number, problem = check_pesel(typed or turn.text)  # "mój PESEL to 02270803628" is the number
+    number, problem = check_pesel(typed or turn.text)  # a PESEL inside a sentence ("mój PESEL to ...") is the number
     if number is None and _looks_like_question(turn.text):
         if answer_faq(turn, allow_personal=False):
             turn.say("identify.ask_pesel")
